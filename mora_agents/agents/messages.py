@@ -1,0 +1,115 @@
+"""The structured messages agents exchange (pydantic models, sent as autogen StructuredMessages).
+
+Requests carry explicit tool arguments; results carry artifact references, never pixels.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from autogen_agentchat.messages import BaseAgentEvent, BaseChatMessage, MessageFactory, StructuredMessage
+from pydantic import BaseModel, Field
+
+from mora_agents.media import Artifact
+
+
+class UserRequest(BaseModel):
+    """What a person asked for: free text plus attached files (paths inside the run directory)."""
+
+    text: str
+    images: list[str] = []
+    videos: list[str] = []
+    task: str | None = None
+    """A task forced by the person (`--task`); the planner then only fills the inputs."""
+    duration: float | None = None
+
+
+class PlanChoice(BaseModel):
+    """What the planner's LLM decides: the SOP and the textual inputs."""
+
+    task: str = Field(description="name of the SOP to follow")
+    prompt: str = Field(description="the request's description of the video, without file references")
+    duration: float | None = Field(default=None, description="requested length in seconds, if stated")
+    reason: str = Field(description="one sentence: why this SOP")
+
+
+class Plan(BaseModel):
+    """The SOP to run and its filled inputs (media inputs as paths inside the run directory)."""
+
+    task: str
+    inputs: dict[str, Any]
+    reason: str = ""
+
+
+def step_key(step: str, iteration: int) -> str:
+    """A request's or result's identity within a run: `segments`, `segments#2`, `segments.chain#2`."""
+    return step if iteration == 0 else f"{step}#{iteration}"
+
+
+class StepRequest(BaseModel):
+    step: str
+    iteration: int = 0
+    agent: str
+    tool: str | None
+    """None: the agent answers in text (e.g. the prompt agent's enhanced prompt)."""
+    arguments: dict[str, Any]
+    media: dict[str, list[Artifact]] = {}
+    """The media files among the arguments, with their sha256, by parameter."""
+
+    @property
+    def key(self) -> str:
+        return step_key(self.step, self.iteration)
+
+
+class StepResult(BaseModel):
+    step: str
+    iteration: int = 0
+    agent: str
+    tool: str | None
+    arguments: dict[str, Any]
+    """The arguments the tool actually ran with."""
+    output: Artifact | str
+    seconds: float
+
+    @property
+    def key(self) -> str:
+        return step_key(self.step, self.iteration)
+
+
+class StepFailed(BaseModel):
+    step: str
+    iteration: int = 0
+    agent: str
+    error: str
+    rejected: bool = False
+    """True when the cause is bad user input (nothing is generated; the CLI exits with code 2)."""
+
+
+class RunFinished(BaseModel):
+    status: Literal["finished", "failed", "rejected"]
+    """rejected: the plan's inputs were invalid (bad user input); nothing was generated."""
+    result: Artifact | None = None
+    error: str | None = None
+
+
+RequestMessage = StructuredMessage[UserRequest]
+PlanMessage = StructuredMessage[Plan]
+StepRequestMessage = StructuredMessage[StepRequest]
+StepResultMessage = StructuredMessage[StepResult]
+StepFailedMessage = StructuredMessage[StepFailed]
+RunFinishedMessage = StructuredMessage[RunFinished]
+MESSAGE_TYPES: list[type[BaseChatMessage]] = [
+    RequestMessage, PlanMessage, StepRequestMessage, StepResultMessage, StepFailedMessage, RunFinishedMessage,
+]
+
+
+def message_factory() -> MessageFactory:
+    """An autogen MessageFactory that also knows our structured message types."""
+    factory = MessageFactory()
+    for message_type in MESSAGE_TYPES:
+        factory.register(message_type)
+    return factory
+
+
+def load_message(data: dict[str, Any]) -> BaseAgentEvent | BaseChatMessage:
+    return message_factory().create(data)

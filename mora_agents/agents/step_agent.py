@@ -1,0 +1,190 @@
+"""Agents that carry out SOP steps: an LLM-backed agent that calls its step's tool (or answers in text),
+and the media agent, which runs its tool as requested with no LLM.
+
+Malformed model output (invalid JSON, an unknown tool, wrong argument types, a path outside the run
+directory) goes back to the model with the error; after `max_retries` tries the step fails cleanly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncGenerator, Sequence
+from pathlib import Path
+from typing import Any
+
+from autogen_agentchat.agents import BaseChatAgent
+from autogen_agentchat.base import Response
+from autogen_agentchat.messages import (
+    BaseAgentEvent,
+    BaseChatMessage,
+    ToolCallExecutionEvent,
+    ToolCallRequestEvent,
+)
+from autogen_core import CancellationToken, FunctionCall
+from autogen_core.models import (
+    AssistantMessage,
+    ChatCompletionClient,
+    FunctionExecutionResult,
+    FunctionExecutionResultMessage,
+    LLMMessage,
+    SystemMessage,
+    UserMessage,
+)
+from pydantic import ValidationError
+
+from mora_agents.agents.messages import (
+    StepFailed,
+    StepFailedMessage,
+    StepRequest,
+    StepRequestMessage,
+    StepResult,
+    StepResultMessage,
+)
+from mora_agents.errors import validation_summary
+from mora_agents.llm.prompts import step_prompt
+from mora_agents.media import Artifact
+from mora_agents.tools.registry import REGISTRY, get_tool
+
+
+class StepAgent(BaseChatAgent):
+    """Runs the tool of the last step request addressed to it; subclasses decide the arguments."""
+
+    def __init__(self, name: str, description: str, run_dir: Path) -> None:
+        super().__init__(name, description)
+        self.run_dir = run_dir
+
+    @property
+    def produced_message_types(self) -> Sequence[type[BaseChatMessage]]:
+        return (StepResultMessage, StepFailedMessage)
+
+    async def on_messages(self, messages: Sequence[BaseChatMessage], cancellation_token: CancellationToken) -> Response:
+        async for item in self.on_messages_stream(messages, cancellation_token):
+            if isinstance(item, Response):
+                return item
+        raise RuntimeError(f"{self.name} produced no response")
+
+    async def on_reset(self, cancellation_token: CancellationToken) -> None:
+        pass
+
+    def _request(self, messages: Sequence[BaseChatMessage]) -> StepRequest:
+        for message in reversed(messages):
+            if isinstance(message, StepRequestMessage) and message.content.agent == self.name:
+                return message.content
+        raise RuntimeError(f"{self.name} was selected without a step request")
+
+    def _fail(self, request: StepRequest, error: str) -> Response:
+        failed = StepFailed(step=request.step, iteration=request.iteration, agent=self.name, error=error)
+        return Response(chat_message=StepFailedMessage(content=failed, source=self.name))
+
+    def check_arguments(self, request: StepRequest, call: FunctionCall) -> dict[str, Any]:
+        """The call's arguments, typed; raises ValueError with a message meant for the model."""
+        if call.name != request.tool:
+            known = "unknown tool" if call.name not in REGISTRY else "wrong tool"
+            raise ValueError(f"{known} '{call.name}': this step calls '{request.tool}'")
+        try:
+            arguments = json.loads(call.arguments)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"arguments are not valid JSON ({e.msg} at position {e.pos})") from None
+        if not isinstance(arguments, dict):
+            raise ValueError("arguments must be a JSON object")
+        spec = get_tool(call.name)
+        try:
+            typed = spec.validate_args(arguments)
+        except ValidationError as e:
+            raise ValueError(f"invalid arguments: {validation_summary(e)}") from None
+        for param in [*spec.media, "output"]:
+            value = typed.get(param)
+            for path in value if isinstance(value, list) else [value] if value is not None else []:
+                if not Path(path).resolve().is_relative_to(self.run_dir.resolve()):
+                    raise ValueError(f"argument '{param}': {path} is outside the run directory {self.run_dir}")
+        return typed
+
+    async def _run_tool(self, request: StepRequest, call: FunctionCall, arguments: dict[str, Any]
+                        ) -> AsyncGenerator[BaseAgentEvent | Response, None]:
+        """Run the tool; yields the execution event and the step's Response."""
+        start = time.perf_counter()
+        try:
+            output = await asyncio.to_thread(get_tool(call.name).func, **arguments)
+        except Exception as e:  # a tool failure ends the step; the conductor reports it
+            error = f"{call.name} failed: {e}"
+            yield ToolCallExecutionEvent(content=[FunctionExecutionResult(
+                content=error, call_id=call.id, is_error=True, name=call.name)], source=self.name)
+            yield self._fail(request, error)
+            return
+        seconds = time.perf_counter() - start
+        if isinstance(output, Artifact):
+            output = output.relative_to(self.run_dir)
+        text = output.model_dump_json() if isinstance(output, Artifact) else str(output)
+        yield ToolCallExecutionEvent(content=[FunctionExecutionResult(
+            content=text, call_id=call.id, is_error=False, name=call.name)], source=self.name)
+        result = StepResult(step=request.step, iteration=request.iteration, agent=self.name, tool=call.name,
+                            arguments=json.loads(json.dumps(arguments, default=str)), output=output, seconds=seconds)
+        yield Response(chat_message=StepResultMessage(content=result, source=self.name))
+
+
+class MediaAgent(StepAgent):
+    """Runs frame and clip tools exactly as requested (no LLM: nothing to decide)."""
+
+    async def on_messages_stream(self, messages: Sequence[BaseChatMessage], cancellation_token: CancellationToken
+                                 ) -> AsyncGenerator[BaseAgentEvent | BaseChatMessage | Response, None]:
+        request = self._request(messages)
+        call = FunctionCall(id=f"{request.key}", name=request.tool or "", arguments=json.dumps(request.arguments))
+        yield ToolCallRequestEvent(content=[call], source=self.name)
+        try:
+            arguments = self.check_arguments(request, call)
+        except ValueError as e:
+            yield self._fail(request, str(e))
+            return
+        async for item in self._run_tool(request, call, arguments):
+            yield item
+
+
+class ModelAgent(StepAgent):
+    """An LLM-backed agent: the model reads the step request and calls the tool (or answers in text)."""
+
+    def __init__(self, name: str, description: str, run_dir: Path, model_client: ChatCompletionClient,
+                 system_message: str, max_retries: int = 3) -> None:
+        super().__init__(name, description, run_dir)
+        self.model_client, self.system_message, self.max_retries = model_client, system_message, max_retries
+
+    async def on_messages_stream(self, messages: Sequence[BaseChatMessage], cancellation_token: CancellationToken
+                                 ) -> AsyncGenerator[BaseAgentEvent | BaseChatMessage | Response, None]:
+        request = self._request(messages)
+        history: list[LLMMessage] = [
+            SystemMessage(content=self.system_message),
+            UserMessage(content=step_prompt(request.step, request.tool, request.arguments), source="conductor"),
+        ]
+        tools = [get_tool(request.tool).function_tool] if request.tool else []
+        error = ""
+        for _ in range(self.max_retries):
+            reply = await self.model_client.create(history, tools=tools, cancellation_token=cancellation_token)
+            history.append(AssistantMessage(content=reply.content, source=self.name))
+            if request.tool is None:
+                if isinstance(reply.content, str) and reply.content.strip():
+                    result = StepResult(step=request.step, iteration=request.iteration, agent=self.name, tool=None,
+                                        arguments=request.arguments, output=reply.content.strip(), seconds=0.0)
+                    yield Response(chat_message=StepResultMessage(content=result, source=self.name))
+                    return
+                error = "the reply must be text (no tool calls), and not empty"
+                history.append(UserMessage(content=f"Error: {error}. Try again.", source="conductor"))
+                continue
+            if isinstance(reply.content, str) or len(reply.content) != 1:
+                error = f"call the tool '{request.tool}' exactly once"
+                history.append(UserMessage(content=f"Error: {error}. Try again.", source="conductor"))
+                continue
+            call = reply.content[0]
+            yield ToolCallRequestEvent(content=[call], source=self.name)
+            try:
+                arguments = self.check_arguments(request, call)
+            except ValueError as e:
+                error = str(e)
+                failure = FunctionExecutionResult(content=f"Error: {error}", call_id=call.id, is_error=True, name=call.name)
+                yield ToolCallExecutionEvent(content=[failure], source=self.name)
+                history.append(FunctionExecutionResultMessage(content=[failure]))
+                continue
+            async for item in self._run_tool(request, call, arguments):
+                yield item
+            return
+        yield self._fail(request, f"the model gave no valid answer in {self.max_retries} tries; last error: {error}")

@@ -1,0 +1,58 @@
+"""The group chat: planner, conductor and the step agents in an autogen SelectorGroupChat.
+
+The selector follows the SOP (see docs/design.md): a request goes to the planner, a step request to the
+agent it names, everything else back to the conductor; the chat ends with the conductor's RunFinished.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from autogen_agentchat.conditions import FunctionalTermination, MaxMessageTermination
+from autogen_agentchat.messages import BaseAgentEvent, BaseChatMessage
+from autogen_agentchat.teams import SelectorGroupChat
+from autogen_core.models import ChatCompletionClient
+
+from mora_agents.agents.conductor import ConductorAgent
+from mora_agents.agents.messages import MESSAGE_TYPES, RequestMessage, RunFinishedMessage, StepRequestMessage
+from mora_agents.agents.planner import PlannerAgent
+from mora_agents.agents.roles import ROLES
+from mora_agents.agents.step_agent import MediaAgent, ModelAgent, StepAgent
+from mora_agents.llm.prompts import PROMPT_AGENT_SYSTEM, TOOL_AGENT_SYSTEM
+from mora_agents.sop.schema import SOP
+
+MAX_MESSAGES = 2000
+
+
+def select_speaker(thread: Sequence[BaseAgentEvent | BaseChatMessage]) -> str:
+    last = next(m for m in reversed(thread) if isinstance(m, BaseChatMessage))
+    if isinstance(last, RequestMessage):
+        return "planner"
+    if isinstance(last, StepRequestMessage):
+        return last.content.agent
+    return "conductor"
+
+
+def step_agents(model_client: ChatCompletionClient, run_dir: Path) -> list[StepAgent]:
+    agents: list[StepAgent] = []
+    for name, role in ROLES.items():
+        if not role.llm:
+            agents.append(MediaAgent(name, role.description, run_dir))
+            continue
+        system = PROMPT_AGENT_SYSTEM if name == "prompt_agent" else TOOL_AGENT_SYSTEM.format(
+            role=name.replace("_", " "), description=role.description)
+        agents.append(ModelAgent(name, role.description, run_dir, model_client, system))
+    return agents
+
+
+def build_team(model_client: ChatCompletionClient, sops: dict[str, SOP], run_dir: Path, seed: int,
+               overrides: dict[str, dict[str, Any]] | None = None) -> SelectorGroupChat:
+    participants = [PlannerAgent(model_client, sops), ConductorAgent(sops, run_dir, seed, overrides),
+                    *step_agents(model_client, run_dir)]
+    finished = FunctionalTermination(lambda messages: any(isinstance(m, RunFinishedMessage) for m in messages))
+    return SelectorGroupChat(
+        participants, model_client=model_client, selector_func=select_speaker, allow_repeated_speaker=True,
+        termination_condition=finished | MaxMessageTermination(MAX_MESSAGES), custom_message_types=MESSAGE_TYPES,
+    )

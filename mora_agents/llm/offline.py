@@ -1,0 +1,174 @@
+"""The embedded default LLM: a deterministic, rule-based, offline `ChatCompletionClient`.
+
+It plays the three LLM roles well enough to run every SOP with no model server:
+- planner (asked for `PlanChoice` JSON): picks the SOP from attached media and keywords;
+- prompt agent (asked for text): enhances a prompt from keyword tables (subject, setting, lighting,
+  camera, style);
+- tool agents (given tools): emit the tool call that the step's JSON block prescribes.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import AsyncGenerator, Mapping, Sequence
+from typing import Any
+
+from autogen_core import CancellationToken, FunctionCall
+from autogen_core.models import (
+    ChatCompletionClient,
+    CreateResult,
+    LLMMessage,
+    ModelCapabilities,
+    ModelFamily,
+    ModelInfo,
+    RequestUsage,
+)
+from autogen_core.tools import Tool, ToolSchema
+from pydantic import BaseModel
+
+from mora_agents.llm.prompts import json_blocks
+
+# (keywords, phrase): the first table row whose keyword occurs in the prompt wins.
+SETTINGS = [
+    (("snow", "winter", "ice"), "in a snow-covered landscape with drifting flakes"),
+    (("ocean", "sea", "beach", "wave"), "by the sea, waves rolling onto the shore"),
+    (("city", "street", "tokyo", "new york"), "on a busy city street"),
+    (("forest", "tree", "jungle"), "in a dense forest"),
+    (("space", "galaxy", "planet", "astronaut"), "in outer space among distant stars"),
+    (("desert", "sand"), "across wind-shaped desert dunes"),
+    (("minecraft", "digital world", "game"), "in a blocky voxel world"),
+]
+LIGHTING = [
+    (("night", "moon", "dark"), "moonlit with cool blue tones"),
+    (("sunset", "dusk", "evening"), "warm golden-hour light"),
+    (("sunrise", "dawn", "morning"), "soft early-morning light"),
+    (("neon", "cyberpunk"), "glowing neon light"),
+]
+CAMERA = [
+    (("running", "flying", "driving", "racing", "chasing", "walking", "swimming"), "smooth tracking shot following the subject"),
+    (("landscape", "city", "mountain", "aerial"), "slow aerial drone shot"),
+    (("face", "portrait", "eye"), "close-up with shallow depth of field"),
+]
+STYLE = [
+    (("minecraft", "digital world", "voxel"), "Minecraft-like digital world style, crisp blocky textures"),
+    (("anime", "cartoon"), "anime style, clean line art"),
+    (("painting", "watercolor", "oil"), "painterly style with visible brush strokes"),
+    (("1920s", "vintage", "old film"), "vintage 1920s film look, grainy black and white"),
+]
+DEFAULTS = {"setting": "in a natural setting", "lighting": "soft natural daylight",
+            "camera": "steady cinematic wide shot", "style": "photorealistic, cinematic, highly detailed"}
+
+
+def _pick(table: list[tuple[tuple[str, ...], str]], text: str, default: str) -> str:
+    return next((phrase for words, phrase in table if any(w in text for w in words)), default)
+
+
+def enhance(prompt: str) -> str:
+    """Template-based prompt enhancement: the prompt plus setting, lighting, camera and style phrases."""
+    text = prompt.lower()
+    subject = prompt.strip().rstrip(".")
+    parts = [
+        _pick(SETTINGS, text, DEFAULTS["setting"]),
+        _pick(LIGHTING, text, DEFAULTS["lighting"]),
+        _pick(CAMERA, text, DEFAULTS["camera"]),
+        _pick(STYLE, text, DEFAULTS["style"]),
+    ]
+    return f"{subject[:1].upper()}{subject[1:]}, " + ", ".join(parts) + "."
+
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(?:s|sec|secs|second|seconds)\b", re.I)
+# (task, keywords): checked in order, each only when the attachments fit the task.
+_ROUTES = [
+    ("connect_videos", ("connect", "transition", "join", "bridge", "merge")),
+    ("digital_world", ("minecraft", "digital world", "game world", "simulate", "voxel")),
+    ("extend_video", ("extend", "continue", "longer", "more seconds", "lengthen")),
+    ("edit_video", ("edit", "change", "make it", "turn it", "style", "restyle", "convert")),
+]
+
+
+def route(request: dict[str, Any], task_names: Sequence[str]) -> dict[str, Any]:
+    """Rule-based planning: a PlanChoice as a dict, from the attachments and keywords."""
+    text = request["text"]
+    low = text.lower()
+    n_images, n_videos = len(request.get("images", [])), len(request.get("videos", []))
+    fits = {
+        "connect_videos": n_videos >= 2,
+        "digital_world": n_videos == 0,
+        "extend_video": n_videos == 1,
+        "edit_video": n_videos == 1,
+    }
+    task = request.get("task")
+    reason = "task given by the person"
+    if not task:
+        task = next((t for t, words in _ROUTES if fits[t] and any(w in low for w in words)), None)
+        reason = f"keywords of '{task}' and the attachments fit" if task else ""
+    if not task:
+        task = ("connect_videos" if n_videos >= 2 else "edit_video" if n_videos == 1
+                else "image_to_video" if n_images else "text_to_video")
+        reason = f"{n_images} image(s) and {n_videos} video(s) attached"
+    if task not in task_names:
+        task = "text_to_video"
+    duration = request.get("duration")
+    if duration is None and (match := _DURATION.search(text)):
+        duration = float(match.group(1))
+    return {"task": task, "prompt": text.strip(), "duration": duration, "reason": reason}
+
+
+class OfflineChatCompletionClient(ChatCompletionClient):
+    """A deterministic stand-in for an LLM; see the module docstring for what it answers."""
+
+    def __init__(self) -> None:
+        self._usage = RequestUsage(prompt_tokens=0, completion_tokens=0)
+        self._calls = 0
+
+    async def create(
+        self,
+        messages: Sequence[LLMMessage],
+        *,
+        tools: Sequence[Tool | ToolSchema] = [],
+        tool_choice: Tool | str = "auto",
+        json_output: bool | type[BaseModel] | None = None,
+        extra_create_args: Mapping[str, Any] = {},
+        cancellation_token: CancellationToken | None = None,
+    ) -> CreateResult:
+        blocks = [b for m in messages if isinstance(getattr(m, "content", None), str) for b in json_blocks(m.content)]
+        if isinstance(json_output, type):
+            sops, request = blocks[-2], blocks[-1]
+            content: str | list[FunctionCall] = json.dumps(route(request, [s["name"] for s in sops]))
+        elif tools:
+            step = blocks[-1]
+            self._calls += 1
+            content = [FunctionCall(id=f"offline-{self._calls}", name=step["tool"],
+                                    arguments=json.dumps(step["arguments"]))]
+        else:
+            content = enhance(blocks[-1]["arguments"]["prompt"])
+        return CreateResult(finish_reason="function_calls" if isinstance(content, list) else "stop",
+                            content=content, usage=self._usage, cached=False)
+
+    async def create_stream(self, messages: Sequence[LLMMessage], **kwargs: Any) -> AsyncGenerator[str | CreateResult, None]:
+        yield await self.create(messages, **kwargs)
+
+    async def close(self) -> None:
+        pass
+
+    def actual_usage(self) -> RequestUsage:
+        return self._usage
+
+    def total_usage(self) -> RequestUsage:
+        return self._usage
+
+    def count_tokens(self, messages: Sequence[LLMMessage], *, tools: Sequence[Tool | ToolSchema] = []) -> int:
+        return 0
+
+    def remaining_tokens(self, messages: Sequence[LLMMessage], *, tools: Sequence[Tool | ToolSchema] = []) -> int:
+        return 1_000_000
+
+    @property
+    def capabilities(self) -> ModelCapabilities:  # type: ignore[override]
+        return ModelCapabilities(vision=False, function_calling=True, json_output=True)  # type: ignore[typeddict-item]
+
+    @property
+    def model_info(self) -> ModelInfo:
+        return ModelInfo(vision=False, function_calling=True, json_output=True, family=ModelFamily.UNKNOWN,
+                         structured_output=True)

@@ -1,0 +1,43 @@
+"""The texts LLM-backed agents are given, and how a step request is put to a model."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+PLANNER_SYSTEM = """You are the planner of Mora, a team of agents that generates videos.
+Choose the one SOP (standard operating procedure) that fits the person's request, using the attached
+files' kinds (images, videos), and extract the description of the wanted video and any duration in seconds.
+Answer with JSON only, matching the given schema."""
+
+PROMPT_AGENT_SYSTEM = """You are the prompt agent of Mora. Rewrite the given prompt for a text-to-image and
+image-to-video model: keep its subject and intent, and add concrete visual detail: the subject's
+appearance, the setting, the lighting, the camera (shot and motion) and the style. Keep it to one or two
+sentences under 70 words. Reply with the enhanced prompt only."""
+
+TOOL_AGENT_SYSTEM = """You are the {role} of Mora. {description}
+When you are given a step, call the named tool exactly once with the arguments given in the step's JSON.
+Paths must stay as given: they are inside the run directory."""
+
+_JSON_BLOCK = re.compile(r"```json\n(.*?)\n```", re.S)
+
+
+def step_prompt(step: str, tool: str | None, arguments: dict[str, Any]) -> str:
+    """The user message that gives a step to an agent; the JSON block is the machine-readable part."""
+    payload = json.dumps({"step": step, "tool": tool, "arguments": arguments}, indent=1)
+    if tool is None:
+        what = "Answer this step in text, as your instructions say."
+    else:
+        what = f"Call the tool `{tool}` with exactly these arguments."
+    return f"Step `{step}`. {what}\n```json\n{payload}\n```"
+
+
+def planner_prompt(request: dict[str, Any], sops: list[dict[str, Any]]) -> str:
+    return (f"SOPs:\n```json\n{json.dumps(sops, indent=1)}\n```\n"
+            f"Request:\n```json\n{json.dumps(request, indent=1)}\n```")
+
+
+def json_blocks(text: str) -> list[Any]:
+    """The JSON code blocks of a message, parsed, in order."""
+    return [json.loads(block) for block in _JSON_BLOCK.findall(text)]

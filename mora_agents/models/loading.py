@@ -1,0 +1,104 @@
+"""Load the pipelines the tools run: real weights (`full`) or tiny random ones (`tiny`), once per process.
+
+`full` reads Hugging Face ids from the local cache or local directories, never the network, and fails
+fast, before any work, naming the model that is missing and how to get it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable
+from functools import cache
+from pathlib import Path
+
+import torch
+from diffusers import DiffusionPipeline
+
+from mora_agents.errors import InputError, ModelNotAvailable
+from mora_agents.settings import settings
+
+MODEL_IDS: dict[str, str] = {
+    "sdxl_base": "stabilityai/stable-diffusion-xl-base-1.0",
+    "sdxl_refiner": "stabilityai/stable-diffusion-xl-refiner-1.0",
+    "instruct_pix2pix": "timbrooks/instruct-pix2pix",
+    "svd": "stabilityai/stable-video-diffusion-img2vid-xt",
+}
+PRESETS = ("full", "tiny")
+
+
+def model_source(key: str) -> str:
+    """The id or directory for a model key: tool settings, then MORA_MODEL_<KEY>, then the default id."""
+    return settings().models.get(key) or os.environ.get(f"MORA_MODEL_{key.upper()}") or MODEL_IDS[key]
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def check_available(keys: Iterable[str]) -> None:
+    """Raise ModelNotAvailable for the first model whose weights are not on this machine (no download)."""
+    from huggingface_hub import try_to_load_from_cache
+
+    for key in keys:
+        source = model_source(key)
+        if Path(source).is_dir():
+            if not (Path(source) / "model_index.json").is_file():
+                raise ModelNotAvailable(f"model '{key}': {source} has no model_index.json (not a diffusers pipeline folder)")
+            continue
+        if not isinstance(try_to_load_from_cache(source, "model_index.json"), str):
+            raise ModelNotAvailable(
+                f"model '{key}' ({source}) is not on this machine: download it with "
+                f"`huggingface-cli download {source}` or set MORA_MODEL_{key.upper()} to a local folder "
+                f"(or use --preset tiny for a random-weight demo)"
+            )
+
+
+def _full(key: str, device: torch.device) -> DiffusionPipeline:
+    from diffusers import (
+        StableDiffusionInstructPix2PixPipeline,
+        StableDiffusionXLImg2ImgPipeline,
+        StableDiffusionXLPipeline,
+        StableVideoDiffusionPipeline,
+    )
+
+    check_available([key])
+    dtype = torch.float16 if device.type == "cuda" else torch.float32
+    common = {"torch_dtype": dtype, "local_files_only": True}
+    if key == "sdxl_base":
+        return StableDiffusionXLPipeline.from_pretrained(model_source(key), **common)
+    if key == "sdxl_refiner":
+        base = load_pipeline("sdxl_base")
+        return StableDiffusionXLImg2ImgPipeline.from_pretrained(
+            model_source(key), text_encoder_2=base.text_encoder_2, vae=base.vae, **common)
+    if key == "instruct_pix2pix":
+        return StableDiffusionInstructPix2PixPipeline.from_pretrained(model_source(key), safety_checker=None, **common)
+    return StableVideoDiffusionPipeline.from_pretrained(model_source(key), **common)
+
+
+def _tiny(key: str, device: torch.device) -> DiffusionPipeline:
+    from mora_agents.models import tiny
+
+    builders: dict[str, Callable[[], DiffusionPipeline]] = {
+        "sdxl_base": tiny.sdxl_base,
+        "sdxl_refiner": lambda: tiny.sdxl_refiner(load_pipeline("sdxl_base")),
+        "instruct_pix2pix": tiny.instruct_pix2pix,
+        "svd": tiny.stable_video_diffusion,
+    }
+    return builders[key]()
+
+
+def load_pipeline(key: str) -> DiffusionPipeline:
+    """The pipeline for a model key under the current preset and device, built on first use and then reused."""
+    s = settings()
+    if s.preset not in PRESETS:
+        raise InputError(f"preset '{s.preset}': unknown (choose from {', '.join(PRESETS)})")
+    return _load(key, s.preset, str(resolve_device(s.device)), model_source(key))
+
+
+@cache
+def _load(key: str, preset: str, device: str, source: str) -> DiffusionPipeline:
+    pipe = (_tiny if preset == "tiny" else _full)(key, torch.device(device))
+    pipe.set_progress_bar_config(disable=True)
+    return pipe.to(device)

@@ -1,0 +1,87 @@
+"""Process-wide settings the tools read: model preset, device, output folder and a progress hook.
+
+Tools are plain functions; these settings say *which* models they use and where unnamed outputs go.
+A process-wide object (not a contextvar) because tools may run in worker threads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Protocol
+
+
+class ProgressHook(Protocol):
+    def start(self, label: str, total: int) -> None: ...
+    def advance(self) -> None: ...
+    def stop(self) -> None: ...
+
+
+class _NoProgress:
+    def start(self, label: str, total: int) -> None: ...
+    def advance(self) -> None: ...
+    def stop(self) -> None: ...
+
+
+@dataclass
+class ToolSettings:
+    preset: str = "full"
+    """`full` (real weights) or `tiny` (random small models: noise output, for tests and demos)."""
+    device: str = "auto"
+    out_dir: Path = field(default_factory=lambda: Path("mora-outputs"))
+    """Where a tool writes when no `output` path is given."""
+    models: dict[str, str] = field(default_factory=dict)
+    """Overrides of model ids or local directories, by model key (e.g. {"svd": "/models/svd-xt"})."""
+    progress: ProgressHook = field(default_factory=_NoProgress)
+
+
+_settings = ToolSettings()
+
+
+def settings() -> ToolSettings:
+    return _settings
+
+
+@contextmanager
+def use_settings(**changes) -> Iterator[ToolSettings]:
+    """Temporarily change the tool settings: `with use_settings(preset="tiny"): text_to_image(...)`."""
+    global _settings
+    previous = _settings
+    _settings = replace(previous, **changes)
+    try:
+        yield _settings
+    finally:
+        _settings = previous
+
+
+def configure(**changes) -> ToolSettings:
+    """Change the tool settings for the rest of the process."""
+    global _settings
+    _settings = replace(_settings, **changes)
+    return _settings
+
+
+def output_path(output: str | None, tool: str, suffix: str) -> Path:
+    """The path a tool writes to: `output` if given, else a fresh name in the settings' out_dir."""
+    if output:
+        return Path(output)
+    out_dir = _settings.out_dir
+    out_dir.mkdir(parents=True, exist_ok=True)
+    n = 1
+    while (path := out_dir / f"{tool}-{n:03d}{suffix}").exists():
+        n += 1
+    return path
+
+
+def denoise_callback(label: str, total: int) -> Callable:
+    """A diffusers `callback_on_step_end` that advances the progress hook once per denoising step."""
+    hook = _settings.progress
+    hook.start(label, total)
+
+    def callback(pipe, step: int, timestep, kwargs: dict) -> dict:
+        hook.advance()
+        return kwargs
+
+    return callback

@@ -1,0 +1,162 @@
+"""Executing an SOP: which step request comes next, given the results so far.
+
+Pure logic, no agents: the conductor agent asks `next_request()`, sends the request to the named
+agent, and gives the result back with `record()`. Everything is derived from the SOP, its inputs and the
+results, so an execution rebuilt from the same results continues where it stopped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mora_agents.agents.messages import StepRequest, StepResult, step_key
+from mora_agents.errors import InputError
+from mora_agents.media import Artifact, probe
+from mora_agents.sop.schema import SOP, StepSpec
+from mora_agents.sop.template import render
+from mora_agents.tools.registry import get_tool
+
+CHAIN_AGENT = "media_agent"
+
+
+@dataclass
+class StepView:
+    """What templates see of a step: `output` (the last one) and `outputs` (all, for repeated steps)."""
+
+    outputs: list[Any]
+
+    @property
+    def output(self) -> Any:
+        return self.outputs[-1] if self.outputs else None
+
+
+def validate_inputs(sop: SOP, given: dict[str, Any], run_dir: Path) -> dict[str, Any]:
+    """Check a plan's inputs against the SOP; media inputs (paths in the run directory) become Artifacts."""
+    values: dict[str, Any] = {}
+    for name, spec in sop.inputs.items():
+        value = given.get(name)
+        if value is None:
+            if spec.required:
+                raise InputError(f"input '{name}': required by task '{sop.name}' ({spec.description or spec.type})")
+            values[name] = spec.default
+        elif spec.type == "number":
+            try:
+                number = float(value)
+            except (TypeError, ValueError):
+                raise InputError(f"input '{name}': '{value}' is not a number") from None
+            if (spec.min is not None and number < spec.min) or (spec.max is not None and number > spec.max):
+                raise InputError(f"input '{name}': {number:g} is out of range [{spec.min:g}, {spec.max:g}] "
+                                 f"for task '{sop.name}'")
+            values[name] = number
+        elif spec.type == "text":
+            values[name] = str(value)
+        else:
+            artifact = probe(run_dir / value).relative_to(run_dir)
+            if artifact.kind != spec.type:
+                raise InputError(f"input '{name}': {value} is a{'n' if artifact.kind == 'image' else ''} "
+                                 f"{artifact.kind}, task '{sop.name}' needs a{'n' if spec.type == 'image' else ''} {spec.type}")
+            values[name] = artifact
+    for name in given:
+        if name not in sop.inputs:
+            raise InputError(f"input '{name}': task '{sop.name}' takes no such input ({', '.join(sop.inputs)})")
+    return values
+
+
+class Execution:
+    def __init__(self, sop: SOP, inputs: dict[str, Any], run_dir: Path, seed: int,
+                 overrides: dict[str, dict[str, Any]] | None = None) -> None:
+        self.sop, self.inputs, self.run_dir, self.seed = sop, inputs, run_dir, seed
+        self.overrides = overrides or {}
+        self.results: dict[str, StepResult] = {}
+        self.skipped: set[str] = set()
+
+    # -- what templates see --------------------------------------------------------------------
+
+    def _main_results(self, step_id: str) -> list[StepResult]:
+        return [r for r in self.results.values() if r.step == step_id]
+
+    def context(self) -> dict[str, Any]:
+        steps = {s.id: StepView([r.output for r in self._main_results(s.id)]) for s in self.sop.steps}
+        return {"inputs": self.inputs, "steps": steps}
+
+    def _render(self, value: Any) -> Any:
+        return render(value, self.context())
+
+    # -- the next request ----------------------------------------------------------------------
+
+    def next_request(self) -> StepRequest | None:
+        """The next step request, or None when every step is done."""
+        for step in self.sop.steps:
+            if step.id in self.skipped:
+                continue
+            done = self._main_results(step.id)
+            if not done:
+                if step.when is not None and not self._render(step.when):
+                    self.skipped.add(step.id)
+                    continue
+                return self._request(step.id, 0, step.agent, step.tool, self._render(step.args))
+            if step.repeat is None or len(done) >= self._repeat_count(step, done[0]):
+                continue
+            return self._next_iteration(step, done)
+        return None
+
+    def _repeat_count(self, step: StepSpec, first: StepResult) -> int:
+        target = float(self._render(step.repeat.until_seconds))
+        clip = first.output.seconds if isinstance(first.output, Artifact) else 0.0
+        if clip <= 0:
+            raise ValueError(f"step '{step.id}': repeat needs a video output with a duration")
+        return max(1, round(target / clip))
+
+    def _next_iteration(self, step: StepSpec, done: list[StepResult]) -> StepRequest:
+        i = len(done)
+        args = self._render(step.args)
+        if chain := step.repeat.chain:
+            chain_step = f"{step.id}.chain"
+            linked = self.results.get(step_key(chain_step, i))
+            if linked is None:
+                media_param = next(iter(get_tool(chain.tool).media))
+                return self._request(chain_step, i, CHAIN_AGENT, chain.tool, {media_param: done[-1].output})
+            args[chain.into] = linked.output
+        return self._request(step.id, i, step.agent, step.tool, args)
+
+    def _request(self, step: str, iteration: int, agent: str, tool: str | None, args: dict[str, Any]) -> StepRequest:
+        media: dict[str, list[Artifact]] = {}
+        if tool is not None:
+            spec = get_tool(tool)
+            args = {**args, **self.overrides.get(tool, {})}
+            for param in spec.media:
+                if args.get(param) is not None:
+                    items = args[param] if isinstance(args[param], list) else [args[param]]
+                    media[param] = [self._artifact(item) for item in items]
+            if "seed" in spec.parameters and args.get("seed") is None:
+                args["seed"] = self.seed + len(self.results)
+            if "output" in spec.parameters:
+                key = step if iteration == 0 else f"{step}-{iteration}"
+                args["output"] = str(self.run_dir / "artifacts" / f"{key}{spec.suffix}")
+        return StepRequest(step=step, iteration=iteration, agent=agent, tool=tool,
+                           arguments=self._as_arguments(args), media=media)
+
+    def _artifact(self, item: Artifact | str) -> Artifact:
+        if isinstance(item, Artifact):
+            return item
+        return probe(self.run_dir / item).relative_to(self.run_dir)
+
+    def _as_arguments(self, value: Any) -> Any:
+        """Artifacts become absolute paths: a tool argument is always a plain value."""
+        if isinstance(value, Artifact):
+            return str(self.run_dir / value.path)
+        if isinstance(value, dict):
+            return {k: self._as_arguments(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [self._as_arguments(v) for v in value]
+        return value
+
+    # -- results -------------------------------------------------------------------------------
+
+    def record(self, result: StepResult) -> None:
+        self.results[result.key] = result
+
+    def outputs(self) -> dict[str, Any]:
+        return {name: self._render(template) for name, template in self.sop.outputs.items()}

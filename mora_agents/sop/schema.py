@@ -1,0 +1,75 @@
+"""The SOP file format: a pydantic schema. Unknown fields are errors."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+IDENTIFIER = r"^[a-z_][a-z0-9_]*$"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class InputSpec(_Strict):
+    type: Literal["text", "number", "image", "video"]
+    required: bool = False
+    default: Any = None
+    min: float | None = None
+    max: float | None = None
+    description: str = ""
+
+    @model_validator(mode="after")
+    def _range_only_for_numbers(self) -> InputSpec:
+        if (self.min is not None or self.max is not None) and self.type != "number":
+            raise ValueError("min/max apply to number inputs only")
+        return self
+
+
+class ChainSpec(_Strict):
+    """Before each further iteration, the media agent calls `tool` on the previous iteration's output
+    (its first media parameter) and the result becomes the argument `into`."""
+
+    tool: str
+    into: str
+
+
+class RepeatSpec(_Strict):
+    until_seconds: str | float
+    """Target length: the step runs max(1, round(target / first_clip_seconds)) times."""
+    chain: ChainSpec | None = None
+
+
+class StepSpec(_Strict):
+    id: str = Field(pattern=IDENTIFIER)
+    agent: str
+    tool: str | None = None
+    """The registered tool the agent calls; none: the agent answers in text (prompt agent)."""
+    args: dict[str, Any] = {}
+    """Tool arguments; strings may be Jinja templates over `inputs` and earlier `steps`."""
+    when: str | None = None
+    """A template expression; the step is skipped when it is false."""
+    repeat: RepeatSpec | None = None
+    review: bool = False
+    """A human review point: with review on, a person accepts, repeats or edits this step's output."""
+    description: str = ""
+
+
+class SOP(_Strict):
+    name: str = Field(pattern=IDENTIFIER)
+    description: str
+    inputs: dict[str, InputSpec]
+    steps: list[StepSpec] = Field(min_length=1)
+    outputs: dict[str, str]
+    """Templates of the run's outputs; `result` is the final video."""
+
+    @model_validator(mode="after")
+    def _check_structure(self) -> SOP:
+        ids = [s.id for s in self.steps]
+        if duplicates := sorted({i for i in ids if ids.count(i) > 1}):
+            raise ValueError(f"duplicate step ids: {', '.join(duplicates)}")
+        if "result" not in self.outputs:
+            raise ValueError("outputs must define 'result' (the final video)")
+        return self
