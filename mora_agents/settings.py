@@ -67,7 +67,7 @@ def output_path(output: str | None, tool: str, suffix: str) -> Path:
     """The path a tool writes to: `output` if given, else a fresh name in the settings' out_dir."""
     if output:
         return Path(output)
-    out_dir = _settings.out_dir
+    out_dir = Path(_settings.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     n = 1
     while (path := out_dir / f"{tool}-{n:03d}{suffix}").exists():

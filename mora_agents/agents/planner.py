@@ -68,6 +68,20 @@ class PlannerAgent(BaseChatAgent):
     async def on_reset(self, cancellation_token: CancellationToken) -> None:
         pass
 
+    async def _ask(self, history: list[LLMMessage], request: UserRequest,
+                   cancellation_token: CancellationToken) -> PlanChoice:
+        """One structured-output call; raises ValueError when the answer is not a valid choice."""
+        reply = await self.model_client.create(history, json_output=PlanChoice, cancellation_token=cancellation_token)
+        history.append(AssistantMessage(content=reply.content, source=self.name))
+        if not isinstance(reply.content, str):
+            raise ValueError("answer with JSON, not a tool call")
+        choice = PlanChoice.model_validate_json(reply.content)
+        if request.task:
+            choice.task = request.task
+        if choice.task not in self.sops:
+            raise ValueError(f"unknown task '{choice.task}' (choose from {', '.join(self.sops)})")
+        return choice
+
     async def on_messages_stream(self, messages: Sequence[BaseChatMessage], cancellation_token: CancellationToken
                                  ) -> AsyncGenerator[BaseAgentEvent | BaseChatMessage | Response, None]:
         request = next(m.content for m in reversed(messages) if isinstance(m, RequestMessage))
@@ -77,31 +91,21 @@ class PlannerAgent(BaseChatAgent):
                                      UserMessage(content=planner_prompt(request.model_dump(), catalog), source="user")]
         error = ""
         for _ in range(self.max_retries):
-            reply = await self.model_client.create(history, json_output=PlanChoice, cancellation_token=cancellation_token)
-            history.append(AssistantMessage(content=reply.content, source=self.name))
             try:
-                if not isinstance(reply.content, str):
-                    raise ValueError("answer with JSON, not a tool call")
-                choice = PlanChoice.model_validate_json(reply.content)
-                if request.task:
-                    choice.task = request.task
-                if choice.task not in self.sops:
-                    raise ValueError(f"unknown task '{choice.task}' (choose from {', '.join(self.sops)})")
-            except ValidationError as e:
-                error = validation_summary(e)
-            except ValueError as e:
-                error = str(e)
-            else:
-                try:
-                    plan = fill_plan(choice, request, self.sops[choice.task])
-                except InputError as e:
-                    failed = StepFailed(step="plan", agent=self.name, error=str(e), rejected=True)
-                    yield Response(chat_message=StepFailedMessage(content=failed, source=self.name))
-                    return
-                yield Response(chat_message=PlanMessage(content=plan, source=self.name))
+                choice = await self._ask(history, request, cancellation_token)
+            except ValueError as e:  # pydantic's ValidationError included: the model's JSON did not fit
+                error = validation_summary(e) if isinstance(e, ValidationError) else str(e)
+                yield ThoughtEvent(content=f"invalid plan: {error}", source=self.name)
+                history.append(UserMessage(content=f"Error: {error}. Answer again.", source="user"))
+                continue
+            try:
+                plan = fill_plan(choice, request, self.sops[choice.task])
+            except InputError as e:
+                failed = StepFailed(step="plan", agent=self.name, error=str(e), rejected=True)
+                yield Response(chat_message=StepFailedMessage(content=failed, source=self.name))
                 return
-            yield ThoughtEvent(content=f"invalid plan: {error}", source=self.name)
-            history.append(UserMessage(content=f"Error: {error}. Answer again.", source="user"))
+            yield Response(chat_message=PlanMessage(content=plan, source=self.name))
+            return
         failed = StepFailed(step="plan", agent=self.name,
                             error=f"the model gave no valid plan in {self.max_retries} tries; last error: {error}")
         yield Response(chat_message=StepFailedMessage(content=failed, source=self.name))

@@ -28,7 +28,9 @@ from autogen_core.models import ChatCompletionClient
 
 from mora_agents.agents.messages import PlanMessage, RequestMessage, RunFinishedMessage, UserRequest
 from mora_agents.agents.team import build_team
-from mora_agents.errors import InputError, MoraError
+from pydantic import ValidationError
+
+from mora_agents.errors import InputError, MoraError, validation_summary
 from mora_agents.media import atomic_path, probe
 from mora_agents.runs.transcript import Record, TranscriptWriter
 from mora_agents.sop.loader import find_sops
@@ -66,9 +68,9 @@ def check_overrides(overrides: dict[str, dict[str, Any]]) -> None:
                 settable = [p for p in spec.parameters if p not in spec.media and p != "output"]
                 raise InputError(f"--set {tool}.{param}: no such parameter (settable: {', '.join(settable)})")
             try:
-                spec.validate_args({param: value})
-            except ValueError as e:
-                raise InputError(f"--set {tool}.{param}={value}: {str(e).splitlines()[-1].strip()}") from None
+                spec.validate_param(param, value)
+            except ValidationError as e:
+                raise InputError(f"--set {tool}.{param}={value}: {validation_summary(e)}") from None
 
 
 def _slug(text: str) -> str:

@@ -13,6 +13,7 @@ from functools import cached_property
 from typing import Any, Literal
 
 from autogen_core.tools import FunctionTool
+from pydantic import TypeAdapter
 
 Produces = Literal["image", "video", "text"]
 SUFFIXES = {"image": ".png", "video": ".mp4", "text": ".txt"}
@@ -49,6 +50,10 @@ class ToolSpec:
         """Check names and types against the signature; returns the typed values (pydantic errors raise)."""
         model = self.function_tool.args_type().model_validate(arguments)
         return {name: getattr(model, name) for name in arguments}
+
+    def validate_param(self, name: str, value: Any) -> Any:
+        """Check one parameter's value against its type (pydantic errors raise)."""
+        return TypeAdapter(self.function_tool.args_type().model_fields[name].annotation).validate_python(value)
 
 
 REGISTRY: dict[str, ToolSpec] = {}

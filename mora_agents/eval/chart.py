@@ -1,0 +1,72 @@
+"""PNG bar chart of runs' metric values next to the paper's reported rows for the same task."""
+
+from __future__ import annotations
+
+import json
+from functools import cache
+from importlib import resources
+from pathlib import Path
+
+from mora_agents.eval._deps import require
+from mora_agents.eval.metrics.summary import VIDEO_LENGTH
+from mora_agents.eval.result import VideoEvaluation
+
+
+@cache
+def _paper() -> dict:
+    return json.loads(resources.files("mora_agents.eval").joinpath("paper_rows.json").read_text(encoding="utf-8"))
+
+
+def paper_rows(task: str | None) -> dict[str, dict[str, float]]:
+    """The paper's reported values for ``task`` (matched by alias), or an empty dict."""
+    if not task:
+        return {}
+    key = task.strip().lower().replace(" ", "_")
+    for entry in _paper()["tasks"].values():
+        if key in entry["aliases"]:
+            return entry["rows"]
+    return {}
+
+
+def write_chart(evaluations: list[VideoEvaluation], path: Path) -> list[str]:
+    """Grouped bars per [0, 1] score; fallback values are hatched. Returns the paper rows shown."""
+    matplotlib = require("matplotlib")
+    matplotlib.use("Agg")
+    plt = require("matplotlib.pyplot")
+
+    series: dict[str, dict[str, tuple[float, bool]]] = {}
+    for evaluation in evaluations:
+        series[Path(evaluation.source).name or evaluation.source] = {
+            name: (r.value, r.is_reference)
+            for name, r in evaluation.results.items()
+            if r.value is not None and name != VIDEO_LENGTH and 0.0 <= r.value <= 1.0
+        }
+    tasks = {e.task for e in evaluations}
+    shown = paper_rows(tasks.pop()) if len(tasks) == 1 else {}
+    for label, values in shown.items():
+        series[label] = {name: (value, True) for name, value in values.items()}
+    metrics = sorted({m for values in series.values() for m in values})
+    if not metrics:
+        raise ValueError("no metric in [0, 1] to chart")
+
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.2 * len(metrics)), 4.0))
+    width = 0.8 / len(series)
+    for i, (label, values) in enumerate(series.items()):
+        present = [m for m in metrics if m in values]
+        bars = ax.bar(
+            [metrics.index(m) + i * width for m in present],
+            [values[m][0] for m in present],
+            width,
+            color=f"C{i}",
+            label=label,
+        )
+        for bar, metric in zip(bars, present):
+            bar.set_hatch("" if values[metric][1] else "//")
+    ax.set_xticks([j + 0.4 - width / 2 for j in range(len(metrics))], metrics, rotation=30, ha="right")
+    ax.set_ylim(0, 1.05)
+    ax.set_title("mora eval (hatched: fallback backend)")
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return list(shown)

@@ -1,0 +1,129 @@
+"""``mora eval``: score videos or run directories with the paper's metrics."""
+
+from __future__ import annotations
+
+import sys
+from collections import defaultdict
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from mora_agents.eval._deps import MissingDependencyError
+from mora_agents.eval.api import Evaluator, resolve_metrics
+from mora_agents.eval.chart import write_chart
+from mora_agents.eval.prompts import PromptEntry, load_prompts
+from mora_agents.eval.report import results_table, suite_markdown, write_json
+from mora_agents.eval.result import VideoEvaluation
+from mora_agents.eval.targets import Target, load_target
+from mora_agents.eval.video import BadInputError
+from mora_agents.eval.weights import ENV_VAR
+
+SUITES = ("t2v",)
+
+
+def _fail(message: str, code: int = 2) -> typer.Exit:
+    print(f"mora eval: error: {message}", file=sys.stderr)
+    return typer.Exit(code)
+
+
+def _targets(paths: list[Path], prompt: str | None, entries: list[PromptEntry] | None, suite: bool) -> list[Target]:
+    """Targets for the given paths; prompt entries apply by order, or by prompt text in a suite."""
+    if suite:
+        paths = paths or [e.video for e in entries or [] if e.video]
+    targets = [load_target(p) for p in paths]
+    if not targets:
+        raise BadInputError("no input: give PATH... (videos or run directories)")
+    if entries is not None and not suite:
+        if len(entries) != len(targets):
+            raise BadInputError(f"--prompts has {len(entries)} prompts for {len(targets)} inputs")
+        for target, entry in zip(targets, entries):
+            target.prompt = entry.prompt
+            target.input_caption = entry.input_caption or target.input_caption
+            target.output_caption = entry.output_caption or target.output_caption
+    if prompt is not None:
+        for target in targets:
+            target.prompt = prompt
+    return targets
+
+
+def _suite_groups(evaluations: list[VideoEvaluation], entries: list[PromptEntry]) -> dict[str, list[VideoEvaluation]]:
+    types = {e.prompt: e.type for e in entries}
+    by_video = {str(e.video): e.type for e in entries if e.video}
+    groups: dict[str, list[VideoEvaluation]] = defaultdict(list)
+    for evaluation in evaluations:
+        kind = by_video.get(evaluation.video) or types.get(evaluation.prompt or "")
+        groups[f"Type {kind}" if kind else "untyped"].append(evaluation)
+    ordered = {name: groups[name] for name in sorted(groups)}
+    return {**ordered, "overall": evaluations}
+
+
+def eval_command(
+    paths: Annotated[list[Path] | None, typer.Argument(help="Video files or run directories.")] = None,
+    prompt: Annotated[str | None, typer.Option("--prompt", help="Prompt for every PATH.")] = None,
+    prompts: Annotated[
+        Path | None, typer.Option("--prompts", help="Prompt file: text lines, or JSON/JSONL entries.")
+    ] = None,
+    metrics: Annotated[
+        str | None, typer.Option("--metrics", help="Comma-separated metric names (default: all).")
+    ] = None,
+    weights: Annotated[
+        Path | None, typer.Option("--weights", envvar=ENV_VAR, help="VBench-layout weights directory.")
+    ] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write results as JSON.")] = None,
+    chart: Annotated[Path | None, typer.Option("--chart", help="Write a PNG bar chart.")] = None,
+    suite: Annotated[str | None, typer.Option("--suite", help="Prompt-suite protocol: t2v.")] = None,
+    report: Annotated[Path, typer.Option("--report", help="Markdown report path for --suite.")] = Path(
+        "mora-eval-report.md"
+    ),
+    download: Annotated[bool, typer.Option("--download", help="Download missing reference weights.")] = False,
+) -> None:
+    """Score videos with VBench dimensions and the Mora paper's metrics."""
+    console = Console()
+    if prompt is not None and prompts is not None:
+        raise _fail("use either --prompt or --prompts, not both")
+    if suite is not None and (suite not in SUITES or prompts is None):
+        raise _fail(f"--suite takes one of {', '.join(SUITES)} and needs --prompts FILE")
+    try:
+        names = resolve_metrics([m.strip() for m in metrics.split(",") if m.strip()] if metrics else None)
+        entries = load_prompts(prompts) if prompts is not None else None
+        targets = _targets(list(paths or []), prompt, entries, suite is not None)
+        evaluator = Evaluator(names, weights, download)
+        evaluations = []
+        with Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=Console(stderr=True),
+            transient=True,
+        ) as progress:
+            task = progress.add_task("evaluating", total=len(targets) * len(names))
+            for target in targets:
+                progress.update(task, description=f"{Path(target.source).name}")
+                evaluations.append(evaluator.evaluate(target, lambda _name: progress.advance(task)))
+    except (BadInputError, ValueError) as exc:
+        raise _fail(str(exc)) from None
+    except MissingDependencyError as exc:
+        raise _fail(str(exc), code=1) from None
+
+    for evaluation in evaluations:
+        console.print(results_table(evaluation))
+    if json_out is not None:
+        write_json(evaluations, json_out)
+        console.print(f"JSON written to {json_out}")
+    if suite is not None:
+        unavailable = {n: r.reason for e in evaluations for n, r in e.results.items() if r.value is None}
+        report.write_text(
+            suite_markdown(suite, _suite_groups(evaluations, entries or []), unavailable), encoding="utf-8"
+        )
+        console.print(f"Markdown report written to {report}")
+    if chart is not None:
+        try:
+            shown = write_chart(evaluations, chart)
+        except MissingDependencyError as exc:
+            raise _fail(str(exc), code=1) from None
+        note = f"with paper rows: {', '.join(shown)}" if shown else "no paper rows for this task"
+        console.print(f"Chart written to {chart} ({note})")

@@ -1,0 +1,1 @@
+"""Own PyTorch implementations of the reference networks, loading the original checkpoints."""

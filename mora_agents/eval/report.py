@@ -1,0 +1,93 @@
+"""Rendering results: rich tables, JSON, and the Markdown report of a prompt suite."""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+from rich.table import Table
+
+from mora_agents.eval.metrics.summary import QUALITY_DIMENSIONS
+from mora_agents.eval.result import VideoEvaluation
+
+SCHEMA_VERSION = 1
+
+
+def results_table(evaluation: VideoEvaluation) -> Table:
+    """One row per metric: value, backend, frames, fps and checkpoint (or why it is unavailable)."""
+    table = Table(title=evaluation.source, title_justify="left")
+    for column in ("metric", "value", "backend", "frames", "fps"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("checkpoint / note")
+    for result in evaluation.results.values():
+        if result.value is None:
+            # The full reason (with the remedy) is in the JSON output.
+            table.add_row(result.name, "-", "unavailable", "", "", f"[dim]{result.reason.split(' (')[0]}[/dim]")
+            continue
+        note = f"{Path(result.checkpoint).name} sha256:{result.sha256[:12]}" if result.checkpoint else ""
+        if not result.is_reference and result.details.get("missing"):
+            note = f"proxy; missing {', '.join(result.details['missing'])}"
+        table.add_row(
+            result.name,
+            f"{result.value:.4f}",
+            result.backend or "",
+            str(len(result.frames_used)),
+            f"{result.fps:g}" if result.fps else "",
+            note,
+        )
+    return table
+
+
+def write_json(evaluations: list[VideoEvaluation], path: Path) -> None:
+    payload = {"schema_version": SCHEMA_VERSION, "videos": [e.to_dict() for e in evaluations]}
+    path.write_text(json.dumps(payload, indent=2, default=float) + "\n", encoding="utf-8")
+
+
+Aggregate = dict[str, dict[str, dict[str, tuple[float, int]]]]
+
+
+def aggregate(groups: dict[str, list[VideoEvaluation]]) -> Aggregate:
+    """group -> metric -> backend -> (mean, count); values of different backends are never mixed."""
+    out: Aggregate = {}
+    for group, evaluations in groups.items():
+        values: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+        for evaluation in evaluations:
+            for result in evaluation.results.values():
+                if result.value is not None:
+                    values[result.name][result.backend or ""].append(result.value)
+        out[group] = {
+            metric: {backend: (float(np.mean(v)), len(v)) for backend, v in by_backend.items()}
+            for metric, by_backend in values.items()
+        }
+    return out
+
+
+def suite_markdown(suite: str, groups: dict[str, list[VideoEvaluation]], unavailable: dict[str, str]) -> str:
+    """Markdown report: one table per metric family, a row per prompt type and overall."""
+    table = aggregate(groups)
+    metrics = [
+        m
+        for m in [*QUALITY_DIMENSIONS, "video_quality", "appearance_style", "temporal_style", "video_length"]
+        if any(m in row for row in table.values())
+    ]
+    lines = [
+        f"# `mora eval --suite {suite}`",
+        "",
+        "Cells: mean [backend] (n videos). Values from different backends are reported separately;",
+        "`fallback:*` values are weight-free approximations, not comparable with the paper's numbers.",
+        "",
+        "| group | " + " | ".join(metrics) + " |",
+        "|---|" + "---|" * len(metrics),
+    ]
+    for group, row in table.items():
+        cells = [
+            "<br>".join(f"{mean:.3f} [{backend}] ({n})" for backend, (mean, n) in row.get(m, {}).items()) or "-"
+            for m in metrics
+        ]
+        lines.append(f"| {group} | " + " | ".join(cells) + " |")
+    if unavailable:
+        lines += ["", "## Unavailable metrics", ""]
+        lines += [f"- `{name}`: {reason}" for name, reason in sorted(unavailable.items())]
+    return "\n".join(lines) + "\n"

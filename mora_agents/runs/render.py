@@ -1,0 +1,45 @@
+"""One-line, human-readable descriptions of transcript records (used by `mora run` and `mora transcript`)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from mora_agents.runs.transcript import Record
+
+
+def describe_artifact(a: dict[str, Any]) -> str:
+    size = f"{a['width']}x{a['height']}"
+    if a["kind"] == "video":
+        return f"{a['path']} ({size}, {a['frames']} frames @ {a['fps']:g} fps)"
+    return f"{a['path']} ({size})"
+
+
+def describe(record: Record) -> str:
+    m, t = record.message, record.type
+    content = m.get("content")
+    if record.kind == "error":
+        return f"error: {m['error']}"
+    if t.endswith("[UserRequest]"):
+        files = content["images"] + content["videos"]
+        return f"request: {content['text']!r}" + (f" with {', '.join(files)}" if files else "")
+    if t.endswith("[Plan]"):
+        return f"plan: task {content['task']} with {json.dumps(content['inputs'])} ({content['reason']})"
+    if t.endswith("[StepRequest]"):
+        step = content["step"] + (f" #{content['iteration']}" if content["iteration"] else "")
+        what = f"call {content['tool']}" if content["tool"] else "answer"
+        return f"step {step} -> {content['agent']}: {what}"
+    if t.endswith("[StepResult]"):
+        out = content["output"]
+        shown = describe_artifact(out) if isinstance(out, dict) else repr(out)
+        return f"result of {content['step']}: {shown} in {content['seconds']:.1f}s"
+    if t.endswith("[StepFailed]"):
+        return f"step {content['step']} failed: {content['error']}"
+    if t.endswith("[RunFinished]"):
+        detail = describe_artifact(content["result"]) if content.get("result") else content.get("error")
+        return f"run {content['status']}: {detail}"
+    if t == "ToolCallRequestEvent":
+        return "; ".join(f"tool call {c['name']}({c['arguments']})" for c in content)
+    if t == "ToolCallExecutionEvent":
+        return "; ".join(f"tool {'error' if c['is_error'] else 'result'}: {c['content']}" for c in content)
+    return f"{t}: {content if isinstance(content, str) else json.dumps(content)}"

@@ -1,0 +1,32 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from mora_agents.media import write_video
+from mora_agents.settings import use_settings
+
+
+@pytest.fixture
+def tiny(tmp_path: Path):
+    """Tools on the tiny preset, CPU, writing into tmp_path."""
+    with use_settings(preset="tiny", device="cpu", out_dir=tmp_path / "out") as s:
+        yield s
+
+
+def make_video(path: Path, frames: int = 14, size: tuple[int, int] = (64, 48), fps: float = 7.0, seed: int = 0) -> Path:
+    """A small video of a drifting colour gradient: every frame differs, smoothly (codec-friendly)."""
+    w, h = size
+    offset = np.random.default_rng(seed).integers(0, 255, 3)
+    ramp = np.linspace(0, 127, w)[None, :, None] + np.linspace(0, 127, h)[:, None, None]
+    clip = [((ramp + offset + 9 * i) % 256).astype(np.uint8) for i in range(frames)]
+    write_video(np.stack(clip), fps, path)
+    return path
+
+
+def make_image(path: Path, size: tuple[int, int] = (80, 60), color: tuple[int, int, int] = (200, 40, 40)) -> Path:
+    Image.new("RGB", size, color).save(path)
+    return path

@@ -1,0 +1,71 @@
+"""Synthetic videos, MP4 writing and tiny checkpoints in VBench's cache layout."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from mora_agents.eval.video import Video
+
+
+def texture(height: int = 64, width: int = 64, seed: int = 0) -> np.ndarray:
+    """A smooth random RGB texture (uint8), periodic so that np.roll pans without seams."""
+    rng = np.random.default_rng(seed)
+    spectrum = rng.normal(size=(height, width, 3)) + 1j * rng.normal(size=(height, width, 3))
+    fy = np.fft.fftfreq(height)[:, None, None]
+    fx = np.fft.fftfreq(width)[None, :, None]
+    spectrum *= np.exp(-((fx**2 + fy**2) / (2 * 0.06**2)))
+    img = np.real(np.fft.ifft2(spectrum, axes=(0, 1)))
+    img = (img - img.min()) / (img.max() - img.min())
+    return (img * 255).astype(np.uint8)
+
+
+def static(n: int = 16, fps: float = 16.0, **kw: int) -> Video:
+    frame = texture(**kw)
+    return Video(np.stack([frame] * n), fps)
+
+
+def pan(n: int = 16, fps: float = 16.0, step: int = 2, **kw: int) -> Video:
+    frame = texture(**kw)
+    return Video(np.stack([np.roll(frame, step * i, axis=1) for i in range(n)]), fps)
+
+
+def jitter(n: int = 16, fps: float = 16.0, amplitude: int = 3, **kw: int) -> Video:
+    frame = texture(**kw)
+    return Video(np.stack([np.roll(frame, amplitude * (i % 2), axis=1) for i in range(n)]), fps)
+
+
+def scenes(**kw: int) -> tuple[np.ndarray, np.ndarray]:
+    """Two unrelated frames: different textures, warm and cool palettes."""
+    a, b = texture(seed=1, **kw), texture(seed=2, **kw)
+    a[..., 2] //= 4
+    b[..., 0] //= 4
+    return a, b
+
+
+def cut(n: int = 16, fps: float = 16.0, **kw: int) -> Video:
+    a, b = scenes(**kw)
+    return Video(np.stack([a] * (n // 2) + [b] * (n - n // 2)), fps)
+
+
+def write_mp4(path: Path, video: Video) -> Path:
+    """Lossless (libx264rgb, qp 0) MP4, so decoded frames equal ``video.frames``."""
+    import imageio_ffmpeg
+
+    height, width = video.frames.shape[1:3]
+    writer = imageio_ffmpeg.write_frames(
+        str(path),
+        (width, height),
+        fps=video.fps,
+        codec="libx264rgb",
+        pix_fmt_out="rgb24",
+        output_params=["-qp", "0"],
+        macro_block_size=1,
+        quality=None,
+    )
+    writer.send(None)
+    for frame in video.frames:
+        writer.send(np.ascontiguousarray(frame))
+    writer.close()
+    return path

@@ -1,0 +1,142 @@
+import json
+import subprocess
+import sys
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from mora_agents.eval import _deps
+from mora_agents.eval.api import Evaluator
+from mora_agents.eval.cli import eval_command
+from mora_agents.eval.targets import Target
+
+from .helpers import cut, pan, static, write_mp4
+
+app = typer.Typer()
+app.command("eval")(eval_command)
+app.command("noop")(lambda: None)  # a second command keeps "eval" as a subcommand, as in `mora`
+runner = CliRunner()
+FAST = "subject_consistency,background_consistency,dynamic_degree,video_length,tcon,tmean"
+
+
+def invoke(*args):
+    return runner.invoke(app, ["eval", *map(str, args)])
+
+
+def make_run(root, name, task="text_to_video", prompt="a cat", inputs=None):
+    run = root / name
+    (run / "inputs").mkdir(parents=True)
+    write_mp4(run / "result.mp4", pan())
+    for rel, video in (inputs or {}).items():
+        write_mp4(run / rel, video)
+    plan = {"task": task, "inputs": {"prompt": prompt, **{f"video_{i}": r for i, r in enumerate(inputs or {})}}}
+    (run / "plan.json").write_text(json.dumps(plan))
+    return run
+
+
+def test_video_file_to_json(tmp_path):
+    video = write_mp4(tmp_path / "static.mp4", static())
+    out = tmp_path / "out.json"
+    result = invoke(video, "--metrics", FAST, "--json", out, "--weights", tmp_path / "none")
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(out.read_text())["videos"][0]["metrics"]
+    assert metrics["subject_consistency"]["value"] == pytest.approx(1.0)
+    assert metrics["subject_consistency"]["backend"] == "fallback:ssim"
+    assert metrics["dynamic_degree"]["value"] == 0.0 and metrics["dynamic_degree"]["fps"] == 16.0
+    assert metrics["dynamic_degree"]["frames_used"] == list(range(0, 16, 2))
+    assert metrics["video_length"]["value"] == pytest.approx(1.0)
+    assert metrics["tcon"]["value"] is None and "input video" in metrics["tcon"]["reason"]
+    assert "subject_consistency" in result.output
+
+
+def test_run_directories_read_prompt_task_and_inputs(tmp_path):
+    run = make_run(tmp_path, "connect", task="connect_videos", inputs={"inputs/a.mp4": static(), "inputs/b.mp4": cut()})
+    out = tmp_path / "out.json"
+    assert invoke(run, "--metrics", FAST, "--json", out).exit_code == 0
+    video = json.loads(out.read_text())["videos"][0]
+    assert (video["prompt"], video["task"]) == ("a cat", "connect_videos")
+    assert video["metrics"]["tcon"]["backend"] == "fallback:color-histogram"
+    tmean = video["metrics"]["tmean"]
+    assert tmean["value"] == pytest.approx((tmean["details"]["tcon_front"] + tmean["details"]["tcon_behind"]) / 2)
+    assert video["metrics"]["tcon"]["value"] == pytest.approx(tmean["details"]["tcon_front"])
+
+
+@pytest.mark.parametrize("kind", ["missing", "not-video", "run-without-result", "bad-plan"])
+def test_bad_input_exits_2_with_one_line(tmp_path, kind):
+    path = tmp_path / "input.mp4"
+    if kind == "not-video":
+        path.write_text("hello")
+    elif kind == "run-without-result":
+        path = tmp_path / "run"
+        path.mkdir()
+        (path / "plan.json").write_text("{}")
+    elif kind == "bad-plan":
+        path = tmp_path / "run"
+        path.mkdir()
+        (path / "plan.json").write_text("{not json")
+    result = invoke(path, "--metrics", "video_length")
+    assert result.exit_code == 2
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("mora eval: error: ") and str(path) in lines[0]
+
+
+def test_unknown_metric_and_conflicting_prompts_exit_2(tmp_path):
+    video = write_mp4(tmp_path / "v.mp4", static(n=4))
+    assert "unknown metric" in invoke(video, "--metrics", "nope").stderr
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("a\n")
+    assert invoke(video, "--prompt", "x", "--prompts", prompts).exit_code == 2
+
+
+def test_suite_report_groups_by_type(tmp_path):
+    runs = [make_run(tmp_path, f"run{i}", prompt=p) for i, p in enumerate(["one dog", "two cats", "three birds"])]
+    prompts = tmp_path / "t2v.jsonl"
+    prompts.write_text(
+        "\n".join(
+            json.dumps({"prompt": p, "type": t})
+            for p, t in [("one dog", "I"), ("two cats", "II"), ("three birds", "Type III")]
+        )
+    )
+    report = tmp_path / "report.md"
+    result = invoke(
+        *runs, "--suite", "t2v", "--prompts", prompts, "--metrics", "dynamic_degree,video_length", "--report", report
+    )
+    assert result.exit_code == 0, result.output
+    text = report.read_text()
+    for group in ("Type I ", "Type II ", "Type III ", "overall"):
+        assert f"| {group.strip()} |" in text
+    assert "| overall | 1.000 [fallback:opencv-dis] (3) | 1.000 [reference] (3) |" in text
+
+
+def test_chart_includes_paper_rows_for_the_task(tmp_path):
+    run = make_run(tmp_path, "t2v", task="t2v")
+    chart = tmp_path / "chart.png"
+    result = invoke(run, "--metrics", "video_quality", "--chart", chart, "--weights", tmp_path / "none")
+    assert result.exit_code == 0, result.output
+    assert chart.read_bytes().startswith(b"\x89PNG") and "Mora (paper)" in result.output
+
+
+def test_import_loads_no_model_library():
+    code = (
+        "import sys, mora_agents.eval, mora_agents.eval.cli; "
+        "print(sorted(m for m in ('torch', 'transformers', 'cv2', 'skimage', 'matplotlib') if m in sys.modules))"
+    )
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "[]\n"
+
+
+def test_missing_dependency_names_the_extra(tmp_path, monkeypatch):
+    real = _deps.importlib.import_module
+
+    def without_cv2(name):
+        if name.startswith("cv2"):
+            raise ImportError(name)
+        return real(name)
+
+    monkeypatch.setattr(_deps.importlib, "import_module", without_cv2)
+    video = write_mp4(tmp_path / "v.mp4", static())
+    evaluation = Evaluator(["background_consistency", "dynamic_degree"], tmp_path / "none").evaluate(Target("v", video))
+    assert evaluation.results["background_consistency"].backend == "fallback:color-histogram"  # needs no cv2
+    assert evaluation.results["dynamic_degree"].value is None
+    assert "'opencv-python-headless' is required" in evaluation.results["dynamic_degree"].reason
+    assert "pip install mora-agents[eval]" in evaluation.results["dynamic_degree"].reason
