@@ -97,3 +97,16 @@ def test_a_rejected_tool_call_is_retried_and_the_run_finishes(tmp_path: Path, mo
     assert "outside the run directory" in server.requests[3]["body"]["messages"][-1]["content"]
     assert not Path("/tmp/elsewhere.png").exists()
     assert [r["body"]["tools"][0]["function"]["name"] for r in server.requests[2:]] == ["text_to_image"] * 2 + ["image_to_video"]
+
+
+def test_connect_command_and_its_missing_weights_message(tmp_path: Path, monkeypatch) -> None:
+    a, b = make_video(tmp_path / "a.mp4", seed=1), make_video(tmp_path / "b.mp4", seed=2)
+    result = mora("run", "--task", "connect_videos", "--video", str(a), "--video", str(b), "--preset", "tiny",
+                  "a smooth transition", "--out", str(tmp_path / "runs"))
+    assert result.exit_code == 0, result.output
+    assert "video_connection_agent tool call connect_videos" in result.output
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    result = mora("run", "--task", "connect_videos", "--video", str(a), "--video", str(b), "join",
+                  "--out", str(tmp_path / "full"))
+    assert result.exit_code == 2
+    assert "Vchitect/SEINE" in result.output and "huggingface-cli download Vchitect/SEINE seine.pt" in result.output

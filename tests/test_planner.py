@@ -36,6 +36,8 @@ def plan(request: UserRequest, client=None):
      {"prompt": "a village in Minecraft at sunset"}),
     (UserRequest(text="this house in a digital world", images=["inputs/1-h.png"]), "digital_world",
      {"prompt": "this house in a digital world", "image": "inputs/1-h.png"}),
+    (UserRequest(text="join them with a sunrise", videos=["inputs/1-a.mp4", "inputs/2-b.mp4"]), "connect_videos",
+     {"video_a": "inputs/1-a.mp4", "video_b": "inputs/2-b.mp4", "prompt": "join them with a sunrise"}),
     (UserRequest(text="a fox", task="digital_world", duration=8), "digital_world",
      {"prompt": "a fox", "duration": 8}),
 ])
@@ -71,6 +73,7 @@ def _openai_client(base_url: str) -> OpenAIChatCompletionClient:
     ("extend_video", UserRequest(text="more", videos=["inputs/1-a.mp4"])),
     ("edit_video", UserRequest(text="winter", videos=["inputs/1-a.mp4"])),
     ("digital_world", UserRequest(text="a voxel town")),
+    ("connect_videos", UserRequest(text="bridge them", videos=["inputs/1-a.mp4", "inputs/2-b.mp4"])),
 ])
 def test_routing_through_an_openai_compatible_server(task: str, request_: UserRequest) -> None:
     reply = {"task": task, "prompt": request_.text, "duration": None, "reason": "scripted"}

@@ -8,7 +8,7 @@ import yaml
 from mora_agents.sop.loader import BUILTIN_DIR, SOPError, find_sops, load_sop
 from mora_agents.sop.template import render
 
-SHIPPED = {"text_to_video", "image_to_video", "extend_video", "edit_video", "digital_world"}
+SHIPPED = {"text_to_video", "image_to_video", "extend_video", "edit_video", "digital_world", "connect_videos"}
 TOP_LEVEL = Path(__file__).resolve().parents[1] / "sops"
 
 

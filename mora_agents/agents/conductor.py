@@ -9,11 +9,11 @@ from collections.abc import AsyncGenerator, Sequence
 from pathlib import Path
 from typing import Any
 
-from autogen_agentchat.agents import BaseChatAgent
 from autogen_agentchat.base import Response
 from autogen_agentchat.messages import BaseAgentEvent, BaseChatMessage
 from autogen_core import CancellationToken
 
+from mora_agents.agents.base import StreamingAgent
 from mora_agents.agents.messages import (
     PlanMessage,
     RunFinished,
@@ -36,7 +36,7 @@ def required_models(sop: SOP) -> list[str]:
     return list(dict.fromkeys(m for t in tools for m in get_tool(t).models))
 
 
-class ConductorAgent(BaseChatAgent):
+class ConductorAgent(StreamingAgent):
     def __init__(self, sops: dict[str, SOP], run_dir: Path, seed: int,
                  overrides: dict[str, dict[str, Any]] | None = None) -> None:
         super().__init__("conductor", "Follows the SOP: sends each step to its agent and collects the results.")
@@ -46,12 +46,6 @@ class ConductorAgent(BaseChatAgent):
     @property
     def produced_message_types(self) -> Sequence[type[BaseChatMessage]]:
         return (StepRequestMessage, RunFinishedMessage)
-
-    async def on_messages(self, messages: Sequence[BaseChatMessage], cancellation_token: CancellationToken) -> Response:
-        async for item in self.on_messages_stream(messages, cancellation_token):
-            if isinstance(item, Response):
-                return item
-        raise RuntimeError("the conductor produced no response")
 
     async def on_reset(self, cancellation_token: CancellationToken) -> None:
         self.execution = None

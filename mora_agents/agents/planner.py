@@ -7,15 +7,14 @@ attachments are then assigned to the SOP's media inputs in order, by kind.
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Sequence
-from pathlib import Path
 
-from autogen_agentchat.agents import BaseChatAgent
 from autogen_agentchat.base import Response
 from autogen_agentchat.messages import BaseAgentEvent, BaseChatMessage, ThoughtEvent
 from autogen_core import CancellationToken
 from autogen_core.models import AssistantMessage, ChatCompletionClient, LLMMessage, SystemMessage, UserMessage
 from pydantic import ValidationError
 
+from mora_agents.agents.base import StreamingAgent
 from mora_agents.agents.messages import (
     Plan,
     PlanChoice,
@@ -50,7 +49,7 @@ def fill_plan(choice: PlanChoice, request: UserRequest, sop: SOP) -> Plan:
     return Plan(task=sop.name, inputs=inputs, reason=choice.reason)
 
 
-class PlannerAgent(BaseChatAgent):
+class PlannerAgent(StreamingAgent):
     def __init__(self, model_client: ChatCompletionClient, sops: dict[str, SOP], max_retries: int = 3) -> None:
         super().__init__("planner", "Chooses the SOP for a request and fills its inputs.")
         self.model_client, self.sops, self.max_retries = model_client, sops, max_retries
@@ -58,15 +57,6 @@ class PlannerAgent(BaseChatAgent):
     @property
     def produced_message_types(self) -> Sequence[type[BaseChatMessage]]:
         return (PlanMessage, StepFailedMessage)
-
-    async def on_messages(self, messages: Sequence[BaseChatMessage], cancellation_token: CancellationToken) -> Response:
-        async for item in self.on_messages_stream(messages, cancellation_token):
-            if isinstance(item, Response):
-                return item
-        raise RuntimeError("the planner produced no response")
-
-    async def on_reset(self, cancellation_token: CancellationToken) -> None:
-        pass
 
     async def _ask(self, history: list[LLMMessage], request: UserRequest,
                    cancellation_token: CancellationToken) -> PlanChoice:

@@ -14,7 +14,6 @@ from collections.abc import AsyncGenerator, Sequence
 from pathlib import Path
 from typing import Any
 
-from autogen_agentchat.agents import BaseChatAgent
 from autogen_agentchat.base import Response
 from autogen_agentchat.messages import (
     BaseAgentEvent,
@@ -34,6 +33,7 @@ from autogen_core.models import (
 )
 from pydantic import ValidationError
 
+from mora_agents.agents.base import StreamingAgent
 from mora_agents.agents.messages import (
     StepFailed,
     StepFailedMessage,
@@ -48,7 +48,7 @@ from mora_agents.media import Artifact
 from mora_agents.tools.registry import REGISTRY, get_tool
 
 
-class StepAgent(BaseChatAgent):
+class StepAgent(StreamingAgent):
     """Runs the tool of the last step request addressed to it; subclasses decide the arguments."""
 
     def __init__(self, name: str, description: str, run_dir: Path) -> None:
@@ -58,15 +58,6 @@ class StepAgent(BaseChatAgent):
     @property
     def produced_message_types(self) -> Sequence[type[BaseChatMessage]]:
         return (StepResultMessage, StepFailedMessage)
-
-    async def on_messages(self, messages: Sequence[BaseChatMessage], cancellation_token: CancellationToken) -> Response:
-        async for item in self.on_messages_stream(messages, cancellation_token):
-            if isinstance(item, Response):
-                return item
-        raise RuntimeError(f"{self.name} produced no response")
-
-    async def on_reset(self, cancellation_token: CancellationToken) -> None:
-        pass
 
     def _request(self, messages: Sequence[BaseChatMessage]) -> StepRequest:
         for message in reversed(messages):

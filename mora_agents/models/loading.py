@@ -22,7 +22,11 @@ MODEL_IDS: dict[str, str] = {
     "sdxl_refiner": "stabilityai/stable-diffusion-xl-refiner-1.0",
     "instruct_pix2pix": "timbrooks/instruct-pix2pix",
     "svd": "stabilityai/stable-video-diffusion-img2vid-xt",
+    "seine": "Vchitect/SEINE",
+    "sd_v1_4": "CompVis/stable-diffusion-v1-4",
 }
+KEY_FILES = {"seine": "seine.pt"}
+"""The file that shows a model is present (default: a diffusers pipeline's model_index.json)."""
 PRESETS = ("full", "tiny")
 
 
@@ -42,15 +46,17 @@ def check_available(keys: Iterable[str]) -> None:
     from huggingface_hub import try_to_load_from_cache
 
     for key in keys:
-        source = model_source(key)
-        if Path(source).is_dir():
-            if not (Path(source) / "model_index.json").is_file():
-                raise ModelNotAvailable(f"model '{key}': {source} has no model_index.json (not a diffusers pipeline folder)")
+        source, key_file = model_source(key), KEY_FILES.get(key, "model_index.json")
+        if Path(source).is_file() and Path(source).name == key_file:
             continue
-        if not isinstance(try_to_load_from_cache(source, "model_index.json"), str):
+        if Path(source).is_dir():
+            if not (Path(source) / key_file).is_file():
+                raise ModelNotAvailable(f"model '{key}': {source} has no {key_file}")
+            continue
+        if not isinstance(try_to_load_from_cache(source, key_file), str):
             raise ModelNotAvailable(
                 f"model '{key}' ({source}) is not on this machine: download it with "
-                f"`huggingface-cli download {source}` or set MORA_MODEL_{key.upper()} to a local folder "
+                f"`huggingface-cli download {source}{' ' + key_file if key in KEY_FILES else ''}` or set MORA_MODEL_{key.upper()} to a local folder "
                 f"(or use --preset tiny for a random-weight demo)"
             )
 
@@ -64,6 +70,11 @@ def _full(key: str, device: torch.device) -> DiffusionPipeline:
     )
 
     check_available([key])
+    if key == "seine":
+        from mora_agents.pipelines.seine import load_seine_pipeline
+
+        check_available(["sd_v1_4"])
+        return load_seine_pipeline(model_source("seine"), model_source("sd_v1_4"), device)
     dtype = torch.float16 if device.type == "cuda" else torch.float32
     common = {"torch_dtype": dtype, "local_files_only": True}
     if key == "sdxl_base":
@@ -79,12 +90,14 @@ def _full(key: str, device: torch.device) -> DiffusionPipeline:
 
 def _tiny(key: str, device: torch.device) -> DiffusionPipeline:
     from mora_agents.models import tiny
+    from mora_agents.pipelines.seine import tiny_seine_pipeline
 
     builders: dict[str, Callable[[], DiffusionPipeline]] = {
         "sdxl_base": tiny.sdxl_base,
         "sdxl_refiner": lambda: tiny.sdxl_refiner(load_pipeline("sdxl_base")),
         "instruct_pix2pix": tiny.instruct_pix2pix,
         "svd": tiny.stable_video_diffusion,
+        "seine": tiny_seine_pipeline,
     }
     return builders[key]()
 

@@ -14,12 +14,16 @@ DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
         "edit_image": {"steps": 100, "guidance_scale": 7.5, "image_guidance_scale": 1.5},
         "image_to_video": {"width": 1024, "height": 576, "frames": 25, "steps": 25, "fps": 7,
                            "motion_bucket_id": 180, "noise_aug_strength": 0.1, "decode_chunk_size": 12},
+        "connect_videos": {"frames": 16, "width": 512, "height": 512, "sampler": "ddpm", "steps": 250,
+                           "guidance_scale": 8.0},
     },
     "tiny": {
         "text_to_image": {"width": 64, "height": 64, "steps": 4, "high_noise_frac": 0.5, "guidance_scale": 5.0},
         "edit_image": {"steps": 3, "guidance_scale": 7.5, "image_guidance_scale": 1.5},
         "image_to_video": {"width": 64, "height": 64, "frames": 25, "steps": 2, "fps": 7,
                            "motion_bucket_id": 180, "noise_aug_strength": 0.1, "decode_chunk_size": 12},
+        "connect_videos": {"frames": 16, "width": 64, "height": 64, "sampler": "ddim", "steps": 3,
+                           "guidance_scale": 8.0},
     },
 }
 
