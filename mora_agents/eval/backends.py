@@ -108,6 +108,30 @@ class Backends:
 
         return self._load("raft_things", build)
 
+    def amt(self) -> Loaded:
+        def build(path: Path) -> Any:
+            from mora_agents.eval.nets.amt import load_amt
+
+            return load_amt(path)
+
+        return self._load("amt_s", build)
+
+    def musiq(self) -> Loaded:
+        def build(path: Path) -> Any:
+            from mora_agents.eval.nets.musiq import load_musiq
+
+            return load_musiq(path)
+
+        return self._load("musiq_spaq", build)
+
+    def viclip(self) -> Loaded:
+        def build(path: Path) -> Any:
+            from mora_agents.eval.nets.viclip import load_viclip
+
+            return load_viclip(path)
+
+        return self._load("viclip", build)
+
     def encode_frames(
         self, frames: np.ndarray, preprocess: Callable[[np.ndarray], Any], encode: Callable[[Any], Any]
     ) -> np.ndarray:

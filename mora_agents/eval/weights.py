@@ -51,6 +51,18 @@ CHECKPOINTS: dict[str, Checkpoint] = {
         "https://dl.dropboxusercontent.com/s/4j4z58wuv8o0mfz/models.zip",
         archive_member="models/raft-things.pth",
     ),
+    "amt_s": Checkpoint(
+        "amt_model/amt-s.pth",
+        "https://huggingface.co/lalala125/AMT/resolve/main/amt-s.pth",
+    ),
+    "musiq_spaq": Checkpoint(
+        "pyiqa_model/musiq_spaq_ckpt-358bb6af.pth",
+        "https://github.com/chaofengc/IQA-PyTorch/releases/download/v0.1-weights/musiq_spaq_ckpt-358bb6af.pth",
+    ),
+    "viclip": Checkpoint(
+        "ViCLIP/ViClip-InternVid-10M-FLT.pth",
+        "https://huggingface.co/OpenGVLab/VBench_Used_Models/resolve/main/ViClip-InternVid-10M-FLT.pth",
+    ),
 }
 
 
