@@ -1,21 +1,26 @@
-"""The `mora` command line: run requests, inspect SOPs and transcripts."""
+"""The `mora` command line: run, chat, resume and list runs; inspect SOPs and transcripts; evaluate."""
 
 from __future__ import annotations
 
 import asyncio
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 import yaml
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from mora_agents.errors import InputError, MoraError
 from mora_agents.eval.cli import eval_command
+from mora_agents.ui.terminal import TerminalUI
+
+if TYPE_CHECKING:
+    from mora_agents.runs.review import Reviewer
+    from mora_agents.runs.runner import RunOutcome
 
 app = typer.Typer(help="Mora: generalist video generation by cooperating AI agents.", no_args_is_help=True,
                   pretty_exceptions_enable=False, add_completion=False)
@@ -43,24 +48,29 @@ def parse_sets(items: list[str]) -> dict[str, dict[str, Any]]:
     return overrides
 
 
-class RichProgress:
-    """The tools' progress hook, drawn as a rich progress bar (one bar per denoising loop)."""
+def _noise_warning(preset: str) -> None:
+    if preset == "tiny":
+        console.print("[yellow]preset tiny: random-weight models, the video will be noise (this checks the "
+                      "code paths, not the quality)[/]")
 
-    def __init__(self, progress: Progress) -> None:
-        self.progress, self.task = progress, None
 
-    def start(self, label: str, total: int) -> None:
-        self.stop()
-        self.task = self.progress.add_task(label, total=total)
+def _drive(start: Callable[[TerminalUI, Reviewer], Awaitable[RunOutcome]], review: bool) -> None:
+    """Run a request or a resume with the terminal display; map errors to one line and an exit code."""
+    from mora_agents.runs.review import TextReviewer, auto_accept
 
-    def advance(self) -> None:
-        if self.task is not None:
-            self.progress.advance(self.task)
-
-    def stop(self) -> None:
-        if self.task is not None:
-            self.progress.remove_task(self.task)
-            self.task = None
+    ui = TerminalUI(console)
+    try:
+        with ui.live():
+            outcome = asyncio.run(start(ui, TextReviewer(ui.ask, "human") if review else auto_accept))
+    except InputError as e:
+        raise fail(str(e), 2) from None
+    except MoraError as e:
+        raise fail(str(e), 1) from None
+    except KeyboardInterrupt:
+        raise fail("interrupted; `mora resume RUN` continues from the last finished step (see `mora runs`)", 130) from None
+    note = " [yellow](noise: tiny preset)[/]" if outcome.noise else ""
+    console.print(f"[green]done:[/] {outcome.result}{note}")
+    out.print(str(outcome.result))
 
 
 @app.command()
@@ -76,49 +86,100 @@ def run(
     out_dir: Annotated[Path, typer.Option("--out", help="Base folder of run directories.")] = Path("runs"),
     seed: Annotated[Optional[int], typer.Option(help="Base seed (random if not given; always recorded).")] = None,
     set_: Annotated[list[str], typer.Option("--set", help="Override a tool parameter: TOOL.PARAM=VALUE.")] = [],
+    review: Annotated[bool, typer.Option("--review", help="Ask me at the SOP's review points (next/repeat/edit/stop).")] = False,
+    max_repeats: Annotated[int, typer.Option(min=0, help="Repeats (and edits) allowed per reviewed step.")] = 3,
 ) -> None:
     """Run a request through the agents; writes runs/<time>-<slug>/ with result.mp4 and transcript.jsonl."""
-    from mora_agents.runs.render import describe
     from mora_agents.runs.runner import RunOptions, run_request
-    from mora_agents.settings import configure
 
     try:
-        options = RunOptions(preset=preset, device=device, out=out_dir, sops_dir=sops, seed=seed,
-                             overrides=parse_sets(set_))
         if preset not in ("full", "tiny"):
             raise InputError(f"--preset {preset}: unknown (choose full or tiny)")
-        if preset == "tiny":
-            console.print("[yellow]preset tiny: random-weight models, the video will be noise (this checks the "
-                          "code paths, not the quality)[/]")
-        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                      console=console, transient=True) as progress:
-            configure(progress=RichProgress(progress))
-            outcome = asyncio.run(run_request(
-                request, images=image, videos=video, task=task, duration=duration, options=options,
-                on_record=lambda r: progress.console.print(f"[bold cyan]{r.source}[/] {escape(describe(r))}")))
+        options = RunOptions(preset=preset, device=device, out=out_dir, sops_dir=sops, seed=seed,
+                             overrides=parse_sets(set_), max_repeats=max_repeats)
     except InputError as e:
         raise fail(str(e), 2) from None
-    except MoraError as e:
-        raise fail(str(e), 1) from None
-    except KeyboardInterrupt:
-        raise fail("interrupted; the run directory keeps what was finished", 130) from None
-    note = " [yellow](noise: tiny preset)[/]" if outcome.noise else ""
-    console.print(f"[green]done:[/] {outcome.result}{note}")
-    out.print(str(outcome.result))
+    _noise_warning(preset)
+    _drive(lambda ui, reviewer: run_request(request, images=image, videos=video, task=task, duration=duration,
+                                            options=options, on_record=ui.show, reviewer=reviewer), review)
+
+
+@app.command()
+def resume(
+    run_dir: Annotated[Path, typer.Argument(help="The run directory of an interrupted, failed or waiting run.")],
+    review: Annotated[bool, typer.Option("--review", help="Ask me at the remaining review points.")] = False,
+    device: Annotated[Optional[str], typer.Option(help="Run on another device than the run was started on.")] = None,
+) -> None:
+    """Continue a run from its last finished step (checked by sha256); the transcript marks the interruption."""
+    from mora_agents.runs.catalog import read_info
+    from mora_agents.runs.runner import resume_run
+
+    try:
+        preset = read_info(run_dir)["preset"]
+    except InputError as e:
+        raise fail(str(e), 2) from None
+    _noise_warning(preset)
+    _drive(lambda ui, reviewer: resume_run(run_dir, device=device, on_record=ui.show, reviewer=reviewer), review)
+
+
+@app.command()
+def runs(out_dir: Annotated[Path, typer.Option("--out", help="Base folder of run directories.")] = Path("runs")) -> None:
+    """List runs: task, status (finished / failed / stopped / interrupted / waiting for review), time, result."""
+    from mora_agents.runs.catalog import list_runs
+
+    table = Table("run", "task", "status", "seconds", "result", "request")
+    colors = {"finished": "green", "failed": "red", "interrupted": "yellow", "waiting for review": "magenta"}
+    for summary in list_runs(out_dir):
+        color = colors.get(summary.status, "white")
+        table.add_row(str(summary.path), summary.task or "", f"[{color}]{summary.status}[/]", f"{summary.seconds:.1f}",
+                      str(summary.result or ""), escape(summary.request[:60]))
+    out.print(table)
+
+
+@app.command()
+def chat(
+    preset: Annotated[str, typer.Option(help="full: real weights; tiny: random small models (noise, for tests).")] = "full",
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:1, ...")] = "auto",
+    sops: Annotated[Optional[Path], typer.Option(help="A folder of your own SOP files.")] = None,
+    out_dir: Annotated[Path, typer.Option("--out", help="Base folder of run directories.")] = Path("runs"),
+    seed: Annotated[Optional[int], typer.Option(help="Base seed of every turn (random if not given).")] = None,
+    review: Annotated[bool, typer.Option("--review", help="Start with human review on (/review toggles it).")] = False,
+    max_repeats: Annotated[int, typer.Option(min=0, help="Repeats (and edits) allowed per reviewed step.")] = 3,
+) -> None:
+    """Chat requests into the group chat; follow-ups refer to the last result. /help lists the commands."""
+    from mora_agents.runs.runner import RunOptions
+    from mora_agents.ui.chat import ChatSession, chat_loop, enable_line_editing
+
+    if preset not in ("full", "tiny"):
+        raise fail(f"--preset {preset}: unknown (choose full or tiny)", 2)
+    _noise_warning(preset)
+    enable_line_editing()
+    ui = TerminalUI(console)
+    options = RunOptions(preset=preset, device=device, out=out_dir, sops_dir=sops, seed=seed, max_repeats=max_repeats)
+    chat_loop(ChatSession(options, ui, ui.ask, review=review))
 
 
 @app.command()
 def transcript(
     run_dir: Annotated[Path, typer.Argument(help="A run directory (or its transcript.jsonl).")],
     as_json: Annotated[bool, typer.Option("--json", help="Print the raw JSON records.")] = False,
+    html: Annotated[bool, typer.Option("--html", help="Write RUN/transcript.html: the conversation with media.")] = False,
 ) -> None:
     """Print a run's conversation: every message, tool call and tool result."""
+    from mora_agents.media import atomic_path
+    from mora_agents.runs.html import transcript_html
     from mora_agents.runs.render import describe
     from mora_agents.runs.transcript import read_transcript
 
     path = run_dir / "transcript.jsonl" if run_dir.is_dir() else run_dir
     if not path.is_file():
         raise fail(f"{run_dir}: no transcript.jsonl (not a run directory)", 2)
+    if html:
+        page = path.parent / "transcript.html"
+        with atomic_path(page) as tmp:
+            tmp.write_text(transcript_html(path.parent), encoding="utf-8")
+        out.print(str(page))
+        return
     for record in read_transcript(path):
         if as_json:
             sys.stdout.write(record.model_dump_json() + "\n")

@@ -1,11 +1,13 @@
 """The conductor: follows the chosen SOP, sending each step request to its agent and collecting results.
 
-It holds no task logic of its own: what comes next is `Execution.next_request()`, read off the SOP.
+It holds no task logic of its own: what comes next is `Execution.next_request()`, read off the SOP. After
+a step marked `review: true` it asks for a review and acts on the decision (next, repeat, edit, stop).
+Its state is the execution's, so a team restored with `load_state` continues where it stopped.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,18 +18,24 @@ from autogen_core import CancellationToken
 from mora_agents.agents.base import StreamingAgent
 from mora_agents.agents.messages import (
     PlanMessage,
+    ReviewDecision,
+    ReviewDecisionMessage,
+    ReviewRequest,
+    ReviewRequestMessage,
     RunFinished,
     RunFinishedMessage,
     StepFailedMessage,
     StepRequestMessage,
+    StepResult,
     StepResultMessage,
+    step_key,
 )
 from mora_agents.errors import InputError
 from mora_agents.media import Artifact, atomic_copy
 from mora_agents.models.loading import check_available
+from mora_agents.settings import settings
 from mora_agents.sop.execution import Execution, validate_inputs
 from mora_agents.sop.schema import SOP
-from mora_agents.settings import settings
 from mora_agents.tools.registry import get_tool
 
 
@@ -36,19 +44,54 @@ def required_models(sop: SOP) -> list[str]:
     return list(dict.fromkeys(m for t in tools for m in get_tool(t).models))
 
 
+def review_request(execution: Execution, result: StepResult, max_repeats: int) -> ReviewRequest:
+    """The question for a person about `result`: its output, what they may answer and what they may edit."""
+    left = max(0, max_repeats - execution.repeats.get(result.key, 0))
+    target = execution.edit_target(result.step)
+    options = ["next", *(["repeat"] + (["edit"] if target else []) if left else []), "stop"]
+    text = result.output if target == "output" else result.arguments.get(target) if target else None
+    return ReviewRequest(step=result.step, iteration=result.iteration, agent=result.agent, output=result.output,
+                         options=options, repeats_left=left, edit=target or None,
+                         text=text if isinstance(text, str) else None)
+
+
 class ConductorAgent(StreamingAgent):
     def __init__(self, sops: dict[str, SOP], run_dir: Path, seed: int,
-                 overrides: dict[str, dict[str, Any]] | None = None) -> None:
+                 overrides: dict[str, dict[str, Any]] | None = None, max_repeats: int = 3) -> None:
         super().__init__("conductor", "Follows the SOP: sends each step to its agent and collects the results.")
         self.sops, self.run_dir, self.seed, self.overrides = sops, run_dir, seed, overrides or {}
+        self.max_repeats = max_repeats
         self.execution: Execution | None = None
 
     @property
     def produced_message_types(self) -> Sequence[type[BaseChatMessage]]:
-        return (StepRequestMessage, RunFinishedMessage)
+        return (StepRequestMessage, ReviewRequestMessage, RunFinishedMessage)
 
     async def on_reset(self, cancellation_token: CancellationToken) -> None:
         self.execution = None
+
+    async def save_state(self) -> Mapping[str, Any]:
+        return {"execution": self.execution.state() if self.execution else None}
+
+    async def load_state(self, state: Mapping[str, Any]) -> None:
+        saved = state.get("execution")
+        self.execution = Execution.from_state(saved, self.run_dir) if saved else None
+
+    def _apply(self, decision: ReviewDecision) -> Response | None:
+        """Act on a review decision; a Response when the run ends here (stop)."""
+        assert self.execution is not None
+        key = step_key(decision.step, decision.iteration)
+        request = review_request(self.execution, self.execution.results[key], self.max_repeats)
+        if decision.decision not in request.options:
+            raise ValueError(f"review of {key}: '{decision.decision}' is not allowed (options: {', '.join(request.options)})")
+        if decision.decision == "stop":
+            return self._finish("stopped", error=f"stopped by {decision.by} at the review of step '{key}'")
+        if decision.decision == "edit" and request.edit == "output":
+            self.execution.replace_output(key, decision.text or "")
+            self.execution.repeats[key] = self.execution.repeats.get(key, 0) + 1
+        elif decision.decision in ("repeat", "edit"):
+            self.execution.redo(key, decision.text if decision.decision == "edit" else None)
+        return None
 
     def _finish(self, status: str, result: Artifact | None = None, error: str | None = None) -> Response:
         finished = RunFinished(status=status, result=result, error=error)
@@ -74,6 +117,14 @@ class ConductorAgent(StreamingAgent):
             self.execution = Execution(sop, inputs, self.run_dir, self.seed, self.overrides)
         elif isinstance(last, StepResultMessage) and self.execution is not None:
             self.execution.record(last.content)
+            if self.execution.is_review_point(last.content):
+                review = review_request(self.execution, last.content, self.max_repeats)
+                yield Response(chat_message=ReviewRequestMessage(content=review, source=self.name))
+                return
+        elif isinstance(last, ReviewDecisionMessage) and self.execution is not None:
+            if (stopped := self._apply(last.content)) is not None:
+                yield stopped
+                return
         else:
             raise RuntimeError(f"the conductor cannot act on {type(last).__name__}")
         request = self.execution.next_request()

@@ -22,6 +22,8 @@ class UserRequest(BaseModel):
     task: str | None = None
     """A task forced by the person (`--task`); the planner then only fills the inputs."""
     duration: float | None = None
+    previous: str | None = None
+    """In a chat, the result of the turn before (copied into the run directory): what "it" refers to."""
 
 
 class PlanChoice(BaseModel):
@@ -85,9 +87,45 @@ class StepFailed(BaseModel):
     """True when the cause is bad user input (nothing is generated; the CLI exits with code 2)."""
 
 
+Decision = Literal["next", "repeat", "edit", "stop"]
+
+
+class ReviewRequest(BaseModel):
+    """A review point: the conductor asks a person to judge a step's output."""
+
+    step: str
+    iteration: int = 0
+    agent: str
+    output: Artifact | str
+    options: list[Decision]
+    """What the person may answer; repeat and edit are gone once `repeats_left` is 0."""
+    repeats_left: int
+    edit: str | None = None
+    """What an edit rewrites: a tool argument (e.g. `prompt`), `output` for a text step, None: no edit."""
+    text: str | None = None
+    """The current value of what an edit rewrites, to start the person's edit from."""
+
+    @property
+    def key(self) -> str:
+        return step_key(self.step, self.iteration)
+
+
+class ReviewDecision(BaseModel):
+    """A person's (or the automatic reviewer's) answer to a ReviewRequest."""
+
+    step: str
+    iteration: int = 0
+    decision: Decision
+    text: str | None = None
+    """The rewritten prompt or instruction (edit only)."""
+    by: str
+    """Who decided: `auto` when review is off, otherwise the input source's name (e.g. `terminal`)."""
+
+
 class RunFinished(BaseModel):
-    status: Literal["finished", "failed", "rejected"]
-    """rejected: the plan's inputs were invalid (bad user input); nothing was generated."""
+    status: Literal["finished", "failed", "rejected", "stopped"]
+    """rejected: the plan's inputs were invalid (bad user input); nothing was generated.
+    stopped: a person chose stop at a review point."""
     result: Artifact | None = None
     error: str | None = None
 
@@ -97,9 +135,12 @@ PlanMessage = StructuredMessage[Plan]
 StepRequestMessage = StructuredMessage[StepRequest]
 StepResultMessage = StructuredMessage[StepResult]
 StepFailedMessage = StructuredMessage[StepFailed]
+ReviewRequestMessage = StructuredMessage[ReviewRequest]
+ReviewDecisionMessage = StructuredMessage[ReviewDecision]
 RunFinishedMessage = StructuredMessage[RunFinished]
 MESSAGE_TYPES: list[type[BaseChatMessage]] = [
-    RequestMessage, PlanMessage, StepRequestMessage, StepResultMessage, StepFailedMessage, RunFinishedMessage,
+    RequestMessage, PlanMessage, StepRequestMessage, StepResultMessage, StepFailedMessage, ReviewRequestMessage,
+    ReviewDecisionMessage, RunFinishedMessage,
 ]
 
 

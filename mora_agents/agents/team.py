@@ -2,13 +2,16 @@
 
 The selector follows the SOP (see docs/design.md): a request goes to the planner, a step request to the
 agent it names, everything else back to the conductor; the chat ends with the conductor's RunFinished.
+
+A turn of the team (one `run_stream` call) stops at each checkpoint: a plan, a step result, a review
+request. The runner then saves the team's state and either asks for the review decision and passes it as
+the next task (autogen's human-in-the-loop by handoff) or simply runs the team again.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from autogen_agentchat.conditions import FunctionalTermination, MaxMessageTermination
 from autogen_agentchat.messages import BaseAgentEvent, BaseChatMessage
@@ -16,7 +19,15 @@ from autogen_agentchat.teams import SelectorGroupChat
 from autogen_core.models import ChatCompletionClient
 
 from mora_agents.agents.conductor import ConductorAgent
-from mora_agents.agents.messages import MESSAGE_TYPES, RequestMessage, RunFinishedMessage, StepRequestMessage
+from mora_agents.agents.messages import (
+    MESSAGE_TYPES,
+    PlanMessage,
+    RequestMessage,
+    ReviewRequestMessage,
+    RunFinishedMessage,
+    StepRequestMessage,
+    StepResultMessage,
+)
 from mora_agents.agents.planner import PlannerAgent
 from mora_agents.agents.roles import ROLES
 from mora_agents.agents.step_agent import MediaAgent, ModelAgent, StepAgent
@@ -24,6 +35,8 @@ from mora_agents.llm.prompts import PROMPT_AGENT_SYSTEM, TOOL_AGENT_SYSTEM
 from mora_agents.sop.schema import SOP
 
 MAX_MESSAGES = 2000
+CHECKPOINTS = (PlanMessage, StepResultMessage, ReviewRequestMessage, RunFinishedMessage)
+"""The messages after which a turn of the team stops, so that its state can be saved."""
 
 
 def select_speaker(thread: Sequence[BaseAgentEvent | BaseChatMessage]) -> str:
@@ -47,12 +60,10 @@ def step_agents(model_client: ChatCompletionClient, run_dir: Path) -> list[StepA
     return agents
 
 
-def build_team(model_client: ChatCompletionClient, sops: dict[str, SOP], run_dir: Path, seed: int,
-               overrides: dict[str, dict[str, Any]] | None = None) -> SelectorGroupChat:
-    participants = [PlannerAgent(model_client, sops), ConductorAgent(sops, run_dir, seed, overrides),
-                    *step_agents(model_client, run_dir)]
-    finished = FunctionalTermination(lambda messages: any(isinstance(m, RunFinishedMessage) for m in messages))
+def build_team(model_client: ChatCompletionClient, sops: dict[str, SOP], conductor: ConductorAgent) -> SelectorGroupChat:
+    participants = [PlannerAgent(model_client, sops), conductor, *step_agents(model_client, conductor.run_dir)]
+    checkpoint = FunctionalTermination(lambda messages: any(isinstance(m, CHECKPOINTS) for m in messages))
     return SelectorGroupChat(
         participants, model_client=model_client, selector_func=select_speaker, allow_repeated_speaker=True,
-        termination_condition=finished | MaxMessageTermination(MAX_MESSAGES), custom_message_types=MESSAGE_TYPES,
+        termination_condition=checkpoint | MaxMessageTermination(MAX_MESSAGES), custom_message_types=MESSAGE_TYPES,
     )

@@ -92,11 +92,12 @@ def route(request: dict[str, Any], task_names: Sequence[str]) -> dict[str, Any]:
     text = request["text"]
     low = text.lower()
     n_images, n_videos = len(request.get("images", [])), len(request.get("videos", []))
+    available = n_videos + bool(request.get("previous"))  # a follow-up may refer to the previous result
     fits = {
-        "connect_videos": n_videos >= 2,
+        "connect_videos": available >= 2,
         "digital_world": n_videos == 0,
-        "extend_video": n_videos == 1,
-        "edit_video": n_videos == 1,
+        "extend_video": available == 1,
+        "edit_video": available == 1,
     }
     task = request.get("task")
     reason = "task given by the person"

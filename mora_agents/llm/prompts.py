@@ -9,6 +9,8 @@ from typing import Any
 PLANNER_SYSTEM = """You are the planner of Mora, a team of agents that generates videos.
 Choose the one SOP (standard operating procedure) that fits the person's request, using the attached
 files' kinds (images, videos), and extract the description of the wanted video and any duration in seconds.
+`previous` is the video made in the chat's turn before: a follow-up that refers to it ("extend it", "make it
+1920s style", "connect it with ...") is a task on that video.
 Answer with JSON only, matching the given schema."""
 
 PROMPT_AGENT_SYSTEM = """You are the prompt agent of Mora. Rewrite the given prompt for a text-to-image and

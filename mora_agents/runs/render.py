@@ -35,6 +35,15 @@ def describe(record: Record) -> str:
         return f"result of {content['step']}: {shown} in {content['seconds']:.1f}s"
     if t.endswith("[StepFailed]"):
         return f"step {content['step']} failed: {content['error']}"
+    if t.endswith("[ReviewRequest]"):
+        out = content["output"]
+        shown = describe_artifact(out) if isinstance(out, dict) else repr(out)
+        return f"review {content['step']}: {shown}; options {'/'.join(content['options'])}"
+    if t.endswith("[ReviewDecision]"):
+        text = f" {content['text']!r}" if content.get("text") else ""
+        return f"decision on {content['step']}: {content['decision']}{text} (by {content['by']})"
+    if record.kind == "note":
+        return f"{t.lower()}: {m['text']}"
     if t.endswith("[RunFinished]"):
         detail = describe_artifact(content["result"]) if content.get("result") else content.get("error")
         return f"run {content['status']}: {detail}"

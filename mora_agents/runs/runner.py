@@ -4,17 +4,25 @@
         inputs/           copies of the person's files (the originals are never touched)
         artifacts/        every image and clip the agents made
         plan.json         the planner's Plan
-        transcript.jsonl  every message, tool call and tool result
+        transcript.jsonl  every message, tool call, tool result and review decision
+        state.json        the team's saved state (autogen save_state) after the last checkpoint
         run.json          status, preset, seed, timings, error
         result.mp4        the final video
+
+The team runs in turns that end at checkpoints (a plan, a step result, a review request); after each the
+team's state is saved, so a run killed at any moment is continued by `resume_run` from its last
+checkpoint, with the same seeds and so the same result.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
 import random
 import re
 import shutil
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,16 +32,28 @@ from typing import Any
 
 from autogen_agentchat.base import TaskResult
 from autogen_core.models import ChatCompletionClient
-
-from mora_agents.agents.messages import PlanMessage, RequestMessage, RunFinishedMessage, UserRequest
-from mora_agents.agents.team import build_team
 from pydantic import ValidationError
 
+from mora_agents.agents.conductor import ConductorAgent
+from mora_agents.agents.messages import (
+    PlanMessage,
+    RequestMessage,
+    ReviewDecisionMessage,
+    ReviewRequest,
+    ReviewRequestMessage,
+    RunFinished,
+    RunFinishedMessage,
+    UserRequest,
+)
+from mora_agents.agents.team import CHECKPOINTS, build_team
 from mora_agents.errors import InputError, MoraError, validation_summary
-from mora_agents.media import atomic_path, probe
+from mora_agents.media import atomic_path, probe, sha256_file
+from mora_agents.runs.catalog import read_info, run_status
+from mora_agents.runs.review import Reviewer, auto_accept, decide
 from mora_agents.runs.transcript import Record, TranscriptWriter
+from mora_agents.settings import use_settings
 from mora_agents.sop.loader import find_sops
-from mora_agents.settings import settings, use_settings
+from mora_agents.sop.schema import SOP
 from mora_agents.tools.registry import get_tool
 
 
@@ -46,6 +66,8 @@ class RunOptions:
     seed: int | None = None
     overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Tool parameters set by the person (`--set tool.param=value`); they win over the SOP's."""
+    max_repeats: int = 3
+    """Review repeats (and edits) allowed per step; then a person must accept or stop."""
 
 
 @dataclass
@@ -132,67 +154,169 @@ def validate_request(text: str, images: list[Path], videos: list[Path], task: st
 
 
 async def run_request(text: str, *, images: list[Path] = (), videos: list[Path] = (), task: str | None = None,
-                      duration: float | None = None, options: RunOptions | None = None,
+                      duration: float | None = None, previous: Path | None = None, options: RunOptions | None = None,
                       model_client: ChatCompletionClient | None = None,
-                      on_record: Callable[[Record], None] | None = None) -> RunOutcome:
+                      on_record: Callable[[Record, Path], None] | None = None, reviewer: Reviewer = auto_accept
+                      ) -> RunOutcome:
     """Run one request through the group chat. Bad input raises InputError with nothing left on disk;
-    a failure during work raises MoraError with the run directory kept (status and error recorded)."""
+    a failure during work raises MoraError with the run directory kept (status and error recorded).
+
+    `previous` is the video a follow-up refers to ("extend it"); `reviewer` answers the SOP's review
+    points (`auto_accept` unless a person reviews, see `mora_agents.runs.review`).
+    """
     from mora_agents.llm import client_from_env
 
     options = options or RunOptions()
     images, videos = [Path(p) for p in images], [Path(p) for p in videos]
     with use_settings(preset=options.preset, device=options.device):
         sops = validate_request(text, images, videos, task, duration, options)
+        if previous is not None and probe(previous).kind != "video":
+            raise InputError(f"{previous}: the previous result is not a video")
         model_client = model_client or client_from_env()
         seed = options.seed if options.seed is not None else random.randrange(2**31)
         run_dir = _new_run_dir(options.out, text)
-        with use_settings(out_dir=run_dir / "artifacts"):
-            try:
-                return await _run(run_dir, text, images, videos, task, duration, sops, seed, options,
-                                  model_client, on_record)
-            except InputError:
-                shutil.rmtree(run_dir, ignore_errors=True)
-                raise
+        copied = _copy_inputs([*images, *videos, *([previous] if previous else [])], run_dir)
+        request = UserRequest(text=text, images=copied[:len(images)], videos=copied[len(images):len(images) + len(videos)],
+                              task=task, duration=duration, previous=copied[-1] if previous else None)
+        info: dict[str, Any] = {"request": request.model_dump(), "task": None, "preset": options.preset,
+                                "device": options.device, "seed": seed, "overrides": options.overrides,
+                                "max_repeats": options.max_repeats, "sops_dir": str(options.sops_dir or ""),
+                                "noise": options.preset == "tiny", "status": "running", "seconds": 0.0,
+                                "started": datetime.now().isoformat()}
+        session = _Session(run_dir, info, sops, model_client, on_record, reviewer)
+        try:
+            return await session.drive(RequestMessage(content=request, source="user"))
+        except InputError:
+            shutil.rmtree(run_dir, ignore_errors=True)
+            raise
 
 
-async def _run(run_dir: Path, text: str, images: list[Path], videos: list[Path], task: str | None,
-               duration: float | None, sops: dict, seed: int, options: RunOptions,
-               model_client: ChatCompletionClient, on_record: Callable[[Record], None] | None) -> RunOutcome:
-    copied = _copy_inputs([*images, *videos], run_dir)
-    request = UserRequest(text=text, images=copied[:len(images)], videos=copied[len(images):], task=task,
-                          duration=duration)
-    noise = settings().preset == "tiny"
-    info: dict[str, Any] = {"request": request.model_dump(), "preset": options.preset, "seed": seed,
-                            "overrides": options.overrides, "noise": noise, "status": "running",
-                            "started": datetime.now().isoformat()}
-    _write_json(run_dir / "run.json", info)
-    transcript = TranscriptWriter(run_dir / "transcript.jsonl")
-    team = build_team(model_client, sops, run_dir, seed, options.overrides)
-    start = time.monotonic()
-    finished = None
-    try:
-        async for item in team.run_stream(task=RequestMessage(content=request, source="user")):
+async def resume_run(run_dir: Path, *, device: str | None = None, model_client: ChatCompletionClient | None = None,
+                     on_record: Callable[[Record, Path], None] | None = None, reviewer: Reviewer = auto_accept) -> RunOutcome:
+    """Continue an interrupted or failed run from its last checkpoint; finished steps are not run again.
+
+    Their files are first checked against the sha256 recorded when they were made.
+    """
+    from mora_agents.llm import client_from_env
+
+    info = read_info(run_dir)
+    status = run_status(info)
+    if status not in ("interrupted", "failed", "waiting for review"):
+        raise InputError(f"{run_dir}: the run is {status}; only interrupted, failed or waiting runs can be resumed")
+    if device is not None:
+        info["device"] = device
+    with use_settings(preset=info["preset"], device=info["device"]):
+        sops = {name: sop for name, (sop, _) in find_sops(Path(info["sops_dir"]) if info["sops_dir"] else None).items()}
+        session = _Session(run_dir, info, sops, model_client or client_from_env(), on_record, reviewer)
+        state_path = run_dir / "state.json"
+        task: Any = RequestMessage(content=UserRequest.model_validate(info["request"]), source="user")
+        if state_path.is_file():
+            await session.team.load_state(json.loads(state_path.read_text(encoding="utf-8")))
+            session.verify_artifacts()
+            task = None
+        session.transcript.note("runner", "Resumed", f"resumed a run that was {status}"
+                                + (" from its last checkpoint" if task is None else " from the start"))
+        pending = info.get("pending_review")
+        return await session.drive(task, ReviewRequest.model_validate(pending) if pending else None)
+
+
+class _ReviewEnded(Exception):
+    """The reviewer gave no decision (input closed, script exhausted): the run keeps waiting for review."""
+
+
+class _Session:
+    """One process driving one run directory: the team, its transcript and run.json."""
+
+    def __init__(self, run_dir: Path, info: dict[str, Any], sops: dict[str, SOP], model_client: ChatCompletionClient,
+                 on_record: Callable[[Record, Path], None] | None, reviewer: Reviewer) -> None:
+        self.run_dir, self.info, self.on_record, self.reviewer = run_dir, info, on_record, reviewer
+        self.conductor = ConductorAgent(sops, run_dir, info["seed"], info["overrides"], info["max_repeats"])
+        self.team = build_team(model_client, sops, self.conductor)
+        self.transcript = TranscriptWriter(run_dir / "transcript.jsonl")
+
+    def save_info(self, **changes: Any) -> None:
+        self.info.update(changes)
+        _write_json(self.run_dir / "run.json", self.info)
+
+    def verify_artifacts(self) -> None:
+        """Every file the saved state relies on is still the one that was made (sha256)."""
+        assert self.conductor.execution is not None
+        for artifact in self.conductor.execution.artifacts():
+            path = self.run_dir / artifact.path
+            if not path.is_file():
+                raise MoraError(f"{path}: missing; the run cannot be resumed without it")
+            if sha256_file(path) != artifact.sha256:
+                raise MoraError(f"{path}: changed since the run made it (sha256 differs); the run cannot be resumed")
+
+    async def review(self, request: ReviewRequest) -> ReviewDecisionMessage:
+        """Ask the reviewer; meanwhile run.json says the run waits for review."""
+        self.save_info(status="waiting for review", pending_review=request.model_dump(mode="json"))
+        try:
+            decision = await decide(self.reviewer, request)
+        except Exception as e:
+            raise _ReviewEnded(str(e) or type(e).__name__) from e
+        self.save_info(status="running", pending_review=None)
+        return ReviewDecisionMessage(content=decision, source=decision.by)
+
+    def _record(self, item: Any) -> None:
+        record = self.transcript.write(item)
+        if self.on_record:
+            self.on_record(record, self.run_dir)
+        if isinstance(item, PlanMessage):
+            _write_json(self.run_dir / "plan.json", item.content.model_dump())
+            self.info["task"] = item.content.task
+
+    async def _turn(self, task: Any) -> tuple[RunFinished | None, Any]:
+        """One turn of the team: until the next checkpoint. Returns RunFinished (if any) and a review request."""
+        finished = review = None
+        reached = False
+        async for item in self.team.run_stream(task=task):
             if isinstance(item, TaskResult):
                 continue
-            record = transcript.write(item)
-            if on_record:
-                on_record(record)
-            if isinstance(item, PlanMessage):
-                _write_json(run_dir / "plan.json", item.content.model_dump())
-            if isinstance(item, RunFinishedMessage):
+            self._record(item)
+            reached = reached or isinstance(item, CHECKPOINTS)
+            if isinstance(item, ReviewRequestMessage):
+                review = item.content
+            elif isinstance(item, RunFinishedMessage):
                 finished = item.content
-    except Exception as e:
-        transcript.error("runner", f"{type(e).__name__}: {e}")
-        finished = None
-        error = f"{type(e).__name__}: {e}"
-    else:
-        error = finished.error if finished else "the group chat ended without a result"
-    status = finished.status if finished else "failed"
-    info.update(status=status, error=None if status == "finished" else error,
-                seconds=round(time.monotonic() - start, 3), finished=datetime.now().isoformat())
-    _write_json(run_dir / "run.json", info)
-    if status == "rejected":
-        raise InputError(error)
-    if status != "finished":
-        raise MoraError(f"run failed: {error} (run directory kept: {run_dir})")
-    return RunOutcome(run_dir=run_dir, status=status, result=run_dir / "result.mp4", noise=noise)
+        if not reached:
+            raise MoraError("the group chat stopped without reaching a checkpoint")
+        return finished, review
+
+    async def drive(self, task: Any, pending: ReviewRequest | None = None) -> RunOutcome:
+        """Run turns until the run ends; `pending`: a review to answer first (a resumed run that waited)."""
+        start, previous_seconds = time.monotonic(), self.info["seconds"]
+        self.save_info(status="running", pid=os.getpid(), host=socket.gethostname())
+        try:
+            if pending is not None:
+                task = await self.review(pending)
+            while True:
+                finished, review = await self._turn(task)
+                self.save_info(seconds=round(previous_seconds + time.monotonic() - start, 3))
+                if finished is not None:
+                    break
+                with atomic_path(self.run_dir / "state.json") as tmp:
+                    tmp.write_text(json.dumps(await self.team.save_state(), default=str), encoding="utf-8")
+                task = await self.review(review) if review is not None else None
+        except _ReviewEnded as e:
+            self.transcript.note("runner", "Interrupted", f"the review ended: {e}")
+            raise MoraError(f"the review ended ({e}); the run waits for review: "
+                            f"mora resume {self.run_dir} --review") from None
+        except (asyncio.CancelledError, KeyboardInterrupt):
+            self.transcript.note("runner", "Interrupted", "interrupted (resume with `mora resume RUN`)")
+            if self.info["status"] == "running":
+                self.save_info(status="interrupted")
+            raise
+        except Exception as e:  # recorded in run.json and the transcript; the run directory is kept
+            self.transcript.error("runner", f"{type(e).__name__}: {e}")
+            finished = RunFinished(status="failed", error=f"{type(e).__name__}: {e}")
+        self.save_info(status=finished.status, error=None if finished.status == "finished" else finished.error,
+                       seconds=round(previous_seconds + time.monotonic() - start, 3), finished=datetime.now().isoformat())
+        if finished.status == "rejected":
+            raise InputError(finished.error)
+        if finished.status == "stopped":
+            raise MoraError(f"{finished.error} (run directory kept: {self.run_dir})")
+        if finished.status != "finished":
+            raise MoraError(f"run failed: {finished.error} (run directory kept: {self.run_dir})")
+        return RunOutcome(run_dir=self.run_dir, status=finished.status, result=self.run_dir / "result.mp4",
+                          noise=self.info["noise"])

@@ -28,21 +28,26 @@ class Record(BaseModel):
     time: str
     elapsed: float
     duration: float
-    kind: Literal["message", "event", "error"]
+    kind: Literal["message", "event", "error", "note"]
+    """message/event: an autogen message; error: a failure; note: the runner's (e.g. Interrupted, Resumed)."""
     source: str
     type: str
     message: dict[str, Any]
 
     def to_message(self) -> BaseAgentEvent | BaseChatMessage:
-        if self.kind == "error":
-            raise ValueError(f"record {self.seq} is an error record, not an autogen message")
+        if self.kind in ("error", "note"):
+            raise ValueError(f"record {self.seq} is an {self.kind} record, not an autogen message")
         return load_message(self.message)
 
 
 class TranscriptWriter:
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.seq = len(read_transcript(path)) if path.exists() else 0
+        records = read_transcript(path) if path.exists() else []
+        self.seq = records[-1].seq + 1 if records else 0
+        if path.exists() and not path.read_bytes().endswith(b"\n") and path.stat().st_size:
+            with open(path, "a", encoding="utf-8") as f:  # end a line cut short by a crash before appending
+                f.write("\n")
         self.start = self.last = time.monotonic()
 
     def _write(self, kind: str, source: str, type_: str, message: dict[str, Any]) -> Record:
@@ -62,6 +67,9 @@ class TranscriptWriter:
 
     def error(self, source: str, error: str) -> Record:
         return self._write("error", source, "Error", {"error": error})
+
+    def note(self, source: str, type_: str, text: str) -> Record:
+        return self._write("note", source, type_, {"text": text})
 
 
 def read_transcript(path: Path) -> list[Record]:

@@ -1,8 +1,10 @@
 """Executing an SOP: which step request comes next, given the results so far.
 
 Pure logic, no agents: the conductor agent asks `next_request()`, sends the request to the named
-agent, and gives the result back with `record()`. Everything is derived from the SOP, its inputs and the
-results, so an execution rebuilt from the same results continues where it stopped.
+agent, and gives the result back with `record()`. At a review point a person's decision can take a
+result back (`redo`) so the step runs again, with a new seed and possibly an edited argument.
+Everything is derived from the SOP, its inputs and this state (`state()` / `from_state()`), so an
+execution rebuilt from its state continues where it stopped, with the same seeds.
 """
 
 from __future__ import annotations
@@ -71,6 +73,33 @@ class Execution:
         self.overrides = overrides or {}
         self.results: dict[str, StepResult] = {}
         self.skipped: set[str] = set()
+        self.count = 0
+        """Results recorded so far, taken-back ones included: the next request's seed is seed + count."""
+        self.repeats: dict[str, int] = {}
+        """Review repeats (and edits) per step key."""
+        self.edits: dict[str, str] = {}
+        """Reviewers' rewrites of a step's `edit` argument, per step key."""
+
+    def state(self) -> dict[str, Any]:
+        """Everything needed to continue this execution elsewhere (JSON-compatible)."""
+        return {"sop": self.sop.model_dump(mode="json"), "inputs": {k: _dump(v) for k, v in self.inputs.items()}, "seed": self.seed,
+                "overrides": self.overrides, "results": [r.model_dump(mode="json") for r in self.results.values()],
+                "skipped": sorted(self.skipped), "count": self.count, "repeats": self.repeats, "edits": self.edits}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any], run_dir: Path) -> Execution:
+        inputs = {k: Artifact.model_validate(v) if isinstance(v, dict) else v for k, v in state["inputs"].items()}
+        execution = cls(SOP.model_validate(state["sop"]), inputs, run_dir, state["seed"], state["overrides"])
+        for result in map(StepResult.model_validate, state["results"]):
+            execution.results[result.key] = result
+        execution.skipped = set(state["skipped"])
+        execution.count, execution.repeats, execution.edits = state["count"], state["repeats"], state["edits"]
+        return execution
+
+    def artifacts(self) -> list[Artifact]:
+        """Every file this execution relies on: its media inputs and its results' outputs."""
+        values = [*self.inputs.values(), *(r.output for r in self.results.values())]
+        return [v for v in values if isinstance(v, Artifact)]
 
     # -- what templates see --------------------------------------------------------------------
 
@@ -130,11 +159,16 @@ class Execution:
                 if args.get(param) is not None:
                     items = args[param] if isinstance(args[param], list) else [args[param]]
                     media[param] = [self._artifact(item) for item in items]
+            step_spec = self._spec(step)
+            if step_spec is not None and step_spec.edit and (text := self.edits.get(step_key(step, iteration))):
+                args[step_spec.edit] = text
             if "seed" in spec.parameters and args.get("seed") is None:
-                args["seed"] = self.seed + len(self.results)
+                args["seed"] = self.seed + self.count
             if "output" in spec.parameters:
-                key = step if iteration == 0 else f"{step}-{iteration}"
-                args["output"] = str(self.run_dir / "artifacts" / f"{key}{spec.suffix}")
+                name = step if iteration == 0 else f"{step}-{iteration}"
+                if retry := self.repeats.get(step_key(step, iteration)):  # earlier takes are kept
+                    name = f"{name}-r{retry}"
+                args["output"] = str(self.run_dir / "artifacts" / f"{name}{spec.suffix}")
         return StepRequest(step=step, iteration=iteration, agent=agent, tool=tool,
                            arguments=self._as_arguments(args), media=media)
 
@@ -155,8 +189,38 @@ class Execution:
 
     # -- results -------------------------------------------------------------------------------
 
+    def _spec(self, step_id: str) -> StepSpec | None:
+        return next((s for s in self.sop.steps if s.id == step_id), None)
+
     def record(self, result: StepResult) -> None:
         self.results[result.key] = result
+        self.count += 1
+
+    def is_review_point(self, result: StepResult) -> bool:
+        spec = self._spec(result.step)
+        return spec is not None and spec.review
+
+    def edit_target(self, step_id: str) -> str:
+        """What a review edit rewrites: the SOP's `edit` argument, `output` for a text step, '' for none."""
+        spec = self._spec(step_id)
+        if spec is None:
+            return ""
+        return spec.edit or ("output" if spec.tool is None else "")
+
+    def redo(self, key: str, text: str | None = None) -> None:
+        """Take a result back so its step runs again (new seed), with its `edit` argument set to `text`."""
+        del self.results[key]
+        self.repeats[key] = self.repeats.get(key, 0) + 1
+        if text is not None:
+            self.edits[key] = text
+
+    def replace_output(self, key: str, text: str) -> None:
+        """A text step's output, rewritten by a person."""
+        self.results[key] = self.results[key].model_copy(update={"output": text})
 
     def outputs(self) -> dict[str, Any]:
         return {name: self._render(template) for name, template in self.sop.outputs.items()}
+
+
+def _dump(value: Any) -> Any:
+    return value.model_dump(mode="json") if isinstance(value, Artifact) else value

@@ -84,6 +84,8 @@ def check_references(sop: SOP, path: Path) -> None:
             for arg in step.args:
                 if arg not in params:
                     raise fail(f"args.{arg}", f"tool '{step.tool}' has no parameter '{arg}' (it has: {', '.join(params)})")
+            if step.edit is not None and step.edit not in params:
+                raise fail("edit", f"tool '{step.tool}' has no parameter '{step.edit}' (it has: {', '.join(params)})")
             if step.repeat and step.repeat.chain and step.repeat.chain.into not in params:
                 raise fail("repeat.chain.into", f"tool '{step.tool}' has no parameter '{step.repeat.chain.into}'")
         fields = {f"args.{k}": v for k, v in step.args.items()}

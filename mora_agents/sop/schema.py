@@ -54,7 +54,19 @@ class StepSpec(_Strict):
     repeat: RepeatSpec | None = None
     review: bool = False
     """A human review point: with review on, a person accepts, repeats or edits this step's output."""
+    edit: str | None = None
+    """At a review point, the text argument a person may rewrite before the step runs again (e.g.
+    `prompt`). A text step (no tool) needs none: its output itself is what a person edits."""
     description: str = ""
+
+
+    @model_validator(mode="after")
+    def _edit_needs_review(self) -> StepSpec:
+        if self.edit is not None and not self.review:
+            raise ValueError("edit applies to review points only (set review: true)")
+        if self.edit is not None and self.tool is None:
+            raise ValueError("a text step needs no edit: a person edits its output directly")
+        return self
 
 
 class SOP(_Strict):
