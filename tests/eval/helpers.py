@@ -69,3 +69,18 @@ def write_mp4(path: Path, video: Video) -> Path:
         writer.send(np.ascontiguousarray(frame))
     writer.close()
     return path
+
+
+TRIPPED: list[str] = []
+
+
+def _trip() -> str:
+    TRIPPED.append("unpickled")
+    return "unpickled"
+
+
+class Tripwire:
+    """Unpickling it calls :func:`_trip` (appends to :data:`TRIPPED`): code a training checkpoint could pickle."""
+
+    def __reduce__(self) -> tuple:
+        return _trip, ()

@@ -8,7 +8,10 @@ from typer.testing import CliRunner
 
 from mora_agents.eval import _deps
 from mora_agents.eval.api import Evaluator
+from mora_agents.eval.chart import paper_rows
 from mora_agents.eval.cli import eval_command
+from mora_agents.eval.metrics import METRICS
+from mora_agents.eval.metrics.summary import QUALITY_DIMENSIONS
 from mora_agents.eval.targets import Target
 
 from .helpers import cut, pan, static, write_mp4
@@ -115,6 +118,19 @@ def test_chart_includes_paper_rows_for_the_task(tmp_path):
     result = invoke(run, "--metrics", "video_quality", "--chart", chart, "--weights", tmp_path / "none")
     assert result.exit_code == 0, result.output
     assert chart.read_bytes().startswith(b"\x89PNG") and "Mora (paper)" in result.output
+
+
+@pytest.mark.parametrize("task", ["t2v", "i2v", "extend_video", "edit_video", "connect_videos", "digital_world"])
+def test_paper_rows_cover_every_task_with_metric_names(task):
+    rows = paper_rows(task)
+    assert set(rows) == {"Mora (paper)", "Sora (paper)"}
+    assert all(set(row) <= set(METRICS) and all(0 <= v <= 1 for v in row.values()) for row in rows.values())
+
+
+def test_paper_video_quality_is_the_mean_of_its_six_dimensions():
+    # A transcription check of Table 1: every row's Video Quality is the mean of its six dimensions, rounded.
+    for row in paper_rows("text_to_video").values():
+        assert row["video_quality"] == pytest.approx(sum(row[d] for d in QUALITY_DIMENSIONS) / 6, abs=5e-4)
 
 
 def test_import_loads_no_model_library():

@@ -66,6 +66,12 @@ class VisionTransformer(nn.Module):
         return self.ln_post(x[:, 0]) @ self.proj
 
 
+def causal_mask(x: torch.Tensor) -> torch.Tensor:
+    """CLIP's additive text mask for ``x`` (B, L, width): -inf above the diagonal, on ``x``'s device and dtype."""
+    n = x.shape[1]
+    return torch.full((n, n), float("-inf"), device=x.device, dtype=x.dtype).triu(1)
+
+
 def _count_layers(state: dict[str, torch.Tensor], prefix: str) -> int:
     pattern = re.compile(rf"{re.escape(prefix)}\.(\d+)\.")
     return len({m.group(1) for k in state if (m := pattern.match(k))})
@@ -99,9 +105,8 @@ class CLIP(nn.Module):
 
     def encode_text(self, tokens: torch.Tensor) -> torch.Tensor:
         x = self.token_embedding(tokens) + self.positional_embedding
-        causal = torch.full((self.context_length, self.context_length), float("-inf")).triu(1)
-        x = self.ln_final(self.transformer(x, causal))
-        return x[torch.arange(x.shape[0]), tokens.argmax(dim=-1)] @ self.text_projection
+        x = self.ln_final(self.transformer(x, causal_mask(x)))
+        return x[torch.arange(x.shape[0], device=x.device), tokens.argmax(dim=-1)] @ self.text_projection
 
     def image_text_cosine(self, images: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         """Cosine similarity (N_images, N_texts) of L2-normalised features."""

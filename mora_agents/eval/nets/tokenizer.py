@@ -17,21 +17,26 @@ _PATTERN = regex.compile(
     r"""<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+""",
     regex.IGNORECASE,
 )
+_WHITESPACE = regex.compile(r"\s+")
 
 
 def bytes_to_unicode() -> dict[int, str]:
-    """GPT-2's reversible map from bytes to printable unicode characters."""
+    """GPT-2's reversible map from bytes to printable characters, in CLIP's order.
+
+    The 188 printable bytes come first, mapped to themselves in byte order; the other 68 follow,
+    mapped to ``chr(256)``, ``chr(257)``, ... The order matters: it is the order of the first 256
+    (and, with ``</w>``, the next 256) token ids.
+    """
     printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
     mapping = {b: chr(b) for b in printable}
-    extra = 0
-    for b in range(256):
-        if b not in mapping:
-            mapping[b] = chr(256 + extra)
-            extra += 1
-    return dict(sorted(mapping.items()))
+    others = [b for b in range(256) if b not in mapping]
+    mapping.update({b: chr(256 + n) for n, b in enumerate(others)})
+    return mapping
 
 
 class ClipTokenizer:
+    """OpenAI CLIP's ``SimpleTokenizer`` (ids as in ``clip.tokenize``), on a merges file at ``bpe_path``."""
+
     def __init__(self, bpe_path: Path) -> None:
         with gzip.open(bpe_path, "rt", encoding="utf-8") as handle:
             lines = handle.read().split("\n")[1 : MAX_MERGES + 1]
@@ -44,6 +49,8 @@ class ClipTokenizer:
         self._bpe = lru_cache(maxsize=10_000)(self._bpe_uncached)
 
     def _bpe_uncached(self, token: str) -> tuple[str, ...]:
+        if token in (SOT, EOT):
+            return (token,)
         word = (*token[:-1], token[-1] + "</w>")
         while len(word) > 1:
             pairs = set(pairwise(word))
@@ -63,7 +70,12 @@ class ClipTokenizer:
         return word
 
     def encode(self, text: str) -> list[int]:
-        text = " ".join(html.unescape(html.unescape(text)).split()).lower()
+        """CLIP's ``SimpleTokenizer.encode`` without its ``ftfy.fix_text`` pass.
+
+        Identical ids for text that ftfy leaves alone (ASCII, NFC text without curly quotes,
+        ligatures, full-width forms or mojibake).
+        """
+        text = _WHITESPACE.sub(" ", html.unescape(html.unescape(text)).strip()).strip().lower()
         ids: list[int] = []
         for token in _PATTERN.findall(text):
             encoded = "".join(self.byte_encoder[b] for b in token.encode("utf-8"))
