@@ -106,3 +106,11 @@ def test_transcript_round_trips_to_autogen_messages(tmp_path: Path) -> None:
         assert message.type == record.type and dict(message.dump()) == record.message
         assert record.duration >= 0 and record.elapsed >= 0
     assert isinstance(records[3].to_message().content, (StepRequest, StepResult))
+
+
+def test_a_relative_out_folder_works_from_any_working_directory(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    options = RunOptions(preset="tiny", device="cpu", out=Path("runs"), seed=7)
+    outcome = asyncio.run(run_request("a red fox running through snow", duration=3, options=options))
+    assert outcome.result.is_absolute() and outcome.result.is_relative_to(tmp_path / "runs")
+    assert probe(outcome.result).frames == 25

@@ -174,7 +174,7 @@ async def run_request(text: str, *, images: list[Path] = (), videos: list[Path] 
             raise InputError(f"{previous}: the previous result is not a video")
         model_client = model_client or client_from_env()
         seed = options.seed if options.seed is not None else random.randrange(2**31)
-        run_dir = _new_run_dir(options.out, text)
+        run_dir = _new_run_dir(options.out.resolve(), text)  # absolute: tools may run in another cwd
         copied = _copy_inputs([*images, *videos, *([previous] if previous else [])], run_dir)
         request = UserRequest(text=text, images=copied[:len(images)], videos=copied[len(images):len(images) + len(videos)],
                               task=task, duration=duration, previous=copied[-1] if previous else None)
@@ -199,6 +199,7 @@ async def resume_run(run_dir: Path, *, device: str | None = None, model_client: 
     """
     from mora_agents.llm import client_from_env
 
+    run_dir = run_dir.resolve()
     info = read_info(run_dir)
     status = run_status(info)
     if status not in ("interrupted", "failed", "waiting for review"):
