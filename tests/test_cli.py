@@ -104,7 +104,7 @@ def test_connect_command_and_its_missing_weights_message(tmp_path: Path, monkeyp
     result = mora("run", "--task", "connect_videos", "--video", str(a), "--video", str(b), "--preset", "tiny",
                   "a smooth transition", "--out", str(tmp_path / "runs"))
     assert result.exit_code == 0, result.output
-    assert "video_connection_agent tool call connect_videos" in result.output
+    assert "video_connection_agent ToolCallRequestEvent tool call connect_videos" in result.output
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
     result = mora("run", "--task", "connect_videos", "--video", str(a), "--video", str(b), "join",
                   "--out", str(tmp_path / "full"))

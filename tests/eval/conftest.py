@@ -2,7 +2,13 @@ import pytest
 
 from mora_agents.eval.backends import Backends
 from mora_agents.eval.metrics.base import EvalContext
-from mora_agents.eval.weights import WeightStore
+from mora_agents.eval.weights import ENV_VAR, WeightStore
+
+
+@pytest.fixture(autouse=True)
+def no_default_weights(tmp_path, monkeypatch):
+    """Point ``$VBENCH_CACHE_DIR`` at an empty directory: a real cache on this machine must not change results."""
+    monkeypatch.setenv(ENV_VAR, str(tmp_path / "no-weights"))
 
 
 @pytest.fixture

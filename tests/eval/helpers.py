@@ -1,12 +1,26 @@
-"""Synthetic videos, MP4 writing and tiny checkpoints in VBench's cache layout."""
+"""Synthetic videos, MP4 files, run directories and the ``mora eval`` command line."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
+import typer
+from click.testing import Result
+from typer.testing import CliRunner
 
+from mora_agents.eval.cli import eval_command
 from mora_agents.eval.video import Video
+
+app = typer.Typer()
+app.command("eval")(eval_command)
+app.command("noop")(lambda: None)  # a second command keeps "eval" as a subcommand, as in `mora`
+
+
+def invoke(*args: object) -> Result:
+    """``mora eval ARGS...``."""
+    return CliRunner().invoke(app, ["eval", *map(str, args)])
 
 
 def texture(height: int = 64, width: int = 64, seed: int = 0) -> np.ndarray:
@@ -69,6 +83,26 @@ def write_mp4(path: Path, video: Video) -> Path:
         writer.send(np.ascontiguousarray(frame))
     writer.close()
     return path
+
+
+def make_run(root: Path, name: str, task: str, inputs: dict[str, str | Video], result: Video | None = None) -> Path:
+    """A finished run directory as ``mora`` writes it: run.json, plan.json, inputs/ and result.mp4.
+
+    Video inputs are written to ``inputs/{i}-{key}.mp4`` and named in the plan by that relative path.
+    """
+    run = root / name
+    (run / "inputs").mkdir(parents=True)
+    plan_inputs: dict[str, str] = {}
+    for i, (key, value) in enumerate(inputs.items()):
+        if isinstance(value, Video):
+            plan_inputs[key] = f"inputs/{i}-{key}.mp4"
+            write_mp4(run / plan_inputs[key], value)
+        else:
+            plan_inputs[key] = value
+    write_mp4(run / "result.mp4", pan() if result is None else result)
+    (run / "plan.json").write_text(json.dumps({"task": task, "inputs": plan_inputs, "reason": ""}))
+    (run / "run.json").write_text(json.dumps({"status": "finished", "task": task}))
+    return run
 
 
 TRIPPED: list[str] = []

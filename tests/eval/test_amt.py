@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,20 +12,11 @@ torch = pytest.importorskip("torch")
 from mora_agents.eval.metrics import motion_smoothness
 from mora_agents.eval.nets.amt import AMT, InputPadder, load_amt
 from mora_agents.eval.video import Video
-from mora_agents.eval.weights import CHECKPOINTS
 
 from .helpers import TRIPPED, Tripwire, pan, static, texture
+from .tiny_weights import write_amt
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-def write_amt(root: Path, model: AMT | None = None, **extra: object) -> Path:
-    """An AMT-S checkpoint (random weights by default) in VBench's layout: ``{"epoch", "state_dict", ...}``."""
-    torch.manual_seed(0)
-    path = root / CHECKPOINTS["amt_s"].relpath
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"epoch": 299, "state_dict": (model or AMT()).state_dict(), **extra}, path)
-    return path
 
 
 def fake_interpolator(monkeypatch: pytest.MonkeyPatch, predict) -> list[tuple]:

@@ -3,39 +3,17 @@ import subprocess
 import sys
 
 import pytest
-import typer
-from typer.testing import CliRunner
 
 from mora_agents.eval import _deps
 from mora_agents.eval.api import Evaluator
 from mora_agents.eval.chart import paper_rows
-from mora_agents.eval.cli import eval_command
 from mora_agents.eval.metrics import METRICS
 from mora_agents.eval.metrics.summary import QUALITY_DIMENSIONS
 from mora_agents.eval.targets import Target
 
-from .helpers import cut, pan, static, write_mp4
+from .helpers import cut, invoke, make_run, static, write_mp4
 
-app = typer.Typer()
-app.command("eval")(eval_command)
-app.command("noop")(lambda: None)  # a second command keeps "eval" as a subcommand, as in `mora`
-runner = CliRunner()
 FAST = "subject_consistency,background_consistency,dynamic_degree,video_length,tcon,tmean"
-
-
-def invoke(*args):
-    return runner.invoke(app, ["eval", *map(str, args)])
-
-
-def make_run(root, name, task="text_to_video", prompt="a cat", inputs=None):
-    run = root / name
-    (run / "inputs").mkdir(parents=True)
-    write_mp4(run / "result.mp4", pan())
-    for rel, video in (inputs or {}).items():
-        write_mp4(run / rel, video)
-    plan = {"task": task, "inputs": {"prompt": prompt, **{f"video_{i}": r for i, r in enumerate(inputs or {})}}}
-    (run / "plan.json").write_text(json.dumps(plan))
-    return run
 
 
 def test_video_file_to_json(tmp_path):
@@ -54,7 +32,7 @@ def test_video_file_to_json(tmp_path):
 
 
 def test_run_directories_read_prompt_task_and_inputs(tmp_path):
-    run = make_run(tmp_path, "connect", task="connect_videos", inputs={"inputs/a.mp4": static(), "inputs/b.mp4": cut()})
+    run = make_run(tmp_path, "connect", "connect_videos", {"video_a": static(), "video_b": cut(), "prompt": "a cat"})
     out = tmp_path / "out.json"
     assert invoke(run, "--metrics", FAST, "--json", out).exit_code == 0
     video = json.loads(out.read_text())["videos"][0]
@@ -93,7 +71,8 @@ def test_unknown_metric_and_conflicting_prompts_exit_2(tmp_path):
 
 
 def test_suite_report_groups_by_type(tmp_path):
-    runs = [make_run(tmp_path, f"run{i}", prompt=p) for i, p in enumerate(["one dog", "two cats", "three birds"])]
+    texts = ["one dog", "two cats", "three birds"]
+    runs = [make_run(tmp_path, f"run{i}", "text_to_video", {"prompt": p}) for i, p in enumerate(texts)]
     prompts = tmp_path / "t2v.jsonl"
     prompts.write_text(
         "\n".join(
@@ -113,7 +92,7 @@ def test_suite_report_groups_by_type(tmp_path):
 
 
 def test_chart_includes_paper_rows_for_the_task(tmp_path):
-    run = make_run(tmp_path, "t2v", task="t2v")
+    run = make_run(tmp_path, "t2v", "t2v", {"prompt": "a cat"})
     chart = tmp_path / "chart.png"
     result = invoke(run, "--metrics", "video_quality", "--chart", chart, "--weights", tmp_path / "none")
     assert result.exit_code == 0, result.output

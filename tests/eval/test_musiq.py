@@ -1,7 +1,6 @@
 """MUSIQ (imaging quality reference): preprocessing, layout of the SPAQ checkpoint, the metric."""
 
 import hashlib
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,26 +20,9 @@ from mora_agents.eval.video import Video
 from mora_agents.eval.weights import CHECKPOINTS
 
 from .helpers import cut, static, texture
+from .tiny_weights import write_musiq
 
 CLS_KEY = "transformer_encoder.cls"
-
-
-def write_tiny_musiq(root: Path, prefix: str = "", drop: str | None = None, extra: bool = False) -> Path:
-    """A MUSIQ with two 128-wide layers (2 heads) in VBench's cache layout; scores are about 50."""
-    torch.manual_seed(0)
-    model = Musiq(hidden=128, mlp=64, layers=2)
-    encoder = model.transformer_encoder
-    with torch.no_grad():
-        for table in (encoder.cls, encoder.posembed_input["position_emb"], encoder.scaleembed_input["scale_emb"]):
-            table.normal_(std=0.5)
-        model.head.bias.fill_(50.0)
-    state = {prefix + k: v for k, v in model.state_dict().items() if k != drop}
-    if extra:
-        state["unexpected.weight"] = torch.zeros(1)
-    path = root / CHECKPOINTS["musiq_spaq"].relpath
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(state, path)
-    return path
 
 
 def _pyiqa_spaq_layout() -> dict[str, tuple[int, ...]]:
@@ -113,7 +95,7 @@ def test_spaq_model_has_the_checkpoint_layout():
 
 
 def test_tiny_musiq_scores_shape_range_and_batch_independence(tmp_path):
-    model = load_musiq(write_tiny_musiq(tmp_path))
+    model = load_musiq(write_musiq(tmp_path))
     assert model.transformer_encoder.transformer["encoderblock_0"].attention.heads == 2
     images = torch.rand(3, 3, 64, 96)
     with torch.no_grad():
@@ -189,13 +171,13 @@ def test_attention_ignores_masked_tokens():
 def test_loading_is_strict_and_strips_module_prefix(tmp_path):
     images = torch.rand(1, 3, 40, 50)
     with torch.no_grad():
-        plain = load_musiq(write_tiny_musiq(tmp_path / "plain"))(images)
-        prefixed = load_musiq(write_tiny_musiq(tmp_path / "prefixed", prefix="module."))(images)
+        plain = load_musiq(write_musiq(tmp_path / "plain"))(images)
+        prefixed = load_musiq(write_musiq(tmp_path / "prefixed", prefix="module."))(images)
     assert torch.equal(plain, prefixed)
     with pytest.raises(RuntimeError, match=f"Missing key.*{CLS_KEY}"):
-        load_musiq(write_tiny_musiq(tmp_path / "missing", drop=CLS_KEY))
+        load_musiq(write_musiq(tmp_path / "missing", drop=CLS_KEY))
     with pytest.raises(RuntimeError, match="Unexpected key.*unexpected.weight"):
-        load_musiq(write_tiny_musiq(tmp_path / "extra", extra=True))
+        load_musiq(write_musiq(tmp_path / "extra", extra=True))
 
 
 @pytest.mark.parametrize(
@@ -232,7 +214,7 @@ def test_vbench_longer_transform_values():
 
 
 def test_imaging_quality_reference_with_tiny_musiq(tmp_path, context):
-    path = write_tiny_musiq(tmp_path)
+    path = write_musiq(tmp_path)
     frames = np.stack([texture(600, 300, seed=s) for s in range(2)])
     result = imaging_quality.compute(context(Video(frames, 8.0), weights=tmp_path))
     assert result.backend == "reference" and result.frames_used == [0, 1] and result.fps == 8.0

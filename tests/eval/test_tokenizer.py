@@ -4,6 +4,7 @@ import pytest
 
 pytest.importorskip("torch")
 
+from mora_agents.eval import _deps
 from mora_agents.eval.nets.tokenizer import ClipTokenizer, bytes_to_unicode
 
 from . import tiny_weights
@@ -42,3 +43,21 @@ def test_tokenizer_hand_computed(tmp_path):
     tokens = tokenizer.tokenize(["hello", "hello " * 100], context_length=8)
     assert tokens[0].tolist() == [sot, 515, eot, 0, 0, 0, 0, 0]
     assert tokens[1].tolist() == [sot] + [515] * 6 + [eot]
+
+
+def test_text_is_fixed_by_ftfy_then_unescaped_like_clip(tmp_path):
+    tokenizer = ClipTokenizer(tiny_weights.write_bpe(tmp_path))
+    # Mojibake is repaired first: "schÃ¶n" becomes "schön", whose "ö" is C3 B6: 'Ã' 127 and '¶' 106 + 182 - 174.
+    # 's' 115 - 33, 'c' 99 - 33, 'h' 71, 'n</w>' 256 + 110 - 33.
+    assert tokenizer.encode("schÃ¶n") == tokenizer.encode("schön") == [82, 66, 71, 127, 114, 333]
+    # Curly quotes become '"' ('"</w>' is 256 + 34 - 33); the ligature "ﬁ" becomes "fi"; nested HTML entities unescape.
+    assert tokenizer.encode("“hi”") == [257, 71, 328, 257]
+    assert tokenizer.encode("ﬁ") == tokenizer.encode("fi")
+    assert tokenizer.encode("&amp;quot;hi&amp;quot;") == [257, 71, 328, 257]
+
+
+def test_missing_ftfy_names_the_extra(tmp_path, monkeypatch):
+    real = _deps.importlib.import_module
+    monkeypatch.setattr(_deps.importlib, "import_module", lambda name: real("no_ftfy" if name == "ftfy" else name))
+    with pytest.raises(_deps.MissingDependencyError, match=r"'ftfy' is required.*pip install mora-agents\[eval\]"):
+        ClipTokenizer(tiny_weights.write_bpe(tmp_path))

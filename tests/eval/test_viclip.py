@@ -22,37 +22,8 @@ from mora_agents.eval.nets.viclip import (
 from mora_agents.eval.video import Video
 from mora_agents.eval.weights import CHECKPOINTS
 
-from . import tiny_weights
 from .helpers import TRIPPED, Tripwire, cut, pan, static
-
-# ViCLIP-L/14 with one 64-wide layer per tower and 32-px patches on a 7x7 grid; 8 frames, 32 tokens.
-TINY = ViCLIPConfig(
-    vision_width=64,
-    vision_layers=1,
-    patch=32,
-    grid=7,
-    text_width=64,
-    text_layers=1,
-    vocab_size=tiny_weights.VOCAB,
-    embed_dim=48,
-)
-
-
-def tiny_state() -> dict[str, torch.Tensor]:
-    """Random :data:`TINY` weights drawn in key order (layer norms left at identity)."""
-    generator = torch.Generator().manual_seed(0)
-    return {
-        k: v if ".ln_" in k else torch.randn(v.shape, generator=generator) * 0.1
-        for k, v in sorted(ViCLIP(TINY).state_dict().items())
-    }
-
-
-def write_viclip(root: Path, state: dict[str, torch.Tensor] | None = None, **extra: object) -> Path:
-    """``{"model": state, **extra}`` at VBench's ViCLIP path; VBench reads ``["model"]``."""
-    path = root / CHECKPOINTS["viclip"].relpath
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"model": tiny_state() if state is None else state, **extra}, path)
-    return path
+from .tiny_weights import VICLIP, viclip_state, write_bpe, write_viclip
 
 
 def _resblocks(prefix: str, width: int, layers: int) -> dict[str, tuple[int, ...]]:
@@ -125,22 +96,22 @@ def test_full_size_viclip_has_the_checkpoint_keys_and_shapes():
 
 def test_tiny_checkpoint_loads_strictly_with_its_sizes(tmp_path):
     model = load_viclip(write_viclip(tmp_path))
-    assert not model.training and ViCLIPConfig.from_state(model.state_dict()) == TINY
+    assert not model.training and ViCLIPConfig.from_state(model.state_dict()) == VICLIP
     assert model.context_length == 32
-    for name, tensor in tiny_state().items():
+    for name, tensor in viclip_state().items():
         assert torch.equal(model.state_dict()[name], tensor)
 
-    missing = tiny_state()
+    missing = viclip_state()
     del missing["vision_encoder.ln_post.bias"]
     with pytest.raises(RuntimeError, match=r"Missing key\(s\).*vision_encoder\.ln_post\.bias"):
         load_viclip(write_viclip(tmp_path, missing))
     with pytest.raises(RuntimeError, match=r"Unexpected key\(s\).*vision_encoder\.extra"):
-        load_viclip(write_viclip(tmp_path, {**tiny_state(), "vision_encoder.extra": torch.zeros(1)}))
+        load_viclip(write_viclip(tmp_path, {**viclip_state(), "vision_encoder.extra": torch.zeros(1)}))
 
 
 def test_tiny_features_equal_vbench_modules(tmp_path):
     """Golden values from VBench's own ``VisionTransformer`` and ``CLIP_TEXT`` (``third_party/ViCLIP``)
-    loaded with :func:`tiny_state`, on the same inputs; computed once outside this suite."""
+    loaded with :func:`viclip_state`, on the same inputs; computed once outside this suite."""
     model = load_viclip(write_viclip(tmp_path))
     tokens = torch.zeros(1, 32, dtype=torch.long)
     tokens[0, :4] = torch.tensor([516, 515, 515, 517])  # start, "hello", "hello", end in the tiny vocabulary
@@ -154,8 +125,8 @@ def test_tiny_features_equal_vbench_modules(tmp_path):
 def test_checkpoint_extras_load_without_running_pickled_code(tmp_path):
     TRIPPED.clear()
     state = read_state(write_viclip(tmp_path, config=Tripwire(), epoch=9))
-    assert TRIPPED == [] and sorted(state) == sorted(tiny_state())
-    assert torch.equal(state["vision_encoder.proj"], tiny_state()["vision_encoder.proj"])
+    assert TRIPPED == [] and sorted(state) == sorted(viclip_state())
+    assert torch.equal(state["vision_encoder.proj"], viclip_state()["vision_encoder.proj"])
 
 
 @pytest.mark.parametrize(
@@ -221,7 +192,7 @@ def _hand_features(path: Path, video: Video, frames: list[int]) -> np.ndarray:
 
 def test_temporal_style_is_the_raw_video_text_cosine(tmp_path, context):
     path = write_viclip(tmp_path)
-    bpe = tiny_weights.write_bpe(tmp_path)
+    bpe = write_bpe(tmp_path)
     video = cut(n=20, fps=10.0)
     result = metrics.temporal_style(context(video, weights=tmp_path, prompt="hello hello"))
 

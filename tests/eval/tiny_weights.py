@@ -8,13 +8,27 @@ from pathlib import Path
 
 import torch
 
+from mora_agents.eval.nets.amt import AMT
 from mora_agents.eval.nets.clip import CLIP, Transformer
 from mora_agents.eval.nets.dino import DinoViT
+from mora_agents.eval.nets.musiq import Musiq
 from mora_agents.eval.nets.raft import RAFT
+from mora_agents.eval.nets.viclip import ViCLIP, ViCLIPConfig
 from mora_agents.eval.weights import CHECKPOINTS
 
 MERGES = ["h e", "l l", "he ll", "hell o</w>"]
 VOCAB = 512 + len(MERGES) + 2
+# ViCLIP-L/14 with one 64-wide layer per tower and 32-px patches on a 7x7 grid; 8 frames, 32 tokens.
+VICLIP = ViCLIPConfig(
+    vision_width=64,
+    vision_layers=1,
+    patch=32,
+    grid=7,
+    text_width=64,
+    text_layers=1,
+    vocab_size=VOCAB,
+    embed_dim=48,
+)
 
 
 def _target(root: Path, key: str) -> Path:
@@ -85,3 +99,61 @@ def write_raft(root: Path) -> Path:
     path = _target(root, "raft_things")
     torch.save({f"module.{k}": v for k, v in RAFT().state_dict().items()}, path)
     return path
+
+
+def write_amt(root: Path, model: AMT | None = None, **extra: object) -> Path:
+    """An AMT-S checkpoint (random weights by default) in VBench's layout: ``{"epoch", "state_dict", ...}``."""
+    torch.manual_seed(0)
+    path = _target(root, "amt_s")
+    torch.save({"epoch": 299, "state_dict": (model or AMT()).state_dict(), **extra}, path)
+    return path
+
+
+def write_musiq(root: Path, prefix: str = "", drop: str | None = None, extra: bool = False) -> Path:
+    """A MUSIQ with two 128-wide layers (2 heads); scores are about 50."""
+    torch.manual_seed(0)
+    model = Musiq(hidden=128, mlp=64, layers=2)
+    encoder = model.transformer_encoder
+    with torch.no_grad():
+        for table in (encoder.cls, encoder.posembed_input["position_emb"], encoder.scaleembed_input["scale_emb"]):
+            table.normal_(std=0.5)
+        model.head.bias.fill_(50.0)
+    state = {prefix + k: v for k, v in model.state_dict().items() if k != drop}
+    if extra:
+        state["unexpected.weight"] = torch.zeros(1)
+    path = _target(root, "musiq_spaq")
+    torch.save(state, path)
+    return path
+
+
+def viclip_state() -> dict[str, torch.Tensor]:
+    """Random :data:`VICLIP` weights drawn in key order (layer norms left at identity)."""
+    generator = torch.Generator().manual_seed(0)
+    return {
+        k: v if ".ln_" in k else torch.randn(v.shape, generator=generator) * 0.1
+        for k, v in sorted(ViCLIP(VICLIP).state_dict().items())
+    }
+
+
+def write_viclip(root: Path, state: dict[str, torch.Tensor] | None = None, **extra: object) -> Path:
+    """``{"model": state, **extra}`` at VBench's ViCLIP path; VBench reads ``["model"]``."""
+    path = _target(root, "viclip")
+    torch.save({"model": viclip_state() if state is None else state, **extra}, path)
+    return path
+
+
+def write_all(root: Path) -> dict[str, Path]:
+    """Every checkpoint of :data:`CHECKPOINTS`, by key."""
+    paths = {
+        "dino_vitb16": write_dino(root),
+        "clip_vit_b32": write_clip(root),
+        "clip_vit_l14": write_clip(root, "clip_vit_l14"),
+        "clip_bpe": write_bpe(root),
+        "laion_aesthetic": write_laion(root, torch.randn(768, generator=torch.Generator().manual_seed(0)) * 0.1, 5.0),
+        "raft_things": write_raft(root),
+        "amt_s": write_amt(root),
+        "musiq_spaq": write_musiq(root),
+        "viclip": write_viclip(root),
+    }
+    assert paths.keys() == CHECKPOINTS.keys(), "a checkpoint has no tiny writer"
+    return paths

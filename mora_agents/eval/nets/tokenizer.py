@@ -11,6 +11,8 @@ from pathlib import Path
 import regex
 import torch
 
+from mora_agents.eval._deps import require
+
 SOT, EOT = "<|startoftext|>", "<|endoftext|>"
 MAX_MERGES = 49152 - 256 - 2
 _PATTERN = regex.compile(
@@ -46,6 +48,7 @@ class ClipTokenizer:
         vocab = base + [v + "</w>" for v in base] + ["".join(m) for m in merges] + [SOT, EOT]
         self.encoder = {token: i for i, token in enumerate(vocab)}
         self.ranks = {merge: i for i, merge in enumerate(merges)}
+        self.fix_text = require("ftfy").fix_text
         self._bpe = lru_cache(maxsize=10_000)(self._bpe_uncached)
 
     def _bpe_uncached(self, token: str) -> tuple[str, ...]:
@@ -70,12 +73,9 @@ class ClipTokenizer:
         return word
 
     def encode(self, text: str) -> list[int]:
-        """CLIP's ``SimpleTokenizer.encode`` without its ``ftfy.fix_text`` pass.
-
-        Identical ids for text that ftfy leaves alone (ASCII, NFC text without curly quotes,
-        ligatures, full-width forms or mojibake).
-        """
-        text = _WHITESPACE.sub(" ", html.unescape(html.unescape(text)).strip()).strip().lower()
+        """CLIP's ``SimpleTokenizer.encode``: ``ftfy.fix_text``, HTML unescaped twice, whitespace and case folded."""
+        text = html.unescape(html.unescape(self.fix_text(text))).strip()
+        text = _WHITESPACE.sub(" ", text).strip().lower()
         ids: list[int] = []
         for token in _PATTERN.findall(text):
             encoded = "".join(self.byte_encoder[b] for b in token.encode("utf-8"))
