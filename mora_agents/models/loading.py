@@ -28,6 +28,8 @@ MODEL_IDS: dict[str, str] = {
 KEY_FILES = {"seine": "seine.pt"}
 """The file that shows a model is present (default: a diffusers pipeline's model_index.json)."""
 PRESETS = ("full", "tiny")
+REFINER_SHARES = ("text_encoder_2", "vae")
+"""The SDXL refiner's components taken from the base: one copy in memory, as in the paper's code."""
 
 
 def model_source(key: str) -> str:
@@ -61,6 +63,20 @@ def check_available(keys: Iterable[str]) -> None:
             )
 
 
+def full_dtype(device: torch.device) -> torch.dtype:
+    """The `full` preset's weight dtype: fp16 on CUDA, fp32 elsewhere."""
+    return torch.float16 if device.type == "cuda" else torch.float32
+
+
+def finish_pipeline(pipe: DiffusionPipeline, device: str | torch.device) -> DiffusionPipeline:
+    """How the presets run a freshly built pipeline: resident on `device`, default attention, no progress bars.
+
+    `mora bench` applies it to its random-weight pipelines, so its `ours` rows are what `load_pipeline` returns.
+    """
+    pipe.set_progress_bar_config(disable=True)
+    return pipe.to(device)
+
+
 def _full(key: str, device: torch.device) -> DiffusionPipeline:
     from diffusers import (
         StableDiffusionInstructPix2PixPipeline,
@@ -74,15 +90,14 @@ def _full(key: str, device: torch.device) -> DiffusionPipeline:
         from mora_agents.pipelines.seine import load_seine_pipeline
 
         check_available(["sd_v1_4"])
-        return load_seine_pipeline(model_source("seine"), model_source("sd_v1_4"), device)
-    dtype = torch.float16 if device.type == "cuda" else torch.float32
-    common = {"torch_dtype": dtype, "local_files_only": True}
+        return load_seine_pipeline(model_source("seine"), model_source("sd_v1_4"), device, full_dtype(device))
+    common = {"torch_dtype": full_dtype(device), "local_files_only": True}
     if key == "sdxl_base":
         return StableDiffusionXLPipeline.from_pretrained(model_source(key), **common)
     if key == "sdxl_refiner":
         base = load_pipeline("sdxl_base")
-        return StableDiffusionXLImg2ImgPipeline.from_pretrained(
-            model_source(key), text_encoder_2=base.text_encoder_2, vae=base.vae, **common)
+        shared = {name: getattr(base, name) for name in REFINER_SHARES}
+        return StableDiffusionXLImg2ImgPipeline.from_pretrained(model_source(key), **shared, **common)
     if key == "instruct_pix2pix":
         return StableDiffusionInstructPix2PixPipeline.from_pretrained(model_source(key), safety_checker=None, **common)
     return StableVideoDiffusionPipeline.from_pretrained(model_source(key), **common)
@@ -112,6 +127,4 @@ def load_pipeline(key: str) -> DiffusionPipeline:
 
 @cache
 def _load(key: str, preset: str, device: str, source: str) -> DiffusionPipeline:
-    pipe = (_tiny if preset == "tiny" else _full)(key, torch.device(device))
-    pipe.set_progress_bar_config(disable=True)
-    return pipe.to(device)
+    return finish_pipeline((_tiny if preset == "tiny" else _full)(key, torch.device(device)), device)
