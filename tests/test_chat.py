@@ -30,6 +30,9 @@ def test_two_turns_where_the_second_extends_the_first(chat, tmp_path: Path) -> N
     chat.sendline("/video missing.mp4")
     chat.expect("error:.*missing.mp4")
     chat.expect("you> ")
+    chat.sendline("/task nope")
+    chat.expect("unknown task")
+    chat.expect("you> ")
     chat.sendline("a red fox running through snow, 3 seconds")
     chat.expect("planner")  # the plan shows before the work starts
     chat.expect("text_to_video")

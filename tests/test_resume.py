@@ -38,7 +38,8 @@ def tool_runs(run_dir: Path, tool: str) -> int:
     return sum(c["name"] == tool for r in records if r.type == "ToolCallExecutionEvent" for c in r.message["content"])
 
 
-def kill_during_second_segment(out: Path) -> Path:
+def signal_during_second_segment(out: Path, signum: int) -> tuple[Path, int]:
+    """Start `mora run` (3 segments), send `signum` once it asks for the second; the run dir and exit code."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     command = [sys.executable, "-m", "mora_agents", "run", FOX, "--preset", "tiny", "--device", "cpu",
                "--seed", str(SEED), "--duration", "11", "--out", str(out)]
@@ -49,9 +50,8 @@ def kill_during_second_segment(out: Path) -> Path:
             transcripts = list(out.glob("*/transcript.jsonl"))
             if transcripts and any(r.type.endswith("[StepRequest]") and r.message["content"]["step"] == "segments"
                                    and r.message["content"]["iteration"] == 1 for r in read_transcript(transcripts[0])):
-                process.send_signal(signal.SIGKILL)
-                process.wait()
-                return transcripts[0].parent
+                process.send_signal(signum)
+                return transcripts[0].parent, process.wait(timeout=120)
             if process.poll() is not None:
                 raise AssertionError(f"the run ended (exit {process.returncode}) before its second segment")
             time.sleep(0.05)
@@ -62,7 +62,7 @@ def kill_during_second_segment(out: Path) -> Path:
 
 
 def test_killed_run_resumes_without_redoing_finished_steps_and_gives_the_same_video(tmp_path: Path) -> None:
-    run_dir = kill_during_second_segment(tmp_path / "killed")
+    run_dir, _ = signal_during_second_segment(tmp_path / "killed", signal.SIGKILL)
     assert run_status(read_info(run_dir)) == "interrupted"
     listing = CliRunner().invoke(app, ["runs", "--out", str(tmp_path / "killed")])
     assert "interrupted" in listing.output and "text_to_video" in listing.output
@@ -101,3 +101,12 @@ def test_resume_refuses_finished_runs_and_changed_artifacts(tmp_path: Path) -> N
 def test_resume_of_a_directory_that_is_not_a_run(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["resume", str(tmp_path)])
     assert result.exit_code == 2 and "not a run directory (no run.json)" in result.output
+
+
+def test_ctrl_c_marks_the_run_interrupted(tmp_path: Path) -> None:
+    run_dir, code = signal_during_second_segment(tmp_path / "runs", signal.SIGINT)
+    assert code == 130
+    info = read_info(run_dir)
+    assert info["status"] == "interrupted" and run_status(info) == "interrupted"
+    notes = [r.type for r in read_transcript(run_dir / "transcript.jsonl") if r.kind == "note"]
+    assert notes == ["Interrupted"] and (run_dir / "state.json").is_file()

@@ -8,13 +8,13 @@ ReviewRequest and returns a ReviewDecision (or an awaitable of one):
 - `auto_accept`: chooses next (non-interactive runs);
 - `TextReviewer(input_func)`: a person typing answers like `next`, `repeat`, `edit a red fox`, `stop`;
   `input_func` has the signature of autogen's UserProxyAgent input function (sync `prompt -> str`, or
-  async `(prompt, cancellation_token) -> str`);
+  async `(prompt, cancellation_token) -> str`). A sync one is called in the event loop's own thread
+  (nothing else runs while the team waits for the review), so Ctrl-C interrupts it at once;
 - `scripted([...])`: answers given in advance (tests, notebooks).
 """
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 from collections.abc import Awaitable, Callable, Iterable
 
@@ -70,7 +70,7 @@ class TextReviewer:
     async def _ask(self, prompt: str) -> str:
         if inspect.iscoroutinefunction(self.input_func):
             return await self.input_func(prompt, None)
-        return await asyncio.to_thread(self.input_func, prompt)
+        return self.input_func(prompt)
 
     async def __call__(self, request: ReviewRequest) -> ReviewDecision:
         prompt = question(request)

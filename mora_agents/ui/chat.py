@@ -22,6 +22,7 @@ from mora_agents.media import IMAGE_SUFFIXES, VIDEO_SUFFIXES, probe
 from mora_agents.runs.catalog import list_runs
 from mora_agents.runs.review import TextReviewer, auto_accept
 from mora_agents.runs.runner import RunOptions, run_request
+from mora_agents.sop.loader import find_sops
 from mora_agents.ui.terminal import TerminalUI
 
 HELP = """\
@@ -71,6 +72,9 @@ class ChatSession:
         if name in ("/image", "/video") and arg:
             self.attach(name[1:], arg)
         elif name == "/task" and arg:
+            tasks = find_sops(self.options.sops_dir)
+            if arg != "off" and arg not in tasks:
+                raise InputError(f"/task {arg}: unknown task (tasks: {', '.join(sorted(tasks))})")
             self.task = None if arg == "off" else arg
             self.console.print(f"task: {self.task or 'chosen by the planner'}")
         elif name == "/review" and arg in ("on", "off"):

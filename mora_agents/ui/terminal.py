@@ -77,11 +77,17 @@ class TerminalUI:
         self.thumbnails = console.is_terminal and console.color_system in ("truecolor", "256")
         self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                                  TimeElapsedColumn(), console=console, transient=True)
+        self._live = False
 
     @contextmanager
     def live(self) -> Iterator[TerminalUI]:
+        """Draw the tools' progress bars while the block runs."""
         with self.progress, use_settings(progress=RichProgress(self.progress)):
-            yield self
+            self._live = True
+            try:
+                yield self
+            finally:
+                self._live = False
 
     def show(self, record: Record, run_dir: Path) -> None:
         """One record: speaker, message type and text; media as path, size, frames and a thumbnail."""
@@ -95,9 +101,12 @@ class TerminalUI:
 
     def ask(self, prompt: str) -> str:
         """Read a line from the person, with the progress display paused (line editing via readline)."""
-        self.progress.stop()
+        live = self._live
+        if live:
+            self.progress.stop()
         try:
             self.console.print(f"[bold magenta]{escape(prompt)}[/]", end="")
             return input()
         finally:
-            self.progress.start()
+            if live:
+                self.progress.start()
