@@ -40,6 +40,16 @@ def plan(request: UserRequest, client=None):
      {"video_a": "inputs/1-a.mp4", "video_b": "inputs/2-b.mp4", "prompt": "join them with a sunrise"}),
     (UserRequest(text="a fox", task="digital_world", duration=8), "digital_world",
      {"prompt": "a fox", "duration": 8}),
+    # chat follow-ups: "it" is the previous turn's result
+    (UserRequest(text="extend it by 4 seconds", previous="inputs/1-result.mp4"), "extend_video",
+     {"video": "inputs/1-result.mp4", "duration": 4.0}),
+    (UserRequest(text="now make it 1920s style", previous="inputs/1-result.mp4"), "edit_video",
+     {"video": "inputs/1-result.mp4", "prompt": "now make it 1920s style"}),
+    (UserRequest(text="connect it with clip.mp4", videos=["inputs/1-clip.mp4"], previous="inputs/2-result.mp4"),
+     "connect_videos", {"video_a": "inputs/2-result.mp4", "video_b": "inputs/1-clip.mp4",
+                        "prompt": "connect it with clip.mp4"}),
+    (UserRequest(text="a lighthouse in a storm", previous="inputs/1-result.mp4"), "text_to_video",
+     {"prompt": "a lighthouse in a storm"}),  # a new request leaves the previous result unused
 ])
 def test_offline_routing(request_: UserRequest, task: str, inputs: dict) -> None:
     message = plan(request_)
