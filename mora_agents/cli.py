@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from mora_agents.bench.cli import bench_command
 from mora_agents.errors import InputError, MoraError
 from mora_agents.eval.cli import eval_command
 from mora_agents.ui.terminal import TerminalUI
@@ -27,6 +28,7 @@ app = typer.Typer(help="Mora: generalist video generation by cooperating AI agen
 sops_app = typer.Typer(help="List, show and validate SOP files.", no_args_is_help=True)
 app.add_typer(sops_app, name="sops")
 app.command("eval", help="Score videos or run directories with the paper's metrics (VBench dimensions).")(eval_command)
+app.command("bench", help="Time the paper's workloads on real-size random-weight models: reference vs ours.")(bench_command)
 console = Console(stderr=True, highlight=False, soft_wrap=True)
 out = Console(highlight=False, soft_wrap=True)
 
@@ -88,6 +90,7 @@ def run(
     set_: Annotated[list[str], typer.Option("--set", help="Override a tool parameter: TOOL.PARAM=VALUE.")] = [],
     review: Annotated[bool, typer.Option("--review", help="Ask me at the SOP's review points (next/repeat/edit/stop).")] = False,
     max_repeats: Annotated[int, typer.Option(min=0, help="Repeats (and edits) allowed per reviewed step.")] = 3,
+    memory_profile: Annotated[str, typer.Option(help="resident: models stay on the GPU; 24gb: offloaded between uses to fit a 24 GB GPU.")] = "resident",
 ) -> None:
     """Run a request through the agents; writes runs/<time>-<slug>/ with result.mp4 and transcript.jsonl."""
     from mora_agents.runs.runner import RunOptions, run_request
@@ -96,7 +99,7 @@ def run(
         if preset not in ("full", "tiny"):
             raise InputError(f"--preset {preset}: unknown (choose full or tiny)")
         options = RunOptions(preset=preset, device=device, out=out_dir, sops_dir=sops, seed=seed,
-                             overrides=parse_sets(set_), max_repeats=max_repeats)
+                             overrides=parse_sets(set_), max_repeats=max_repeats, memory_profile=memory_profile)
     except InputError as e:
         raise fail(str(e), 2) from None
     _noise_warning(preset)
@@ -109,6 +112,7 @@ def resume(
     run_dir: Annotated[Path, typer.Argument(help="The run directory of an interrupted, failed or waiting run.")],
     review: Annotated[bool, typer.Option("--review", help="Ask me at the remaining review points.")] = False,
     device: Annotated[Optional[str], typer.Option(help="Run on another device than the run was started on.")] = None,
+    memory_profile: Annotated[Optional[str], typer.Option(help="Change the memory profile (e.g. 24gb after running out of GPU memory).")] = None,
 ) -> None:
     """Continue a run from its last finished step (checked by sha256); the transcript marks the interruption."""
     from mora_agents.runs.catalog import read_info
@@ -119,7 +123,8 @@ def resume(
     except InputError as e:
         raise fail(str(e), 2) from None
     _noise_warning(preset)
-    _drive(lambda ui, reviewer: resume_run(run_dir, device=device, on_record=ui.show, reviewer=reviewer), review)
+    _drive(lambda ui, reviewer: resume_run(run_dir, device=device, memory_profile=memory_profile, on_record=ui.show,
+                                           reviewer=reviewer), review)
 
 
 @app.command()
@@ -145,6 +150,7 @@ def chat(
     seed: Annotated[Optional[int], typer.Option(help="Base seed of every turn (random if not given).")] = None,
     review: Annotated[bool, typer.Option("--review", help="Start with human review on (/review toggles it).")] = False,
     max_repeats: Annotated[int, typer.Option(min=0, help="Repeats (and edits) allowed per reviewed step.")] = 3,
+    memory_profile: Annotated[str, typer.Option(help="resident: models stay on the GPU; 24gb: offloaded between uses to fit a 24 GB GPU.")] = "resident",
 ) -> None:
     """Chat requests into the group chat; follow-ups refer to the last result. /help lists the commands."""
     from mora_agents.runs.runner import RunOptions
@@ -155,7 +161,8 @@ def chat(
     _noise_warning(preset)
     enable_line_editing()
     ui = TerminalUI(console)
-    options = RunOptions(preset=preset, device=device, out=out_dir, sops_dir=sops, seed=seed, max_repeats=max_repeats)
+    options = RunOptions(preset=preset, device=device, out=out_dir, sops_dir=sops, seed=seed, max_repeats=max_repeats,
+                         memory_profile=memory_profile)
     chat_loop(ChatSession(options, ui, ui.ask, review=review))
 
 

@@ -34,6 +34,10 @@ class ToolSettings:
     """Where a tool writes when no `output` path is given."""
     models: dict[str, str] = field(default_factory=dict)
     """Overrides of model ids or local directories, by model key (e.g. {"svd": "/models/svd-xt"})."""
+    memory_profile: str = "resident"
+    """`resident`: every model stays on the device (fastest); `24gb`: each model is on the GPU only while it
+    runs, SEINE's VAE decodes a frame at a time and SVD's feed-forwards run a frame at a time, so every
+    task fits a 24 GB GPU (same outputs, slower)."""
     progress: ProgressHook = field(default_factory=_NoProgress)
 
 

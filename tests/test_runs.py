@@ -114,3 +114,32 @@ def test_a_relative_out_folder_works_from_any_working_directory(tmp_path: Path, 
     outcome = asyncio.run(run_request("a red fox running through snow", duration=3, options=options))
     assert outcome.result.is_absolute() and outcome.result.is_relative_to(tmp_path / "runs")
     assert probe(outcome.result).frames == 25
+
+
+def test_memory_profile_24gb_gives_the_same_video(tmp_path: Path) -> None:
+    resident = run(tmp_path / "a", "a red fox running through snow", duration=3)
+    options = RunOptions(preset="tiny", device="cpu", out=tmp_path / "b", seed=7, memory_profile="24gb")
+    offloaded = asyncio.run(run_request("a red fox running through snow", duration=3, options=options))
+    assert json.loads((offloaded.run_dir / "run.json").read_text())["memory_profile"] == "24gb"
+    # the same computation up to floating-point rounding (chunked feed-forwards), then H.264 encoding
+    a, b = (read_video(outcome.result)[0].astype(float) for outcome in (resident, offloaded))
+    assert 10 * np.log10(255**2 / np.mean((a - b) ** 2)) > 40
+
+
+def test_out_of_gpu_memory_names_the_step_the_need_and_the_profile(tmp_path: Path, monkeypatch) -> None:
+    import torch
+    from typer.testing import CliRunner
+
+    from mora_agents.cli import app
+
+    def out_of_memory(key: str):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB. GPU 0 has a total capacity")
+
+    monkeypatch.setattr("mora_agents.tools.video.load_pipeline", out_of_memory)
+    result = CliRunner().invoke(app, ["run", "a red fox", "--preset", "tiny", "--device", "cpu", "--duration", "3",
+                                      "--out", str(tmp_path / "runs")])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert ("out of GPU memory in step 'segments' (it needed 20.00 GiB more) under memory profile 'resident': "
+            "`mora resume RUN --memory-profile 24gb`") in " ".join(result.output.split())
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    assert (run_dir / "artifacts" / "image.png").is_file()  # the finished steps are kept

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 from collections.abc import AsyncGenerator, Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
 from autogen_agentchat.base import Response
 from autogen_agentchat.messages import (
     BaseAgentEvent,
@@ -45,7 +47,18 @@ from mora_agents.agents.messages import (
 from mora_agents.errors import validation_summary
 from mora_agents.llm.prompts import step_prompt
 from mora_agents.media import Artifact
+from mora_agents.settings import settings
 from mora_agents.tools.registry import REGISTRY, get_tool
+
+
+def out_of_memory(request: StepRequest, error: torch.OutOfMemoryError) -> str:
+    """The one-line message for a step that ran out of GPU memory: what it needed and what to do."""
+    needed = re.search(r"Tried to allocate ([\d.]+ [KMGT]?i?B)", str(error))
+    profile = settings().memory_profile
+    advice = ("`mora resume RUN --memory-profile 24gb` continues with the models offloaded"
+              if profile == "resident" else "free GPU memory (other processes) or use a smaller size")
+    return (f"out of GPU memory in step '{request.key}'"
+            f"{f' (it needed {needed.group(1)} more)' if needed else ''} under memory profile '{profile}': {advice}")
 
 
 class StepAgent(StreamingAgent):
@@ -99,7 +112,7 @@ class StepAgent(StreamingAgent):
         try:
             output = await asyncio.to_thread(get_tool(call.name).func, **arguments)
         except Exception as e:  # a tool failure ends the step; the conductor reports it
-            error = f"{call.name} failed: {e}"
+            error = out_of_memory(request, e) if isinstance(e, torch.OutOfMemoryError) else f"{call.name} failed: {e}"
             yield ToolCallExecutionEvent(content=[FunctionExecutionResult(
                 content=error, call_id=call.id, is_error=True, name=call.name)], source=self.name)
             yield self._fail(request, error)

@@ -28,6 +28,7 @@ MODEL_IDS: dict[str, str] = {
 KEY_FILES = {"seine": "seine.pt"}
 """The file that shows a model is present (default: a diffusers pipeline's model_index.json)."""
 PRESETS = ("full", "tiny")
+MEMORY_PROFILES = ("resident", "24gb")
 REFINER_SHARES = ("text_encoder_2", "vae")
 """The SDXL refiner's components taken from the base: one copy in memory, as in the paper's code."""
 
@@ -68,13 +69,22 @@ def full_dtype(device: torch.device) -> torch.dtype:
     return torch.float16 if device.type == "cuda" else torch.float32
 
 
-def finish_pipeline(pipe: DiffusionPipeline, device: str | torch.device) -> DiffusionPipeline:
-    """How the presets run a freshly built pipeline: resident on `device`, default attention, no progress bars.
+def finish_pipeline(key: str, pipe: DiffusionPipeline, device: str | torch.device,
+                    memory_profile: str = "resident") -> DiffusionPipeline:
+    """How the presets run a freshly built pipeline: placed on `device` as the memory profile says (see
+    `ToolSettings.memory_profile`; all exact), default attention, no progress bars.
 
     `mora bench` applies it to its random-weight pipelines, so its `ours` rows are what `load_pipeline` returns.
     """
     pipe.set_progress_bar_config(disable=True)
-    return pipe.to(device)
+    if memory_profile == "resident":
+        return pipe.to(device)
+    pipe.enable_model_cpu_offload(device=device)
+    if key == "seine":
+        pipe.vae.enable_slicing()
+    if key == "svd":  # its temporal decoder can be neither sliced nor tiled; a smaller decode chunk changes the output
+        pipe.unet.enable_forward_chunking()
+    return pipe
 
 
 def _full(key: str, device: torch.device) -> DiffusionPipeline:
@@ -122,9 +132,12 @@ def load_pipeline(key: str) -> DiffusionPipeline:
     s = settings()
     if s.preset not in PRESETS:
         raise InputError(f"preset '{s.preset}': unknown (choose from {', '.join(PRESETS)})")
-    return _load(key, s.preset, str(resolve_device(s.device)), model_source(key))
+    if s.memory_profile not in MEMORY_PROFILES:
+        raise InputError(f"memory profile '{s.memory_profile}': unknown (choose from {', '.join(MEMORY_PROFILES)})")
+    return _load(key, s.preset, str(resolve_device(s.device)), model_source(key), s.memory_profile)
 
 
 @cache
-def _load(key: str, preset: str, device: str, source: str) -> DiffusionPipeline:
-    return finish_pipeline((_tiny if preset == "tiny" else _full)(key, torch.device(device)), device)
+def _load(key: str, preset: str, device: str, source: str, memory_profile: str) -> DiffusionPipeline:
+    pipe = (_tiny if preset == "tiny" else _full)(key, torch.device(device))
+    return finish_pipeline(key, pipe, device, memory_profile)

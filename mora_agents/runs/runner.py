@@ -48,6 +48,7 @@ from mora_agents.agents.messages import (
 from mora_agents.agents.team import CHECKPOINTS, build_team
 from mora_agents.errors import InputError, MoraError, validation_summary
 from mora_agents.media import atomic_path, probe, sha256_file
+from mora_agents.models.loading import MEMORY_PROFILES
 from mora_agents.runs.catalog import read_info, run_status
 from mora_agents.runs.review import Reviewer, auto_accept, decide
 from mora_agents.runs.transcript import Record, TranscriptWriter
@@ -68,6 +69,8 @@ class RunOptions:
     """Tool parameters set by the person (`--set tool.param=value`); they win over the SOP's."""
     max_repeats: int = 3
     """Review repeats (and edits) allowed per step; then a person must accept or stop."""
+    memory_profile: str = "resident"
+    """`resident` or `24gb` (see `ToolSettings.memory_profile`)."""
 
 
 @dataclass
@@ -149,6 +152,8 @@ def validate_request(text: str, images: list[Path], videos: list[Path], task: st
             raise InputError(f"--duration {duration:g}: out of range [{spec.min:g}, {spec.max:g}] for task '{task}'")
     if duration is not None and duration <= 0:
         raise InputError(f"--duration {duration:g}: must be positive")
+    if options.memory_profile not in MEMORY_PROFILES:
+        raise InputError(f"--memory-profile {options.memory_profile}: unknown (choose from {', '.join(MEMORY_PROFILES)})")
     check_overrides(options.overrides)
     return sops
 
@@ -168,7 +173,7 @@ async def run_request(text: str, *, images: list[Path] = (), videos: list[Path] 
 
     options = options or RunOptions()
     images, videos = [Path(p) for p in images], [Path(p) for p in videos]
-    with use_settings(preset=options.preset, device=options.device):
+    with use_settings(preset=options.preset, device=options.device, memory_profile=options.memory_profile):
         sops = validate_request(text, images, videos, task, duration, options)
         if previous is not None and probe(previous).kind != "video":
             raise InputError(f"{previous}: the previous result is not a video")
@@ -179,7 +184,7 @@ async def run_request(text: str, *, images: list[Path] = (), videos: list[Path] 
         request = UserRequest(text=text, images=copied[:len(images)], videos=copied[len(images):len(images) + len(videos)],
                               task=task, duration=duration, previous=copied[-1] if previous else None)
         info: dict[str, Any] = {"request": request.model_dump(), "task": None, "preset": options.preset,
-                                "device": options.device, "seed": seed, "overrides": options.overrides,
+                                "device": options.device, "memory_profile": options.memory_profile, "seed": seed, "overrides": options.overrides,
                                 "max_repeats": options.max_repeats, "sops_dir": str(options.sops_dir or ""),
                                 "noise": options.preset == "tiny", "status": "running", "seconds": 0.0,
                                 "started": datetime.now().isoformat()}
@@ -191,11 +196,13 @@ async def run_request(text: str, *, images: list[Path] = (), videos: list[Path] 
             raise
 
 
-async def resume_run(run_dir: Path, *, device: str | None = None, model_client: ChatCompletionClient | None = None,
+async def resume_run(run_dir: Path, *, device: str | None = None, memory_profile: str | None = None,
+                     model_client: ChatCompletionClient | None = None,
                      on_record: Callable[[Record, Path], None] | None = None, reviewer: Reviewer = auto_accept) -> RunOutcome:
     """Continue an interrupted or failed run from its last checkpoint; finished steps are not run again.
 
-    Their files are first checked against the sha256 recorded when they were made.
+    Their files are first checked against the sha256 recorded when they were made. `device` and
+    `memory_profile` change where the rest runs (e.g. after running out of GPU memory).
     """
     from mora_agents.llm import client_from_env
 
@@ -206,8 +213,12 @@ async def resume_run(run_dir: Path, *, device: str | None = None, model_client: 
         raise InputError(f"{run_dir}: the run is {status}; only interrupted, failed or waiting runs can be resumed")
     if device is not None:
         info["device"] = device
-    with use_settings(preset=info["preset"], device=info["device"]):
-        sops = {name: sop for name, (sop, _) in find_sops(Path(info["sops_dir"]) if info["sops_dir"] else None).items()}
+    if memory_profile is not None and memory_profile not in MEMORY_PROFILES:
+        raise InputError(f"--memory-profile {memory_profile}: unknown (choose from {', '.join(MEMORY_PROFILES)})")
+    info["memory_profile"] = memory_profile or info.get("memory_profile", "resident")
+    with use_settings(preset=info["preset"], device=info["device"], memory_profile=info["memory_profile"]):
+        sops_dir = info.get("sops_dir")
+        sops = {name: sop for name, (sop, _) in find_sops(Path(sops_dir) if sops_dir else None).items()}
         session = _Session(run_dir, info, sops, model_client or client_from_env(), on_record, reviewer)
         state_path = run_dir / "state.json"
         task: Any = RequestMessage(content=UserRequest.model_validate(info["request"]), source="user")
@@ -231,7 +242,7 @@ class _Session:
     def __init__(self, run_dir: Path, info: dict[str, Any], sops: dict[str, SOP], model_client: ChatCompletionClient,
                  on_record: Callable[[Record, Path], None] | None, reviewer: Reviewer) -> None:
         self.run_dir, self.info, self.on_record, self.reviewer = run_dir, info, on_record, reviewer
-        self.conductor = ConductorAgent(sops, run_dir, info["seed"], info["overrides"], info["max_repeats"])
+        self.conductor = ConductorAgent(sops, run_dir, info["seed"], info["overrides"], info.get("max_repeats", 3))
         self.team = build_team(model_client, sops, self.conductor)
         self.transcript = TranscriptWriter(run_dir / "transcript.jsonl")
 

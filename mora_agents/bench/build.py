@@ -1,0 +1,201 @@
+"""The benchmark's pipelines: real-size ones from the shipped configs, or the tiny ones, with random weights.
+
+`configs/` holds the published Hugging Face configs, each naming its source; SEINE's UNet config is the one
+`mora_agents.models` ships. A pipeline is constructed under `torch.device(device)` in its run dtype, so no
+weight tensor is materialised on the CPU first (only SVD's 52 one-number time-mixing factors, which diffusers
+creates with a legacy constructor; moving the pipeline to the device takes them along). Then each of its own
+modules is refilled from generators seeded by the model key and component name, so every configuration gets
+the same weights. Tokenisation uses the in-memory CLIP tokenizer (its ids are within the real vocabulary).
+"""
+
+from __future__ import annotations
+
+import json
+import zlib
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import torch
+from diffusers import (
+    AutoencoderKL,
+    AutoencoderKLTemporalDecoder,
+    DiffusionPipeline,
+    EulerAncestralDiscreteScheduler,
+    EulerDiscreteScheduler,
+    StableDiffusionInstructPix2PixPipeline,
+    StableDiffusionXLImg2ImgPipeline,
+    StableDiffusionXLPipeline,
+    StableVideoDiffusionPipeline,
+    UNet2DConditionModel,
+    UNetSpatioTemporalConditionModel,
+)
+from torch import nn
+from transformers import (
+    CLIPImageProcessorPil,
+    CLIPTextConfig,
+    CLIPTextModel,
+    CLIPTextModelWithProjection,
+    CLIPVisionConfig,
+    CLIPVisionModelWithProjection,
+)
+
+from mora_agents.models import tiny
+from mora_agents.models.loading import REFINER_SHARES, full_dtype
+from mora_agents.models.seine_unet import SEINE_CONFIG_PATH, SEINEUNet3D
+from mora_agents.models.tokenizer import tiny_clip_tokenizer
+from mora_agents.pipelines.seine import (
+    SEINEPipeline,
+    seine_scheduler,
+    tiny_seine_pipeline,
+)
+
+CONFIG_DIR = Path(__file__).with_name("configs")
+INIT_STD = 0.02
+SIZES = ("full", "tiny")
+DEPENDS: dict[str, tuple[str, ...]] = {"sdxl_refiner": ("sdxl_base",)}
+"""Pipelines built from another one's components (the refiner shares the base's text encoder 2 and VAE)."""
+
+
+def config(name: str) -> dict[str, Any]:
+    """The shipped config `configs/<name>.json`, without its `_`-prefixed bookkeeping keys."""
+    data = json.loads((CONFIG_DIR / f"{name}.json").read_text())
+    return {key: value for key, value in data.items() if not key.startswith("_")}
+
+
+def _clip_l() -> CLIPTextModel:
+    return CLIPTextModel(CLIPTextConfig(**config("clip_l_text")))
+
+
+def _sdxl_scheduler() -> EulerDiscreteScheduler:
+    return EulerDiscreteScheduler.from_config(config("sdxl_scheduler"))
+
+
+def full_sdxl_base() -> StableDiffusionXLPipeline:
+    return StableDiffusionXLPipeline(
+        vae=AutoencoderKL.from_config(config("sdxl_vae")),
+        text_encoder=_clip_l(),
+        text_encoder_2=CLIPTextModelWithProjection(
+            CLIPTextConfig(**config("clip_bigg_text"))
+        ),
+        tokenizer=tiny_clip_tokenizer(),
+        tokenizer_2=tiny_clip_tokenizer(),
+        unet=UNet2DConditionModel.from_config(config("sdxl_base_unet")),
+        scheduler=_sdxl_scheduler(),
+    )
+
+
+def full_sdxl_refiner(
+    base: StableDiffusionXLPipeline,
+) -> StableDiffusionXLImg2ImgPipeline:
+    return StableDiffusionXLImg2ImgPipeline(
+        text_encoder=None,
+        tokenizer=None,
+        tokenizer_2=base.tokenizer_2,
+        unet=UNet2DConditionModel.from_config(config("sdxl_refiner_unet")),
+        scheduler=_sdxl_scheduler(),
+        requires_aesthetics_score=True,
+        force_zeros_for_empty_prompt=False,
+        **{name: getattr(base, name) for name in REFINER_SHARES},
+    )
+
+
+def full_instruct_pix2pix() -> StableDiffusionInstructPix2PixPipeline:
+    return StableDiffusionInstructPix2PixPipeline(
+        vae=AutoencoderKL.from_config(config("sd_vae")),
+        text_encoder=_clip_l(),
+        tokenizer=tiny_clip_tokenizer(),
+        unet=UNet2DConditionModel.from_config(config("ip2p_unet")),
+        scheduler=EulerAncestralDiscreteScheduler.from_config(config("ip2p_scheduler")),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+
+
+def full_stable_video_diffusion() -> StableVideoDiffusionPipeline:
+    return StableVideoDiffusionPipeline(
+        vae=AutoencoderKLTemporalDecoder.from_config(config("svd_xt_vae")),
+        image_encoder=CLIPVisionModelWithProjection(
+            CLIPVisionConfig(**config("svd_xt_image_encoder"))
+        ),
+        unet=UNetSpatioTemporalConditionModel.from_config(config("svd_xt_unet")),
+        scheduler=EulerDiscreteScheduler.from_config(config("svd_xt_scheduler")),
+        feature_extractor=CLIPImageProcessorPil(**config("svd_xt_feature_extractor")),
+    )
+
+
+def full_seine() -> SEINEPipeline:
+    return SEINEPipeline(
+        vae=AutoencoderKL.from_config(config("sd_vae")),
+        text_encoder=_clip_l(),
+        tokenizer=tiny_clip_tokenizer(),
+        unet=SEINEUNet3D.from_config(json.loads(SEINE_CONFIG_PATH.read_text())),
+        scheduler=seine_scheduler(),
+    )
+
+
+BUILDERS: dict[str, dict[str, Callable[..., DiffusionPipeline]]] = {
+    "full": {
+        "sdxl_base": full_sdxl_base,
+        "sdxl_refiner": full_sdxl_refiner,
+        "instruct_pix2pix": full_instruct_pix2pix,
+        "svd": full_stable_video_diffusion,
+        "seine": full_seine,
+    },
+    "tiny": {
+        "sdxl_base": tiny.sdxl_base,
+        "sdxl_refiner": tiny.sdxl_refiner,
+        "instruct_pix2pix": tiny.instruct_pix2pix,
+        "svd": tiny.stable_video_diffusion,
+        "seine": tiny_seine_pipeline,
+    },
+}
+"""Per size, per model key: a builder taking the pipelines named in DEPENDS."""
+
+
+@contextmanager
+def _default_dtype(dtype: torch.dtype) -> Iterator[None]:
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(previous)
+
+
+@torch.no_grad()
+def randomize_(module: nn.Module, seed: int, std: float = INIT_STD) -> None:
+    """Refill the parameters in place, on their device: N(0, std) for matrices, kernels and embeddings, ones
+    for the other weights (norm scales), zeros for biases. Small weights keep fp16 activations finite."""
+    generators: dict[torch.device, torch.Generator] = {}
+    for name, param in module.named_parameters():
+        if param.ndim > 1:
+            if param.device not in generators:
+                generators[param.device] = torch.Generator(param.device).manual_seed(
+                    seed
+                )
+            param.normal_(0.0, std, generator=generators[param.device])
+        elif name.endswith("bias"):
+            param.zero_()
+        else:
+            param.fill_(1.0)
+
+
+def build_pipeline(
+    key: str, size: str, device: torch.device, *depends: DiffusionPipeline
+) -> DiffusionPipeline:
+    """The `size` pipeline for a model key, built on `device` in the `full` preset's dtype, seeded random weights.
+
+    `depends` are the pipelines DEPENDS names for `key`; their shared components are left as they are.
+    """
+    with torch.device(device), _default_dtype(full_dtype(device)):
+        pipe = BUILDERS[size][key](*depends)
+    # A scheduler's state tensors belong on the CPU in fp32, where `from_pretrained` makes them.
+    pipe.register_modules(scheduler=pipe.scheduler.from_config(pipe.scheduler.config))
+    shared = {id(module) for other in depends for module in other.components.values()}
+    for name, component in pipe.components.items():
+        if isinstance(component, nn.Module) and id(component) not in shared:
+            randomize_(component, seed=zlib.crc32(f"{key}.{name}".encode()))
+    return pipe

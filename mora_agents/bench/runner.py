@@ -1,0 +1,185 @@
+"""Run the workloads in each configuration, in one process: warm-up runs, then timed runs, then the rows.
+
+Per workload, `ours` runs first and its output is the exact one that every other configuration's output
+(same seed, same weights) is compared with. The first warm-up run also counts the denoiser FLOPs.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import diffusers
+import numpy as np
+import torch
+import transformers
+
+from mora_agents.bench.configurations import (
+    MEMORY_PROFILES,
+    OURS,
+    REFERENCE,
+    Configuration,
+    MemoryProfile,
+    Pipelines,
+    Settings,
+    approximate,
+    merge,
+)
+from mora_agents.bench.measure import (
+    Recorder,
+    StageSample,
+    dense_bf16_peak,
+    device_name,
+    psnr,
+)
+from mora_agents.bench.report import Report, Row
+from mora_agents.bench.workloads import Workload, settings_for
+from mora_agents.models.loading import full_dtype
+from mora_agents.settings import ProgressHook
+
+
+@dataclass(frozen=True)
+class Plan:
+    size: str
+    device: torch.device
+    workloads: tuple[Workload, ...]
+    repeats: int = 3
+    warmup: int = 1
+    seed: int = 0
+    approximate: bool = True
+    """Also run each workload's approximate speed-up, as its own row."""
+    memory_profile: str | None = None
+
+
+def configurations(
+    workload: Workload,
+    settings: Settings,
+    with_approximation: bool,
+    profile: MemoryProfile | None,
+) -> list[Configuration]:
+    """The configurations a workload runs in, `ours` (the exact output) first."""
+    chosen = [OURS, REFERENCE]
+    if with_approximation and workload.approximation is not None:
+        chosen.append(approximate(*workload.approximation(settings)))
+    if profile is not None and workload.name in profile.workloads:
+        chosen.append(profile.configuration)
+    return chosen
+
+
+def _run_once(
+    plan: Plan,
+    workload: Workload,
+    configuration: Configuration,
+    pipes: Pipelines,
+    settings: Settings,
+    recorder: Recorder,
+) -> np.ndarray:
+    try:
+        if configuration.per_task:
+            with recorder.stage("build"):
+                pipes.build(workload.models)
+        with torch.inference_mode():
+            return workload.run(pipes, settings, recorder, plan.seed)
+    finally:
+        if configuration.per_task:
+            pipes.close()
+
+
+def _measure(
+    plan: Plan,
+    workload: Workload,
+    configuration: Configuration,
+    settings: Settings,
+    peak_tflops: float | None,
+    progress: ProgressHook,
+) -> tuple[Row, np.ndarray]:
+    settings = merge(settings, configuration.overrides)
+    flops: dict[str, int] = {}
+    runs: list[list[StageSample]] = []
+    shared = (
+        None
+        if configuration.per_task
+        else Pipelines(configuration, plan.size, plan.device)
+    )
+    setup_s = None
+    try:
+        if shared is not None:
+            setup = Recorder(plan.device)
+            with setup.stage("setup"):
+                shared.build(workload.models)
+            setup_s = setup.samples[0].seconds
+        for i in range(plan.warmup + plan.repeats):
+            recorder = Recorder(plan.device, flops if i == 0 else None)
+            pipes = shared or Pipelines(configuration, plan.size, plan.device)
+            output = _run_once(plan, workload, configuration, pipes, settings, recorder)
+            if i >= plan.warmup:
+                runs.append(recorder.samples)
+            progress.advance()
+    finally:
+        if shared is not None:
+            shared.close()
+    overrides = {tool: dict(params) for tool, params in configuration.overrides.items()}
+    row = Row.from_runs(
+        workload.name, configuration.name, overrides, setup_s, runs, flops, peak_tflops
+    )
+    return row, output
+
+
+def _compare(row: Row, ours: Row, output: np.ndarray, exact: np.ndarray) -> None:
+    value = psnr(output, exact)
+    row.psnr_db_vs_ours = value if math.isfinite(value) else None
+    row.max_abs_diff_vs_ours = float(np.max(np.abs(output.astype(np.float64) - exact)))
+    row.time_vs_ours = row.total_s / ours.total_s
+
+
+def run_benchmark(plan: Plan, progress: ProgressHook) -> Report:
+    """Measure every workload of the plan in each of its configurations; one progress bar per workload."""
+    settings = settings_for(plan.size)
+    profile = MEMORY_PROFILES[plan.memory_profile] if plan.memory_profile else None
+    name = device_name(plan.device)
+    peak_tflops = dense_bf16_peak(name) if plan.device.type == "cuda" else None
+    report = Report(
+        device=str(plan.device),
+        device_name=name,
+        size=plan.size,
+        dtype=str(full_dtype(plan.device)).removeprefix("torch."),
+        repeats=plan.repeats,
+        warmup=plan.warmup,
+        seed=plan.seed,
+        dense_bf16_peak_tflops=peak_tflops,
+        timings_meaningful=plan.size == "full" and plan.device.type == "cuda",
+        memory_profile=plan.memory_profile,
+        memory_budget_gib=profile.budget_gib if profile else None,
+        versions={
+            "torch": torch.__version__,
+            "diffusers": diffusers.__version__,
+            "transformers": transformers.__version__,
+        },
+        settings=settings,
+    )
+    for workload in plan.workloads:
+        exact_configuration, *others = configurations(
+            workload, settings, plan.approximate, profile
+        )
+        progress.start(workload.name, (1 + len(others)) * (plan.warmup + plan.repeats))
+        try:
+            ours, exact = _measure(
+                plan, workload, exact_configuration, settings, peak_tflops, progress
+            )
+            ours.time_vs_ours = 1.0
+            report.rows.append(ours)
+            for configuration in others:
+                row, output = _measure(
+                    plan, workload, configuration, settings, peak_tflops, progress
+                )
+                _compare(row, ours, output, exact)
+                if (
+                    profile
+                    and configuration is profile.configuration
+                    and row.peak_reserved_gib is not None
+                ):
+                    row.within_budget = row.peak_reserved_gib <= profile.budget_gib
+                report.rows.append(row)
+        finally:
+            progress.stop()
+    return report
