@@ -72,7 +72,7 @@ def full_dtype(device: torch.device) -> torch.dtype:
 def finish_pipeline(key: str, pipe: DiffusionPipeline, device: str | torch.device,
                     memory_profile: str = "resident") -> DiffusionPipeline:
     """How the presets run a freshly built pipeline: placed on `device` as the memory profile says (see
-    `ToolSettings.memory_profile`; all exact), default attention, no progress bars.
+    `ToolSettings.memory_profile`; the same computation up to float rounding), default attention, no progress bars.
 
     `mora bench` applies it to its random-weight pipelines, so its `ours` rows are what `load_pipeline` returns.
     """
