@@ -177,6 +177,11 @@ def resample_fps(frames: np.ndarray, fps: float, target_fps: float) -> np.ndarra
 # -- artifacts ----------------------------------------------------------------------------------
 
 
+def article(kind: str) -> str:
+    """'an image', 'a video': for messages."""
+    return f"{'an' if kind[0] in 'aeiou' else 'a'} {kind}"
+
+
 def probe(path: str | Path, noise: bool = False) -> Artifact:
     """Describe an image or video file as an Artifact, validating that it decodes."""
     path = Path(path)

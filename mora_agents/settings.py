@@ -37,7 +37,7 @@ class ToolSettings:
     memory_profile: str = "resident"
     """`resident`: every model stays on the device (fastest); `24gb`: each model is on the GPU only while it
     runs, SEINE's VAE decodes a frame at a time and SVD's feed-forwards run a frame at a time, so every
-    task fits a 24 GB GPU (same outputs, slower)."""
+    task fits a 24 GB GPU (the same outputs up to float rounding; slower)."""
     progress: ProgressHook = field(default_factory=_NoProgress)
 
 

@@ -47,7 +47,7 @@ from mora_agents.agents.messages import (
 )
 from mora_agents.agents.team import CHECKPOINTS, build_team
 from mora_agents.errors import InputError, MoraError, validation_summary
-from mora_agents.media import atomic_path, probe, sha256_file
+from mora_agents.media import Artifact, article, atomic_path, probe, sha256_file
 from mora_agents.models.loading import MEMORY_PROFILES
 from mora_agents.runs.catalog import read_info, run_status
 from mora_agents.runs.review import Reviewer, auto_accept, decide
@@ -129,6 +129,16 @@ def _copy_inputs(files: list[Path], run_dir: Path) -> list[str]:
     return copied
 
 
+def check_attachment(path: Path, kind: str, label: str) -> Artifact:
+    """A person's file, probed: it must be readable media of `kind` (a video of 2 frames or more)."""
+    artifact = probe(path)
+    if artifact.kind != kind:
+        raise InputError(f"{label}: is {article(artifact.kind)}, not {article(kind)}")
+    if kind == "video" and artifact.frames < 2:
+        raise InputError(f"{label}: has {artifact.frames} frame; a video needs at least 2")
+    return artifact
+
+
 def validate_request(text: str, images: list[Path], videos: list[Path], task: str | None, duration: float | None,
                      options: RunOptions) -> dict:
     """Everything that can be checked before any work; raises InputError. Returns the SOPs by name."""
@@ -136,11 +146,7 @@ def validate_request(text: str, images: list[Path], videos: list[Path], task: st
         raise InputError("REQUEST: empty; say what video you want")
     for flag, paths, kind in (("--image", images, "image"), ("--video", videos, "video")):
         for path in paths:
-            artifact = probe(path)
-            if artifact.kind != kind:
-                raise InputError(f"{flag} {path}: is a{'n' if artifact.kind == 'image' else ''} {artifact.kind}, not a{'n' if kind == 'image' else ''} {kind}")
-            if kind == "video" and artifact.frames < 2:
-                raise InputError(f"{flag} {path}: has {artifact.frames} frame; a video needs at least 2")
+            check_attachment(path, kind, f"{flag} {path}")
     sops = {name: sop for name, (sop, _) in find_sops(options.sops_dir).items()}
     if task is not None:
         if task not in sops:
@@ -181,11 +187,13 @@ async def run_request(text: str, *, images: list[Path] = (), videos: list[Path] 
         seed = options.seed if options.seed is not None else random.randrange(2**31)
         run_dir = _new_run_dir(options.out.resolve(), text)  # absolute: tools may run in another cwd
         copied = _copy_inputs([*images, *videos, *([previous] if previous else [])], run_dir)
-        request = UserRequest(text=text, images=copied[:len(images)], videos=copied[len(images):len(images) + len(videos)],
-                              task=task, duration=duration, previous=copied[-1] if previous else None)
+        n_images, n_files = len(images), len(images) + len(videos)
+        request = UserRequest(text=text, images=copied[:n_images], videos=copied[n_images:n_files], task=task,
+                              duration=duration, previous=copied[-1] if previous else None)
         info: dict[str, Any] = {"request": request.model_dump(), "task": None, "preset": options.preset,
-                                "device": options.device, "memory_profile": options.memory_profile, "seed": seed, "overrides": options.overrides,
-                                "max_repeats": options.max_repeats, "sops_dir": str(options.sops_dir or ""),
+                                "device": options.device, "memory_profile": options.memory_profile, "seed": seed,
+                                "overrides": options.overrides, "max_repeats": options.max_repeats,
+                                "sops_dir": str(options.sops_dir or ""),
                                 "noise": options.preset == "tiny", "status": "running", "seconds": 0.0,
                                 "started": datetime.now().isoformat()}
         session = _Session(run_dir, info, sops, model_client, on_record, reviewer)
@@ -278,7 +286,7 @@ class _Session:
             _write_json(self.run_dir / "plan.json", item.content.model_dump())
             self.info["task"] = item.content.task
 
-    async def _turn(self, task: Any) -> tuple[RunFinished | None, Any]:
+    async def _turn(self, task: Any) -> tuple[RunFinished | None, ReviewRequest | None]:
         """One turn of the team: until the next checkpoint. Returns RunFinished (if any) and a review request."""
         finished = review = None
         reached = False

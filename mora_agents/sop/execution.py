@@ -15,7 +15,7 @@ from typing import Any
 
 from mora_agents.agents.messages import StepRequest, StepResult, step_key
 from mora_agents.errors import InputError
-from mora_agents.media import Artifact, probe
+from mora_agents.media import Artifact, article, probe
 from mora_agents.sop.schema import SOP, StepSpec
 from mora_agents.sop.template import render
 from mora_agents.tools.registry import get_tool
@@ -57,8 +57,8 @@ def validate_inputs(sop: SOP, given: dict[str, Any], run_dir: Path) -> dict[str,
         else:
             artifact = probe(run_dir / value).relative_to(run_dir)
             if artifact.kind != spec.type:
-                raise InputError(f"input '{name}': {value} is a{'n' if artifact.kind == 'image' else ''} "
-                                 f"{artifact.kind}, task '{sop.name}' needs a{'n' if spec.type == 'image' else ''} {spec.type}")
+                raise InputError(f"input '{name}': {value} is {article(artifact.kind)}, "
+                                 f"task '{sop.name}' needs {article(spec.type)}")
             values[name] = artifact
     for name in given:
         if name not in sop.inputs:
@@ -82,7 +82,8 @@ class Execution:
 
     def state(self) -> dict[str, Any]:
         """Everything needed to continue this execution elsewhere (JSON-compatible)."""
-        return {"sop": self.sop.model_dump(mode="json"), "inputs": {k: _dump(v) for k, v in self.inputs.items()}, "seed": self.seed,
+        inputs = {k: v.model_dump(mode="json") if isinstance(v, Artifact) else v for k, v in self.inputs.items()}
+        return {"sop": self.sop.model_dump(mode="json"), "inputs": inputs, "seed": self.seed,
                 "overrides": self.overrides, "results": [r.model_dump(mode="json") for r in self.results.values()],
                 "skipped": sorted(self.skipped), "count": self.count, "repeats": self.repeats, "edits": self.edits}
 
@@ -221,6 +222,3 @@ class Execution:
     def outputs(self) -> dict[str, Any]:
         return {name: self._render(template) for name, template in self.sop.outputs.items()}
 
-
-def _dump(value: Any) -> Any:
-    return value.model_dump(mode="json") if isinstance(value, Artifact) else value

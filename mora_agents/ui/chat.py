@@ -18,10 +18,10 @@ from rich.markup import escape
 from rich.table import Table
 
 from mora_agents.errors import InputError, MoraError
-from mora_agents.media import IMAGE_SUFFIXES, VIDEO_SUFFIXES, probe
+from mora_agents.media import IMAGE_SUFFIXES, VIDEO_SUFFIXES
 from mora_agents.runs.catalog import list_runs
 from mora_agents.runs.review import TextReviewer, auto_accept
-from mora_agents.runs.runner import RunOptions, run_request
+from mora_agents.runs.runner import RunOptions, check_attachment, run_request
 from mora_agents.sop.loader import find_sops
 from mora_agents.ui.terminal import TerminalUI
 
@@ -56,9 +56,7 @@ class ChatSession:
 
     def attach(self, kind: str, raw: str) -> None:
         path = Path(raw).expanduser()
-        artifact = probe(path)  # InputError with the file and the problem
-        if artifact.kind != kind:
-            raise InputError(f"{raw}: is a{'n' if artifact.kind == 'image' else ''} {artifact.kind}, not a{'n' if kind == 'image' else ''} {kind}")
+        artifact = check_attachment(path, kind, raw)
         (self.images if kind == "image" else self.videos).append(path)
         frames = f", {artifact.frames} frames" if artifact.kind == "video" else ""
         self.console.print(f"[green]attached[/] {escape(str(path))} ({artifact.width}x{artifact.height}{frames})")
