@@ -128,7 +128,11 @@ def test_async_input_functions_work_like_autogens_user_proxy() -> None:
     assert (decision.decision, decision.by) == ("repeat", "web")
 
 
-def test_state_file_is_plain_json(tmp_path: Path) -> None:
-    outcome = run(tmp_path, scripted(["next", "next"]))
+def test_saved_state_holds_the_execution_with_its_review_history(tmp_path: Path) -> None:
+    outcome = run(tmp_path, scripted(["next", "edit a blue fox", "next"]))
     state = json.loads((outcome.run_dir / "state.json").read_text())
-    assert "agent_states" in state
+    execution = state["agent_states"]["conductor"]["agent_state"]["execution"]
+    assert execution["repeats"] == {"image": 1} and execution["edits"] == {"image": "a blue fox"}
+    assert execution["sop"]["name"] == "text_to_video" and execution["seed"] == 7
+    # the last checkpoint is the last step result before the end (the join finishes the run)
+    assert [r["step"] for r in execution["results"]] == ["enhance", "image", "segments"]
