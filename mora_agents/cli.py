@@ -132,12 +132,13 @@ def runs(out_dir: Annotated[Path, typer.Option("--out", help="Base folder of run
     """List runs: task, status (finished / failed / stopped / interrupted / waiting for review), time, result."""
     from mora_agents.runs.catalog import list_runs
 
-    table = Table("run", "task", "status", "seconds", "result", "request")
+    table = Table("run", "task", "status", "seconds", "result", "request",
+                  caption=f"in {out_dir}/; continue an interrupted or waiting run with `mora resume {out_dir}/RUN`")
     colors = {"finished": "green", "failed": "red", "interrupted": "yellow", "waiting for review": "magenta"}
     for summary in list_runs(out_dir):
         color = colors.get(summary.status, "white")
-        table.add_row(str(summary.path), summary.task or "", f"[{color}]{summary.status}[/]", f"{summary.seconds:.1f}",
-                      str(summary.result or ""), escape(summary.request[:60]))
+        table.add_row(summary.path.name, summary.task or "", f"[{color}]{summary.status}[/]", f"{summary.seconds:.1f}",
+                      summary.result.name if summary.result else "", escape(summary.request[:60]))
     out.print(table)
 
 

@@ -64,7 +64,7 @@ def signal_during_second_segment(out: Path, signum: int) -> tuple[Path, int]:
 def test_killed_run_resumes_without_redoing_finished_steps_and_gives_the_same_video(tmp_path: Path) -> None:
     run_dir, _ = signal_during_second_segment(tmp_path / "killed", signal.SIGKILL)
     assert run_status(read_info(run_dir)) == "interrupted"
-    listing = CliRunner().invoke(app, ["runs", "--out", str(tmp_path / "killed")])
+    listing = CliRunner().invoke(app, ["runs", "--out", str(tmp_path / "killed")], env={"COLUMNS": "200"})
     assert "interrupted" in listing.output and "text_to_video" in listing.output
     assert segment_results(run_dir) == ["segments#0"]
 
