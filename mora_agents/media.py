@@ -62,6 +62,10 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
 @contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
     """Yield a temporary path beside `path`; it is renamed onto `path` only if the block succeeds."""
@@ -72,6 +76,7 @@ def atomic_path(path: Path) -> Iterator[Path]:
         yield Path(tmp)
         with open(tmp, "rb+") as f:  # on disk before it takes the final name, even on power loss
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_UMASK)  # the permissions of a plainly created file, not mkstemp's 0600
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -72,3 +72,13 @@ def test_image_kind_is_checked(tmp_path: Path) -> None:
     assert (art.kind, art.width, art.height, art.frames) == ("image", 80, 60, 1)
     with pytest.raises(InputError, match="unsupported file type"):
         probe(tmp_path / "notes.txt")
+
+
+def test_atomic_writes_get_the_permissions_of_a_plainly_created_file(tmp_path: Path) -> None:
+    from mora_agents.media import atomic_path
+
+    plain = tmp_path / "plain.txt"
+    plain.write_text("x")
+    with atomic_path(tmp_path / "atomic.txt") as tmp:
+        tmp.write_text("x")
+    assert (tmp_path / "atomic.txt").stat().st_mode == plain.stat().st_mode

@@ -4,6 +4,8 @@
 SVD, which runs with `enable_model_cpu_offload`; default attention; no compilation. `ours` is the `full`
 preset: the same weights and dtype, built once per process and prepared by `loading.finish_pipeline`.
 Approximate speed-ups are `ours` with changed settings; a memory profile is `ours` placed to fit a budget.
+Candidates are `ours` with exact speed-ups (bf16, channels-last, fused QKV, regional torch.compile) applied to
+its pipelines, each alone or all together: what `finish_pipeline` would do if the benchmark shows it pays.
 """
 
 from __future__ import annotations
@@ -11,10 +13,12 @@ from __future__ import annotations
 import gc
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import cache
 from typing import Any
 
 import torch
 from diffusers import DiffusionPipeline
+from torch import nn
 
 from mora_agents.bench.build import DEPENDS, build_pipeline
 from mora_agents.models.loading import finish_pipeline
@@ -68,6 +72,112 @@ OURS = Configuration("ours", _ours)
 def approximate(name: str, overrides: Settings) -> Configuration:
     """`ours` with an approximate speed-up: its own row, never a default."""
     return Configuration(f"ours+{name}", _ours, overrides=overrides)
+
+
+def _bf16(key: str, pipe: DiffusionPipeline) -> None:
+    """Every module in bf16, the VAE too: bf16 has fp32's range, so the fp16 overflow for which diffusers decodes
+    SDXL's and SVD's latents in fp32 (`force_upcast`) cannot happen, and the pipelines expect one dtype."""
+    pipe.to(dtype=torch.bfloat16)
+
+
+def _channels_last(key: str, pipe: DiffusionPipeline) -> None:
+    """Every 2D convolution of the denoiser and the VAE in channels-last layout (SEINE's per-frame ones too);
+    SVD's 3D (temporal) convolutions keep theirs, as channels-last is a 4D layout."""
+    for model in (pipe.unet, pipe.vae):
+        for module in model.modules():
+            if isinstance(module, nn.Conv2d):
+                module.to(memory_format=torch.channels_last)
+
+
+def _fused_qkv(key: str, pipe: DiffusionPipeline) -> None:
+    pipe.fuse_qkv_projections()
+
+
+FUSED_QKV_MODELS = frozenset({"sdxl_base", "sdxl_refiner", "instruct_pix2pix"})
+"""The models whose pipelines have `fuse_qkv_projections` (the denoiser's and the VAE's attention)."""
+REPEATED_BLOCKS = {
+    "svd": ("BasicTransformerBlock", "TemporalBasicTransformerBlock"),
+    "seine": ("TransformerBlock3D",),
+}
+"""The transformer blocks of the denoisers that declare no `_repeated_blocks` (UNet2DConditionModel declares its
+`BasicTransformerBlock`)."""
+
+
+def _compile(key: str, pipe: DiffusionPipeline) -> None:
+    """Regional compilation: `torch.compile` of each transformer block of the denoiser, compiled once per shape."""
+    if key in REPEATED_BLOCKS:
+        pipe.unet._repeated_blocks = REPEATED_BLOCKS[key]
+    pipe.unet.compile_repeated_blocks()
+
+
+@cache
+def compile_unavailable(device: torch.device) -> str | None:
+    """Why torch.compile cannot run on `device` on this machine, or None: a tiny function is compiled (inductor
+    needs a C++ compiler for CPU code, Triton and a C compiler for CUDA code)."""
+    try:
+        torch.compile(lambda x: x.sin() + 1)(torch.zeros(8, device=device))
+    except Exception as exc:  # any failure means that compilation cannot run here
+        first_line = next(iter(str(exc).strip().splitlines()), "")
+        return f"torch.compile cannot run on {device} here ({type(exc).__name__}: {first_line[:200]})"
+    return None
+
+
+def _available(device: torch.device) -> str | None:
+    return None
+
+
+@dataclass(frozen=True)
+class Change:
+    """An exact speed-up: a change to `ours`' pipeline of each model it applies to."""
+
+    name: str
+    apply: Callable[[str, DiffusionPipeline], None]
+    models: frozenset[str] | None = None
+    """The model keys it applies to (None: all)."""
+    unavailable: Callable[[torch.device], str | None] = _available
+    """Why it cannot run on a device on this machine, or None."""
+
+    def applies(self, key: str) -> bool:
+        return self.models is None or key in self.models
+
+
+CHANGES = (
+    Change("bf16", _bf16),
+    Change("channels_last", _channels_last),
+    Change("fused_qkv", _fused_qkv, FUSED_QKV_MODELS),
+    Change("compile", _compile, unavailable=compile_unavailable),
+)
+"""In the order `ours+all` applies them: compilation last, of the final weights and layout."""
+CANDIDATES: dict[str, tuple[Change, ...]] = {change.name: (change,) for change in CHANGES} | {"all": CHANGES}
+"""Candidate name -> its changes: each change alone, and `all` of them together."""
+
+
+def candidate(name: str) -> Configuration:
+    """`ours` with the changes of a candidate, each on the models it applies to: its own row, never a default."""
+    changes = CANDIDATES[name]
+
+    def prepare(key: str, pipe: DiffusionPipeline, device: torch.device) -> DiffusionPipeline:
+        pipe = finish_pipeline(key, pipe, device)
+        for change in changes:
+            if change.applies(key):
+                change.apply(key, pipe)
+        return pipe
+
+    return Configuration(f"ours+{name}", prepare)
+
+
+def unavailable(name: str, device: torch.device) -> str | None:
+    """Why a candidate cannot run on `device` on this machine, or None."""
+    return next((reason for change in CANDIDATES[name] if (reason := change.unavailable(device))), None)
+
+
+def unsupported(name: str, models: tuple[str, ...]) -> str | None:
+    """Why a candidate changes none of these models, or None."""
+    changes = CANDIDATES[name]
+    if any(change.applies(key) for change in changes for key in models):
+        return None
+    only = sorted({key for change in changes for key in change.models or ()})
+    return f"{name} applies only to {', '.join(only)}"
 
 
 @dataclass(frozen=True)
