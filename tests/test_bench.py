@@ -4,16 +4,30 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+import torch
 import typer
 from accelerate import init_empty_weights
 from diffusers import DiffusionPipeline
+from diffusers.models.attention_processor import FusedAttnProcessor2_0
+from torch._dynamo.utils import counters
 from typer.testing import CliRunner, Result
 
 from mora_agents.bench.build import BUILDERS, DEPENDS
-from mora_agents.bench.cli import WORKLOAD_HELP, bench_command
+from mora_agents.bench.cli import CANDIDATE_HELP, WORKLOAD_HELP, bench_command
+from mora_agents.bench.configurations import (
+    CANDIDATES,
+    FUSED_QKV_MODELS,
+    Pipelines,
+    candidate,
+    compile_unavailable,
+)
+from mora_agents.bench.measure import Recorder
 from mora_agents.bench.workloads import WORKLOADS
 
 app = typer.Typer()
@@ -34,7 +48,18 @@ EXPECTED_ROWS = {
     ("seine_transition", "reference"),
     ("seine_transition", "ours+ddim1"),
     ("seine_transition", "ours-24gb"),
+} | {
+    (workload, f"ours+{name}")
+    for workload in WORKLOADS
+    for name in ("bf16", "channels_last", "fused_qkv")
+    if name != "fused_qkv" or workload not in ("svd_segment", "seine_transition")
 }  # tiny settings: SVD 2 steps (approximation: half), SEINE DDIM 2 steps (approximation: a fifth, at least 1)
+SMOKE_CANDIDATES = "bf16,channels_last,fused_qkv"
+"""The candidates the smoke run runs on every workload; compilation runs on one workload (`compiled`)."""
+EXACT_DB = 100.0
+"""Candidates in the run's dtype change the output by float rounding only: identical, or PSNR above this."""
+BF16_DB = 30.0
+"""bf16 instead of the CPU's fp32 rounds to 8 significant bits: the output moves, but stays close."""
 
 PUBLISHED_PARAMETERS = {
     # SDXL base UNet, e.g. the 1680 tensors of sd_xl_base_1.0.safetensors; CLIP ViT-L/14 and OpenCLIP bigG text
@@ -63,36 +88,49 @@ PUBLISHED_PARAMETERS = {
 }
 
 
+TINY_CPU = ["--device", "cpu", "--size", "tiny", "--repeats", "1", "--warmup", "1"]
+
+
+def _bench(out: Path, *args: str) -> tuple[Result, dict, str]:
+    """`mora bench` on the tiny CPU models with `args`: its result, JSON report and Markdown table."""
+    json_path, markdown_path = out / "bench.json", out / "bench.md"
+    result = CliRunner().invoke(
+        app, [*TINY_CPU, *args, "--json", str(json_path), "--markdown", str(markdown_path)]
+    )
+    assert result.exit_code == 0, result.output
+    return result, json.loads(json_path.read_text()), markdown_path.read_text()
+
+
 @pytest.fixture(scope="module")
 def smoke(
     tmp_path_factory: pytest.TempPathFactory, one_torch_thread
 ) -> tuple[Result, dict, str]:
-    out = tmp_path_factory.mktemp("bench")
-    result = CliRunner().invoke(
-        app,
-        [
-            "--device",
-            "cpu",
-            "--size",
-            "tiny",
-            "--repeats",
-            "1",
-            "--warmup",
-            "1",
-            "--memory-profile",
-            "24gb",
-            "--json",
-            str(out / "bench.json"),
-            "--markdown",
-            str(out / "bench.md"),
-        ],
+    return _bench(
+        tmp_path_factory.mktemp("bench"),
+        "--memory-profile",
+        "24gb",
+        "--candidates",
+        SMOKE_CANDIDATES,
     )
-    assert result.exit_code == 0, result.output
-    return (
-        result,
-        json.loads((out / "bench.json").read_text()),
-        (out / "bench.md").read_text(),
+
+
+@pytest.fixture(scope="module")
+def compiled(
+    tmp_path_factory: pytest.TempPathFactory, one_torch_thread
+) -> tuple[Result, dict, str, int]:
+    """Every candidate, compilation included, on one workload (compiling on the CPU takes a while), and the number
+    of graphs dynamo compiled meanwhile."""
+    graphs = counters["stats"]["unique_graphs"]
+    run = _bench(
+        tmp_path_factory.mktemp("compiled"),
+        "--workloads",
+        "image_edit",
+        "--candidates",
+        "all",
+        "--no-reference",
+        "--no-approximate",
     )
+    return *run, counters["stats"]["unique_graphs"] - graphs
 
 
 def test_smoke_run_writes_every_workload_and_configuration(smoke) -> None:
@@ -160,19 +198,129 @@ def test_approximate_rows_report_their_settings_and_psnr(smoke) -> None:
     )
 
 
-def test_bad_workload_name_exits_with_one_line_error() -> None:
+def _assert_close_to_ours(row: dict) -> None:
+    floor = BF16_DB if row["configuration"] in ("ours+bf16", "ours+combined") else EXACT_DB
+    assert row["max_abs_diff_vs_ours"] == 0 or row["psnr_db_vs_ours"] > floor, row
+
+
+def test_candidate_rows_are_exact_and_unsupported_ones_are_listed(smoke) -> None:
+    _, report, markdown = smoke
+    names = SMOKE_CANDIDATES.split(",")
+    assert report["candidates"] == names
+    rows = [row for row in report["rows"] if row["configuration"].removeprefix("ours+") in names]
+    for row in rows:
+        assert not row["approximate"] and not row["overrides"] and row["first_run_s"] > 0
+        _assert_close_to_ours(row)
+    reason = "fused_qkv applies only to instruct_pix2pix, sdxl_base, sdxl_refiner"
+    assert report["skipped"] == [
+        {"workload": workload, "configuration": "ours+fused_qkv", "reason": reason}
+        for workload in ("svd_segment", "seine_transition")
+    ]
+    assert f"- seine_transition `ours+fused_qkv`: {reason}" in markdown
+
+
+@pytest.mark.parametrize("key", list(BUILDERS["tiny"]))
+def test_combined_candidate_changes_each_pipeline(key: str, one_torch_thread) -> None:
+    """`ours+combined`'s pipelines: bf16, channels-last 2D convolutions, fused QKV where the pipeline has it, and
+    compiled transformer blocks (compiled on first call, so not run here)."""
+    pipe = Pipelines(candidate("combined"), "tiny", torch.device("cpu"))[key]
+    modules = [module for module in pipe.components.values() if isinstance(module, torch.nn.Module)]
+    assert {param.dtype for module in modules for param in module.parameters()} == {torch.bfloat16}
+    convs = [m for model in (pipe.unet, pipe.vae) for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert convs and all(conv.weight.is_contiguous(memory_format=torch.channels_last) for conv in convs)
+    assert hasattr(pipe, "fuse_qkv_projections") == (key in FUSED_QKV_MODELS)
+    if key in FUSED_QKV_MODELS:
+        processors = [*pipe.unet.attn_processors.values(), *pipe.vae.attn_processors.values()]
+        assert all(isinstance(processor, FusedAttnProcessor2_0) for processor in processors)
+    assert any(module._compiled_call_impl is not None for module in pipe.unet.modules())
+
+
+def test_compile_runs_where_it_can_else_its_rows_are_skipped_with_the_reason(compiled) -> None:
+    result, report, _, graphs = compiled
+    rows = {row["configuration"]: row for row in report["rows"]}
+    reason = compile_unavailable(torch.device("cpu"))
+    compiling = ("ours+compile", "ours+combined")
+    if reason is None:
+        assert list(rows) == ["ours", *(f"ours+{name}" for name in CANDIDATES)] and not report["skipped"]
+        # Dynamo starts afresh for each compiling row: each compiles its own graphs, in its first run.
+        assert graphs >= len(compiling) and "skipped" not in result.stderr
+        for name in compiling:
+            assert rows[name]["first_run_s"] > rows["ours"]["first_run_s"]
+            _assert_close_to_ours(rows[name])
+    else:
+        assert list(rows) == ["ours", "ours+bf16", "ours+channels_last", "ours+fused_qkv"]
+        assert report["skipped"] == [
+            {"workload": "image_edit", "configuration": name, "reason": reason} for name in compiling
+        ]
+        assert [line for line in result.stderr.splitlines() if "skipped" in line] == [
+            f"mora bench: {name} skipped: {reason}" for name in compiling
+        ]
+
+
+class _Block(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = torch.nn.Linear(8, 8)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(x).relu()
+
+
+def test_flop_counting_leaves_compiled_blocks_to_compile() -> None:
+    """Under a FLOP counter (a dispatch mode) dynamo would never compile the block; the probe counts eagerly."""
+    denoiser = torch.nn.Sequential(_Block())
+    denoiser[0].compile(backend="eager")  # dynamo only: no C++ compiler needed
+    recorder = Recorder(torch.device("cpu"), flops={})
+    graphs = counters["stats"]["unique_graphs"]
+    for _ in range(2):
+        with recorder.stage("denoise", denoiser), torch.inference_mode():
+            denoiser(torch.ones(1, 8))
+    assert recorder.flops == {"denoise": 2 * 8 * 8} and counters["stats"]["unique_graphs"] == graphs + 1
+
+
+def test_without_a_cpp_compiler_compile_is_skipped_in_one_line(tmp_path: Path) -> None:
+    """A machine without a working C++ compiler, for real: a fresh process whose inductor is given a missing
+    compiler and an empty cache."""
+    env = {
+        **os.environ,
+        "CXX": str(tmp_path / "no-such-c++"),
+        "TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "inductor"),
+        "OMP_NUM_THREADS": "1",
+    }
+    args = ["--workloads", "image_edit", "--candidates", "compile", "--no-reference", "--no-approximate"]
+    command = [sys.executable, "-c", "from mora_agents.cli import app; app()", "bench", *TINY_CPU, *args]
+    run = subprocess.run(
+        [*command, "--json", str(tmp_path / "bench.json")], env=env, capture_output=True, text=True, timeout=600
+    )
+    assert run.returncode == 0, run.stderr
+    lines = [line for line in run.stderr.splitlines() if "skipped" in line]
+    prefix = "mora bench: ours+compile skipped: "
+    assert len(lines) == 1 and lines[0].startswith(prefix + "torch.compile cannot run on cpu here (")
+    assert "C++ compiler" in lines[0]
+    report = json.loads((tmp_path / "bench.json").read_text())
+    assert [row["configuration"] for row in report["rows"]] == ["ours"]
+    reason = lines[0].removeprefix(prefix)
+    assert report["skipped"] == [{"workload": "image_edit", "configuration": "ours+compile", "reason": reason}]
+    assert f"- image_edit `ours+compile`: {reason}" in run.stdout
+
+
+@pytest.mark.parametrize(
+    ("option", "choices"), [("--workloads", list(WORKLOADS)), ("--candidates", [*CANDIDATES, "all"])]
+)
+def test_bad_name_exits_with_one_line_error(option: str, choices: list[str]) -> None:
     result = CliRunner().invoke(
-        app, ["--device", "cpu", "--size", "tiny", "--workloads", "svd_segment,nope"]
+        app, ["--device", "cpu", "--size", "tiny", option, f"{choices[0]},nope"]
     )
     assert result.exit_code == 2
     assert result.output.strip().splitlines() == [
-        f"mora bench: error: --workloads svd_segment,nope: unknown nope (choose from {', '.join(WORKLOADS)})"
+        f"mora bench: error: {option} {choices[0]},nope: unknown nope (choose from {', '.join(choices)})"
     ]
 
 
-def test_help_names_every_workload() -> None:
-    """The help lists the workloads without importing them (and torch)."""
+def test_help_names_every_workload_and_candidate() -> None:
+    """The help lists the workloads and candidates without importing them (and torch)."""
     assert WORKLOAD_HELP == ", ".join(WORKLOADS)
+    assert CANDIDATE_HELP == ", ".join(CANDIDATES)
 
 
 def test_full_size_needs_cuda() -> None:

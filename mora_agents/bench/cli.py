@@ -23,11 +23,23 @@ from rich.progress import (
 WORKLOAD_HELP = (
     "text_to_image, image_edit, svd_segment, text_to_video_12s, seine_transition"
 )
+CANDIDATE_HELP = "bf16, channels_last, fused_qkv, compile, combined"
 
 
 def _fail(message: str) -> typer.Exit:
     print(f"mora bench: error: {message}", file=sys.stderr)
     return typer.Exit(2)
+
+
+def _names(option: str, value: str, choices: list[str]) -> list[str]:
+    """The comma-separated names of an option, each once, all among `choices` (else a one-line error)."""
+    names = list(dict.fromkeys(name.strip() for name in value.split(",") if name.strip()))
+    unknown = [name for name in names if name not in choices]
+    if unknown or not names:
+        raise _fail(
+            f"{option} {value}: unknown {', '.join(unknown) or 'none given'} (choose from {', '.join(choices)})"
+        )
+    return names
 
 
 class _Bars:
@@ -70,7 +82,7 @@ def bench_command(
         int,
         typer.Option(
             min=1,
-            help="Untimed runs before them; the first also counts the denoiser FLOPs.",
+            help="Untimed runs before them; ours' first also counts the denoiser FLOPs.",
         ),
     ] = 1,
     approximate: Annotated[
@@ -78,6 +90,16 @@ def bench_command(
         typer.Option(
             help="Also run the approximate speed-ups (own rows, PSNR against the exact output)."
         ),
+    ] = True,
+    candidates: Annotated[
+        str | None,
+        typer.Option(
+            help=f"Comma-separated exact speed-up candidates, own rows with PSNR against ours: {CANDIDATE_HELP} "
+            "(combined: the four changes in one row; all: every candidate)."
+        ),
+    ] = None,
+    reference: Annotated[
+        bool, typer.Option(help="Also run reference (the paper's code).")
     ] = True,
     memory_profile: Annotated[
         str | None,
@@ -100,22 +122,15 @@ def bench_command(
     import torch
 
     from mora_agents.bench.build import SIZES
-    from mora_agents.bench.configurations import MEMORY_PROFILES
+    from mora_agents.bench.configurations import CANDIDATES, MEMORY_PROFILES, unavailable
     from mora_agents.bench.runner import Plan, run_benchmark
     from mora_agents.bench.workloads import WORKLOADS
     from mora_agents.models.loading import resolve_device
 
-    names = (
-        [name.strip() for name in workloads.split(",") if name.strip()]
-        if workloads
-        else list(WORKLOADS)
-    )
-    unknown = [name for name in names if name not in WORKLOADS]
-    if unknown or not names:
-        choices = ", ".join(WORKLOADS)
-        raise _fail(
-            f"--workloads {workloads}: unknown {', '.join(unknown) or 'none given'} (choose from {choices})"
-        )
+    names = _names("--workloads", workloads, list(WORKLOADS)) if workloads else list(WORKLOADS)
+    chosen = _names("--candidates", candidates, [*CANDIDATES, "all"]) if candidates else []
+    if "all" in chosen:
+        chosen = list(CANDIDATES)
     if size not in SIZES:
         raise _fail(f"--size {size}: unknown (choose from {', '.join(SIZES)})")
     if memory_profile is not None and memory_profile not in MEMORY_PROFILES:
@@ -138,6 +153,9 @@ def bench_command(
         console.print(
             "[yellow]size tiny: tiny random models, the timings are meaningless (this checks the code path)[/]"
         )
+    for name in chosen:
+        if reason := unavailable(name, resolved):
+            print(f"mora bench: ours+{name} skipped: {reason}", file=sys.stderr)
     plan = Plan(
         size=size,
         device=resolved,
@@ -147,6 +165,8 @@ def bench_command(
         seed=seed,
         approximate=approximate,
         memory_profile=memory_profile,
+        reference=reference,
+        candidates=tuple(chosen),
     )
     columns = (
         TextColumn("{task.description}"),

@@ -77,7 +77,9 @@ def approximate(name: str, overrides: Settings) -> Configuration:
 def _bf16(key: str, pipe: DiffusionPipeline) -> None:
     """Every module in bf16, the VAE too: bf16 has fp32's range, so the fp16 overflow for which diffusers decodes
     SDXL's and SVD's latents in fp32 (`force_upcast`) cannot happen, and the pipelines expect one dtype."""
-    pipe.to(dtype=torch.bfloat16)
+    for component in pipe.components.values():
+        if isinstance(component, nn.Module):  # not `pipe.to`: diffusers warns on every cast, needed or not
+            nn.Module.to(component, dtype=torch.bfloat16)
 
 
 def _channels_last(key: str, pipe: DiffusionPipeline) -> None:
@@ -104,7 +106,10 @@ REPEATED_BLOCKS = {
 
 
 def _compile(key: str, pipe: DiffusionPipeline) -> None:
-    """Regional compilation: `torch.compile` of each transformer block of the denoiser, compiled once per shape."""
+    """Regional compilation: `torch.compile` of each transformer block of the denoiser (on its first call). Dynamo's
+    caches are reset first: a row's first run pays all its compiling, and only its graphs count towards dynamo's
+    recompile limit (beyond it, dynamo runs a block eagerly)."""
+    torch._dynamo.reset()
     if key in REPEATED_BLOCKS:
         pipe.unet._repeated_blocks = REPEATED_BLOCKS[key]
     pipe.unet.compile_repeated_blocks()
@@ -147,9 +152,9 @@ CHANGES = (
     Change("fused_qkv", _fused_qkv, FUSED_QKV_MODELS),
     Change("compile", _compile, unavailable=compile_unavailable),
 )
-"""In the order `ours+all` applies them: compilation last, of the final weights and layout."""
-CANDIDATES: dict[str, tuple[Change, ...]] = {change.name: (change,) for change in CHANGES} | {"all": CHANGES}
-"""Candidate name -> its changes: each change alone, and `all` of them together."""
+"""In the order `ours+combined` applies them: compilation last, of the final weights and layout."""
+CANDIDATES: dict[str, tuple[Change, ...]] = {change.name: (change,) for change in CHANGES} | {"combined": CHANGES}
+"""Candidate name -> its changes: each change alone, and all of them `combined`."""
 
 
 def candidate(name: str) -> Configuration:

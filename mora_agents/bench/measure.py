@@ -3,7 +3,7 @@
 Wall times are taken between device synchronisations; denoiser calls are timed with CUDA events (or the CPU
 clock) from forward hooks, so a stage's denoiser share needs no extra synchronisation. FLOPs come from
 `torch.utils.flop_counter.FlopCounterMode` over one denoiser call per stage (every call of a stage has the
-same shapes); it counts matmuls, convolutions and CUDA attention kernels, not CPU attention.
+same shapes), run eagerly; it counts matmuls, convolutions and CUDA attention kernels, not CPU attention.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import math
 import re
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -77,6 +77,7 @@ class _DenoiserProbe:
         self.starts: list[Any] = []
         self.ends: list[Any] = []
         self.flops: int | None = None
+        self._counting: ExitStack | None = None
         self._counter: FlopCounterMode | None = None
         self._handles = [
             denoiser.register_forward_pre_hook(self._before, with_kwargs=True),
@@ -93,8 +94,11 @@ class _DenoiserProbe:
 
     def _before(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
         if self.count_flops and not self.starts:
-            self._counter = FlopCounterMode(display=False)
-            self._counter.__enter__()
+            # Eagerly: under the counter (a dispatch mode) dynamo would not compile a block, and would then run it
+            # eagerly for good; this way a compiled block compiles on its next call.
+            self._counting = ExitStack()
+            self._counting.enter_context(torch.compiler.set_stance("force_eager"))
+            self._counter = self._counting.enter_context(FlopCounterMode(display=False))
         self.starts.append(self._mark())
 
     def _after(self, module: nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
@@ -102,9 +106,9 @@ class _DenoiserProbe:
         self._stop_counting()
 
     def _stop_counting(self) -> None:
-        if self._counter is not None:
-            self._counter.__exit__(None, None, None)
-            self.flops, self._counter = self._counter.get_total_flops(), None
+        if self._counting is not None and self._counter is not None:
+            self._counting.close()
+            self.flops, self._counting = self._counter.get_total_flops(), None
 
     def close(self) -> float:
         """Remove the hooks; the seconds spent in the denoiser (call after a device synchronisation)."""

@@ -90,6 +90,8 @@ class Row:
     """Settings changed from the preset's (approximate rows)."""
     setup_s: float | None
     """Building the pipelines once before the runs (configurations that build per task time a `build` stage)."""
+    first_run_s: float
+    """The first warm-up run, not in the total; with torch.compile, it includes the compilation (on first call)."""
     total_s: float
     """Median over the timed runs of the sum of their stages."""
     totals_s: list[float]
@@ -110,6 +112,7 @@ class Row:
         configuration: str,
         overrides: dict[str, dict[str, Any]],
         setup_s: float | None,
+        first_run_s: float,
         runs: list[list[StageSample]],
         flops: dict[str, int],
         peak_tflops: float | None,
@@ -128,12 +131,22 @@ class Row:
             approximate=bool(overrides),
             overrides=overrides,
             setup_s=setup_s,
+            first_run_s=first_run_s,
             total_s=statistics.median(totals),
             totals_s=totals,
             peak_allocated_gib=_gib([s.peak_allocated for run in runs for s in run]),
             peak_reserved_gib=_gib([s.peak_reserved for run in runs for s in run]),
             stages=stages,
         )
+
+
+@dataclass
+class Skipped:
+    """A configuration that did not run for a workload, and why."""
+
+    workload: str
+    configuration: str
+    reason: str
 
 
 @dataclass
@@ -153,7 +166,10 @@ class Report:
     versions: dict[str, str]
     settings: dict[str, dict[str, Any]]
     """The preset's tool settings every exact row ran with."""
+    candidates: list[str] = field(default_factory=list)
+    """The exact speed-up candidates asked for (`ours+<name>` rows)."""
     rows: list[Row] = field(default_factory=list)
+    skipped: list[Skipped] = field(default_factory=list)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, allow_nan=False)
@@ -184,16 +200,12 @@ class Report:
         ]
         for row in self.rows:
             name = (row.workload, row.configuration)
-            if row.setup_s is not None:
-                lines.append(
-                    _line(
-                        *name,
-                        "setup (once)",
-                        f"{row.setup_s:.3f}",
-                        *[""] * 7,
-                        "not in the total",
-                    )
-                )
+            untimed = (("setup (once)", row.setup_s), ("first run (warm-up)", row.first_run_s))
+            lines += [
+                _line(*name, label, f"{seconds:.3f}", *[""] * 7, "not in the total")
+                for label, seconds in untimed
+                if seconds is not None
+            ]
             lines += [
                 _line(
                     *name,
@@ -225,6 +237,9 @@ class Report:
                     self._notes(row),
                 )
             )
+        if self.skipped:
+            lines += ["", "Not run:", ""]
+            lines += [f"- {s.workload} `{s.configuration}`: {s.reason}" for s in self.skipped]
         return "\n".join(lines) + "\n"
 
     def _notes(self, row: Row) -> str:

@@ -1,7 +1,8 @@
 """Run the workloads in each configuration, in one process: warm-up runs, then timed runs, then the rows.
 
 Per workload, `ours` runs first and its output is the exact one that every other configuration's output
-(same seed, same weights) is compared with. The first warm-up run also counts the denoiser FLOPs.
+(same seed, same weights) is compared with. Its first warm-up run also counts the denoiser FLOPs; the other
+configurations make the same denoiser calls (same shapes) and reuse them.
 """
 
 from __future__ import annotations
@@ -23,7 +24,10 @@ from mora_agents.bench.configurations import (
     Pipelines,
     Settings,
     approximate,
+    candidate,
     merge,
+    unavailable,
+    unsupported,
 )
 from mora_agents.bench.measure import (
     Recorder,
@@ -32,7 +36,7 @@ from mora_agents.bench.measure import (
     device_name,
     psnr,
 )
-from mora_agents.bench.report import Report, Row
+from mora_agents.bench.report import Report, Row, Skipped
 from mora_agents.bench.workloads import Workload, settings_for
 from mora_agents.models.loading import full_dtype
 from mora_agents.settings import ProgressHook
@@ -49,18 +53,26 @@ class Plan:
     approximate: bool = True
     """Also run each workload's approximate speed-up, as its own row."""
     memory_profile: str | None = None
+    reference: bool = True
+    """Also run `reference` (the paper's code)."""
+    candidates: tuple[str, ...] = ()
+    """Exact speed-up candidates (names in `configurations.CANDIDATES`) to run as their own rows."""
 
 
 def configurations(
+    plan: Plan,
     workload: Workload,
     settings: Settings,
-    with_approximation: bool,
     profile: MemoryProfile | None,
+    candidates: list[str],
 ) -> list[Configuration]:
     """The configurations a workload runs in, `ours` (the exact output) first."""
-    chosen = [OURS, REFERENCE]
-    if with_approximation and workload.approximation is not None:
+    chosen = [OURS]
+    if plan.reference:
+        chosen.append(REFERENCE)
+    if plan.approximate and workload.approximation is not None:
         chosen.append(approximate(*workload.approximation(settings)))
+    chosen += [candidate(name) for name in candidates]
     if profile is not None and workload.name in profile.workloads:
         chosen.append(profile.configuration)
     return chosen
@@ -90,12 +102,14 @@ def _measure(
     workload: Workload,
     configuration: Configuration,
     settings: Settings,
+    flops: dict[str, int],
     peak_tflops: float | None,
     progress: ProgressHook,
 ) -> tuple[Row, np.ndarray]:
+    """A configuration's row and output; the first warm-up run counts the FLOPs of stages missing from `flops`."""
     settings = merge(settings, configuration.overrides)
-    flops: dict[str, int] = {}
     runs: list[list[StageSample]] = []
+    first_run_s = 0.0
     shared = (
         None
         if configuration.per_task
@@ -112,6 +126,8 @@ def _measure(
             recorder = Recorder(plan.device, flops if i == 0 else None)
             pipes = shared or Pipelines(configuration, plan.size, plan.device)
             output = _run_once(plan, workload, configuration, pipes, settings, recorder)
+            if i == 0:
+                first_run_s = sum(sample.seconds for sample in recorder.samples)
             if i >= plan.warmup:
                 runs.append(recorder.samples)
             progress.advance()
@@ -120,7 +136,7 @@ def _measure(
             shared.close()
     overrides = {tool: dict(params) for tool, params in configuration.overrides.items()}
     row = Row.from_runs(
-        workload.name, configuration.name, overrides, setup_s, runs, flops, peak_tflops
+        workload.name, configuration.name, overrides, setup_s, first_run_s, runs, flops, peak_tflops
     )
     return row, output
 
@@ -156,21 +172,31 @@ def run_benchmark(plan: Plan, progress: ProgressHook) -> Report:
             "transformers": transformers.__version__,
         },
         settings=settings,
+        candidates=list(plan.candidates),
     )
+    reasons = {name: unavailable(name, plan.device) for name in plan.candidates}
     for workload in plan.workloads:
+        runnable = []
+        for name in plan.candidates:
+            reason = reasons[name] or unsupported(name, workload.models)
+            if reason:
+                report.skipped.append(Skipped(workload.name, f"ours+{name}", reason))
+            else:
+                runnable.append(name)
         exact_configuration, *others = configurations(
-            workload, settings, plan.approximate, profile
+            plan, workload, settings, profile, runnable
         )
         progress.start(workload.name, (1 + len(others)) * (plan.warmup + plan.repeats))
+        flops: dict[str, int] = {}
         try:
             ours, exact = _measure(
-                plan, workload, exact_configuration, settings, peak_tflops, progress
+                plan, workload, exact_configuration, settings, flops, peak_tflops, progress
             )
             ours.time_vs_ours = 1.0
             report.rows.append(ours)
             for configuration in others:
                 row, output = _measure(
-                    plan, workload, configuration, settings, peak_tflops, progress
+                    plan, workload, configuration, settings, flops, peak_tflops, progress
                 )
                 _compare(row, ours, output, exact)
                 if (
