@@ -15,6 +15,11 @@ def describe_artifact(a: dict[str, Any]) -> str:
     return f"{a['path']} ({size})"
 
 
+def describe_output(output: dict[str, Any] | str) -> str:
+    """A step's output: an artifact (a dict) or text."""
+    return describe_artifact(output) if isinstance(output, dict) else repr(output)
+
+
 def describe(record: Record) -> str:
     m, t = record.message, record.type
     content = m.get("content")
@@ -30,15 +35,11 @@ def describe(record: Record) -> str:
         what = f"call {content['tool']}" if content["tool"] else "answer"
         return f"step {step} -> {content['agent']}: {what}"
     if t.endswith("[StepResult]"):
-        out = content["output"]
-        shown = describe_artifact(out) if isinstance(out, dict) else repr(out)
-        return f"result of {content['step']}: {shown} in {content['seconds']:.1f}s"
+        return f"result of {content['step']}: {describe_output(content['output'])} in {content['seconds']:.1f}s"
     if t.endswith("[StepFailed]"):
         return f"step {content['step']} failed: {content['error']}"
     if t.endswith("[ReviewRequest]"):
-        out = content["output"]
-        shown = describe_artifact(out) if isinstance(out, dict) else repr(out)
-        return f"review {content['step']}: {shown}; options {'/'.join(content['options'])}"
+        return f"review {content['step']}: {describe_output(content['output'])}; options {'/'.join(content['options'])}"
     if t.endswith("[ReviewDecision]"):
         text = f" {content['text']!r}" if content.get("text") else ""
         return f"decision on {content['step']}: {content['decision']}{text} (by {content['by']})"
