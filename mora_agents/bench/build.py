@@ -32,6 +32,7 @@ from diffusers import (
     UNetSpatioTemporalConditionModel,
 )
 from torch import nn
+from torch.overrides import TorchFunctionMode
 from transformers import (
     CLIPImageProcessorPil,
     CLIPTextConfig,
@@ -54,6 +55,7 @@ from mora_agents.pipelines.seine import (
 CONFIG_DIR = Path(__file__).with_name("configs")
 INIT_STD = 0.02
 SIZES = ("full", "tiny")
+META = torch.device("meta")
 DEPENDS: dict[str, tuple[str, ...]] = {"sdxl_refiner": ("sdxl_base",)}
 """Pipelines built from another one's components (the refiner shares the base's text encoder 2 and VAE)."""
 
@@ -183,17 +185,50 @@ def randomize_(module: nn.Module, seed: int, std: float = INIT_STD) -> None:
             param.fill_(1.0)
 
 
+def _fresh_scheduler(pipe: DiffusionPipeline) -> None:
+    """A scheduler's state tensors belong on the CPU in fp32, where `from_pretrained` makes them."""
+    pipe.register_modules(scheduler=pipe.scheduler.from_config(pipe.scheduler.config))
+
+
+class _EmptyOnMeta(TorchFunctionMode):
+    """`torch.empty` without a device (how torch's layers allocate their weights) makes meta tensors; every other
+    tensor, such as a scheduler's tables (which it copies to the CPU), is made on the CPU as usual."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN204 (torch's signature)
+        kwargs = dict(kwargs or {})
+        if func is torch.empty and kwargs.get("device") is None:
+            kwargs["device"] = META
+        return func(*args, **kwargs)
+
+
+def _build_on_meta(key: str, size: str, depends: tuple[DiffusionPipeline, ...]) -> DiffusionPipeline:
+    """Full size: weights allocated on meta in the preset's CUDA dtype. Tiny: built on the CPU, then moved."""
+    if size == "tiny":
+        pipe = build_pipeline(key, size, torch.device("cpu"), *depends)
+    else:
+        with _EmptyOnMeta(), _default_dtype(full_dtype(torch.device("cuda"))):
+            pipe = BUILDERS[size][key](*depends)
+        _fresh_scheduler(pipe)
+    for component in pipe.components.values():
+        if isinstance(component, nn.Module):
+            nn.Module.to(component, META)  # also the few small tensors made otherwise (position ids, norm scales)
+    return pipe
+
+
 def build_pipeline(
     key: str, size: str, device: torch.device, *depends: DiffusionPipeline
 ) -> DiffusionPipeline:
     """The `size` pipeline for a model key, built on `device` in the `full` preset's dtype, seeded random weights.
 
-    `depends` are the pipelines DEPENDS names for `key`; their shared components are left as they are.
+    `depends` are the pipelines DEPENDS names for `key`; their shared components are left as they are. On the
+    meta device (for counting FLOPs) the modules have shapes and no data; at full size, the dtype the preset has
+    on CUDA.
     """
+    if device.type == "meta":
+        return _build_on_meta(key, size, depends)
     with torch.device(device), _default_dtype(full_dtype(device)):
         pipe = BUILDERS[size][key](*depends)
-    # A scheduler's state tensors belong on the CPU in fp32, where `from_pretrained` makes them.
-    pipe.register_modules(scheduler=pipe.scheduler.from_config(pipe.scheduler.config))
+    _fresh_scheduler(pipe)
     shared = {id(module) for other in depends for module in other.components.values()}
     for name, component in pipe.components.items():
         if isinstance(component, nn.Module) and id(component) not in shared:

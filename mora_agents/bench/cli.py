@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -19,6 +19,9 @@ from rich.progress import (
     TextColumn,
     TimeElapsedColumn,
 )
+
+if TYPE_CHECKING:
+    from mora_agents.bench.workloads import Workload
 
 WORKLOAD_HELP = (
     "text_to_image, image_edit, svd_segment, text_to_video_12s, seine_transition"
@@ -58,6 +61,12 @@ class _Bars:
 
     def stop(self) -> None:
         self.task = None
+
+
+def _progress(console: Console) -> Progress:
+    return Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
+    )
 
 
 def bench_command(
@@ -116,6 +125,17 @@ def bench_command(
     markdown_out: Annotated[
         Path | None, typer.Option("--markdown", help="Write the Markdown table.")
     ] = None,
+    count_flops: Annotated[
+        bool,
+        typer.Option(
+            "--count-flops",
+            help="Count the FLOPs of every model call on the meta device instead of timing (no GPU needed; "
+            "--workloads, --size, --gpu, --json and --markdown apply), with the seconds they take at --gpu's peak.",
+        ),
+    ] = False,
+    gpu: Annotated[
+        str, typer.Option(help="With --count-flops: the GPU whose dense bf16 peak the ideal times use.")
+    ] = "H100 SXM",
 ) -> None:
     """Benchmark the paper's workloads on real-size random-weight models: `reference` (the paper's code) vs
     `ours` (the `full` preset), per stage: time, peak memory, denoiser share and TFLOP/s."""
@@ -133,6 +153,9 @@ def bench_command(
         chosen = list(CANDIDATES)
     if size not in SIZES:
         raise _fail(f"--size {size}: unknown (choose from {', '.join(SIZES)})")
+    if count_flops:
+        _count(tuple(WORKLOADS[name] for name in names), size, gpu, json_out, markdown_out)
+        return
     if memory_profile is not None and memory_profile not in MEMORY_PROFILES:
         raise _fail(
             f"--memory-profile {memory_profile}: unknown (choose from {', '.join(MEMORY_PROFILES)})"
@@ -168,19 +191,35 @@ def bench_command(
         reference=reference,
         candidates=tuple(chosen),
     )
-    columns = (
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-    )
-    with Progress(*columns, console=console) as progress:
+    with _progress(console) as progress:
         report = run_benchmark(plan, _Bars(progress))
-    markdown = report.to_markdown()
+    _write(report.to_markdown(), report.to_json(), json_out, markdown_out, console)
+
+
+def _count(
+    workloads: tuple[Workload, ...], size: str, gpu: str, json_out: Path | None, markdown_out: Path | None
+) -> None:
+    from mora_agents.bench.flops import count_flops
+    from mora_agents.bench.measure import DENSE_BF16_TFLOPS, dense_bf16_peak
+
+    peak = dense_bf16_peak(gpu)
+    if peak is None:
+        known = ", ".join(" ".join(sorted(words)) for words, _ in DENSE_BF16_TFLOPS)
+        raise _fail(f"--gpu {gpu}: no dense bf16 peak known for it (known: {known})")
+    console = Console(stderr=True, highlight=False)
+    with _progress(console) as progress:
+        count = count_flops(workloads, size, gpu, peak, _Bars(progress))
+    _write(count.to_markdown(), count.to_json(), json_out, markdown_out, console)
+
+
+def _write(markdown: str, json_text: str, json_out: Path | None, markdown_out: Path | None,
+           console: Console) -> None:
+    """Print the table; write the JSON and the Markdown whole or not at all."""
+    from mora_agents.media import atomic_path
+
     print(markdown)
-    if json_out is not None:
-        json_out.write_text(report.to_json() + "\n", encoding="utf-8")
-        console.print(f"JSON written to {json_out}")
-    if markdown_out is not None:
-        markdown_out.write_text(markdown, encoding="utf-8")
-        console.print(f"Markdown written to {markdown_out}")
+    for path, text, what in ((json_out, json_text + "\n", "JSON"), (markdown_out, markdown, "Markdown")):
+        if path is not None:
+            with atomic_path(path) as tmp:
+                tmp.write_text(text, encoding="utf-8")
+            console.print(f"{what} written to {path}")
