@@ -96,12 +96,15 @@ class FlopCount:
             for row in rows:
                 lines.append(_line(
                     workload, row.stage, row.model, row.dtype, str(row.calls), f"{row.flops / 1e12:.2f}",
-                    f"{row.attention_flops / row.flops:.0%}" if row.flops else "", f"{row.flops / total:.1%}", f"{self.seconds(row.flops):.3f}",
+                    f"{row.attention_flops / row.flops:.0%}" if row.flops else "", f"{row.flops / total:.1%}",
+                    f"{self.seconds(row.flops):.3f}",
                     f"{self.seconds(row.flops, GOAL_FRACTION):.3f}",
                 ))
+            attention = sum(row.attention_flops for row in rows)
             lines.append(_line(
                 f"**{workload}**", "**total**", "", "", str(sum(row.calls for row in rows)), f"**{total / 1e12:.2f}**",
-                f"{sum(row.attention_flops for row in rows) / total:.0%}", "100%", f"**{self.seconds(total):.2f}**", f"**{self.seconds(total, GOAL_FRACTION):.2f}**",
+                f"{attention / total:.0%}", "100%", f"**{self.seconds(total):.2f}**",
+                f"**{self.seconds(total, GOAL_FRACTION):.2f}**",
             ))
         return "\n".join(lines) + "\n"
 
@@ -159,7 +162,8 @@ class _Tally:
         self.workload, self.counter = workload, counter
         self.current = ""
         self.rows: dict[tuple[str, str, str], ModelCalls] = {}
-        self.done: dict[Any, tuple[int, Any]] = {}
+        self.done: dict[Any, tuple[int, int, Any]] = {}
+        """Per call signature: its FLOPs, their part in attention, and the output handed back (CPU zeros)."""
         self.model_flops = 0
         """The counter's FLOPs that were inside model calls (the rest are the pipelines' own)."""
         self.depth = 0
@@ -209,7 +213,7 @@ class _Tally:
         setattr(module, method, call)
 
     def finish(self) -> list[ModelCalls]:
-        """The rows, with the pipelines' own FLOPs as one `pipeline` row of the last stage if there are any."""
+        """The rows, and the pipelines' own FLOPs (outside their models) as one `pipeline` row if there are any."""
         rows = list(self.rows.values())
         own = self.counter.get_total_flops() - self.model_flops
         if own:
