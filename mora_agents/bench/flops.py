@@ -28,7 +28,8 @@ from diffusers.utils import logging as diffusers_logging
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from mora_agents.bench.build import DEPENDS, META, build_pipeline
+from mora_agents.bench.build import META
+from mora_agents.bench.configurations import Configuration, Pipelines
 from mora_agents.bench.report import _line
 from mora_agents.bench.workloads import Workload, settings_for
 from mora_agents.settings import ProgressHook
@@ -167,6 +168,8 @@ class _Tally:
         self.model_flops = 0
         """The counter's FLOPs that were inside model calls (the rest are the pipelines' own)."""
         self.depth = 0
+        self.wrapped: set[int] = set()
+        """The ids of the models already wrapped (the refiner shares two of the base's)."""
 
     @contextmanager
     def stage(self, name: str, denoiser: nn.Module | None = None) -> Iterator[None]:
@@ -184,7 +187,19 @@ class _Tally:
         attention = sum(flops for op, flops in by_op.items() if ATTENTION_OPS & set(str(op).split(".")))
         return attention, self.counter.get_total_flops()
 
-    def wrap(self, name: str, module: nn.Module, method: str) -> None:
+    def prepare(self, key: str, pipe: DiffusionPipeline, device: torch.device) -> DiffusionPipeline:
+        """A freshly built meta pipeline, made to count: each model it does not share with one before wrapped."""
+        pipe.set_progress_bar_config(disable=True)
+        _on_cpu(pipe)
+        for name, component in pipe.components.items():
+            if isinstance(component, nn.Module) and id(component) not in self.wrapped:
+                self.wrapped.add(id(component))
+                for method in (method for method in MODEL_METHODS if hasattr(component, method)):
+                    label = f"{key}.{name}" if method == "forward" else f"{key}.{name}.{method}"
+                    self._wrap(label, component, method)
+        return pipe
+
+    def _wrap(self, name: str, module: nn.Module, method: str) -> None:
         original: Callable[..., Any] = getattr(module, method)
 
         @functools.wraps(original)  # pipelines read the signature (SVD passes `num_frames` if `forward` takes it)
@@ -227,38 +242,11 @@ def _on_cpu(pipe: DiffusionPipeline) -> None:
     pipe.__class__ = type(cls.__name__, (cls,), {"_execution_device": property(lambda self: CPU)})
 
 
-def meta_pipelines(keys: tuple[str, ...], size: str) -> dict[str, DiffusionPipeline]:
-    """The pipelines of `keys` (and those they depend on), their models on meta in the `full` preset's GPU dtype."""
-    pipes: dict[str, DiffusionPipeline] = {}
-
-    def get(key: str) -> DiffusionPipeline:
-        if key not in pipes:
-            depends = [get(other) for other in DEPENDS.get(key, ())]
-            pipe = build_pipeline(key, size, META, *depends)
-            pipe.set_progress_bar_config(disable=True)
-            _on_cpu(pipe)
-            pipes[key] = pipe
-        return pipes[key]
-
-    for key in keys:
-        get(key)
-    return pipes
-
-
 def count_workload(workload: Workload, size: str, seed: int = 0) -> list[ModelCalls]:
     """Every model call of one run of the workload, with its FLOPs, by stage."""
-    pipes = meta_pipelines(workload.models, size)
     with FlopCounterMode(display=False) as counter:
         tally = _Tally(workload.name, counter)
-        wrapped: set[int] = set()
-        for key, pipe in pipes.items():
-            for name, component in pipe.components.items():
-                if isinstance(component, nn.Module) and id(component) not in wrapped:
-                    wrapped.add(id(component))
-                    for method in MODEL_METHODS:
-                        if hasattr(component, method):
-                            label = f"{key}.{name}" if method == "forward" else f"{key}.{name}.{method}"
-                            tally.wrap(label, component, method)
+        pipes = Pipelines(Configuration("count", tally.prepare), size, META)
         with torch.inference_mode():
             workload.run(pipes, settings_for(size), tally, seed)
     return tally.finish()
