@@ -9,10 +9,11 @@ from autogen_core.models import ModelInfo
 from autogen_ext.models.openai import OpenAIChatCompletionClient
 from fake_openai import FakeOpenAI, text_reply
 
-from mora_agents.agents.messages import PlanMessage, RequestMessage, StepFailedMessage, UserRequest
+from mora_agents.agents.messages import PlanMessage, RequestMessage, StepFailedMessage
 from mora_agents.agents.planner import PlannerAgent
 from mora_agents.llm.offline import OfflineChatCompletionClient, enhance
 from mora_agents.sop.loader import find_sops
+from mora_agents.sop.messages import UserRequest
 
 SOPS = {name: sop for name, (sop, _) in find_sops().items()}
 

@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from mora_agents.agents.messages import ReviewRequest
 from mora_agents.errors import MoraError
 from mora_agents.media import sha256_file
 from mora_agents.runs.catalog import read_info, run_status
 from mora_agents.runs.review import TextReviewer, parse_decision, scripted
 from mora_agents.runs.runner import RunOptions, resume_run, run_request
 from mora_agents.runs.transcript import read_transcript
+from mora_agents.sop.messages import ReviewRequest
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 FOX = "a red fox running through snow"

@@ -11,10 +11,10 @@ import pytest
 from conftest import make_image, make_video
 from PIL import Image
 
-from mora_agents.agents.messages import StepRequest, StepResult
 from mora_agents.media import probe, read_video, sha256_file
 from mora_agents.runs.runner import RunOptions, run_request
 from mora_agents.runs.transcript import read_transcript
+from mora_agents.sop.messages import StepRequest, StepResult
 
 
 def run(tmp_path: Path, text: str, **kwargs):

@@ -11,7 +11,12 @@ import pytest
 import torch
 
 from mora_agents.models.seine_unet import SEINEUNet3D
-from mora_agents.pipelines import SEINEPipeline, load_seine_pipeline, seine_scheduler, tiny_seine_pipeline
+from mora_agents.pipelines import (
+    SEINEPipeline,
+    load_seine_pipeline,
+    seine_scheduler,
+    tiny_seine_pipeline,
+)
 
 SIZE = 64
 

@@ -18,23 +18,25 @@ from autogen_core import CancellationToken
 from mora_agents.agents.base import StreamingAgent
 from mora_agents.agents.messages import (
     PlanMessage,
-    ReviewDecision,
     ReviewDecisionMessage,
-    ReviewRequest,
     ReviewRequestMessage,
-    RunFinished,
     RunFinishedMessage,
     StepFailedMessage,
     StepRequestMessage,
-    StepResult,
     StepResultMessage,
-    step_key,
 )
 from mora_agents.errors import InputError
 from mora_agents.media import Artifact, atomic_copy
-from mora_agents.models.loading import check_available
+from mora_agents.pipelines.loading import check_available
 from mora_agents.settings import settings
 from mora_agents.sop.execution import Execution, validate_inputs
+from mora_agents.sop.messages import (
+    ReviewDecision,
+    ReviewRequest,
+    RunFinished,
+    StepResult,
+    step_key,
+)
 from mora_agents.sop.schema import SOP
 from mora_agents.tools.registry import get_tool
 

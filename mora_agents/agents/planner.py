@@ -11,21 +11,20 @@ from collections.abc import AsyncGenerator, Sequence
 from autogen_agentchat.base import Response
 from autogen_agentchat.messages import BaseAgentEvent, BaseChatMessage, ThoughtEvent
 from autogen_core import CancellationToken
-from autogen_core.models import AssistantMessage, ChatCompletionClient, LLMMessage, SystemMessage, UserMessage
+from autogen_core.models import (
+    AssistantMessage,
+    ChatCompletionClient,
+    LLMMessage,
+    SystemMessage,
+    UserMessage,
+)
 from pydantic import ValidationError
 
 from mora_agents.agents.base import StreamingAgent
-from mora_agents.agents.messages import (
-    Plan,
-    PlanChoice,
-    PlanMessage,
-    RequestMessage,
-    StepFailed,
-    StepFailedMessage,
-    UserRequest,
-)
+from mora_agents.agents.messages import PlanMessage, RequestMessage, StepFailedMessage
 from mora_agents.errors import InputError, validation_summary
 from mora_agents.llm.prompts import PLANNER_SYSTEM, planner_prompt
+from mora_agents.sop.messages import Plan, PlanChoice, StepFailed, UserRequest
 from mora_agents.sop.schema import SOP
 
 

@@ -37,17 +37,15 @@ from pydantic import ValidationError
 
 from mora_agents.agents.base import StreamingAgent
 from mora_agents.agents.messages import (
-    StepFailed,
     StepFailedMessage,
-    StepRequest,
     StepRequestMessage,
-    StepResult,
     StepResultMessage,
 )
 from mora_agents.errors import validation_summary
 from mora_agents.llm.prompts import step_prompt
 from mora_agents.media import Artifact
 from mora_agents.settings import settings
+from mora_agents.sop.messages import StepFailed, StepRequest, StepResult
 from mora_agents.tools.registry import REGISTRY, get_tool
 
 

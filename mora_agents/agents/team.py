@@ -29,9 +29,9 @@ from mora_agents.agents.messages import (
     StepResultMessage,
 )
 from mora_agents.agents.planner import PlannerAgent
-from mora_agents.agents.roles import ROLES
 from mora_agents.agents.step_agent import MediaAgent, ModelAgent, StepAgent
 from mora_agents.llm.prompts import PROMPT_AGENT_SYSTEM, TOOL_AGENT_SYSTEM
+from mora_agents.sop.roles import ROLES
 from mora_agents.sop.schema import SOP
 
 MAX_MESSAGES = 2000

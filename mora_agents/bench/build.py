@@ -43,9 +43,9 @@ from transformers import (
 )
 
 from mora_agents.models import tiny
-from mora_agents.models.loading import REFINER_SHARES, full_dtype
 from mora_agents.models.seine_unet import SEINE_CONFIG_PATH, SEINEUNet3D
 from mora_agents.models.tokenizer import tiny_clip_tokenizer
+from mora_agents.pipelines.loading import REFINER_SHARES, full_dtype
 from mora_agents.pipelines.seine import (
     SEINEPipeline,
     seine_scheduler,

@@ -142,10 +142,14 @@ def bench_command(
     import torch
 
     from mora_agents.bench.build import SIZES
-    from mora_agents.bench.configurations import CANDIDATES, MEMORY_PROFILES, unavailable
+    from mora_agents.bench.configurations import (
+        CANDIDATES,
+        MEMORY_PROFILES,
+        unavailable,
+    )
     from mora_agents.bench.runner import Plan, run_benchmark
     from mora_agents.bench.workloads import WORKLOADS
-    from mora_agents.models.loading import resolve_device
+    from mora_agents.pipelines.loading import resolve_device
 
     names = _names("--workloads", workloads, list(WORKLOADS)) if workloads else list(WORKLOADS)
     chosen = _names("--candidates", candidates, [*CANDIDATES, "all"]) if candidates else []

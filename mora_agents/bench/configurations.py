@@ -21,7 +21,7 @@ from diffusers import DiffusionPipeline
 from torch import nn
 
 from mora_agents.bench.build import DEPENDS, build_pipeline
-from mora_agents.models.loading import finish_pipeline
+from mora_agents.pipelines.loading import finish_pipeline
 
 Settings = Mapping[str, Mapping[str, Any]]
 """Tool parameters by tool name, as in `tools.defaults.DEFAULTS[preset]`."""

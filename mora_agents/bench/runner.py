@@ -38,7 +38,7 @@ from mora_agents.bench.measure import (
 )
 from mora_agents.bench.report import Report, Row, Skipped
 from mora_agents.bench.workloads import Workload, settings_for
-from mora_agents.models.loading import full_dtype
+from mora_agents.pipelines.loading import full_dtype
 from mora_agents.settings import ProgressHook
 
 

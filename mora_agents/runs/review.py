@@ -18,8 +18,8 @@ from __future__ import annotations
 import inspect
 from collections.abc import Awaitable, Callable, Iterable
 
-from mora_agents.agents.messages import ReviewDecision, ReviewRequest
 from mora_agents.errors import MoraError
+from mora_agents.sop.messages import ReviewDecision, ReviewRequest
 
 Reviewer = Callable[[ReviewRequest], "ReviewDecision | Awaitable[ReviewDecision]"]
 InputFunc = Callable[..., "str | Awaitable[str]"]

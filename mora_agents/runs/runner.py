@@ -39,21 +39,19 @@ from mora_agents.agents.messages import (
     PlanMessage,
     RequestMessage,
     ReviewDecisionMessage,
-    ReviewRequest,
     ReviewRequestMessage,
-    RunFinished,
     RunFinishedMessage,
-    UserRequest,
 )
 from mora_agents.agents.team import CHECKPOINTS, build_team
 from mora_agents.errors import InputError, MoraError, validation_summary
 from mora_agents.media import Artifact, article, atomic_path, probe, sha256_file
-from mora_agents.models.loading import MEMORY_PROFILES
+from mora_agents.pipelines.loading import MEMORY_PROFILES
 from mora_agents.runs.catalog import read_info, run_status
 from mora_agents.runs.review import Reviewer, auto_accept, decide
 from mora_agents.runs.transcript import Record, TranscriptWriter
 from mora_agents.settings import use_settings
 from mora_agents.sop.loader import find_sops
+from mora_agents.sop.messages import ReviewRequest, RunFinished, UserRequest
 from mora_agents.sop.schema import SOP
 from mora_agents.tools.registry import get_tool
 

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mora_agents.agents.messages import StepRequest, StepResult, step_key
 from mora_agents.errors import InputError
 from mora_agents.media import Artifact, article, probe
+from mora_agents.sop.messages import StepRequest, StepResult, step_key
 from mora_agents.sop.schema import SOP, StepSpec
 from mora_agents.sop.template import render
 from mora_agents.tools.registry import get_tool

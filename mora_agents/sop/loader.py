@@ -8,8 +8,8 @@ from pathlib import Path
 import yaml
 from pydantic import ValidationError
 
-from mora_agents.agents.roles import ROLES
 from mora_agents.errors import InputError
+from mora_agents.sop.roles import ROLES
 from mora_agents.sop.schema import SOP
 from mora_agents.sop.template import references
 

@@ -8,8 +8,15 @@ import numpy as np
 import torch
 from PIL import Image
 
-from mora_agents.media import Artifact, probe, read_video, resample_fps, resize_frames, write_video
-from mora_agents.models.loading import load_pipeline
+from mora_agents.media import (
+    Artifact,
+    probe,
+    read_video,
+    resample_fps,
+    resize_frames,
+    write_video,
+)
+from mora_agents.pipelines.loading import load_pipeline
 from mora_agents.settings import output_path, settings
 from mora_agents.tools.defaults import fill_defaults, generator
 from mora_agents.tools.registry import register

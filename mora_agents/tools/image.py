@@ -7,7 +7,7 @@ from typing import Annotated
 import torch
 
 from mora_agents.media import Artifact, load_image, probe, save_image
-from mora_agents.models.loading import load_pipeline
+from mora_agents.pipelines.loading import load_pipeline
 from mora_agents.settings import denoise_callback, output_path, settings
 from mora_agents.tools.defaults import fill_defaults, generator
 from mora_agents.tools.registry import register

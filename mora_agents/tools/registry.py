@@ -27,7 +27,7 @@ class ToolSpec:
     media: dict[str, str] = field(default_factory=dict)
     """Parameters that take media paths, with their kind: {"image": "image"} or {"videos": "video"}."""
     models: tuple[str, ...] = ()
-    """Model keys the tool loads (see mora_agents.models.loading.MODEL_IDS)."""
+    """Model keys the tool loads (see mora_agents.pipelines.loading.MODEL_IDS)."""
 
     @property
     def description(self) -> str:

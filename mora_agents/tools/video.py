@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from mora_agents.media import Artifact, fit_image, load_image, probe, write_video
-from mora_agents.models.loading import load_pipeline
+from mora_agents.pipelines.loading import load_pipeline
 from mora_agents.settings import denoise_callback, output_path, settings
 from mora_agents.tools.defaults import fill_defaults, generator
 from mora_agents.tools.registry import register

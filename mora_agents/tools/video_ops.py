@@ -7,7 +7,15 @@ from typing import Annotated
 import numpy as np
 from PIL import Image
 
-from mora_agents.media import Artifact, probe, read_video, resample_fps, resize_frames, save_image, write_video
+from mora_agents.media import (
+    Artifact,
+    probe,
+    read_video,
+    resample_fps,
+    resize_frames,
+    save_image,
+    write_video,
+)
 from mora_agents.settings import output_path
 from mora_agents.tools.registry import register
 

@@ -14,7 +14,12 @@ import numpy as np
 from mora_agents.eval._deps import require
 from mora_agents.eval.backends import ReferenceUnavailableError
 from mora_agents.eval.features import dis_flow
-from mora_agents.eval.formulas import is_dynamic, motion_threshold, required_moving_pairs, top_flow_magnitude
+from mora_agents.eval.formulas import (
+    is_dynamic,
+    motion_threshold,
+    required_moving_pairs,
+    top_flow_magnitude,
+)
 from mora_agents.eval.metrics.base import EvalContext, reference_or_fallback
 from mora_agents.eval.result import MetricResult
 from mora_agents.eval.result import fallback as fallback_label

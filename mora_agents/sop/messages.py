@@ -1,0 +1,130 @@
+"""The structured contents agents exchange (pydantic models): requests, plans, step results, reviews.
+
+Requests carry explicit tool arguments; results carry artifact references, never pixels. The agents send
+them as autogen `StructuredMessage`s (`mora_agents.agents.messages`); the SOP execution reads and makes them.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from mora_agents.media import Artifact
+
+
+class UserRequest(BaseModel):
+    """What a person asked for: free text plus attached files (paths inside the run directory)."""
+
+    text: str
+    images: list[str] = []
+    videos: list[str] = []
+    task: str | None = None
+    """A task forced by the person (`--task`); the planner then only fills the inputs."""
+    duration: float | None = None
+    previous: str | None = None
+    """In a chat, the result of the turn before (copied into the run directory): what "it" refers to."""
+
+
+class PlanChoice(BaseModel):
+    """What the planner's LLM decides: the SOP and the textual inputs."""
+
+    task: str = Field(description="name of the SOP to follow")
+    prompt: str = Field(description="the request's description of the video, without file references")
+    duration: float | None = Field(default=None, description="requested length in seconds, if stated")
+    reason: str = Field(description="one sentence: why this SOP")
+
+
+class Plan(BaseModel):
+    """The SOP to run and its filled inputs (media inputs as paths inside the run directory)."""
+
+    task: str
+    inputs: dict[str, Any]
+    reason: str = ""
+
+
+def step_key(step: str, iteration: int) -> str:
+    """A request's or result's identity within a run: `segments`, `segments#2`, `segments.chain#2`."""
+    return step if iteration == 0 else f"{step}#{iteration}"
+
+
+class StepRequest(BaseModel):
+    step: str
+    iteration: int = 0
+    agent: str
+    tool: str | None
+    """None: the agent answers in text (e.g. the prompt agent's enhanced prompt)."""
+    arguments: dict[str, Any]
+    media: dict[str, list[Artifact]] = {}
+    """The media files among the arguments, with their sha256, by parameter."""
+
+    @property
+    def key(self) -> str:
+        return step_key(self.step, self.iteration)
+
+
+class StepResult(BaseModel):
+    step: str
+    iteration: int = 0
+    agent: str
+    tool: str | None
+    arguments: dict[str, Any]
+    """The arguments the tool actually ran with."""
+    output: Artifact | str
+    seconds: float
+
+    @property
+    def key(self) -> str:
+        return step_key(self.step, self.iteration)
+
+
+class StepFailed(BaseModel):
+    step: str
+    iteration: int = 0
+    agent: str
+    error: str
+    rejected: bool = False
+    """True when the cause is bad user input (nothing is generated; the CLI exits with code 2)."""
+
+
+Decision = Literal["next", "repeat", "edit", "stop"]
+
+
+class ReviewRequest(BaseModel):
+    """A review point: the conductor asks a person to judge a step's output."""
+
+    step: str
+    iteration: int = 0
+    agent: str
+    output: Artifact | str
+    options: list[Decision]
+    """What the person may answer; repeat and edit are gone once `repeats_left` is 0."""
+    repeats_left: int
+    edit: str | None = None
+    """What an edit rewrites: a tool argument (e.g. `prompt`), `output` for a text step, None: no edit."""
+    text: str | None = None
+    """The current value of what an edit rewrites, to start the person's edit from."""
+
+    @property
+    def key(self) -> str:
+        return step_key(self.step, self.iteration)
+
+
+class ReviewDecision(BaseModel):
+    """A person's (or the automatic reviewer's) answer to a ReviewRequest."""
+
+    step: str
+    iteration: int = 0
+    decision: Decision
+    text: str | None = None
+    """The rewritten prompt or instruction (edit only)."""
+    by: str
+    """Who decided: `auto` when review is off, otherwise the input source's name (e.g. `terminal`)."""
+
+
+class RunFinished(BaseModel):
+    status: Literal["finished", "failed", "rejected", "stopped"]
+    """rejected: the plan's inputs were invalid (bad user input); nothing was generated.
+    stopped: a person chose stop at a review point."""
+    result: Artifact | None = None
+    error: str | None = None
