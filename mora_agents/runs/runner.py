@@ -24,7 +24,7 @@ import re
 import shutil
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -162,50 +162,71 @@ def validate_request(text: str, images: list[Path], videos: list[Path], task: st
     return sops
 
 
-async def run_request(text: str, *, images: list[Path] = (), videos: list[Path] = (), task: str | None = None,
+def prepare_run(text: str, *, images: Sequence[Path] = (), videos: Sequence[Path] = (), task: str | None = None,
+                duration: float | None = None, previous: Path | None = None, options: RunOptions | None = None,
+                run_dir: Path | None = None) -> Path:
+    """Check a request and make its run directory (inputs copied, run.json with status `queued`); nothing runs yet.
+
+    Bad input raises InputError with nothing left on disk. `run_dir`: the exact directory to make (it must not
+    exist), else a new `<time>-<slug>` folder under `options.out`. `resume_run` then runs it from the start.
+    """
+    options = options or RunOptions()
+    images, videos = [Path(p) for p in images], [Path(p) for p in videos]
+    with use_settings(preset=options.preset, device=options.device, memory_profile=options.memory_profile):
+        validate_request(text, images, videos, task, duration, options)
+        if previous is not None and probe(previous).kind != "video":
+            raise InputError(f"{previous}: the previous result is not a video")
+    seed = options.seed if options.seed is not None else random.randrange(2**31)
+    if run_dir is None:
+        run_dir = _new_run_dir(options.out.resolve(), text)  # absolute: tools may run in another cwd
+    else:
+        run_dir = run_dir.resolve()
+        try:
+            run_dir.mkdir(parents=True)
+        except FileExistsError:
+            raise InputError(f"{run_dir}: already exists; a new run needs a new directory") from None
+    try:
+        copied = _copy_inputs([*images, *videos, *([previous] if previous else [])], run_dir)
+        n_images, n_files = len(images), len(images) + len(videos)
+        request = UserRequest(text=text, images=copied[:n_images], videos=copied[n_images:n_files], task=task,
+                              duration=duration, previous=copied[-1] if previous else None)
+        _write_json(run_dir / "run.json", {
+            "request": request.model_dump(), "task": None, "preset": options.preset, "device": options.device,
+            "memory_profile": options.memory_profile, "seed": seed, "overrides": options.overrides,
+            "max_repeats": options.max_repeats, "sops_dir": str(options.sops_dir or ""),
+            "noise": options.preset == "tiny", "status": "queued", "seconds": 0.0,
+            "created": datetime.now().isoformat()})
+    except BaseException:
+        shutil.rmtree(run_dir, ignore_errors=True)
+        raise
+    return run_dir
+
+
+async def run_request(text: str, *, images: Sequence[Path] = (), videos: Sequence[Path] = (), task: str | None = None,
                       duration: float | None = None, previous: Path | None = None, options: RunOptions | None = None,
-                      model_client: ChatCompletionClient | None = None,
+                      run_dir: Path | None = None, model_client: ChatCompletionClient | None = None,
                       on_record: Callable[[Record, Path], None] | None = None, reviewer: Reviewer = auto_accept
                       ) -> RunOutcome:
     """Run one request through the group chat. Bad input raises InputError with nothing left on disk;
     a failure during work raises MoraError with the run directory kept (status and error recorded).
 
     `previous` is the video a follow-up refers to ("extend it"); `reviewer` answers the SOP's review
-    points (`auto_accept` unless a person reviews, see `mora_agents.runs.review`).
+    points (`auto_accept` unless a person reviews, see `mora_agents.runs.review`); `run_dir` as in `prepare_run`.
     """
-    from mora_agents.llm import client_from_env
-
-    options = options or RunOptions()
-    images, videos = [Path(p) for p in images], [Path(p) for p in videos]
-    with use_settings(preset=options.preset, device=options.device, memory_profile=options.memory_profile):
-        sops = validate_request(text, images, videos, task, duration, options)
-        if previous is not None and probe(previous).kind != "video":
-            raise InputError(f"{previous}: the previous result is not a video")
-        model_client = model_client or client_from_env()
-        seed = options.seed if options.seed is not None else random.randrange(2**31)
-        run_dir = _new_run_dir(options.out.resolve(), text)  # absolute: tools may run in another cwd
-        copied = _copy_inputs([*images, *videos, *([previous] if previous else [])], run_dir)
-        n_images, n_files = len(images), len(images) + len(videos)
-        request = UserRequest(text=text, images=copied[:n_images], videos=copied[n_images:n_files], task=task,
-                              duration=duration, previous=copied[-1] if previous else None)
-        info: dict[str, Any] = {"request": request.model_dump(), "task": None, "preset": options.preset,
-                                "device": options.device, "memory_profile": options.memory_profile, "seed": seed,
-                                "overrides": options.overrides, "max_repeats": options.max_repeats,
-                                "sops_dir": str(options.sops_dir or ""),
-                                "noise": options.preset == "tiny", "status": "running", "seconds": 0.0,
-                                "started": datetime.now().isoformat()}
-        session = _Session(run_dir, info, sops, model_client, on_record, reviewer)
-        try:
-            return await session.drive(RequestMessage(content=request, source="user"))
-        except InputError:
-            shutil.rmtree(run_dir, ignore_errors=True)
-            raise
+    run_dir = prepare_run(text, images=images, videos=videos, task=task, duration=duration, previous=previous,
+                          options=options, run_dir=run_dir)
+    try:
+        return await resume_run(run_dir, model_client=model_client, on_record=on_record, reviewer=reviewer)
+    except InputError:
+        shutil.rmtree(run_dir, ignore_errors=True)
+        raise
 
 
 async def resume_run(run_dir: Path, *, device: str | None = None, memory_profile: str | None = None,
                      model_client: ChatCompletionClient | None = None,
                      on_record: Callable[[Record, Path], None] | None = None, reviewer: Reviewer = auto_accept) -> RunOutcome:
-    """Continue an interrupted or failed run from its last checkpoint; finished steps are not run again.
+    """Run a queued run, or continue an interrupted or failed one from its last checkpoint; finished steps are not
+    run again.
 
     Their files are first checked against the sha256 recorded when they were made. `device` and
     `memory_profile` change where the rest runs (e.g. after running out of GPU memory).
@@ -215,8 +236,8 @@ async def resume_run(run_dir: Path, *, device: str | None = None, memory_profile
     run_dir = run_dir.resolve()
     info = read_info(run_dir)
     status = run_status(info)
-    if status not in ("interrupted", "failed", "waiting for review"):
-        raise InputError(f"{run_dir}: the run is {status}; only interrupted, failed or waiting runs can be resumed")
+    if status not in ("queued", "interrupted", "failed", "waiting for review"):
+        raise InputError(f"{run_dir}: the run is {status}; only queued, interrupted, failed or waiting runs can be run")
     if device is not None:
         info["device"] = device
     if memory_profile is not None and memory_profile not in MEMORY_PROFILES:
@@ -232,8 +253,9 @@ async def resume_run(run_dir: Path, *, device: str | None = None, memory_profile
             await session.team.load_state(json.loads(state_path.read_text(encoding="utf-8")))
             session.verify_artifacts()
             task = None
-        session.transcript.note("runner", "Resumed", f"resumed a run that was {status}"
-                                + (" from its last checkpoint" if task is None else " from the start"))
+        if status != "queued":
+            session.transcript.note("runner", "Resumed", f"resumed a run that was {status}"
+                                    + (" from its last checkpoint" if task is None else " from the start"))
         pending = info.get("pending_review")
         return await session.drive(task, ReviewRequest.model_validate(pending) if pending else None)
 
@@ -304,7 +326,8 @@ class _Session:
     async def drive(self, task: Any, pending: ReviewRequest | None = None) -> RunOutcome:
         """Run turns until the run ends; `pending`: a review to answer first (a resumed run that waited)."""
         start, previous_seconds = time.monotonic(), self.info["seconds"]
-        self.save_info(status="running", pid=os.getpid(), host=socket.gethostname())
+        self.save_info(status="running", pid=os.getpid(), host=socket.gethostname(),
+                       started=self.info.get("started") or datetime.now().isoformat())
         try:
             if pending is not None:
                 task = await self.review(pending)
