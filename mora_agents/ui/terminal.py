@@ -6,7 +6,7 @@ Used by `mora run`, `mora resume` and `mora chat`.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -78,8 +78,10 @@ def _media(record: Record) -> list[dict[str, Any]]:
 class TerminalUI:
     """Prints each record as it happens (speaker, type, text, media) and draws the tools' progress."""
 
-    def __init__(self, console: Console) -> None:
+    def __init__(self, console: Console, notice: str | None = None) -> None:
         self.console = console
+        self.notice = notice
+        """Printed once, before the first record (e.g. the tiny preset's warning)."""
         self.thumbnails = console.is_terminal and console.color_system in ("truecolor", "256")
         self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                                  TimeElapsedColumn(), console=console, transient=True)
@@ -87,8 +89,9 @@ class TerminalUI:
 
     @contextmanager
     def live(self) -> Iterator[TerminalUI]:
-        """Draw the tools' progress bars while the block runs."""
-        with self.progress, use_settings(progress=RichProgress(self.progress)):
+        """Draw the tools' progress bars while the block runs (on a terminal; elsewhere they would be noise)."""
+        bars = self.progress if self.console.is_terminal else nullcontext()
+        with bars, use_settings(progress=RichProgress(self.progress)):
             self._live = True
             try:
                 yield self
@@ -97,6 +100,9 @@ class TerminalUI:
 
     def show(self, record: Record, run_dir: Path) -> None:
         """One record: speaker, message type and text; media as path, size, frames and a thumbnail."""
+        if self.notice:
+            self.console.print(self.notice)
+            self.notice = None
         kind = record.type.removeprefix("StructuredMessage[").rstrip("]")
         style = "red" if record.kind == "error" else "yellow" if record.kind == "note" else "bold cyan"
         self.console.print(f"[{style}]{escape(record.source)}[/] [dim]{escape(kind)}[/] {escape(describe(record))}")
