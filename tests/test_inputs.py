@@ -138,9 +138,10 @@ def test_a_huge_image_is_copied_at_model_size_and_tools_bound_their_working_size
     with Image.open(copied) as image:
         assert (image.format, image.mode, image.size) == ("PNG", "RGB", (MAX_WORK_SIDE, MAX_WORK_SIDE))
         assert image.getpixel((100, 100)) == (90, 160, 30)
-    edited = edit_image(str(big), "make it snowy", seed=1)  # a library call: the tool bounds its own size
-    assert (edited.width, edited.height) == (128, 128)
     assert sha256_file(big) == digest
+    large = png(tmp_path / "large.png", 1600, 1200)  # a library call: the tool bounds its own working size
+    edited = edit_image(str(large), "make it snowy", seed=1)
+    assert (edited.width, edited.height) == (128, 96)
 
 
 # -- videos -------------------------------------------------------------------------------------
@@ -216,6 +217,7 @@ def test_bad_output_paths_are_one_line(tmp_path: Path, command: str, make, messa
 @pytest.mark.parametrize("item, message", [
     ("text_to_image.steps=0", "greater than or equal to 1"),
     ("text_to_image.steps=-5", "greater than or equal to 1"),
+    ("text_to_image.steps=true", "a number is needed, not true or false"),
     ("text_to_image.steps=100000", "less than or equal to 1000"),
     ("text_to_image.width=65", "multiple of 8"),
     ("text_to_image.width=100000", "less than or equal to 2048"),

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, Field
+from pydantic import AfterValidator, BeforeValidator, Field
 
 from mora_agents.inputs import MAX_SEED, MAX_WORK_SIDE, text_problem
 from mora_agents.media import MAX_FPS
@@ -32,17 +32,31 @@ def _text(value: str) -> str:
 Text = Annotated[str, Field(min_length=1, max_length=MAX_PROMPT_CHARS), AfterValidator(_text)]
 """A prompt or instruction: not blank, at most MAX_PROMPT_CHARS characters."""
 OptionalText = Annotated[str, Field(max_length=MAX_PROMPT_CHARS)]
-Side = Annotated[int, Field(ge=64, le=MAX_WORK_SIDE, multiple_of=8)]
+def _not_bool(value: object) -> object:
+    if isinstance(value, bool):  # pydantic would read true as 1
+        raise ValueError("a number is needed, not true or false")
+    return value
+
+
+def _whole(**bounds: int) -> object:
+    return Annotated[int, Field(**bounds), BeforeValidator(_not_bool)]
+
+
+def _real(**bounds: float) -> object:
+    return Annotated[float, Field(allow_inf_nan=False, **bounds), BeforeValidator(_not_bool)]
+
+
+Side = _whole(ge=64, le=MAX_WORK_SIDE, multiple_of=8)
 """A width or height in pixels: a multiple of 8 (the VAEs' factor) from 64 to MAX_WORK_SIDE."""
-Steps = Annotated[int, Field(ge=1, le=MAX_STEPS)]
-Frames = Annotated[int, Field(ge=2, le=MAX_FRAMES)]
-Chunk = Annotated[int, Field(ge=1, le=MAX_FRAMES)]
+Steps = _whole(ge=1, le=MAX_STEPS)
+Frames = _whole(ge=2, le=MAX_FRAMES)
+Chunk = _whole(ge=1, le=MAX_FRAMES)
 """Frames a VAE decodes at once."""
-Fps = Annotated[int, Field(ge=1, le=int(MAX_FPS))]
-Guidance = Annotated[float, Field(ge=0, le=50, allow_inf_nan=False)]
+Fps = _whole(ge=1, le=int(MAX_FPS))
+MotionBucket = _whole(ge=0, le=255)
+Seed = _whole(ge=0, le=MAX_SEED)
+Guidance = _real(ge=0, le=50)
 """A classifier-free guidance scale (1 or less turns guidance off)."""
-Fraction = Annotated[float, Field(gt=0, lt=1, allow_inf_nan=False)]
-Strength = Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
-MotionBucket = Annotated[int, Field(ge=0, le=255)]
-Seed = Annotated[int, Field(ge=0, le=MAX_SEED)]
+Fraction = _real(gt=0, lt=1)
+Strength = _real(ge=0, le=1)
 Sampler = Literal["ddpm", "ddim"]
