@@ -94,10 +94,10 @@ def check_attachment(path: Path, kind: str, label: str, max_seconds: float | Non
     artifact = probe(path, label=label)
     if artifact.kind != kind:
         raise InputError(f"{label}: is {article(artifact.kind)}, not {article(kind)}")
-    size = f"{artifact.width}x{artifact.height} pixels"
-    if min(artifact.width, artifact.height) < MIN_SIDE:
+    size, short, long = f"{artifact.width}x{artifact.height} pixels", *sorted((artifact.width, artifact.height))
+    if short < MIN_SIDE:
         raise InputError(f"{label}: {size} is too small (at least {MIN_SIDE} px per side)")
-    if kind == "image" and max(artifact.width, artifact.height) > MAX_ASPECT_RATIO * min(artifact.width, artifact.height):
+    if kind == "image" and long > MAX_ASPECT_RATIO * short:
         raise InputError(f"{label}: {size} is wider than {MAX_ASPECT_RATIO:g}:1 (most of it would be cropped away); "
                          "crop it first")
     if kind == "video" and artifact.frames < MIN_VIDEO_FRAMES:
@@ -132,7 +132,7 @@ def _check_writable(folder: Path, label: str) -> None:
 
 
 def check_output_dir(path: Path, label: str) -> Path:
-    """A folder to write into: an existing writable folder, or a new one whose parent folder exists and is writable."""
+    """A folder to write into: an existing writable folder, or a new one in an existing writable folder."""
     name = f"{label} {path}"
     if path.exists() and not path.is_dir():
         raise InputError(f"{name}: is a file, not a folder")
@@ -170,18 +170,11 @@ def parse_sets(items: list[str]) -> dict[str, dict[str, Any]]:
 
 
 def _plain_value(raw: str, label: str) -> Any:
-    if any(isinstance(token, yaml.TagToken) for token in _tokens(raw, label)):
-        raise InputError(f"{label}: YAML tags are not allowed; give a plain value")
     try:
+        if any(isinstance(token, (yaml.TagToken, yaml.AnchorToken, yaml.AliasToken)) for token in yaml.scan(raw)):
+            raise InputError(f"{label}: YAML tags, anchors and aliases are not allowed; give a plain value")
         value = yaml.safe_load(raw) if raw else ""
     except yaml.YAMLError as e:
         raise InputError(f"{label}: not a valid value ({str(e).splitlines()[0]})") from None
     plain = (str, int, float, bool, list, dict, type(None))
     return value if isinstance(value, plain) else raw  # e.g. a date-like text stays text
-
-
-def _tokens(raw: str, label: str) -> list[yaml.Token]:
-    try:
-        return list(yaml.scan(raw))
-    except yaml.YAMLError as e:
-        raise InputError(f"{label}: not a valid value ({str(e).splitlines()[0]})") from None

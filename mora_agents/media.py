@@ -99,7 +99,8 @@ def media_kind(path: Path, label: str | None = None) -> MediaKind:
         return "image"
     if suffix in VIDEO_SUFFIXES:
         return "video"
-    raise InputError(f"{label or path}: unsupported file type '{suffix}' (images: {sorted(IMAGE_SUFFIXES)}, videos: {sorted(VIDEO_SUFFIXES)})")
+    raise InputError(f"{label or path}: unsupported file type '{suffix}' (images: {sorted(IMAGE_SUFFIXES)}, "
+                     f"videos: {sorted(VIDEO_SUFFIXES)})")
 
 
 # -- files ------------------------------------------------------------------------------------
@@ -108,12 +109,12 @@ def media_kind(path: Path, label: str | None = None) -> MediaKind:
 def check_file(path: Path, name: str, kind: str) -> None:
     """A non-empty regular file (a folder, FIFO or device is refused before anything opens it)."""
     try:
-        mode = path.stat().st_mode
+        status = path.stat()
     except OSError:
         raise InputError(f"{name}: no such {kind} file") from None
-    if not stat.S_ISREG(mode):
+    if not stat.S_ISREG(status.st_mode):
         raise InputError(f"{name}: not a regular file (a folder, pipe or device), so not {article(kind)}")
-    if path.stat().st_size == 0:
+    if status.st_size == 0:
         raise InputError(f"{name}: empty file (0 bytes), not {article(kind)}")
 
 

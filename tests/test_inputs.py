@@ -228,8 +228,9 @@ def test_bad_output_paths_are_one_line(tmp_path: Path, command: str, make, messa
     ("connect_videos.sampler=euler", "'ddpm' or 'ddim'"),
     ("text_to_image.seed=-1", "greater than or equal to 0"),
     ("text_to_image.negative_prompt=[1, 2]", "valid string"),
-    ("text_to_image.steps=!!python/object/apply:os.system [echo hi]", "YAML tags are not allowed"),
+    ("text_to_image.steps=!!python/object/apply:os.system [echo hi]", "YAML tags, anchors and aliases are not allowed"),
     ("text_to_image.steps=[1,", "not a valid value"),
+    ("text_to_image.prompt=[&a [x, x], *a]", "anchors and aliases are not allowed"),
 ])
 def test_invalid_set_values_are_one_line(tmp_path: Path, item: str, message: str) -> None:
     line = bad_run(tmp_path, "--set", item)

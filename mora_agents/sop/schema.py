@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 IDENTIFIER = r"^[a-z_][a-z0-9_]*$"
 
@@ -47,10 +48,17 @@ class ChainSpec(_Strict):
 
 
 class RepeatSpec(_Strict):
-    until_seconds: Seconds | str
+    until_seconds: float | str
     """Target length, a positive number or a template: the step runs max(1, round(target / first_clip_seconds))
     times (at most 100)."""
     chain: ChainSpec | None = None
+
+    @field_validator("until_seconds")
+    @classmethod
+    def _positive(cls, value: float | str) -> float | str:
+        if isinstance(value, float) and not (math.isfinite(value) and value > 0):
+            raise ValueError(f"{value} is not a positive number of seconds")
+        return value
 
 
 class StepSpec(_Strict):

@@ -192,13 +192,7 @@ def reference(node: nodes.Node) -> tuple[str | int, ...]:
     """The path of a value a template reads; only the readable shapes pass."""
     path: list[str | int] = []
     while isinstance(node, (nodes.Getattr, nodes.Getitem)):
-        if isinstance(node, nodes.Getattr):
-            path.append(node.attr)
-        elif isinstance(node.arg, nodes.Const) and isinstance(node.arg.value, (str, int)) \
-                and not isinstance(node.arg.value, bool):
-            path.append(node.arg.value)
-        else:
-            raise ValueError("subscripts in templates must be literal names or numbers")
+        path.append(node.attr if isinstance(node, nodes.Getattr) else _subscript(node.arg))
         node = node.node
     if not isinstance(node, nodes.Name) or node.name not in ROOTS:
         found = f"'{node.name}'" if isinstance(node, nodes.Name) else _describe(node)
@@ -210,6 +204,16 @@ def reference(node: nodes.Node) -> tuple[str | int, ...]:
         raise ValueError(f"'{shown}' cannot be read: templates read inputs.NAME, steps.ID.output, steps.ID.outputs "
                          f"(or outputs[i]), and of images and videos {', '.join(ARTIFACT_FIELDS)}")
     return tuple(path)
+
+
+def _subscript(node: nodes.Node) -> str | int:
+    """A literal subscript: a name (`steps['image']`) or a whole number (`outputs[0]`, `outputs[-1]`)."""
+    negative = isinstance(node, nodes.Neg)
+    literal = node.node if negative else node
+    value = literal.value if isinstance(literal, nodes.Const) else None
+    if isinstance(value, bool) or not isinstance(value, (str, int)) or (negative and isinstance(value, str)):
+        raise ValueError("subscripts in templates must be literal names or whole numbers")
+    return -value if negative else value
 
 
 def _readable(path: list[str | int]) -> bool:
