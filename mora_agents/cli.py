@@ -27,7 +27,6 @@ app = typer.Typer(help="Mora: generalist video generation by cooperating AI agen
                   pretty_exceptions_enable=False, add_completion=False)
 sops_app = typer.Typer(help="List, show and validate SOP files.", no_args_is_help=True)
 app.add_typer(sops_app, name="sops")
-app.command("eval", help="Score videos or run directories with the paper's metrics (VBench dimensions).")(eval_command)
 app.command("bench", help="Time the paper's workloads on real-size random-weight models: reference vs ours.")(bench_command)
 console = Console(stderr=True, highlight=False, soft_wrap=True)
 out = Console(highlight=False, soft_wrap=True)
@@ -48,6 +47,11 @@ def parse_sets(items: list[str]) -> dict[str, dict[str, Any]]:
             raise InputError(f"--set {item}: expected TOOL.PARAM=VALUE, e.g. image_to_video.motion_bucket_id=127")
         overrides.setdefault(tool, {})[param] = yaml.safe_load(raw) if raw else ""
     return overrides
+
+
+def check_preset(preset: str) -> None:
+    if preset not in ("full", "tiny"):
+        raise InputError(f"--preset {preset}: unknown (choose full or tiny)")
 
 
 def _noise_warning(preset: str) -> None:
@@ -148,8 +152,7 @@ def batch(
 
     summary = out_dir / "summary.jsonl"
     try:
-        if preset not in ("full", "tiny"):
-            raise InputError(f"--preset {preset}: unknown (choose full or tiny)")
+        check_preset(preset)
         options = RunOptions(preset=preset, device=device, out=out_dir, sops_dir=sops, memory_profile=memory_profile)
         found, errors = read_requests(requests)
         if errors and not skip_invalid:  # name every bad line at once, in the file's order
@@ -173,6 +176,30 @@ def batch(
     if bad:
         raise fail(f"{len(bad)} of {len(results)} requests did not finish (see {summary})", 1)
     console.print(f"[green]done:[/] {len(results)} requests; summary in {summary}")
+
+
+def suite_videos(prompts: list[str], out_dir: Path, preset: str, ray: str | None) -> list[Path]:
+    """`mora eval --suite ... --generate DIR`: a text_to_video run per prompt in DIR, made by `run_batch`."""
+    from mora_agents.batch import BatchRequest, run_batch
+    from mora_agents.batch.display import BatchDisplay
+    from mora_agents.runs.runner import RunOptions
+
+    check_preset(preset)
+    _noise_warning(preset)
+    requests = [BatchRequest(text, task="text_to_video", label=f"prompt {n}") for n, text in enumerate(prompts, 1)]
+    summary = out_dir / "summary.jsonl"
+    with BatchDisplay(console) as display:
+        results = run_batch(requests, RunOptions(preset=preset, out=out_dir), ray=ray, summary=summary,
+                            on_update=display.update)
+    failed = [r for r in results if r.status != "finished"]
+    if failed:
+        raise MoraError(f"{len(failed)} of {len(results)} videos did not finish ({failed[0].label}: "
+                        f"{failed[0].error}; see {summary})")
+    return [r.run_dir for r in results]
+
+
+app.command("eval", help="Score videos or run directories with the paper's metrics (VBench dimensions).",
+            context_settings={"obj": suite_videos})(eval_command)  # eval/ cannot import the batch: given here
 
 
 @app.command()

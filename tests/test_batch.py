@@ -14,10 +14,12 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 from conftest import make_image
 from test_resume import segment_results, tool_runs
 from typer.testing import CliRunner
 
+import mora_agents
 from mora_agents.batch import BatchRequest, BatchResult, check_requests, read_requests, run_batch
 from mora_agents.cli import app
 from mora_agents.media import read_video
@@ -209,3 +211,24 @@ def test_ray_without_ray_installed_is_one_line(tmp_path: Path, monkeypatch) -> N
     result = CliRunner().invoke(app, ["batch", str(path), "--out", str(tmp_path / "out"), "--ray", "auto"])
     assert result.exit_code == 2
     assert result.output.strip() == "mora: error: --ray: Ray is not installed (pip install 'mora-agents[batch]')"
+
+
+def test_eval_suite_makes_its_videos_as_a_batch(tmp_path: Path, monkeypatch) -> None:
+    shipped = yaml.safe_load((Path(mora_agents.__file__).parent / "sops" / "text_to_video.yaml").read_text())
+    shipped["inputs"]["duration"]["default"] = 1  # a short text_to_video replaces the shipped one (MORA_SOPS_PATH)
+    shipped["steps"][2]["args"]["frames"] = 8
+    (tmp_path / "sops").mkdir()
+    (tmp_path / "sops" / "text_to_video.yaml").write_text(yaml.safe_dump(shipped))
+    monkeypatch.setenv("MORA_SOPS_PATH", str(tmp_path / "sops"))
+    prompts = tmp_path / "suite.jsonl"
+    prompts.write_text('{"prompt": "one dog running", "type": "I"}\n{"prompt": "two cats playing", "type": "II"}\n')
+    report = tmp_path / "report.md"
+    result = CliRunner().invoke(app, ["eval", "--suite", "t2v", "--prompts", str(prompts), "--generate",
+                                      str(tmp_path / "gen"), "--preset", "tiny", "--metrics", "video_length",
+                                      "--report", str(report)])
+    assert result.exit_code == 0, result.output
+    summary = [json.loads(line) for line in (tmp_path / "gen" / "summary.jsonl").read_text().splitlines()]
+    assert [(s["request"], s["status"]) for s in summary] == [("prompt 1", "finished"), ("prompt 2", "finished")]
+    assert [read_info(Path(s["run_dir"]))["task"] for s in summary] == ["text_to_video"] * 2
+    text = report.read_text()
+    assert "| Type I | 1.143 [reference] (1) |" in text and "| overall | 1.143 [reference] (2) |" in text

@@ -56,7 +56,7 @@ def results_table(results: Sequence[BatchResult], out: Path) -> Table:
     table = Table("request", "run directory", "status", "seconds", "result", caption=f"in {out}/")
     for r in results:
         status = "finished earlier" if r.skipped else r.status
-        outcome = r.result.name if r.result else r.error or ""
+        outcome = r.result.name if r.result else (r.error or "").strip().partition("\n")[0]  # all of it: summary
         table.add_row(escape(r.label + (f" ({r.request.name})" if r.request.name else "")),
                       r.run_dir.name if r.run_dir else "", f"[{COLORS.get(r.status, 'white')}]{status}[/]",
                       f"{r.seconds:.1f}", escape(outcome))
