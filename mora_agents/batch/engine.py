@@ -55,8 +55,9 @@ class BatchResult:
 
     def record(self) -> dict[str, Any]:
         """The result as one line of summary.jsonl."""
-        data = {key: value for key, value in asdict(self).items() if key not in ("request", "label")}
-        return {"request": self.label, "name": self.request.name, **json.loads(json.dumps(data, default=str))}
+        data = {key: str(value) if isinstance(value, Path) else value for key, value in asdict(self).items()
+                if key not in ("request", "label")}
+        return {"request": self.label, "name": self.request.name, **data}
 
 
 Notify = Callable[[BatchResult], None]
@@ -73,13 +74,26 @@ def _content(request: BatchRequest, preset: str) -> dict[str, Any]:
             "duration": None if request.duration is None else float(request.duration)}
 
 
+def _seed_and_key(request: BatchRequest, preset: str, copies: Counter[str]) -> tuple[int, str]:
+    """The request's seed (given, or derived from its content and the copies of it counted so far) and key."""
+    content = _content(request, preset)
+    seed = request.seed
+    if seed is None:
+        same = _digest(content)
+        seed = int(_digest({**content, "copy": copies[same]})[:8], 16) % 2**31
+        copies[same] += 1
+    return seed, _digest({**content, "seed": seed})
+
+
 def check_requests(requests: Sequence[BatchRequest], options: RunOptions) -> list[BatchResult]:
     """Check every request as `mora run` checks its flags, and give each its seed, key and run directory.
 
     A bad request's result has status `invalid` and the error; nothing is written. Without a seed, the n-th
     request of the same content gets a seed derived from the content and n: a rerun makes the same runs.
     """
-    results, keys, copies = [], {}, Counter()
+    results: list[BatchResult] = []
+    keys: dict[str, BatchResult] = {}
+    copies: Counter[str] = Counter()
     for number, request in enumerate(requests, 1):
         result = BatchResult(request, request.label or f"request {number}")
         results.append(result)
@@ -87,13 +101,7 @@ def check_requests(requests: Sequence[BatchRequest], options: RunOptions) -> lis
             with use_settings(preset=options.preset, device=options.device, memory_profile=options.memory_profile):
                 validate_request(request.text, list(request.images), list(request.videos), request.task,
                                  request.duration, replace(options, overrides=request.overrides))
-            content = _content(request, options.preset)
-            seed = request.seed
-            if seed is None:
-                copy = copies[_digest(content)]
-                copies[_digest(content)] += 1
-                seed = int(_digest({**content, "copy": copy})[:8], 16) % 2**31
-            key = _digest({**content, "seed": seed})
+            seed, key = _seed_and_key(request, options.preset, copies)
             if key in keys:
                 raise InputError(f"the same request as {keys[key].label} (same content and seed); give it another seed")
         except InputError as e:
