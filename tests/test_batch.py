@@ -28,15 +28,15 @@ from mora_agents.runs.runner import RunOptions, run_request
 from mora_agents.runs.transcript import read_transcript
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-SHORT = {"image_to_video": {"frames": 8}}  # 8 frames at 7 fps: one segment for 1 s, three for 3 s
+# fast tiny runs: one denoising step, 8 frames at 7 fps a segment (one segment for 1 s, three for 3 s)
+FAST = {"text_to_image.steps": 1, "edit_image.steps": 1, "image_to_video.steps": 1, "image_to_video.frames": 8}
 LINES = [
     {"text": "a red fox running through snow", "duration": 1, "seed": 5, "name": "fox"},
     {"text": "a red fox running through snow", "duration": 1},  # no seed: derived from the content...
     {"text": "a red fox running through snow", "duration": 1},  # ...and distinct for a second copy
     {"text": "a lighthouse in a storm", "duration": 3},  # three segments: the one a worker dies in
     {"text": "the cat starts to dance", "images": ["cat.png"], "duration": 1},
-    {"text": "a paper boat on a river", "duration": 1, "seed": 9,
-     "set": {"image_to_video.frames": 8, "image_to_video.motion_bucket_id": 60}},
+    {"text": "a paper boat on a river", "duration": 1, "seed": 9, "set": {**FAST, "image_to_video.motion_bucket_id": 60}},
 ]
 
 
@@ -44,7 +44,7 @@ def write_requests(folder: Path, lines: list[dict]) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     make_image(folder / "cat.png")
     path = folder / "requests.jsonl"
-    path.write_text("".join(json.dumps({"set": {"image_to_video.frames": 8}, **line}) + "\n" for line in lines))
+    path.write_text("".join(json.dumps({"set": FAST, **line}) + "\n" for line in lines))
     return path
 
 
@@ -216,6 +216,7 @@ def test_ray_without_ray_installed_is_one_line(tmp_path: Path, monkeypatch) -> N
 def test_eval_suite_makes_its_videos_as_a_batch(tmp_path: Path, monkeypatch) -> None:
     shipped = yaml.safe_load((Path(mora_agents.__file__).parent / "sops" / "text_to_video.yaml").read_text())
     shipped["inputs"]["duration"]["default"] = 1  # a short text_to_video replaces the shipped one (MORA_SOPS_PATH)
+    shipped["steps"][1]["args"]["steps"] = shipped["steps"][2]["args"]["steps"] = 1
     shipped["steps"][2]["args"]["frames"] = 8
     (tmp_path / "sops").mkdir()
     (tmp_path / "sops" / "text_to_video.yaml").write_text(yaml.safe_dump(shipped))
