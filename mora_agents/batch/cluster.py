@@ -43,15 +43,15 @@ def _connect(address: str) -> bool:
 
 
 def _worker_options(gpus_per_worker: float, workers: int | None, jobs: int) -> tuple[dict[str, Any], int]:
-    """Ray resources of one worker and how many workers: one per `gpus_per_worker` GPUs, else one per CPU."""
-    resources = ray.cluster_resources()
-    gpus = resources.get("GPU", 0)
-    if gpus:
-        options, fit = {"num_gpus": gpus_per_worker}, int(gpus // gpus_per_worker)
+    """Ray resources of one worker and how many workers fit the nodes: one per `gpus_per_worker` GPUs, or,
+    on a cluster without GPUs, one per CPU."""
+    nodes = [node["Resources"] for node in ray.nodes() if node["Alive"]]
+    if any(node.get("GPU") for node in nodes):
+        options, fit = {"num_gpus": gpus_per_worker}, sum(int(node.get("GPU", 0) // gpus_per_worker) for node in nodes)
         if fit < 1:
-            raise InputError(f"--gpus-per-worker {gpus_per_worker:g}: the cluster has {gpus:g} GPUs")
+            raise InputError(f"--gpus-per-worker {gpus_per_worker:g}: no node has that many GPUs")
     else:
-        options, fit = {"num_cpus": 1}, max(1, int(resources.get("CPU", 1)))
+        options, fit = {"num_cpus": 1}, max(1, sum(int(node.get("CPU", 0)) for node in nodes))
     return options, min(fit, workers or fit, jobs)
 
 
