@@ -136,7 +136,7 @@ def batch(
     requests: Annotated[Path, typer.Argument(help="A JSONL file, one request per line: {\"text\": ..., \"seed\": ...}.")],
     out_dir: Annotated[Path, typer.Option("--out", help="Folder of the batch's run directories and summary.jsonl.")],
     ray: Annotated[Optional[str], typer.Option(help="Run on Ray: local (start it here), auto (the running cluster) or the cluster's ADDRESS.")] = None,
-    gpus_per_worker: Annotated[float, typer.Option(min=0, help="GPUs per Ray worker (one worker per CPU on a cluster without GPUs).")] = 1.0,
+    gpus_per_worker: Annotated[float, typer.Option(help="GPUs per Ray worker (one worker per CPU on a cluster without GPUs).")] = 1.0,
     workers: Annotated[Optional[int], typer.Option(min=1, help="At most this many Ray workers (default: as many as fit).")] = None,
     retries: Annotated[int, typer.Option(min=0, help="Times a run whose Ray worker died goes to another worker.")] = 2,
     skip_invalid: Annotated[bool, typer.Option("--skip-invalid", help="Skip bad lines (listed) instead of stopping.")] = False,
