@@ -45,8 +45,6 @@ def _connect(address: str) -> bool:
 def _worker_options(gpus_per_worker: float, workers: int | None, jobs: int) -> tuple[dict[str, Any], int]:
     """Ray resources of one worker and how many workers fit the nodes: one per `gpus_per_worker` GPUs, or,
     on a cluster without GPUs, one per CPU."""
-    if gpus_per_worker <= 0:
-        raise InputError(f"--gpus-per-worker {gpus_per_worker:g}: must be positive")
     nodes = [node["Resources"] for node in ray.nodes() if node["Alive"]]
     if any(node.get("GPU") for node in nodes):
         options, fit = {"num_gpus": gpus_per_worker}, sum(int(node.get("GPU", 0) // gpus_per_worker) for node in nodes)

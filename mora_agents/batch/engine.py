@@ -192,6 +192,8 @@ def run_batch(requests: Sequence[BatchRequest], options: RunOptions, *, ray: str
             if e.name != "ray":
                 raise
             raise InputError("--ray: Ray is not installed (pip install 'mora-agents[batch]')") from None
+        if gpus_per_worker <= 0:
+            raise InputError(f"--gpus-per-worker {gpus_per_worker:g}: must be positive")
     options = replace(options, out=options.out.resolve(), sops_dir=options.sops_dir and options.sops_dir.resolve())
     results = check_requests(requests, options)
     invalid = [r for r in results if r.status == "invalid"]
