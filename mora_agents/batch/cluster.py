@@ -12,6 +12,8 @@ from __future__ import annotations
 import itertools
 import uuid
 from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -29,17 +31,22 @@ class Worker:
         return await drive_run(run_dir)
 
 
-def _connect(address: str) -> bool:
-    """Join Ray (unless this process already has); whether this call did, so it should leave it at the end."""
+@contextmanager
+def ray_session(address: str) -> Iterator[None]:
+    """Join Ray for the batch (unless this process already has), and leave it at the end."""
     if ray.is_initialized():
-        return False
+        yield
+        return
     try:
         # `local` starts a Ray instance on this machine; worker output goes to Ray's logs, not over the display
         ray.init(address=None if address == "local" else address, log_to_driver=False,
                  **({"include_dashboard": False} if address == "local" else {}))
     except (ConnectionError, ValueError, RuntimeError) as e:
         raise InputError(f"--ray {address}: {e} (start a cluster with `ray start --head`, or use --ray local)") from None
-    return True
+    try:
+        yield
+    finally:
+        ray.shutdown()
 
 
 def _worker_options(gpus_per_worker: float, workers: int | None, jobs: int) -> tuple[dict[str, Any], int]:
@@ -64,15 +71,14 @@ def _fail(result: BatchResult, error: str) -> None:
     result.status, result.error = "failed", error
 
 
-def run_on_ray(jobs: list[BatchResult], address: str, notify: Notify, *, gpus_per_worker: float = 1.0,
-               workers: int | None = None, retries: int = 2) -> None:
-    """Run the prepared `jobs` on Ray workers, updating each result; see `run_batch`.
+def run_on_ray(jobs: list[BatchResult], notify: Notify, *, gpus_per_worker: float = 1.0, workers: int | None = None,
+               retries: int = 2) -> None:
+    """Run the prepared `jobs` on workers of the Ray cluster this process joined, updating each result.
 
     `gpus_per_worker`: GPUs of each worker (on a cluster with GPUs; else each worker takes one CPU).
     `workers`: at most this many (default: as many as the cluster's resources fit). `retries`: how many
     times a run whose worker died is given to another worker; then its result says failed, with the error.
     """
-    joined = _connect(address)
     options, count = _worker_options(gpus_per_worker, workers, len(jobs))
     names = (f"mora-batch-{uuid.uuid4().hex[:8]}-{n}" for n in itertools.count(1))
     remote = ray.remote(Worker)
@@ -119,5 +125,3 @@ def run_on_ray(jobs: list[BatchResult], address: str, notify: Notify, *, gpus_pe
     finally:
         for _, actor in idle + [worker for worker, _ in running.values()]:
             ray.kill(actor)
-        if joined:
-            ray.shutdown()

@@ -15,6 +15,7 @@ import json
 import shutil
 from collections import Counter
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -185,39 +186,42 @@ def run_batch(requests: Sequence[BatchRequest], options: RunOptions, *, ray: str
     """
     if options.seed is not None or options.overrides:
         raise ValueError("run_batch: seeds and overrides belong to each request, not to the options")
+    session: AbstractContextManager[None] = nullcontext()
     if ray is not None:
         try:  # before any work: fails at once without Ray
-            from mora_agents.batch.cluster import run_on_ray
+            from mora_agents.batch.cluster import ray_session, run_on_ray
         except ModuleNotFoundError as e:
             if e.name != "ray":
                 raise
             raise InputError("--ray: Ray is not installed (pip install 'mora-agents[batch]')") from None
         if gpus_per_worker <= 0:
             raise InputError(f"--gpus-per-worker {gpus_per_worker:g}: must be positive")
+        session = ray_session(ray)
     options = replace(options, out=options.out.resolve(), sops_dir=options.sops_dir and options.sops_dir.resolve())
     results = check_requests(requests, options)
     invalid = [r for r in results if r.status == "invalid"]
     if invalid and not skip_invalid:
         raise InputError("\n".join(f"{r.label}: {r.error}" for r in invalid))
     notify = on_update or (lambda result: None)
-    try:
-        for result in results:
-            if result.status != "invalid":
-                _prepare(result, options)
-            notify(result)
-        jobs = [r for r in results if r.status not in ("invalid", "finished")]
-        for result in jobs:
-            result.status = "queued"
-        if jobs and ray is None:
-            asyncio.run(_run_here(jobs, notify))
-        elif jobs:
-            run_on_ray(jobs, ray, notify, gpus_per_worker=gpus_per_worker, workers=workers, retries=retries)
-    except KeyboardInterrupt:
-        for result in results:
-            if result.status == "running":
-                refresh(result)
-        raise
-    finally:
-        if summary is not None:
-            write_summary(results, summary)
+    with session:
+        try:
+            for result in results:
+                if result.status != "invalid":
+                    _prepare(result, options)
+                notify(result)
+            jobs = [r for r in results if r.status not in ("invalid", "finished")]
+            for result in jobs:
+                result.status = "queued"
+            if jobs and ray is None:
+                asyncio.run(_run_here(jobs, notify))
+            elif jobs:
+                run_on_ray(jobs, notify, gpus_per_worker=gpus_per_worker, workers=workers, retries=retries)
+        except KeyboardInterrupt:
+            for result in results:
+                if result.status == "running":
+                    refresh(result)
+            raise
+        finally:
+            if summary is not None:
+                write_summary(results, summary)
     return results
