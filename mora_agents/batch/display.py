@@ -47,6 +47,9 @@ class BatchDisplay:
         earlier = sum(r.skipped for r in self.results.values())
         if earlier:
             parts.append(f"[dim]{earlier} finished earlier[/]")
+        running = [r.request.name or r.label for r in todo if r.status == "running"]
+        if 0 < len(running) <= 3:
+            parts.append(f"[dim]now: {escape(', '.join(running))}[/]")
         self.progress.update(self.task, description=" · ".join(parts), total=len(todo),
                              completed=count["finished"] + failed)
 
