@@ -75,7 +75,7 @@ def check_duration(value: Any, label: str = "--duration") -> float:
     """A length in seconds: finite and positive (an SOP narrows the range)."""
     seconds = check_number(value, label)
     if seconds <= 0:
-        raise InputError(f"{label}: {seconds:g} must be positive")
+        raise InputError(f"{label} {seconds:g}: must be positive")
     return seconds
 
 
