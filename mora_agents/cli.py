@@ -182,8 +182,11 @@ def serve(
 ) -> None:
     """Serve the web page and the HTTP API (docs at /docs): chat, review, SOP editor, runs; one run at a time."""
     from mora_agents.runs.runner import RunOptions
-    from mora_agents.serve import ServeConfig, serve as run_server
 
+    try:
+        from mora_agents.serve import ServeConfig, serve as run_server
+    except ImportError as e:
+        raise fail(f"mora serve needs {e.name}: pip install 'mora-agents[serve]'", 2) from None
     if preset not in ("full", "tiny"):
         raise fail(f"--preset {preset}: unknown (choose full or tiny)", 2)
     _noise_warning(preset)

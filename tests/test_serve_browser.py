@@ -64,7 +64,7 @@ def test_chat_review_video_sop_editor_and_transcript_in_chromium(server: Server,
             other.goto(server.url)  # a second tab joins the running chat
             review_and_accept(page, other, "enhance", shots / "03-review.png")
             review_and_accept(page, other, "image", shots / "04-review-image.png")
-            expect(page.locator(".progress:not([hidden])")).to_contain_text("image_to_video, step", timeout=30_000)
+            expect(page.locator(".progress:not([hidden])")).to_contain_text("image_to_video (segments): step", timeout=30_000)
             page.locator(".progress").scroll_into_view_if_needed()
             page.screenshot(path=shots / "05-progress.png")
 

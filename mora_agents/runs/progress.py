@@ -30,9 +30,9 @@ class ProgressReport(BaseModel):
 
     @property
     def title(self) -> str:
-        """`segments 2 of 3: image_to_video`."""
+        """`image_to_video (segments 2 of 3)`."""
         part = f" {self.part} of {self.parts}" if self.part else ""
-        return f"{self.step.partition('#')[0]}{part}: {self.label}"
+        return f"{self.label} ({self.step.partition('#')[0]}{part})"
 
 
 class StepProgress:

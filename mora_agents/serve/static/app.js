@@ -126,7 +126,8 @@ function showProgress(card, progress) {
   card.progress.hidden = !progress;
   if (!progress) return;
   const part = progress.part ? ` ${progress.part} of ${progress.parts}` : "";
-  card.progressLabel.textContent = `${progress.step.split("#")[0]}${part}: ${progress.label}, step ${progress.done} of ${progress.total} `;
+  card.progressLabel.textContent =
+    `${progress.label} (${progress.step.split("#")[0]}${part}): step ${progress.done} of ${progress.total}`;
   card.progressBar.max = progress.total;
   card.progressBar.value = progress.done;
 }
