@@ -230,7 +230,7 @@ def test_files_outside_run_directories_are_refused(server: Server, client: httpx
                  f"/files/{finished}//{secret}", f"/files/{finished}/artifacts/link.txt",
                  f"/files/{finished}/..%5C..%5Csecret.txt", "/files/../runs/x", "/files/..%2F..%2Fsecret.txt/x",
                  f"/files/{finished}/nothing.txt", "/files/nope/run.json", "/files/.upload-x/run.json",
-                 "/api/runs/..%2Fx", "/files/%2Fetc/passwd"]:
+                 "/api/runs/..%2Fx", "/files/%2Fetc/passwd", f"/files/{finished}/run.json%00.txt"]:
         status, body = raw_get(server, path)
         assert status in (403, 404) and b"classified" not in body, (path, status, body)
 
@@ -240,6 +240,10 @@ def test_a_loopback_server_refuses_other_host_names_and_cross_origin_writes(serv
     response = httpx.post(f"{server.url}/api/runs", json={"text": FOX}, headers={"Origin": "http://attacker.example"})
     assert response.status_code == 403
     assert "default-src 'self'" in httpx.get(f"{server.url}/").headers["content-security-policy"]
+    paths = httpx.get(f"{server.url}/openapi.json").json()["paths"]  # the API's documentation
+    assert {"/api/runs", "/api/runs/{run_id}/events", "/api/runs/{run_id}/review", "/api/sops/{name}"} <= paths.keys()
+    assert "multipart/form-data" in paths["/api/runs"]["post"]["requestBody"]["content"]
+    assert httpx.get(f"{server.url}/docs").status_code == 200
 
 
 def test_resume_after_the_server_is_killed_with_sigkill(tmp_path: Path) -> None:

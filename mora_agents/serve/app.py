@@ -45,7 +45,7 @@ from mora_agents.runs.runner import RunOptions, can_resume, prepare_run
 from mora_agents.runs.transcript import Record, read_transcript
 from mora_agents.serve.sops import SopEntry, list_sops, read_sop, save_sop, validate_text
 from mora_agents.serve.uploads import UploadTooLarge, read_multipart
-from mora_agents.serve.worker import Conflict, Worker
+from mora_agents.serve.worker import Conflict, PendingReview, Worker
 
 STATIC = Path(__file__).parent / "static"
 RUN_ID = re.compile(r"\w[\w.-]*")
@@ -141,7 +141,8 @@ def _one_line(status: int, message: str) -> JSONResponse:
 
 def run_file(run_dir: Path, relative: str) -> Path:
     """A file inside the run directory; absolute paths, `..`, and links that lead out are refused (403)."""
-    if not relative or relative.startswith("/") or "\\" in relative or ".." in PurePosixPath(relative).parts:
+    if (not relative or relative.startswith("/") or "\\" in relative or "\0" in relative
+            or ".." in PurePosixPath(relative).parts):
         raise HTTPException(403, f"{relative}: not a path inside the run directory")
     path = (run_dir / relative).resolve()
     if not path.is_relative_to(run_dir):
@@ -154,6 +155,13 @@ def run_file(run_dir: Path, relative: str) -> Path:
 def _media(artifact: dict[str, Any], run_id: str) -> dict[str, Any]:
     path = artifact["path"]
     return {**artifact, "url": None if Path(path).is_absolute() else f"/files/{run_id}/{quote(path)}"}
+
+
+def _review(pending: PendingReview, run_id: str) -> Review:
+    request = pending.request
+    output = request.output if isinstance(request.output, str) else _media(request.output.model_dump(), run_id)
+    return Review(seq=pending.seq, step=request.key, options=request.options, edit=request.edit, text=request.text,
+                  output=output, repeats_left=request.repeats_left)
 
 
 def record_event(record: Record, run_id: str) -> dict[str, Any]:
@@ -183,10 +191,11 @@ class Guard:
             return _one_line(403, f"origin '{origin}': cross-origin requests are refused")
         if self.token is None:
             return None
-        scheme, _, given = request.headers.get("authorization", "").partition(" ")
-        for candidate in (given if scheme.lower() == "bearer" else "", request.cookies.get(COOKIE, "")):
-            if candidate and hmac.compare_digest(candidate.encode(), self.token.encode()):
-                return None
+        scheme, _, bearer = request.headers.get("authorization", "").partition(" ")
+        given = (bearer if scheme.lower() == "bearer" else "", request.cookies.get(COOKIE, ""),
+                 request.query_params.get("token", ""))
+        if any(g and hmac.compare_digest(g.encode(), self.token.encode()) for g in given):
+            return None
         return JSONResponse({"detail": "a token is required: 'Authorization: Bearer TOKEN', or open the page once "
                                        "with ?token=TOKEN"}, 401, headers={"WWW-Authenticate": "Bearer"})
 
@@ -194,16 +203,13 @@ class Guard:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         request = Request(scope)
-        given = request.query_params.get("token")
-        if self.token is not None and given is not None:
-            if not hmac.compare_digest(given.encode(), self.token.encode()):
-                return await _one_line(401, "wrong token")(scope, receive, send)
+        if (refusal := self._refusal(request)) is not None:
+            return await refusal(scope, receive, send)
+        if self.token is not None and "token" in request.query_params:  # keep it in a cookie, out of the address
             url = request.url.remove_query_params("token")
             response = RedirectResponse(url.path + (f"?{url.query}" if url.query else ""), 303)
             response.set_cookie(COOKIE, self.token, httponly=True, samesite="strict")
             return await response(scope, receive, send)
-        if (refusal := self._refusal(request)) is not None:
-            return await refusal(scope, receive, send)
         docs = scope["path"].startswith(("/docs", "/redoc", "/openapi.json"))
 
         async def send_with_policy(message: Message) -> None:
@@ -262,11 +268,7 @@ def create_app(config: ServeConfig) -> FastAPI:
             id=run_id, status="queued" if position else run_status(info), position=position,
             resumable=live is None and can_resume(info), request=info["request"], task=info.get("task"),
             plan=json.loads(plan.read_text(encoding="utf-8")) if plan.is_file() else None,
-            review=None if pending is None else Review(
-                seq=pending.seq, step=pending.request.key, options=pending.request.options, edit=pending.request.edit,
-                text=pending.request.text, repeats_left=pending.request.repeats_left,
-                output=pending.request.output if isinstance(pending.request.output, str)
-                else _media(pending.request.output.model_dump(), run_id)),
+            review=None if pending is None else _review(pending, run_id),
             progress=live.progress if live is not None else None,
             result=f"/files/{run_id}/result.mp4" if result.is_file() else None, noise=info.get("noise", False),
             seconds=float(info.get("seconds") or 0.0), created=info.get("created"), started=info.get("started"),

@@ -12,6 +12,7 @@ from mora_agents.media import atomic_path
 from mora_agents.sop.loader import BUILTIN_DIR, SOPError, find_sops, load_sop, sop_dirs
 from mora_agents.sop.schema import SOP
 
+
 class SopEntry(BaseModel):
     name: str
     """The SOP's `name` (the file's stem when it does not load)."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
+
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import Request
 

@@ -142,9 +142,9 @@ class Worker:
             tracker.follow(record)
             self.notify(run_id)
 
-        reviewer = self._reviewer(run_id, live) if read_info(live.run_dir).get("review") else auto_accept
         with use_settings(progress=tracker):
             try:
+                reviewer = self._reviewer(run_id, live) if read_info(live.run_dir).get("review") else auto_accept
                 outcome = await resume_run(live.run_dir, on_record=on_record, reviewer=reviewer, stop=live.stop)
                 log.info("run %s: %s, %s", run_id, outcome.status, outcome.result)
             except MoraError as e:  # recorded in the run directory; the worker goes on
