@@ -117,6 +117,27 @@ def test_review_decisions_the_first_wins_and_a_second_gets_409(server: Server, c
     assert client.post(f"/api/runs/{run['id']}/review", json={"review": 1, "decision": "next"}).status_code == 409
 
 
+def test_cancel_at_a_review_point_leaves_the_run_waiting_for_review(server: Server, client: httpx.Client) -> None:
+    run = create(client, review=True)
+    for event, data in events(client, run["id"]):
+        if event == "status" and data["review"]:
+            assert client.post(f"/api/runs/{run['id']}/cancel").json()["cancel"] == "stopping"
+        elif event == "status" and data["resumable"]:  # the worker let it go
+            break
+    assert data["status"] == "waiting for review" and data["review"] is None
+    assert client.post(f"/api/runs/{run['id']}/resume").json()["status"] in ("queued", "running")
+    answered = set()
+    for event, data in events(client, run["id"]):  # the same review is asked again, then the next one
+        if event == "status" and data["review"] and data["review"]["seq"] not in answered:
+            answered.add(data["review"]["seq"])
+            answer = {"review": data["review"]["seq"], "decision": "next"}
+            assert client.post(f"/api/runs/{run['id']}/review", json=answer).status_code == 200
+    assert data["status"] == "finished"
+    steps = [r.message["content"]["step"] for r in read_transcript(server.out / run["id"] / "transcript.jsonl")
+             if r.type.endswith("[ReviewDecision]")]
+    assert steps == ["enhance", "image"]
+
+
 def test_a_queue_of_three_runs_completes_in_order(server: Server, client: httpx.Client) -> None:
     runs = [create(client, f"a lighthouse number {n} in a storm") for n in range(3)]
     positions = [r["position"] for r in runs if r["position"] is not None]
@@ -130,7 +151,7 @@ def test_a_queue_of_three_runs_completes_in_order(server: Server, client: httpx.
 def test_cancel_a_queued_run_and_stop_a_running_one_then_resume_both(server: Server, client: httpx.Client) -> None:
     long = create(client, duration=2.3)  # two segments
     queued = create(client)
-    assert client.post(f"/api/runs/{queued['id']}/cancel").json() == {"id": queued["id"], "cancel": "stopped"}
+    assert client.post(f"/api/runs/{queued['id']}/cancel").json() == {"id": queued["id"], "cancel": "dequeued"}
     view = client.get(f"/api/runs/{queued['id']}").json()
     assert view["status"] == "stopped" and view["resumable"] and view["position"] is None
     assert not (server.out / queued["id"] / "transcript.jsonl").exists()  # it never started
@@ -145,8 +166,11 @@ def test_cancel_a_queued_run_and_stop_a_running_one_then_resume_both(server: Ser
     assert [r["type"] for r in records][-1] == "Stopped" and step_results(run_dir)[-1] == "segments#0"
     assert client.post(f"/api/runs/{long['id']}/cancel").status_code == 409
 
-    for run in (long, queued):
-        assert client.post(f"/api/runs/{run['id']}/resume").json()["status"] in ("queued", "running")
+    assert client.post(f"/api/runs/{long['id']}/resume").json()["status"] in ("queued", "running")
+    assert client.post(f"/api/runs/{queued['id']}/resume").json()["position"] is not None  # behind the long one
+    assert client.post(f"/api/runs/{queued['id']}/cancel").json()["cancel"] == "dequeued"  # off the queue again
+    assert client.get(f"/api/runs/{queued['id']}").json()["status"] == "stopped"
+    assert client.post(f"/api/runs/{queued['id']}/resume").json()["status"] in ("queued", "running")
     for run in (long, queued):
         assert follow(client, run["id"])[2]["status"] == "finished"
     assert step_results(run_dir) == ["enhance#0", "image#0", "segments#0", "segments.chain#1", "segments#1", "join#0"]

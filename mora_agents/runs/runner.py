@@ -272,11 +272,12 @@ def can_resume(info: dict[str, Any]) -> bool:
         status == "stopped" and bool(info.get("resumable")))
 
 
-def stop_queued(run_dir: Path) -> None:
-    """Mark a queued run that never started as stopped on request (resumable, like one stopped at a checkpoint)."""
+def mark_stopped(run_dir: Path) -> None:
+    """Mark a run that is not running (e.g. one taken off a queue) as stopped on request: resumable, like a run
+    stopped at a checkpoint, and left alone until then."""
     info = read_info(run_dir)
-    if info.get("status") != "queued":
-        raise InputError(f"{run_dir}: the run is {run_status(info)}, not queued")
+    if not can_resume(info):
+        raise InputError(f"{run_dir}: the run is {run_status(info)}; only a run that is not running can be stopped")
     _write_json(run_dir / "run.json", {**info, "status": "stopped", "resumable": True})
 
 

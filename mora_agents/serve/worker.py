@@ -17,7 +17,7 @@ from mora_agents.errors import MoraError
 from mora_agents.runs.catalog import list_runs, read_info
 from mora_agents.runs.progress import ProgressReport, StepProgress
 from mora_agents.runs.review import Reviewer, auto_accept, parse_decision
-from mora_agents.runs.runner import resume_run, stop_queued
+from mora_agents.runs.runner import mark_stopped, resume_run
 from mora_agents.runs.transcript import Record, read_transcript
 from mora_agents.settings import use_settings
 from mora_agents.sop.messages import ReviewDecision, ReviewRequest
@@ -91,10 +91,10 @@ class Worker:
         checkpoint; a run waiting for review stops waiting (and stays waiting for review, resumable)."""
         if run_id in self.queue:
             self.queue.remove(run_id)
-            stop_queued(self.live.pop(run_id).run_dir)
+            mark_stopped(self.live.pop(run_id).run_dir)
             for other in [run_id, *self.queue]:
                 self.notify(other)
-            return "stopped"
+            return "dequeued"
         if run_id != self.current:
             raise Conflict(f"run {run_id} is neither queued nor running")
         live = self.live[run_id]
