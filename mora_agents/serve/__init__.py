@@ -51,4 +51,4 @@ def serve(config: ServeConfig, host: str = "127.0.0.1", port: int = 7860) -> Non
     address = f"http://{f'[{host}]' if ':' in host else host}:{port}/"
     logger.info("mora serve: the page at %s%s, the API's docs at %sdocs", address,
                 "?token=TOKEN" if config.token else "", address)
-    uvicorn.run(app, host=host, port=port, timeout_graceful_shutdown=3)
+    uvicorn.run(app, host=host, port=port, access_log=False, timeout_graceful_shutdown=3)

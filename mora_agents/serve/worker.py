@@ -142,6 +142,7 @@ class Worker:
             tracker.follow(record)
             self.notify(run_id)
 
+        log.info("run %s: started", run_id)
         with use_settings(progress=tracker):
             try:
                 reviewer = self._reviewer(run_id, live) if read_info(live.run_dir).get("review") else auto_accept
