@@ -128,9 +128,9 @@ class Execution:
                     self.skipped.add(step.id)
                     continue
                 return self._request(step.id, 0, step.agent, step.tool, self._render_args(step))
-            if step.repeat is None or len(done) >= self._repeat_count(step, done[0]):
+            if step.repeat is None or len(done) >= (count := self._repeat_count(step, done[0])):
                 continue
-            return self._next_iteration(step, done)
+            return self._next_iteration(step, done, count)
         return None
 
     def _repeat_count(self, step: StepSpec, first: StepResult) -> int:
@@ -148,7 +148,7 @@ class Execution:
                             f"(at most {MAX_ITERATIONS})")
         return count
 
-    def _next_iteration(self, step: StepSpec, done: list[StepResult]) -> StepRequest:
+    def _next_iteration(self, step: StepSpec, done: list[StepResult], count: int) -> StepRequest:
         i = len(done)
         args = self._render_args(step)
         if chain := step.repeat.chain:
@@ -156,11 +156,12 @@ class Execution:
             linked = self.results.get(step_key(chain_step, i))
             if linked is None:
                 media_param = next(iter(get_tool(chain.tool).media))
-                return self._request(chain_step, i, CHAIN_AGENT, chain.tool, {media_param: done[-1].output})
+                return self._request(chain_step, i, CHAIN_AGENT, chain.tool, {media_param: done[-1].output}, count)
             args[chain.into] = linked.output
-        return self._request(step.id, i, step.agent, step.tool, args)
+        return self._request(step.id, i, step.agent, step.tool, args, count)
 
-    def _request(self, step: str, iteration: int, agent: str, tool: str | None, args: dict[str, Any]) -> StepRequest:
+    def _request(self, step: str, iteration: int, agent: str, tool: str | None, args: dict[str, Any],
+                 iterations: int | None = None) -> StepRequest:
         media: dict[str, list[Artifact]] = {}
         if tool is not None:
             spec = get_tool(tool)
@@ -180,7 +181,7 @@ class Execution:
                     name = f"{name}-r{retry}"
                 args["output"] = str(self.run_dir / "artifacts" / f"{name}{spec.suffix}")
         return StepRequest(step=step, iteration=iteration, agent=agent, tool=tool,
-                           arguments=self._as_arguments(args), media=media)
+                           arguments=self._as_arguments(args), media=media, iterations=iterations)
 
     def _artifact(self, item: Artifact | str) -> Artifact:
         if isinstance(item, Artifact):
