@@ -9,10 +9,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
-import yaml
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from typer.core import TyperGroup
 
 from mora_agents.bench.cli import bench_command
 from mora_agents.errors import InputError, MoraError
@@ -23,8 +23,30 @@ if TYPE_CHECKING:
     from mora_agents.runs.review import Reviewer
     from mora_agents.runs.runner import RunOutcome
 
+class _OneLineErrors(TyperGroup):
+    """Usage errors (`--duration abc`, a missing argument) as one line and exit code 2, like all bad input."""
+
+    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+        if not standalone_mode:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        try:
+            code = super().main(*args, standalone_mode=False, **kwargs)
+        except typer.TyperException as e:  # click's exceptions: usage errors and the like
+            if type(e).__name__ == "NoArgsIsHelpError":  # `mora` or `mora sops` alone: the help
+                e.show()
+            else:
+                context = getattr(e, "ctx", None)
+                hint = f" (see `{context.command_path} --help`)" if context is not None else ""
+                console.print(f"[red]mora: error:[/] {escape(' '.join(e.format_message().split()))}{hint}")
+            sys.exit(e.exit_code)
+        except typer.Abort:
+            console.print("[yellow]aborted[/]")
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
 app = typer.Typer(help="Mora: generalist video generation by cooperating AI agents.", no_args_is_help=True,
-                  pretty_exceptions_enable=False, add_completion=False)
+                  pretty_exceptions_enable=False, add_completion=False, cls=_OneLineErrors)
 sops_app = typer.Typer(help="List, show and validate SOP files.", no_args_is_help=True)
 app.add_typer(sops_app, name="sops")
 app.command("bench", help="Time the paper's workloads on real-size random-weight models: reference vs ours.")(bench_command)
@@ -37,16 +59,8 @@ def fail(message: str, code: int) -> typer.Exit:
     return typer.Exit(code)
 
 
-def parse_sets(items: list[str]) -> dict[str, dict[str, Any]]:
-    """`tool.param=value` items as {tool: {param: value}}; values are read as YAML scalars (12, 0.5, true)."""
-    overrides: dict[str, dict[str, Any]] = {}
-    for item in items:
-        key, sep, raw = item.partition("=")
-        tool, dot, param = key.partition(".")
-        if not sep or not dot or not tool or not param:
-            raise InputError(f"--set {item}: expected TOOL.PARAM=VALUE, e.g. image_to_video.motion_bucket_id=127")
-        overrides.setdefault(tool, {})[param] = yaml.safe_load(raw) if raw else ""
-    return overrides
+NOISE_WARNING = ("[yellow]preset tiny: random-weight models, the video will be noise (this checks the code paths, "
+                 "not the quality)[/]")
 
 
 def check_preset(preset: str) -> None:
@@ -56,15 +70,16 @@ def check_preset(preset: str) -> None:
 
 def _noise_warning(preset: str) -> None:
     if preset == "tiny":
-        console.print("[yellow]preset tiny: random-weight models, the video will be noise (this checks the "
-                      "code paths, not the quality)[/]")
+        console.print(NOISE_WARNING)
 
 
-def _drive(start: Callable[[TerminalUI, Reviewer], Awaitable[RunOutcome]], review: bool) -> None:
-    """Run a request or a resume with the terminal display; map errors to one line and an exit code."""
+def _drive(start: Callable[[TerminalUI, Reviewer], Awaitable[RunOutcome]], review: bool, preset: str) -> None:
+    """Run a request or a resume with the terminal display; map errors to one line and an exit code.
+
+    The tiny preset's warning shows when the run starts (bad input stays one line)."""
     from mora_agents.runs.review import TextReviewer, auto_accept
 
-    ui = TerminalUI(console)
+    ui = TerminalUI(console, notice=NOISE_WARNING if preset == "tiny" else None)
     try:
         with ui.live():
             outcome = asyncio.run(start(ui, TextReviewer(ui.ask, "human") if review else auto_accept))
@@ -97,18 +112,17 @@ def run(
     memory_profile: Annotated[str, typer.Option(help="resident: models stay on the GPU; 24gb: offloaded between uses to fit a 24 GB GPU.")] = "resident",
 ) -> None:
     """Run a request through the agents; writes runs/<time>-<slug>/ with result.mp4 and transcript.jsonl."""
+    from mora_agents.inputs import parse_sets
     from mora_agents.runs.runner import RunOptions, run_request
 
     try:
-        if preset not in ("full", "tiny"):
-            raise InputError(f"--preset {preset}: unknown (choose full or tiny)")
+        check_preset(preset)
         options = RunOptions(preset=preset, device=device, out=out_dir, sops_dir=sops, seed=seed,
                              overrides=parse_sets(set_), max_repeats=max_repeats, memory_profile=memory_profile)
     except InputError as e:
         raise fail(str(e), 2) from None
-    _noise_warning(preset)
     _drive(lambda ui, reviewer: run_request(request, images=image, videos=video, task=task, duration=duration,
-                                            options=options, on_record=ui.show, reviewer=reviewer), review)
+                                            options=options, on_record=ui.show, reviewer=reviewer), review, preset)
 
 
 @app.command()
@@ -126,9 +140,8 @@ def resume(
         preset = read_info(run_dir)["preset"]
     except InputError as e:
         raise fail(str(e), 2) from None
-    _noise_warning(preset)
     _drive(lambda ui, reviewer: resume_run(run_dir, device=device, memory_profile=memory_profile, on_record=ui.show,
-                                           reviewer=reviewer), review)
+                                           reviewer=reviewer), review, preset)
 
 
 @app.command()
@@ -229,16 +242,19 @@ def chat(
     memory_profile: Annotated[str, typer.Option(help="resident: models stay on the GPU; 24gb: offloaded between uses to fit a 24 GB GPU.")] = "resident",
 ) -> None:
     """Chat requests into the group chat; follow-ups refer to the last result. /help lists the commands."""
-    from mora_agents.runs.runner import RunOptions
+    from mora_agents.runs.runner import RunOptions, check_options
     from mora_agents.ui.chat import ChatSession, chat_loop, enable_line_editing
 
-    if preset not in ("full", "tiny"):
-        raise fail(f"--preset {preset}: unknown (choose full or tiny)", 2)
+    options = RunOptions(preset=preset, device=device, out=out_dir, sops_dir=sops, seed=seed, max_repeats=max_repeats,
+                         memory_profile=memory_profile)
+    try:
+        check_preset(preset)
+        check_options(options)
+    except InputError as e:
+        raise fail(str(e), 2) from None
     _noise_warning(preset)
     enable_line_editing()
     ui = TerminalUI(console)
-    options = RunOptions(preset=preset, device=device, out=out_dir, sops_dir=sops, seed=seed, max_repeats=max_repeats,
-                         memory_profile=memory_profile)
     chat_loop(ChatSession(options, ui, ui.ask, review=review))
 
 

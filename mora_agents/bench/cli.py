@@ -139,6 +139,15 @@ def bench_command(
 ) -> None:
     """Benchmark the paper's workloads on real-size random-weight models: `reference` (the paper's code) vs
     `ours` (the `full` preset), per stage: time, peak memory, denoiser share and TFLOP/s."""
+    from mora_agents.errors import InputError
+    from mora_agents.inputs import check_output_file
+
+    try:
+        for path, flag in ((json_out, "--json"), (markdown_out, "--markdown")):
+            if path is not None:
+                check_output_file(path, flag)
+    except InputError as exc:
+        raise _fail(str(exc)) from None
     import torch
 
     from mora_agents.bench.build import SIZES

@@ -30,6 +30,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import torch
 from autogen_agentchat.base import TaskResult
 from autogen_core.models import ChatCompletionClient
 from pydantic import ValidationError
@@ -44,8 +45,17 @@ from mora_agents.agents.messages import (
 )
 from mora_agents.agents.team import CHECKPOINTS, build_team
 from mora_agents.errors import InputError, MoraError, validation_summary
-from mora_agents.media import Artifact, article, atomic_path, probe, sha256_file
-from mora_agents.pipelines.loading import MEMORY_PROFILES
+from mora_agents.inputs import (
+    check_attachment,
+    check_duration,
+    check_number,
+    check_output_dir,
+    check_seed,
+    check_text,
+    copy_input,
+)
+from mora_agents.media import atomic_path, sha256_file
+from mora_agents.pipelines.loading import MEMORY_PROFILES, resolve_device
 from mora_agents.runs.catalog import read_info, run_status
 from mora_agents.runs.review import Reviewer, auto_accept, decide
 from mora_agents.runs.transcript import Record, TranscriptWriter
@@ -82,6 +92,7 @@ class RunOutcome:
 
 
 def check_overrides(overrides: dict[str, dict[str, Any]]) -> None:
+    """`--set` values: known tools and settable parameters, each value within the parameter's type and bounds."""
     for tool, params in overrides.items():
         try:
             spec = get_tool(tool)
@@ -94,7 +105,24 @@ def check_overrides(overrides: dict[str, dict[str, Any]]) -> None:
             try:
                 spec.validate_param(param, value)
             except ValidationError as e:
-                raise InputError(f"--set {tool}.{param}={value}: {validation_summary(e)}") from None
+                raise InputError(f"--set {tool}.{param}={value}: {validation_summary(e, locations=False)}") from None
+
+
+def check_options(options: RunOptions) -> None:
+    """The options a person gives (`--out`, `--seed`, `--device`, `--memory-profile`, `--set`); raises InputError."""
+    check_output_dir(options.out, "--out")
+    if options.seed is not None:
+        check_seed(options.seed)
+    try:
+        device = resolve_device(options.device)
+    except RuntimeError as e:
+        raise InputError(f"--device {options.device}: {str(e).splitlines()[0]}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise InputError(f"--device {options.device}: CUDA is not available on this machine")
+    if options.memory_profile not in MEMORY_PROFILES:
+        raise InputError(f"--memory-profile {options.memory_profile}: unknown "
+                         f"(choose from {', '.join(MEMORY_PROFILES)})")
+    check_overrides(options.overrides)
 
 
 def slug(text: str) -> str:
@@ -122,46 +150,36 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
 def _copy_inputs(files: list[Path], run_dir: Path) -> list[str]:
     inputs = run_dir / "inputs"
     inputs.mkdir()
-    copied = []
-    for i, src in enumerate(files, 1):
-        dst = inputs / f"{i}-{src.name}"
-        shutil.copyfile(src, dst)
-        copied.append(str(dst.relative_to(run_dir)))
-    return copied
-
-
-def check_attachment(path: Path, kind: str, label: str) -> Artifact:
-    """A person's file, probed: it must be readable media of `kind` (a video of 2 frames or more)."""
-    artifact = probe(path)
-    if artifact.kind != kind:
-        raise InputError(f"{label}: is {article(artifact.kind)}, not {article(kind)}")
-    if kind == "video" and artifact.frames < 2:
-        raise InputError(f"{label}: has {artifact.frames} frame; a video needs at least 2")
-    return artifact
+    return [str(copy_input(src, inputs, i).relative_to(run_dir)) for i, src in enumerate(files, 1)]
 
 
 def validate_request(text: str, images: list[Path], videos: list[Path], task: str | None, duration: float | None,
                      options: RunOptions) -> dict:
-    """Everything that can be checked before any work; raises InputError. Returns the SOPs by name."""
-    if not text.strip():
-        raise InputError("REQUEST: empty; say what video you want")
-    for flag, paths, kind in (("--image", images, "image"), ("--video", videos, "video")):
-        for path in paths:
-            check_attachment(path, kind, f"{flag} {path}")
+    """Everything that can be checked before any work; raises InputError. Returns the SOPs by name.
+
+    The request text, every attached file (decoded in full), the duration, the task and the options; what
+    depends on the task the planner picks (its duration range, its videos' `max_seconds`) is checked again
+    against that SOP before any step runs.
+    """
+    check_text(text, "REQUEST")
+    if duration is not None:
+        check_duration(duration)
+    check_options(options)
     sops = {name: sop for name, (sop, _) in find_sops(options.sops_dir).items()}
+    max_seconds: list[float | None] = []  # of the task's video inputs, in the order attachments fill them
     if task is not None:
         if task not in sops:
             raise InputError(f"--task {task}: unknown task (tasks: {', '.join(sorted(sops))})")
         spec = sops[task].inputs.get("duration")
         if duration is not None and spec is None:
             raise InputError(f"--duration: task '{task}' takes no duration")
-        if duration is not None and not (spec.min or 0) <= duration <= (spec.max or float("inf")):
-            raise InputError(f"--duration {duration:g}: out of range [{spec.min:g}, {spec.max:g}] for task '{task}'")
-    if duration is not None and duration <= 0:
-        raise InputError(f"--duration {duration:g}: must be positive")
-    if options.memory_profile not in MEMORY_PROFILES:
-        raise InputError(f"--memory-profile {options.memory_profile}: unknown (choose from {', '.join(MEMORY_PROFILES)})")
-    check_overrides(options.overrides)
+        if duration is not None:
+            check_number(duration, f"--duration (task '{task}')", spec.min, spec.max)
+        max_seconds = [s.max_seconds for s in sops[task].inputs.values() if s.type == "video"]
+    for path in images:
+        check_attachment(path, "image", f"--image {path}")
+    for i, path in enumerate(videos):
+        check_attachment(path, "video", f"--video {path}", max_seconds[i] if i < len(max_seconds) else None)
     return sops
 
 
@@ -171,14 +189,17 @@ def prepare_run(text: str, *, images: Sequence[Path] = (), videos: Sequence[Path
     """Check a request and make its run directory (inputs copied, run.json with status `queued`); nothing runs yet.
 
     Bad input raises InputError with nothing left on disk. `run_dir`: the exact directory to make (it must not
-    exist), else a new `<time>-<slug>` folder under `options.out`. `resume_run` then runs it from the start.
+    exist; its folder must be writable), else a new `<time>-<slug>` folder under `options.out`. `resume_run` then
+    runs it from the start.
     """
     options = options or RunOptions()
     images, videos = [Path(p) for p in images], [Path(p) for p in videos]
     with use_settings(preset=options.preset, device=options.device, memory_profile=options.memory_profile):
         validate_request(text, images, videos, task, duration, options)
-        if previous is not None and probe(previous).kind != "video":
-            raise InputError(f"{previous}: the previous result is not a video")
+        if previous is not None:
+            check_attachment(previous, "video", f"the previous result {previous}")
+        if run_dir is not None:
+            check_output_dir(run_dir.parent, "the folder of the run directory")
     seed = options.seed if options.seed is not None else random.randrange(2**31)
     if run_dir is None:
         run_dir = _new_run_dir(options.out.resolve(), text)  # absolute: tools may run in another cwd

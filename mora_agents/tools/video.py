@@ -11,22 +11,32 @@ from mora_agents.media import Artifact, fit_image, load_image, probe, write_vide
 from mora_agents.pipelines.loading import load_pipeline
 from mora_agents.settings import denoise_callback, output_path, settings
 from mora_agents.tools.defaults import fill_defaults, generator
+from mora_agents.tools.params import (
+    Chunk,
+    Fps,
+    Frames,
+    MotionBucket,
+    Seed,
+    Side,
+    Steps,
+    Strength,
+)
 from mora_agents.tools.registry import register
 
 
 @register(produces="video", media={"image": "image"}, models=("svd",))
 def image_to_video(
     image: Annotated[str, "path of the first frame"],
-    width: int | None = None,
-    height: int | None = None,
-    frames: int | None = None,
-    steps: int | None = None,
-    fps: int | None = None,
-    motion_bucket_id: int | None = None,
-    noise_aug_strength: float | None = None,
-    decode_chunk_size: int | None = None,
-    seed: int | None = None,
-    output: str | None = None,
+    width: Annotated[Side | None, "width in pixels, a multiple of 8"] = None,
+    height: Annotated[Side | None, "height in pixels, a multiple of 8"] = None,
+    frames: Annotated[Frames | None, "frames of the clip"] = None,
+    steps: Annotated[Steps | None, "denoising steps"] = None,
+    fps: Annotated[Fps | None, "frame rate the model is conditioned on and the clip is written at"] = None,
+    motion_bucket_id: Annotated[MotionBucket | None, "amount of motion, 0-255"] = None,
+    noise_aug_strength: Annotated[Strength | None, "noise added to the first frame, 0-1"] = None,
+    decode_chunk_size: Annotated[Chunk | None, "frames the VAE decodes at once"] = None,
+    seed: Annotated[Seed | None, "random seed"] = None,
+    output: Annotated[str | None, "path of the MP4 to write"] = None,
 ) -> Artifact:
     """Animate an image into a video clip with Stable Video Diffusion; the image is fitted (cover + centre crop).
 
