@@ -1,0 +1,485 @@
+"""Self-modulated multi-agent fine-tuning (the paper's Algorithm 1) with accelerate.
+
+    OUT/
+        train.json                    what to train (dataset, its sha256, the config): `resume` reads it
+        checkpoints/step-000004/      the latest checkpoint (accelerate state: trainable weights, optimizer, EMA,
+                                      RNG of every process, step and losses); removed when training ends
+        text_to_image/lora.safetensors, text_to_image/modulation.safetensors, ...   the result (EMA weights)
+        card.json, card.md            written last: a folder with a card is finished
+
+One step: every agent's loss on the batch (teacher-forced on the samples it learns from), summed into L_final;
+the agents share no parameter, so each agent's loss is backpropagated right after its forward (the gradients of
+L_final, with one agent's activations in memory at a time). Then one AdamW step over every agent's trainable
+weights and modulation token z_i, the EMA update, and the self-modulation: agent i's learning rate becomes
+lr * alpha_i with alpha_i = ||z_i||_2 / n (n agents); z_i keeps its own rate.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from mora_agents.errors import InputError, validation_summary
+from mora_agents.media import atomic_path
+from mora_agents.pipelines.adapters import (
+    AGENT_MODELS,
+    AdapterCard,
+    LoraSpec,
+    add_lora,
+    card_sha256,
+    check_adapters,
+    load_weights,
+)
+from mora_agents.pipelines.loading import MEMORY_PROFILES, PRESETS, build_pipeline, check_available, resolve_device
+from mora_agents.settings import use_settings
+from mora_agents.tools.defaults import DEFAULTS
+from mora_agents.train.agents import AGENT_CLASSES, ImageToVideoAgent, TrainableAgent
+from mora_agents.train.card import write_card
+from mora_agents.train.dataset import Sample, dataset_sha256, read_dataset
+
+TRAIN_JSON = "train.json"
+CHECKPOINTS = "checkpoints"
+LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
+"""LoRA on every attention projection of the UNet: self-, cross- (which reads z) and, in SVD, temporal attention."""
+
+StepCallback = Callable[[int, int, dict[str, float]], None]
+"""on_step(step, total, losses): losses by agent name, and `total` (L_final); main process only."""
+
+
+class TrainConfig(BaseModel):
+    """How to fine-tune. Defaults: the paper's appendix A.9 where it says, our choices (docs/training.md) where not."""
+
+    model_config = ConfigDict(extra="forbid")
+    preset: Literal["full", "tiny"] = "full"
+    device: str = "auto"
+    """auto, cpu or cuda (one GPU per process; several through `accelerate launch`)."""
+    agents: list[str] = Field(default_factory=lambda: list(AGENT_MODELS))
+    full: bool = False
+    """Fine-tune every UNet weight instead of LoRA adapters."""
+    lora_rank: int = Field(16, ge=1)
+    modulation: bool = True
+    """The self-modulation token z_i and alpha_i; off: plain joint fine-tuning (the paper's ablation)."""
+    modulation_init: Literal["text", "random"] = "text"
+    steps: int = Field(12, ge=1)
+    batch_size: int = Field(4, ge=1)
+    lr: float = Field(1e-5, gt=0)
+    lr_modulation: float = Field(1e-4, gt=0)
+    weight_decay: float = Field(1e-2, ge=0)
+    max_grad_norm: float = Field(1.0, gt=0)
+    snr_gamma: float = Field(5.0, gt=0)
+    ema_decay: float = Field(0.999, ge=0, le=1)
+    checkpoint_every: int = Field(4, ge=1)
+    gradient_checkpointing: bool = True
+    frames: int | None = Field(None, ge=2)
+    """Clip frames the image-to-video agent learns (the preset's segment length, 25, when not set)."""
+    memory_profile: str = "resident"
+    """resident, or 24gb: each agent's UNet is on the GPU only for its own forward and backward."""
+    seed: int = 0
+    iteration: int = 0
+    """Recorded in the card: the data-free loop's iteration that made the dataset."""
+    init_adapters: Path | None = None
+    """Start from a previous `mora train` output (the loop's previous iteration) instead of the base weights."""
+    models: dict[str, str] = Field(default_factory=dict)
+    """Model id or folder overrides by model key (as `ToolSettings.models`)."""
+
+    @field_validator("agents")
+    @classmethod
+    def _known_agents(cls, agents: list[str]) -> list[str]:
+        unknown = [a for a in agents if a not in AGENT_MODELS]
+        if unknown or not agents:
+            raise ValueError(f"unknown agent {unknown[0] if unknown else '(none given)'} (agents: {', '.join(AGENT_MODELS)})")
+        return [a for a in AGENT_MODELS if a in agents]
+
+    @field_validator("memory_profile")
+    @classmethod
+    def _known_profile(cls, profile: str) -> str:
+        if profile not in MEMORY_PROFILES:
+            raise ValueError(f"unknown memory profile (choose from {', '.join(MEMORY_PROFILES)})")
+        return profile
+
+    @classmethod
+    def parse(cls, **values) -> TrainConfig:
+        """Validate options; a bad one raises InputError naming it."""
+        try:
+            return cls(**values)
+        except ValidationError as e:
+            raise InputError(f"training options: {validation_summary(e)}") from None
+
+    def settings(self):
+        """The tool settings the models are built under."""
+        assert self.preset in PRESETS
+        return use_settings(preset=self.preset, models=self.models, adapters=None)
+
+
+@dataclass
+class TrainResult:
+    out_dir: Path
+    steps: int
+    losses: list[dict[str, float]]
+    """One entry per step: {"step": n, agent: loss, ..., "total": L_final}."""
+    adapters_sha256: str
+    card: AdapterCard
+
+
+# -- the public functions ---------------------------------------------------------------------------------------
+
+
+def train(dataset_dir: Path, out_dir: Path, config: TrainConfig | None = None,
+          on_step: StepCallback | None = None) -> TrainResult:
+    """Fine-tune the agents on a dataset folder; writes adapters, modulation tokens and a card into `out_dir`.
+
+    Bad input (dataset, options, an `out_dir` that holds something else) raises InputError before anything is
+    written. Checkpoints are kept every `checkpoint_every` steps; a killed run continues with `resume(out_dir)`.
+    Run under `accelerate launch`, every process calls this and they train as one (DDP).
+    """
+    config = config or TrainConfig()
+    dataset_dir, out_dir = Path(dataset_dir).resolve(), Path(out_dir).resolve()
+    samples = read_dataset(dataset_dir)
+    if out_dir.exists() and any(out_dir.iterdir()):
+        if (out_dir / "card.json").is_file():
+            raise InputError(f"--out {out_dir}: holds finished training (card.json); choose a new folder")
+        if (out_dir / TRAIN_JSON).is_file():
+            raise InputError(f"--out {out_dir}: holds an unfinished training; continue it with "
+                             f"`mora train --resume {out_dir}` or choose a new folder")
+        raise InputError(f"--out {out_dir}: not empty; choose a new folder")
+    sha = dataset_sha256(dataset_dir, samples)
+    return _Training(dataset_dir, out_dir, config, samples, sha, on_step).run(resume=False)
+
+
+def resume(out_dir: Path, on_step: StepCallback | None = None) -> TrainResult:
+    """Continue a training run from its last checkpoint (from the start if it made none): the same final weights as
+    an uninterrupted run, up to the determinism of the device."""
+    out_dir = Path(out_dir).resolve()
+    if (out_dir / "card.json").is_file():
+        raise InputError(f"--resume {out_dir}: training finished already (card.json)")
+    if not (out_dir / TRAIN_JSON).is_file():
+        raise InputError(f"--resume {out_dir}: no {TRAIN_JSON} (not a `mora train` output folder)")
+    record = json.loads((out_dir / TRAIN_JSON).read_text(encoding="utf-8"))
+    dataset_dir = Path(record["dataset"])
+    samples = read_dataset(dataset_dir)
+    sha = dataset_sha256(dataset_dir, samples)
+    if sha != record["dataset_sha256"]:
+        raise InputError(f"--resume {out_dir}: the dataset {dataset_dir} changed since training started")
+    config = TrainConfig.model_validate(record["config"])
+    return _Training(dataset_dir, out_dir, config, samples, sha, on_step).run(resume=True)
+
+
+def validation_loss(dataset_dir: Path, config: TrainConfig, adapters: Path | None = None, seed: int = 0,
+                    repeats: int = 1) -> dict[str, float]:
+    """Each agent's training loss on a dataset at fixed noise and timesteps (seeded), with the base weights or with
+    `adapters` (a `mora train` output): comparable between checkpoints, e.g. on a held-out dataset.
+
+    `repeats`: draws of noise and timesteps per sample, averaged.
+    """
+    dataset_dir = Path(dataset_dir).resolve()
+    samples = read_dataset(dataset_dir)
+    device = resolve_device(config.device)
+    with config.settings():
+        agents = _build_agents(config.model_copy(update={"init_adapters": adapters}), samples, dataset_dir, device,
+                               torch.float32 if device.type == "cpu" else torch.bfloat16, trainable=False)
+    torch.manual_seed(seed)
+    losses = {}
+    with torch.no_grad(), torch.autocast(device.type, torch.bfloat16, enabled=device.type != "cpu"):
+        for agent in agents:
+            rows = list(agent.rows.values())
+            if rows:
+                losses[agent.name] = sum(agent.sample_loss(rows).mean().item() for _ in range(repeats)) / repeats
+    return losses
+
+
+# -- building the agents ----------------------------------------------------------------------------------------
+
+
+def _lora_spec(config: TrainConfig) -> LoraSpec:
+    return LoraSpec(rank=config.lora_rank, alpha=config.lora_rank, target_modules=LORA_TARGETS)
+
+
+def _resolution(preset: str, agent: str) -> tuple[int, int]:
+    """(width, height) an agent trains at: the preset's size of its inference tool."""
+    tool = "image_to_video" if agent == "image_to_video" else "text_to_image"
+    return DEFAULTS[preset][tool]["width"], DEFAULTS[preset][tool]["height"]
+
+
+def _build_agents(config: TrainConfig, samples: list[Sample], dataset_dir: Path, device: torch.device,
+                  weight_dtype: torch.dtype, trainable: bool = True) -> list[TrainableAgent]:
+    """The agents that have samples to learn from, their UNets prepared for training (LoRA or full), their modulation
+    tokens initialised, their fixed inputs encoded."""
+    init = check_adapters(config.init_adapters) if config.init_adapters else None
+    if init is not None:
+        missing = [a for a in config.agents if a not in init.agents]
+        if missing:
+            raise InputError(f"--init-adapters {config.init_adapters}: has no weights for agent '{missing[0]}'")
+    check_available([AGENT_MODELS[a] for a in config.agents] if config.preset == "full" else [])
+    agents = []
+    for name in config.agents:
+        cls = AGENT_CLASSES[name]
+        if not any(cls.uses(sample) for sample in samples):
+            continue
+        pipe = build_pipeline(cls.model, device, weight_dtype)
+        pipe.set_progress_bar_config(disable=True)
+        pipe.vae.to(torch.float32)  # frozen, small, and exact: SDXL's VAE overflows in 16 bits
+        unet = pipe.unet.requires_grad_(False)
+        frames = config.frames or DEFAULTS[config.preset]["image_to_video"]["frames"]
+        agent = (cls(pipe, config.snr_gamma, device, frames) if cls is ImageToVideoAgent
+                 else cls(pipe, config.snr_gamma, device))
+        modulation = None
+        if init is not None:
+            saved = init.agents[name]
+            if (saved.mode == "full") != config.full or (init.lora and init.lora.rank != config.lora_rank):
+                raise InputError(f"--init-adapters {config.init_adapters}: '{name}' was trained with other settings "
+                                 f"({saved.mode}{f', rank {init.lora.rank}' if init.lora else ''})")
+            modulation = load_weights(unet, config.init_adapters, init, name)
+        elif not config.full:
+            add_lora(unet, _lora_spec(config))
+        if config.modulation:
+            agent.add_modulation(modulation.z.detach() if modulation is not None else _initial_token(agent, config))
+        elif modulation is not None:
+            raise InputError(f"--init-adapters {config.init_adapters}: has modulation tokens; train it with modulation")
+        if trainable:
+            for param_name, param in unet.named_parameters():
+                param.requires_grad_(config.full or "lora_" in param_name)
+            for param in (p for p in unet.parameters() if p.requires_grad):
+                param.data = param.data.float()  # trainable weights in fp32; the frozen ones in weight_dtype
+            if config.gradient_checkpointing:
+                unet.enable_gradient_checkpointing()
+            unet.train()
+        else:
+            unet.eval()
+            if agent.modulation is not None:
+                agent.modulation.requires_grad_(False)
+        agent.encode(samples, dataset_dir, _resolution(config.preset, name))
+        agents.append(agent)
+    if not agents:
+        raise InputError(f"dataset {dataset_dir}: no sample for the agents {', '.join(config.agents)}")
+    return agents
+
+
+@torch.no_grad()
+def _initial_token(agent: TrainableAgent, config: TrainConfig) -> torch.Tensor:
+    """z_i at the start: E_i("[Mod]"), or (`random`) a random direction with that embedding's norm."""
+    z = agent.token_embedding()
+    if config.modulation_init == "random":
+        z = torch.randn(z.shape, device=z.device) * z.norm() / z.numel() ** 0.5
+    return z
+
+
+def alpha(agent: TrainableAgent, n: int) -> float:
+    """The self-modulation factor alpha_i = ||z_i||_2 / n (1 without modulation)."""
+    return agent.modulation.z.detach().norm().item() / n if agent.modulation is not None else 1.0
+
+
+def param_groups(agents: list[TrainableAgent], config: TrainConfig) -> list[dict]:
+    """One AdamW group per agent's weights (lr * alpha_i) and one per modulation token (its own rate, no decay)."""
+    groups = []
+    for agent in agents:
+        weights = [p for p in agent.unet.parameters() if p.requires_grad]
+        groups.append({"params": weights, "agent": agent.name, "lr": config.lr * alpha(agent, len(agents))})
+        if agent.modulation is not None:
+            groups.append({"params": [agent.modulation.z], "agent": agent.name + ".z", "lr": config.lr_modulation,
+                           "weight_decay": 0.0})
+    return groups
+
+
+def set_modulated_rates(optimizer: torch.optim.Optimizer, agents: list[TrainableAgent], lr: float) -> None:
+    """After a step: agent i's weights learn at lr * alpha_i, with alpha_i from the updated z_i."""
+    factors = {agent.name: alpha(agent, len(agents)) for agent in agents}
+    for group in optimizer.param_groups:
+        if group["agent"] in factors:
+            group["lr"] = lr * factors[group["agent"]]
+
+
+# -- the training run -------------------------------------------------------------------------------------------
+
+
+class _Training:
+    def __init__(self, dataset_dir: Path, out_dir: Path, config: TrainConfig, samples: list[Sample], dataset_sha: str,
+                 on_step: StepCallback | None) -> None:
+        self.dataset_dir, self.out_dir, self.config, self.samples = dataset_dir, out_dir, config, samples
+        self.dataset_sha = dataset_sha
+        self.on_step = on_step
+        self.losses: list[dict[str, float]] = []
+
+    def _accelerator(self):
+        from accelerate import Accelerator, DataLoaderConfiguration, DistributedDataParallelKwargs
+
+        device = self.config.device
+        if device not in ("auto", "cpu", "cuda"):
+            raise InputError(f"--device {device}: training takes auto, cpu or cuda (choose GPUs with "
+                             f"CUDA_VISIBLE_DEVICES, several with `accelerate launch`)")
+        if device == "cuda" and not torch.cuda.is_available():
+            raise InputError("--device cuda: no CUDA device here")
+        cpu = device == "cpu" or not torch.cuda.is_available()
+        accelerator = Accelerator(
+            cpu=cpu, mixed_precision="no" if cpu else "bf16",
+            dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=self.config.seed),
+            kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
+        if self.config.memory_profile == "24gb" and accelerator.num_processes > 1:
+            raise InputError("--memory-profile 24gb: for one process; several GPUs train with the resident profile")
+        return accelerator
+
+    def run(self, resume: bool) -> TrainResult:
+        from accelerate.utils import set_seed
+        from diffusers.training_utils import EMAModel
+
+        config = self.config
+        accelerator = self._accelerator()
+        main = accelerator.is_main_process
+        accelerator.wait_for_everyone()  # every process checked its input before anything is written
+        if not resume and main:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            _write_json(self.out_dir / TRAIN_JSON, {
+                "dataset": str(self.dataset_dir), "dataset_sha256": self.dataset_sha,
+                "config": config.model_dump(mode="json"), "created": datetime.now().isoformat()})
+        set_seed(config.seed, device_specific=True)
+        weight_dtype = torch.bfloat16 if accelerator.mixed_precision == "bf16" else torch.float32
+        with config.settings():
+            agents = _build_agents(config, self.samples, self.dataset_dir, accelerator.device, weight_dtype)
+        offload = config.memory_profile == "24gb" and accelerator.device.type == "cuda"
+        if offload:
+            for agent in agents:  # only the UNets compute from now on (and SVD's VAE encoder)
+                for name in ("text_encoder", "text_encoder_2", "image_encoder"):
+                    if getattr(agent.pipe, name, None) is not None:
+                        getattr(agent.pipe, name).to("cpu")
+                agent.unet.to("cpu")
+        optimizer = torch.optim.AdamW(param_groups(agents, config), lr=config.lr, weight_decay=config.weight_decay)
+        loader = torch.utils.data.DataLoader(list(range(len(self.samples))), batch_size=config.batch_size,
+                                             shuffle=True, collate_fn=list)
+        *wrapped, optimizer, loader = accelerator.prepare(*agents, optimizer, loader,
+                                                          device_placement=[not offload] * len(agents) + [True, True])
+        trainable = [p for group in optimizer.param_groups for p in group["params"]]
+        ema = EMAModel(trainable, decay=config.ema_decay)
+        accelerator.register_for_checkpointing(ema)
+        self._register_hooks(accelerator, agents)
+        step = self._load_checkpoint(accelerator) if resume else 0
+        accelerator.wait_for_everyone()
+        if self.on_step and main:
+            self.on_step(step, config.steps, self.losses[-1] if self.losses else {})
+        per_epoch = len(loader)
+        while step < config.steps:
+            epoch, done = divmod(step, per_epoch)
+            loader.set_epoch(epoch)
+            for indices in accelerator.skip_first_batches(loader, done) if done else loader:
+                losses = self._step(accelerator, agents, wrapped, indices, offload)
+                accelerator.clip_grad_norm_(trainable, config.max_grad_norm)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+                ema.step(trainable)
+                set_modulated_rates(optimizer, agents, config.lr)
+                step += 1
+                self.losses.append({"step": step, **losses})
+                if step % config.checkpoint_every == 0 and step < config.steps:
+                    self._save_checkpoint(accelerator, step)
+                if self.on_step and main:
+                    self.on_step(step, config.steps, self.losses[-1])
+                if step >= config.steps:
+                    break
+        ema.copy_to(trainable)
+        accelerator.wait_for_everyone()
+        if main:
+            self._write_card(accelerator, agents, step)
+            shutil.rmtree(self.out_dir / CHECKPOINTS, ignore_errors=True)
+        accelerator.wait_for_everyone()
+        card = AdapterCard.model_validate_json((self.out_dir / "card.json").read_bytes())
+        return TrainResult(self.out_dir, step, self.losses, card_sha256(self.out_dir), card)
+
+    def _write_card(self, accelerator, agents: list[TrainableAgent], steps: int) -> None:
+        config, n = self.config, len(agents)
+        tokens = {a.name: {"init": "init_adapters" if config.init_adapters else config.modulation_init,
+                           "norm": a.modulation.z.norm().item(), "alpha": alpha(a, n)}
+                  for a in agents if a.modulation is not None}
+        write_card(self.out_dir, agents, config, None if config.full else _lora_spec(config), {
+            "steps": steps, "losses": self.losses, "modulation": tokens,
+            "dataset": {"path": str(self.dataset_dir), "sha256": self.dataset_sha, "samples": len(self.samples),
+                        "per_agent": {a.name: len(a.rows) for a in agents}},
+            "environment": {"device": str(accelerator.device), "processes": accelerator.num_processes,
+                            "mixed_precision": accelerator.mixed_precision}})
+
+    def _step(self, accelerator, agents: list[TrainableAgent], wrapped: list, indices: list[int],
+              offload: bool) -> dict[str, float]:
+        """Forward and backward of every agent on one batch; their losses (mean over processes) and L_final."""
+        losses = {}
+        for agent, model in zip(agents, wrapped):
+            with _on_device(agent) if offload else nullcontext():
+                loss = model(indices)
+                accelerator.backward(loss)
+            used = sum(i in agent.rows for i in indices)
+            total, count = accelerator.reduce(torch.tensor([loss.item() * used, used], device=accelerator.device),
+                                              reduction="sum").tolist()
+            if count:
+                losses[agent.name] = total / count
+        losses["total"] = sum(losses.values())
+        return losses
+
+    # -- checkpoints --
+
+    def _register_hooks(self, accelerator, agents: list[TrainableAgent]) -> None:
+        """Checkpoints hold only the trainable weights (LoRA or UNet, and z), not the frozen base models."""
+        from safetensors.torch import load_file, save_file
+
+        def save(models: list, weights: list, output_dir: str) -> None:
+            if accelerator.is_main_process:
+                for agent in agents:
+                    save_file({name: p.detach().float().cpu().contiguous() for name, p in agent.named_parameters()
+                               if p.requires_grad}, Path(output_dir) / f"{agent.name}.safetensors")
+            weights.clear()
+
+        def load(models: list, input_dir: str) -> None:
+            for agent in agents:
+                state = load_file(Path(input_dir) / f"{agent.name}.safetensors")
+                with torch.no_grad():
+                    for name, p in agent.named_parameters():
+                        if p.requires_grad:
+                            p.copy_(state[name])
+            models.clear()
+
+        accelerator.register_save_state_pre_hook(save)
+        accelerator.register_load_state_pre_hook(load)
+
+    def _save_checkpoint(self, accelerator, step: int) -> None:
+        """Write the state beside its final name, then rename: a killed save leaves the previous checkpoint."""
+        folder = self.out_dir / CHECKPOINTS
+        temporary, final = folder / f".step-{step:06d}.tmp", folder / f"step-{step:06d}"
+        accelerator.save_state(str(temporary))
+        if accelerator.is_main_process:
+            _write_json(temporary / "progress.json", {"step": step, "losses": self.losses})
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            temporary.rename(final)
+            for old in folder.iterdir():
+                if old != final:
+                    shutil.rmtree(old, ignore_errors=True)
+        accelerator.wait_for_everyone()
+
+    def _load_checkpoint(self, accelerator) -> int:
+        """Load the latest finished checkpoint; its step (0 without one)."""
+        finished = sorted((self.out_dir / CHECKPOINTS).glob("step-*"))
+        if not finished:
+            return 0
+        accelerator.load_state(str(finished[-1]))
+        progress = json.loads((finished[-1] / "progress.json").read_text(encoding="utf-8"))
+        self.losses = progress["losses"]
+        return progress["step"]
+
+
+@contextmanager
+def _on_device(agent: TrainableAgent) -> Iterator[None]:
+    """The agent's UNet on its device for the block, then back on the CPU (the 24gb memory profile)."""
+    agent.unet.to(agent.device)
+    try:
+        yield
+    finally:
+        agent.unet.to("cpu")
+
+
+def _write_json(path: Path, data: dict) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2, default=str) + "\n", encoding="utf-8")
