@@ -45,6 +45,7 @@ from mora_agents.agents.messages import (
 from mora_agents.agents.team import CHECKPOINTS, build_team
 from mora_agents.errors import InputError, MoraError, validation_summary
 from mora_agents.media import Artifact, article, atomic_path, probe, sha256_file
+from mora_agents.pipelines.adapters import card_sha256, check_adapters
 from mora_agents.pipelines.loading import MEMORY_PROFILES
 from mora_agents.runs.catalog import read_info, run_status
 from mora_agents.runs.review import Reviewer, auto_accept, decide
@@ -69,6 +70,8 @@ class RunOptions:
     """Review repeats (and edits) allowed per step; then a person must accept or stop."""
     memory_profile: str = "resident"
     """`resident` or `24gb` (see `ToolSettings.memory_profile`)."""
+    adapters: Path | None = None
+    """A `mora train` output folder: the agents it trained run with its weights and modulation tokens."""
 
 
 @dataclass
@@ -174,6 +177,7 @@ def prepare_run(text: str, *, images: Sequence[Path] = (), videos: Sequence[Path
     images, videos = [Path(p) for p in images], [Path(p) for p in videos]
     with use_settings(preset=options.preset, device=options.device, memory_profile=options.memory_profile):
         validate_request(text, images, videos, task, duration, options)
+        adapters = run_adapters(options.adapters, options.preset)
         if previous is not None and probe(previous).kind != "video":
             raise InputError(f"{previous}: the previous result is not a video")
     seed = options.seed if options.seed is not None else random.randrange(2**31)
@@ -194,7 +198,7 @@ def prepare_run(text: str, *, images: Sequence[Path] = (), videos: Sequence[Path
             "request": request.model_dump(), "task": None, "preset": options.preset, "device": options.device,
             "memory_profile": options.memory_profile, "seed": seed, "overrides": options.overrides,
             "max_repeats": options.max_repeats, "sops_dir": str(options.sops_dir or ""),
-            "noise": options.preset == "tiny", "status": "queued", "seconds": 0.0,
+            "noise": options.preset == "tiny", "status": "queued", "seconds": 0.0, **adapters,
             "created": datetime.now().isoformat()})
     except BaseException:
         shutil.rmtree(run_dir, ignore_errors=True)
@@ -243,7 +247,9 @@ async def resume_run(run_dir: Path, *, device: str | None = None, memory_profile
     if memory_profile is not None and memory_profile not in MEMORY_PROFILES:
         raise InputError(f"--memory-profile {memory_profile}: unknown (choose from {', '.join(MEMORY_PROFILES)})")
     info["memory_profile"] = memory_profile or info.get("memory_profile", "resident")
-    with use_settings(preset=info["preset"], device=info["device"], memory_profile=info["memory_profile"]):
+    adapters = run_adapters(info.get("adapters"), info["preset"], info.get("adapters_sha256"))
+    with use_settings(preset=info["preset"], device=info["device"], memory_profile=info["memory_profile"],
+                      adapters=adapters["adapters"]):
         sops_dir = info.get("sops_dir")
         sops = {name: sop for name, (sop, _) in find_sops(Path(sops_dir) if sops_dir else None).items()}
         session = _Session(run_dir, info, sops, model_client or client_from_env(), on_record, reviewer)
@@ -253,11 +259,26 @@ async def resume_run(run_dir: Path, *, device: str | None = None, memory_profile
             await session.team.load_state(json.loads(state_path.read_text(encoding="utf-8")))
             session.verify_artifacts()
             task = None
+        if status == "queued" and adapters["adapters"]:
+            session.transcript.note("runner", "Adapters", f"agents fine-tuned by {adapters['adapters']} "
+                                    f"(sha256 {adapters['adapters_sha256']})")
         if status != "queued":
             session.transcript.note("runner", "Resumed", f"resumed a run that was {status}"
                                     + (" from its last checkpoint" if task is None else " from the start"))
         pending = info.get("pending_review")
         return await session.drive(task, ReviewRequest.model_validate(pending) if pending else None)
+
+
+def run_adapters(folder: Path | str | None, preset: str, sha256: str | None = None) -> dict[str, Any]:
+    """A run's adapter folder and its sha256, checked against the preset and models (and `sha256` when given)."""
+    if not folder:
+        return {"adapters": None, "adapters_sha256": None}
+    folder = Path(folder).resolve()
+    with use_settings(preset=preset):
+        check_adapters(folder)
+    if sha256 is not None and card_sha256(folder) != sha256:
+        raise InputError(f"adapters {folder}: changed since the run started (sha256 differs)")
+    return {"adapters": folder, "adapters_sha256": card_sha256(folder)}
 
 
 class _ReviewEnded(Exception):

@@ -7,6 +7,7 @@ from typing import Annotated
 import torch
 
 from mora_agents.media import Artifact, load_image, probe, save_image
+from mora_agents.pipelines.adapters import adapters_scope
 from mora_agents.pipelines.loading import load_pipeline
 from mora_agents.settings import denoise_callback, output_path, settings
 from mora_agents.tools.defaults import fill_defaults, generator
@@ -23,16 +24,19 @@ def text_to_image(
     high_noise_frac: float | None = None,
     guidance_scale: float | None = None,
     seed: int | None = None,
+    adapters: Annotated[str | None, "a `mora train` output folder (default: the run's)"] = None,
     output: str | None = None,
 ) -> Artifact:
     """Generate an image from a text prompt with SDXL base, finished by the SDXL refiner.
 
     The base denoises the first `high_noise_frac` of the `steps`, the refiner the rest (ensemble of experts).
-    Unset parameters take the preset's defaults (full: 1024x576, 40 steps, 0.8, guidance 5.0).
+    Unset parameters take the preset's defaults (full: 1024x576, 40 steps, 0.8, guidance 5.0). `adapters`: the base
+    runs with the text-to-image agent's fine-tuned weights and modulation token from that folder.
     """
     p = fill_defaults("text_to_image", width=width, height=height, steps=steps, high_noise_frac=high_noise_frac,
                       guidance_scale=guidance_scale)
-    base, refiner = load_pipeline("sdxl_base"), load_pipeline("sdxl_refiner")
+    with adapters_scope(adapters):
+        base, refiner = load_pipeline("sdxl_base"), load_pipeline("sdxl_refiner")
     common = dict(prompt=prompt, negative_prompt=negative_prompt or None, num_inference_steps=p["steps"],
                   guidance_scale=p["guidance_scale"])
     gen = generator(seed)
@@ -56,16 +60,19 @@ def edit_image(
     guidance_scale: float | None = None,
     image_guidance_scale: float | None = None,
     seed: int | None = None,
+    adapters: Annotated[str | None, "a `mora train` output folder (default: the run's)"] = None,
     output: str | None = None,
 ) -> Artifact:
     """Edit an image following a written instruction with InstructPix2Pix; the size is kept.
 
     Unset parameters take the pipeline's defaults (100 steps, guidance 7.5, image guidance 1.5) under `full`.
+    `adapters`: with the image-to-image agent's fine-tuned weights and modulation token from that folder.
     """
     p = fill_defaults("edit_image", steps=steps, guidance_scale=guidance_scale,
                       image_guidance_scale=image_guidance_scale)
     source = load_image(image)
-    pipe = load_pipeline("instruct_pix2pix")
+    with adapters_scope(adapters):
+        pipe = load_pipeline("instruct_pix2pix")
     with torch.inference_mode():
         edited = pipe(instruction, image=source, num_inference_steps=p["steps"], guidance_scale=p["guidance_scale"],
                       image_guidance_scale=p["image_guidance_scale"], generator=generator(seed),

@@ -112,7 +112,7 @@ class TrainConfig(BaseModel):
         try:
             return cls(**values)
         except ValidationError as e:
-            raise InputError(f"training options: {validation_summary(e)}") from None
+            raise InputError(f"training options: {validation_summary(e).replace('Value error, ', '')}") from None
 
     def settings(self):
         """The tool settings the models are built under."""
@@ -226,7 +226,7 @@ def _build_agents(config: TrainConfig, samples: list[Sample], dataset_dir: Path,
             continue
         pipe = build_pipeline(cls.model, device, weight_dtype)
         pipe.set_progress_bar_config(disable=True)
-        pipe.vae.to(torch.float32)  # frozen, small, and exact: SDXL's VAE overflows in 16 bits
+        pipe.vae.float()  # frozen, small, and exact: SDXL's VAE overflows in 16 bits
         unet = pipe.unet.requires_grad_(False)
         frames = config.frames or DEFAULTS[config.preset]["image_to_video"]["frames"]
         agent = (cls(pipe, config.snr_gamma, device, frames) if cls is ImageToVideoAgent
