@@ -192,6 +192,7 @@ def train_command(
     lr_modulation: Annotated[float, typer.Option(help="Learning rate of the modulation tokens.")] = 1e-4,
     checkpoint_every: Annotated[int, typer.Option(help="Steps between checkpoints.")] = 4,
     frames: Annotated[Optional[int], typer.Option(help="Clip frames the image-to-video agent learns (default: the preset's 25).")] = None,
+    resolution: Annotated[Optional[str], typer.Option(help="WIDTHxHEIGHT to train at (default: the preset's, 1024x576).")] = None,
     memory_profile: Annotated[str, typer.Option(help="resident; 24gb: one UNet on the GPU at a time.")] = "resident",
     init_adapters: Annotated[Optional[Path], typer.Option(help="Start from a previous `mora train` output.")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the noise, timesteps and data order.")] = 0,
@@ -213,7 +214,8 @@ def train_command(
                 preset=preset, device=device, agents=[a.strip() for a in agents.split(",") if a.strip()], full=full,
                 lora_rank=lora_rank, modulation=not no_modulation, modulation_init=modulation_init, steps=steps,
                 batch_size=batch_size, lr=lr, lr_modulation=lr_modulation, checkpoint_every=checkpoint_every,
-                frames=frames, memory_profile=memory_profile, init_adapters=init_adapters, seed=seed)
+                frames=frames, resolution=resolution and resolution.lower().split("x"), memory_profile=memory_profile,
+                init_adapters=init_adapters, seed=seed)
             _noise_warning(preset)
         console.print("[dim]loading the models and encoding the dataset...[/]")
         with TrainProgress(console) as progress:

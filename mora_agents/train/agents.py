@@ -67,6 +67,8 @@ class TrainableAgent(nn.Module):
         """Where the agent computes (its UNet may wait on the CPU between uses under the 24gb memory profile)."""
         self.snr_gamma = snr_gamma
         self.modulation: Modulation | None = None
+        self.generator = torch.Generator(device)
+        """The source of noise, timesteps and sigmas (the trainer seeds it at every step)."""
         self.rows: dict[int, int] = {}
         """Dataset index -> row of the cache, for the samples this agent learns from."""
         self.cache: dict[str, torch.Tensor] = {}
@@ -99,6 +101,9 @@ class TrainableAgent(nn.Module):
 
     def collate(self, encoded: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
         return {key: torch.cat([e[key] for e in encoded]) for key in encoded[0]}
+
+    def randn(self, shape: torch.Size | tuple[int, ...]) -> torch.Tensor:
+        return torch.randn(shape, generator=self.generator, device=self.device)
 
     def add_modulation(self, z: torch.Tensor) -> None:
         """Give the agent a trainable modulation token z, appended to every UNet call's conditioning."""
@@ -139,8 +144,9 @@ class _NoisePredictionAgent(TrainableAgent):
 
     def sample_loss(self, rows: list[int]) -> torch.Tensor:
         latents = self.cache["latents"][rows]
-        noise = torch.randn_like(latents)
-        timesteps = torch.randint(0, self.noise_scheduler.config.num_train_timesteps, (len(rows),), device=self.device)
+        noise = self.randn(latents.shape)
+        timesteps = torch.randint(0, self.noise_scheduler.config.num_train_timesteps, (len(rows),),
+                                  generator=self.generator, device=self.device)
         noisy = self.noise_scheduler.add_noise(latents, noise, timesteps)
         prediction = self.noise_scheduler.config.prediction_type
         target = noise if prediction == "epsilon" else self.noise_scheduler.get_velocity(latents, noise, timesteps)
@@ -258,12 +264,12 @@ class ImageToVideoAgent(TrainableAgent):
 
     def sample_loss(self, rows: list[int]) -> torch.Tensor:
         latents = self.cache["latents"][rows]
-        sigma = (torch.randn(len(rows), device=self.device) * SVD_P_STD + SVD_P_MEAN).exp().clamp(*self.sigma_range)
+        sigma = (self.randn((len(rows),)) * SVD_P_STD + SVD_P_MEAN).exp().clamp(*self.sigma_range)
         s = sigma.view(-1, 1, 1, 1, 1)
-        noise = torch.randn_like(latents)
+        noise = self.randn(latents.shape)
         noisy = latents + s * noise
         start = self.cache["start"][rows]
-        augmented = start + self.cache["noise_aug"][rows].view(-1, 1, 1, 1) * torch.randn_like(start)
+        augmented = start + self.cache["noise_aug"][rows].view(-1, 1, 1, 1) * self.randn(start.shape)
         with torch.no_grad():
             condition = self.pipe._encode_vae_image(augmented, self.device, 1, False)
         condition = condition.unsqueeze(1).repeat(1, latents.shape[1], 1, 1, 1).to(noisy.dtype)

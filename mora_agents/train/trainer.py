@@ -81,6 +81,8 @@ class TrainConfig(BaseModel):
     gradient_checkpointing: bool = True
     frames: int | None = Field(None, ge=2)
     """Clip frames the image-to-video agent learns (the preset's segment length, 25, when not set)."""
+    resolution: tuple[int, int] | None = None
+    """(width, height) every agent trains at; the preset's inference size when not set (full: 1024x576)."""
     memory_profile: str = "resident"
     """resident, or 24gb: each agent's UNet is on the GPU only for its own forward and backward."""
     seed: int = 0
@@ -98,6 +100,13 @@ class TrainConfig(BaseModel):
         if unknown or not agents:
             raise ValueError(f"unknown agent {unknown[0] if unknown else '(none given)'} (agents: {', '.join(AGENT_MODELS)})")
         return [a for a in AGENT_MODELS if a in agents]
+
+    @field_validator("resolution")
+    @classmethod
+    def _multiple_of_8(cls, resolution: tuple[int, int] | None) -> tuple[int, int] | None:
+        if resolution is not None and any(side < 8 or side % 8 for side in resolution):
+            raise ValueError("width and height must be multiples of 8")
+        return resolution
 
     @field_validator("memory_profile")
     @classmethod
@@ -183,13 +192,12 @@ def validation_loss(dataset_dir: Path, config: TrainConfig, adapters: Path | Non
     dataset_dir = Path(dataset_dir).resolve()
     samples = read_dataset(dataset_dir)
     device = resolve_device(config.device)
-    with config.settings():
-        agents = _build_agents(config.model_copy(update={"init_adapters": adapters}), samples, dataset_dir, device,
-                               torch.float32 if device.type == "cpu" else torch.bfloat16, trainable=False)
-    torch.manual_seed(seed)
+    agents = build_agents(config.model_copy(update={"init_adapters": adapters}), samples, dataset_dir, device,
+                          torch.float32 if device.type == "cpu" else torch.bfloat16, trainable=False)
     losses = {}
     with torch.no_grad(), torch.autocast(device.type, torch.bfloat16, enabled=device.type != "cpu"):
         for agent in agents:
+            agent.generator.manual_seed(seed)
             rows = list(agent.rows.values())
             if rows:
                 losses[agent.name] = sum(agent.sample_loss(rows).mean().item() for _ in range(repeats)) / repeats
@@ -203,16 +211,22 @@ def _lora_spec(config: TrainConfig) -> LoraSpec:
     return LoraSpec(rank=config.lora_rank, alpha=config.lora_rank, target_modules=LORA_TARGETS)
 
 
-def _resolution(preset: str, agent: str) -> tuple[int, int]:
-    """(width, height) an agent trains at: the preset's size of its inference tool."""
-    tool = "image_to_video" if agent == "image_to_video" else "text_to_image"
-    return DEFAULTS[preset][tool]["width"], DEFAULTS[preset][tool]["height"]
+def _resolution(config: TrainConfig, agent: str) -> tuple[int, int]:
+    """(width, height) an agent trains at: the configured one, else the preset's size of its inference tool."""
+    tool = DEFAULTS[config.preset]["image_to_video" if agent == "image_to_video" else "text_to_image"]
+    return config.resolution or (tool["width"], tool["height"])
 
 
-def _build_agents(config: TrainConfig, samples: list[Sample], dataset_dir: Path, device: torch.device,
+def build_agents(config: TrainConfig, samples: list[Sample], dataset_dir: Path, device: torch.device,
                   weight_dtype: torch.dtype, trainable: bool = True) -> list[TrainableAgent]:
     """The agents that have samples to learn from, their UNets prepared for training (LoRA or full), their modulation
     tokens initialised, their fixed inputs encoded."""
+    with config.settings():
+        return _build_agents(config, samples, dataset_dir, device, weight_dtype, trainable)
+
+
+def _build_agents(config: TrainConfig, samples: list[Sample], dataset_dir: Path, device: torch.device,
+                  weight_dtype: torch.dtype, trainable: bool) -> list[TrainableAgent]:
     init = check_adapters(config.init_adapters) if config.init_adapters else None
     if init is not None:
         missing = [a for a in config.agents if a not in init.agents]
@@ -256,7 +270,7 @@ def _build_agents(config: TrainConfig, samples: list[Sample], dataset_dir: Path,
             unet.eval()
             if agent.modulation is not None:
                 agent.modulation.requires_grad_(False)
-        agent.encode(samples, dataset_dir, _resolution(config.preset, name))
+        agent.encode(samples, dataset_dir, _resolution(config, name))
         agents.append(agent)
     if not agents:
         raise InputError(f"dataset {dataset_dir}: no sample for the agents {', '.join(config.agents)}")
@@ -268,7 +282,8 @@ def _initial_token(agent: TrainableAgent, config: TrainConfig) -> torch.Tensor:
     """z_i at the start: E_i("[Mod]"), or (`random`) a random direction with that embedding's norm."""
     z = agent.token_embedding()
     if config.modulation_init == "random":
-        z = torch.randn(z.shape, device=z.device) * z.norm() / z.numel() ** 0.5
+        agent.generator.manual_seed(config.seed)
+        z = agent.randn(z.shape) * z.norm() / z.numel() ** 0.5
     return z
 
 
@@ -309,7 +324,7 @@ class _Training:
         self.losses: list[dict[str, float]] = []
 
     def _accelerator(self):
-        from accelerate import Accelerator, DataLoaderConfiguration, DistributedDataParallelKwargs
+        from accelerate import Accelerator, DataLoaderConfiguration
 
         device = self.config.device
         if device not in ("auto", "cpu", "cuda"):
@@ -320,8 +335,7 @@ class _Training:
         cpu = device == "cpu" or not torch.cuda.is_available()
         accelerator = Accelerator(
             cpu=cpu, mixed_precision="no" if cpu else "bf16",
-            dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=self.config.seed),
-            kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
+            dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=self.config.seed))
         if self.config.memory_profile == "24gb" and accelerator.num_processes > 1:
             raise InputError("--memory-profile 24gb: for one process; several GPUs train with the resident profile")
         return accelerator
@@ -341,8 +355,7 @@ class _Training:
                 "config": config.model_dump(mode="json"), "created": datetime.now().isoformat()})
         set_seed(config.seed, device_specific=True)
         weight_dtype = torch.bfloat16 if accelerator.mixed_precision == "bf16" else torch.float32
-        with config.settings():
-            agents = _build_agents(config, self.samples, self.dataset_dir, accelerator.device, weight_dtype)
+        agents = build_agents(config, self.samples, self.dataset_dir, accelerator.device, weight_dtype)
         offload = config.memory_profile == "24gb" and accelerator.device.type == "cuda"
         if offload:
             for agent in agents:  # only the UNets compute from now on (and SVD's VAE encoder)
@@ -368,7 +381,7 @@ class _Training:
             epoch, done = divmod(step, per_epoch)
             loader.set_epoch(epoch)
             for indices in accelerator.skip_first_batches(loader, done) if done else loader:
-                losses = self._step(accelerator, agents, wrapped, indices, offload)
+                losses = self._step(accelerator, agents, wrapped, indices, step, offload)
                 accelerator.clip_grad_norm_(trainable, config.max_grad_norm)
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
@@ -403,11 +416,17 @@ class _Training:
             "environment": {"device": str(accelerator.device), "processes": accelerator.num_processes,
                             "mixed_precision": accelerator.mixed_precision}})
 
-    def _step(self, accelerator, agents: list[TrainableAgent], wrapped: list, indices: list[int],
+    def _step(self, accelerator, agents: list[TrainableAgent], wrapped: list, indices: list[int], step: int,
               offload: bool) -> dict[str, float]:
-        """Forward and backward of every agent on one batch; their losses (mean over processes) and L_final."""
+        """Forward and backward of every agent on one batch; their losses (mean over processes) and L_final.
+
+        The noise comes from each agent's generator seeded by (seed, step, process): a resumed run draws what an
+        uninterrupted one would, whatever else used the global RNG (data loader workers, library code) meanwhile.
+        """
         losses = {}
         for agent, model in zip(agents, wrapped):
+            key = (self.config.seed, step, accelerator.process_index, list(AGENT_MODELS).index(agent.name))
+            agent.generator.manual_seed(hash(key) % 2**63)  # hashes of int tuples do not vary between processes
             with _on_device(agent) if offload else nullcontext():
                 loss = model(indices)
                 accelerator.backward(loss)
