@@ -28,7 +28,7 @@ from typing import Literal
 import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from mora_agents.errors import InputError, validation_summary
+from mora_agents.errors import InputError, MoraError, validation_summary
 from mora_agents.media import atomic_path
 from mora_agents.pipelines.adapters import (
     AGENT_MODELS,
@@ -427,9 +427,14 @@ class _Training:
         for agent, model in zip(agents, wrapped):
             key = (self.config.seed, step, accelerator.process_index, list(AGENT_MODELS).index(agent.name))
             agent.generator.manual_seed(hash(key) % 2**63)  # hashes of int tuples do not vary between processes
-            with _on_device(agent) if offload else nullcontext():
-                loss = model(indices)
-                accelerator.backward(loss)
+            try:
+                with _on_device(agent) if offload else nullcontext():
+                    loss = model(indices)
+                    accelerator.backward(loss)
+            except torch.OutOfMemoryError:
+                raise MoraError(f"out of GPU memory in step {step + 1} ({agent.name}); try --memory-profile 24gb, "
+                                f"a smaller --batch-size or LoRA instead of --full, then "
+                                f"`mora train --resume {self.out_dir}`") from None
             used = sum(i in agent.rows for i in indices)
             total, count = accelerator.reduce(torch.tensor([loss.item() * used, used], device=accelerator.device),
                                               reduction="sum").tolist()
