@@ -25,7 +25,7 @@ from mora_agents.media import read_video, save_image, sha256_file, write_video
 from mora_agents.pipelines.adapters import card_sha256
 from mora_agents.runs.runner import RunOptions, run_request
 from mora_agents.runs.transcript import read_transcript
-from mora_agents.train import TrainConfig, load_hf_dataset, read_dataset, resume, train, validation_loss, write_sample
+from mora_agents.train import TrainConfig, load_hf_dataset, read_dataset, train, validation_loss, write_sample
 from mora_agents.train.trainer import build_agents, param_groups, set_modulated_rates
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -182,6 +182,18 @@ def test_the_modulation_token_lengthens_the_conditioning_by_one(dataset: Path):
                 agent([0])
             assert seen == [agent.cache["embeds"].shape[1] + modulation]
             assert (agent.modulation is not None) == modulation
+
+
+def test_the_24gb_profile_trains_the_same_weights(dataset: Path, tmp_path: Path):
+    """One sample at a time (the 24gb profile's micro-batches) gives the batch's gradient: the same weights as the
+    resident profile within float rounding (2e-6)."""
+    config = TrainConfig(**FAST, steps=2)
+    resident = train(dataset, tmp_path / "resident", config)
+    offloaded = train(dataset, tmp_path / "24gb", config.model_copy(update={"memory_profile": "24gb"}))
+    for name, tensor in weights(resident.out_dir).items():
+        torch.testing.assert_close(weights(offloaded.out_dir)[name], tensor, rtol=0, atol=2e-6, msg=name)
+    for a, b in zip(resident.losses, offloaded.losses):
+        assert a == pytest.approx(b, rel=1e-5)
 
 
 def test_killed_training_resumes_to_the_same_weights(dataset: Path, tmp_path: Path):

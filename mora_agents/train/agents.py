@@ -14,6 +14,7 @@ Everything that does not change during training (text and image embeddings, targ
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import ClassVar
 
@@ -105,6 +106,11 @@ class TrainableAgent(nn.Module):
     def randn(self, shape: torch.Size | tuple[int, ...]) -> torch.Tensor:
         return torch.randn(shape, generator=self.generator, device=self.device)
 
+    def per_sample(self, count: int, draw: Callable[[], tuple[torch.Tensor, ...]]) -> tuple[torch.Tensor, ...]:
+        """`draw()` once per sample, in order, each result stacked over the samples: a batch gets the random numbers
+        its samples would get one at a time (so micro-batches compute the same step)."""
+        return tuple(torch.stack(parts) for parts in zip(*(draw() for _ in range(count))))
+
     def add_modulation(self, z: torch.Tensor) -> None:
         """Give the agent a trainable modulation token z, appended to every UNet call's conditioning."""
         self.modulation = Modulation(z.float().to(self.device), trainable=True)
@@ -144,9 +150,10 @@ class _NoisePredictionAgent(TrainableAgent):
 
     def sample_loss(self, rows: list[int]) -> torch.Tensor:
         latents = self.cache["latents"][rows]
-        noise = self.randn(latents.shape)
-        timesteps = torch.randint(0, self.noise_scheduler.config.num_train_timesteps, (len(rows),),
-                                  generator=self.generator, device=self.device)
+        steps = self.noise_scheduler.config.num_train_timesteps
+        noise, uniform = self.per_sample(len(rows), lambda: (
+            self.randn(latents.shape[1:]), torch.rand((), generator=self.generator, device=self.device)))
+        timesteps = (uniform * steps).long().clamp(max=steps - 1)
         noisy = self.noise_scheduler.add_noise(latents, noise, timesteps)
         prediction = self.noise_scheduler.config.prediction_type
         target = noise if prediction == "epsilon" else self.noise_scheduler.get_velocity(latents, noise, timesteps)
@@ -263,13 +270,13 @@ class ImageToVideoAgent(TrainableAgent):
         return self.pipe._encode_image(mod_token_image(size), self.device, 1, False)[0, 0].float()
 
     def sample_loss(self, rows: list[int]) -> torch.Tensor:
-        latents = self.cache["latents"][rows]
-        sigma = (self.randn((len(rows),)) * SVD_P_STD + SVD_P_MEAN).exp().clamp(*self.sigma_range)
+        latents, start = self.cache["latents"][rows], self.cache["start"][rows]
+        normal, noise, start_noise = self.per_sample(len(rows), lambda: (
+            self.randn(()), self.randn(latents.shape[1:]), self.randn(start.shape[1:])))
+        sigma = (normal * SVD_P_STD + SVD_P_MEAN).exp().clamp(*self.sigma_range)
         s = sigma.view(-1, 1, 1, 1, 1)
-        noise = self.randn(latents.shape)
         noisy = latents + s * noise
-        start = self.cache["start"][rows]
-        augmented = start + self.cache["noise_aug"][rows].view(-1, 1, 1, 1) * self.randn(start.shape)
+        augmented = start + self.cache["noise_aug"][rows].view(-1, 1, 1, 1) * start_noise
         with torch.no_grad():
             condition = self.pipe._encode_vae_image(augmented, self.device, 1, False)
         condition = condition.unsqueeze(1).repeat(1, latents.shape[1], 1, 1, 1).to(noisy.dtype)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import shutil
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -211,7 +211,7 @@ def _lora_spec(config: TrainConfig) -> LoraSpec:
     return LoraSpec(rank=config.lora_rank, alpha=config.lora_rank, target_modules=LORA_TARGETS)
 
 
-def _resolution(config: TrainConfig, agent: str) -> tuple[int, int]:
+def resolution(config: TrainConfig, agent: str) -> tuple[int, int]:
     """(width, height) an agent trains at: the configured one, else the preset's size of its inference tool."""
     tool = DEFAULTS[config.preset]["image_to_video" if agent == "image_to_video" else "text_to_image"]
     return config.resolution or (tool["width"], tool["height"])
@@ -235,46 +235,54 @@ def _build_agents(config: TrainConfig, samples: list[Sample], dataset_dir: Path,
     check_available([AGENT_MODELS[a] for a in config.agents] if config.preset == "full" else [])
     agents = []
     for name in config.agents:
-        cls = AGENT_CLASSES[name]
-        if not any(cls.uses(sample) for sample in samples):
+        if not any(AGENT_CLASSES[name].uses(sample) for sample in samples):
             continue
-        pipe = build_pipeline(cls.model, device, weight_dtype)
-        pipe.set_progress_bar_config(disable=True)
-        pipe.vae.float()  # frozen, small, and exact: SDXL's VAE overflows in 16 bits
-        unet = pipe.unet.requires_grad_(False)
-        frames = config.frames or DEFAULTS[config.preset]["image_to_video"]["frames"]
-        agent = (cls(pipe, config.snr_gamma, device, frames) if cls is ImageToVideoAgent
-                 else cls(pipe, config.snr_gamma, device))
-        modulation = None
-        if init is not None:
-            saved = init.agents[name]
-            if (saved.mode == "full") != config.full or (init.lora and init.lora.rank != config.lora_rank):
-                raise InputError(f"--init-adapters {config.init_adapters}: '{name}' was trained with other settings "
-                                 f"({saved.mode}{f', rank {init.lora.rank}' if init.lora else ''})")
-            modulation = load_weights(unet, config.init_adapters, init, name)
-        elif not config.full:
-            add_lora(unet, _lora_spec(config))
-        if config.modulation:
-            agent.add_modulation(modulation.z.detach() if modulation is not None else _initial_token(agent, config))
-        elif modulation is not None:
-            raise InputError(f"--init-adapters {config.init_adapters}: has modulation tokens; train it with modulation")
-        if trainable:
-            for param_name, param in unet.named_parameters():
-                param.requires_grad_(config.full or "lora_" in param_name)
-            for param in (p for p in unet.parameters() if p.requires_grad):
-                param.data = param.data.float()  # trainable weights in fp32; the frozen ones in weight_dtype
-            if config.gradient_checkpointing:
-                unet.enable_gradient_checkpointing()
-            unet.train()
-        else:
-            unet.eval()
-            if agent.modulation is not None:
-                agent.modulation.requires_grad_(False)
-        agent.encode(samples, dataset_dir, _resolution(config, name))
+        agent = make_agent(name, build_pipeline(AGENT_MODELS[name], device, weight_dtype), config, device, init,
+                           trainable)
+        agent.encode(samples, dataset_dir, resolution(config, name))
         agents.append(agent)
     if not agents:
         raise InputError(f"dataset {dataset_dir}: no sample for the agents {', '.join(config.agents)}")
     return agents
+
+
+def make_agent(name: str, pipe, config: TrainConfig, device: torch.device, init: AdapterCard | None = None,
+               trainable: bool = True) -> TrainableAgent:
+    """An agent over a built pipeline: LoRA injected (or every UNet weight trainable with `full`), or the weights
+    of `init` (`config.init_adapters`' card) loaded; its modulation token; trainable weights in fp32, the frozen
+    ones left in the pipeline's dtype, the VAE in fp32."""
+    cls = AGENT_CLASSES[name]
+    pipe.set_progress_bar_config(disable=True)
+    pipe.vae.float()  # frozen, small, and exact: SDXL's VAE overflows in 16 bits
+    unet = pipe.unet.requires_grad_(False)
+    frames = config.frames or DEFAULTS[config.preset]["image_to_video"]["frames"]
+    agent = cls(pipe, config.snr_gamma, device, frames) if cls is ImageToVideoAgent else cls(pipe, config.snr_gamma, device)
+    modulation = None
+    if init is not None:
+        saved = init.agents[name]
+        if (saved.mode == "full") != config.full or (init.lora and init.lora.rank != config.lora_rank):
+            raise InputError(f"--init-adapters {config.init_adapters}: '{name}' was trained with other settings "
+                             f"({saved.mode}{f', rank {init.lora.rank}' if init.lora else ''})")
+        modulation = load_weights(unet, config.init_adapters, init, name)
+    elif not config.full:
+        add_lora(unet, _lora_spec(config))
+    if config.modulation:
+        agent.add_modulation(modulation.z.detach() if modulation is not None else _initial_token(agent, config))
+    elif modulation is not None:
+        raise InputError(f"--init-adapters {config.init_adapters}: has modulation tokens; train it with modulation")
+    if not trainable:
+        unet.eval()
+        if agent.modulation is not None:
+            agent.modulation.requires_grad_(False)
+        return agent
+    for param_name, param in unet.named_parameters():
+        param.requires_grad_(config.full or "lora_" in param_name)
+    for param in (p for p in unet.parameters() if p.requires_grad):
+        param.data = param.data.float()
+    if config.gradient_checkpointing:
+        unet.enable_gradient_checkpointing()
+    unet.train()
+    return agent
 
 
 @torch.no_grad()
@@ -315,6 +323,73 @@ def set_modulated_rates(optimizer: torch.optim.Optimizer, agents: list[Trainable
 # -- the training run -------------------------------------------------------------------------------------------
 
 
+class Stepper:
+    """Optimisation steps of the agents, shared by `train` and `mora bench --training`.
+
+    A step: every agent's forward and backward on the batch, gradient clipping, one AdamW step over every agent's
+    trainable weights and modulation token, the EMA update, and the self-modulated rates. Under the 24gb memory
+    profile (one process) each UNet is on the GPU only for its own forward and backward, one sample at a time
+    (the same gradient: the batch mean is the sum of the per-sample losses over the batch size), and the text and
+    image encoders, needed only to encode the dataset, stay on the CPU.
+    """
+
+    def __init__(self, accelerator, agents: list[TrainableAgent], config: TrainConfig) -> None:
+        from diffusers.training_utils import EMAModel
+
+        self.accelerator, self.agents, self.config = accelerator, agents, config
+        self.offload = config.memory_profile == "24gb"  # on the CPU the moves are no-ops, the micro-batches not
+        if self.offload:
+            for agent in agents:
+                for name in ("text_encoder", "text_encoder_2", "image_encoder"):
+                    if getattr(agent.pipe, name, None) is not None:
+                        getattr(agent.pipe, name).to("cpu")
+                agent.unet.to("cpu")
+        optimizer = torch.optim.AdamW(param_groups(agents, config), lr=config.lr, weight_decay=config.weight_decay)
+        *self.models, self.optimizer = accelerator.prepare(
+            *agents, optimizer, device_placement=[not self.offload] * len(agents) + [True])
+        self.trainable = [p for group in self.optimizer.param_groups for p in group["params"]]
+        self.ema = EMAModel(self.trainable, decay=config.ema_decay)
+        accelerator.register_for_checkpointing(self.ema)
+
+    def step(self, indices: list[int], step: int) -> dict[str, float]:
+        """One optimisation step on a batch (dataset indices); the agents' losses (mean over processes), `total`."""
+        losses = self._backward(indices, step)
+        self.accelerator.clip_grad_norm_(self.trainable, self.config.max_grad_norm)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.ema.step(self.trainable)
+        set_modulated_rates(self.optimizer, self.agents, self.config.lr)
+        return losses
+
+    def _backward(self, indices: list[int], step: int) -> dict[str, float]:
+        """Every agent's forward and backward (the gradients of L_final, the sum of their losses).
+
+        The noise comes from each agent's generator seeded by (seed, step, process): a resumed run draws what an
+        uninterrupted one would, whatever else used the global RNG (the data loader, library code) meanwhile.
+        """
+        accelerator, losses = self.accelerator, {}
+        for agent, model in zip(self.agents, self.models):
+            key = (self.config.seed, step, accelerator.process_index, list(AGENT_MODELS).index(agent.name))
+            agent.generator.manual_seed(hash(key) % 2**63)  # hashes of int tuples do not vary between processes
+            used = [i for i in indices if i in agent.rows]
+            if self.offload:
+                loss = torch.zeros((), device=accelerator.device)
+                with _on_device(agent):
+                    for index in used:
+                        part = model([index]) / len(used)
+                        accelerator.backward(part)
+                        loss += part.detach()
+            else:
+                loss = model(indices)
+                accelerator.backward(loss)
+            total, count = accelerator.reduce(torch.tensor([loss.item() * len(used), len(used)],
+                                                           device=accelerator.device), reduction="sum").tolist()
+            if count:
+                losses[agent.name] = total / count
+        losses["total"] = sum(losses.values())
+        return losses
+
+
 class _Training:
     def __init__(self, dataset_dir: Path, out_dir: Path, config: TrainConfig, samples: list[Sample], dataset_sha: str,
                  on_step: StepCallback | None) -> None:
@@ -342,7 +417,6 @@ class _Training:
 
     def run(self, resume: bool) -> TrainResult:
         from accelerate.utils import set_seed
-        from diffusers.training_utils import EMAModel
 
         config = self.config
         accelerator = self._accelerator()
@@ -356,21 +430,10 @@ class _Training:
         set_seed(config.seed, device_specific=True)
         weight_dtype = torch.bfloat16 if accelerator.mixed_precision == "bf16" else torch.float32
         agents = build_agents(config, self.samples, self.dataset_dir, accelerator.device, weight_dtype)
-        offload = config.memory_profile == "24gb" and accelerator.device.type == "cuda"
-        if offload:
-            for agent in agents:  # only the UNets compute from now on (and SVD's VAE encoder)
-                for name in ("text_encoder", "text_encoder_2", "image_encoder"):
-                    if getattr(agent.pipe, name, None) is not None:
-                        getattr(agent.pipe, name).to("cpu")
-                agent.unet.to("cpu")
-        optimizer = torch.optim.AdamW(param_groups(agents, config), lr=config.lr, weight_decay=config.weight_decay)
+        stepper = Stepper(accelerator, agents, config)
         loader = torch.utils.data.DataLoader(list(range(len(self.samples))), batch_size=config.batch_size,
                                              shuffle=True, collate_fn=list)
-        *wrapped, optimizer, loader = accelerator.prepare(*agents, optimizer, loader,
-                                                          device_placement=[not offload] * len(agents) + [True, True])
-        trainable = [p for group in optimizer.param_groups for p in group["params"]]
-        ema = EMAModel(trainable, decay=config.ema_decay)
-        accelerator.register_for_checkpointing(ema)
+        loader = accelerator.prepare(loader)
         self._register_hooks(accelerator, agents)
         step = self._load_checkpoint(accelerator) if resume else 0
         accelerator.wait_for_everyone()
@@ -381,12 +444,12 @@ class _Training:
             epoch, done = divmod(step, per_epoch)
             loader.set_epoch(epoch)
             for indices in accelerator.skip_first_batches(loader, done) if done else loader:
-                losses = self._step(accelerator, agents, wrapped, indices, step, offload)
-                accelerator.clip_grad_norm_(trainable, config.max_grad_norm)
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-                ema.step(trainable)
-                set_modulated_rates(optimizer, agents, config.lr)
+                try:
+                    losses = stepper.step(indices, step)
+                except torch.OutOfMemoryError:
+                    raise MoraError(f"out of GPU memory in step {step + 1}; try --memory-profile 24gb, a smaller "
+                                    f"--batch-size or LoRA instead of --full, then `mora train --resume {self.out_dir}`"
+                                    ) from None
                 step += 1
                 self.losses.append({"step": step, **losses})
                 if step % config.checkpoint_every == 0 and step < config.steps:
@@ -395,7 +458,7 @@ class _Training:
                     self.on_step(step, config.steps, self.losses[-1])
                 if step >= config.steps:
                     break
-        ema.copy_to(trainable)
+        stepper.ema.copy_to(stepper.trainable)
         accelerator.wait_for_everyone()
         if main:
             self._write_card(accelerator, agents, step)
@@ -415,33 +478,6 @@ class _Training:
                         "per_agent": {a.name: len(a.rows) for a in agents}},
             "environment": {"device": str(accelerator.device), "processes": accelerator.num_processes,
                             "mixed_precision": accelerator.mixed_precision}})
-
-    def _step(self, accelerator, agents: list[TrainableAgent], wrapped: list, indices: list[int], step: int,
-              offload: bool) -> dict[str, float]:
-        """Forward and backward of every agent on one batch; their losses (mean over processes) and L_final.
-
-        The noise comes from each agent's generator seeded by (seed, step, process): a resumed run draws what an
-        uninterrupted one would, whatever else used the global RNG (data loader workers, library code) meanwhile.
-        """
-        losses = {}
-        for agent, model in zip(agents, wrapped):
-            key = (self.config.seed, step, accelerator.process_index, list(AGENT_MODELS).index(agent.name))
-            agent.generator.manual_seed(hash(key) % 2**63)  # hashes of int tuples do not vary between processes
-            try:
-                with _on_device(agent) if offload else nullcontext():
-                    loss = model(indices)
-                    accelerator.backward(loss)
-            except torch.OutOfMemoryError:
-                raise MoraError(f"out of GPU memory in step {step + 1} ({agent.name}); try --memory-profile 24gb, "
-                                f"a smaller --batch-size or LoRA instead of --full, then "
-                                f"`mora train --resume {self.out_dir}`") from None
-            used = sum(i in agent.rows for i in indices)
-            total, count = accelerator.reduce(torch.tensor([loss.item() * used, used], device=accelerator.device),
-                                              reduction="sum").tolist()
-            if count:
-                losses[agent.name] = total / count
-        losses["total"] = sum(losses.values())
-        return losses
 
     # -- checkpoints --
 
