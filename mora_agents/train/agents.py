@@ -68,8 +68,9 @@ class TrainableAgent(nn.Module):
         """Where the agent computes (its UNet may wait on the CPU between uses under the 24gb memory profile)."""
         self.snr_gamma = snr_gamma
         self.modulation: Modulation | None = None
-        self.generator = torch.Generator(device)
-        """The source of noise, timesteps and sigmas (the trainer seeds it at every step)."""
+        self.generator = torch.Generator(device) if device.type != "meta" else None
+        """The source of noise, timesteps and sigmas (the trainer seeds it at every step; none on meta, where
+        `mora bench` counts FLOPs)."""
         self.rows: dict[int, int] = {}
         """Dataset index -> row of the cache, for the samples this agent learns from."""
         self.cache: dict[str, torch.Tensor] = {}
