@@ -291,3 +291,23 @@ def test_mismatched_or_missing_adapters_stop_before_a_run_exists(trained: Path, 
     result = CliRunner().invoke(app, ["run", "a fox", "--preset", "tiny", "--adapters", str(other), "--out", str(runs)])
     assert result.exit_code == 2 and "was trained on someone/another-svd" in result.output
     assert not runs.exists()
+
+
+def test_bench_training_smoke_runs_and_counts(tmp_path: Path):
+    """`mora bench --training` at size tiny on the CPU: every row trains (timings meaningless) and is counted."""
+    out = tmp_path / "bench.json"
+    result = CliRunner().invoke(app, ["bench", "--training", "--size", "tiny", "--device", "cpu", "--workloads",
+                                      "image_to_image", "--repeats", "1", "--memory-profile", "24gb", "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    rows = json.loads(out.read_text())["rows"]
+    assert [(r["mode"], r["profile"]) for r in rows] == [("lora", "resident"), ("full", "resident"),
+                                                          ("lora", "24gb"), ("full", "24gb")]
+    from mora_agents.models.tiny import instruct_pix2pix
+
+    unet = sum(p.numel() for p in instruct_pix2pix().unet.parameters())
+    lora, full = rows[0], rows[1]
+    assert full["trainable"] == unet + 32 and full["parameters"] == unet + 32  # the UNet and z (width 32)
+    assert 32 < lora["trainable"] < unet and lora["parameters"] == unet + lora["trainable"]
+    assert full["optimizer_gib"] == pytest.approx(2 * full["gradients_gib"]) and full["ema_gib"] == full["gradients_gib"]
+    assert all(r["step_s"] > 0 and r["tflop_per_step"] > 0 for r in rows)
+    assert full["tflop_per_step"] > lora["tflop_per_step"]  # LoRA computes no gradient of the frozen weights
