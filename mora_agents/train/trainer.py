@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import shutil
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -38,8 +38,9 @@ from mora_agents.pipelines.adapters import (
     card_sha256,
     check_adapters,
     load_weights,
+    read_card,
 )
-from mora_agents.pipelines.loading import MEMORY_PROFILES, PRESETS, build_pipeline, check_available, resolve_device
+from mora_agents.pipelines.loading import MEMORY_PROFILES, build_pipeline, check_available, resolve_device
 from mora_agents.settings import use_settings
 from mora_agents.tools.defaults import DEFAULTS
 from mora_agents.train.agents import AGENT_CLASSES, ImageToVideoAgent, TrainableAgent
@@ -123,9 +124,8 @@ class TrainConfig(BaseModel):
         except ValidationError as e:
             raise InputError(f"training options: {validation_summary(e).replace('Value error, ', '')}") from None
 
-    def settings(self):
+    def settings(self) -> AbstractContextManager:
         """The tool settings the models are built under."""
-        assert self.preset in PRESETS
         return use_settings(preset=self.preset, models=self.models, adapters=None)
 
 
@@ -185,14 +185,19 @@ def resume(out_dir: Path, on_step: StepCallback | None = None) -> TrainResult:
 def validation_loss(dataset_dir: Path, config: TrainConfig, adapters: Path | None = None, seed: int = 0,
                     repeats: int = 1) -> dict[str, float]:
     """Each agent's training loss on a dataset at fixed noise and timesteps (seeded), with the base weights or with
-    `adapters` (a `mora train` output): comparable between checkpoints, e.g. on a held-out dataset.
+    `adapters` (a `mora train` output, whose agents, mode and modulation then apply): comparable between iterations,
+    e.g. on a held-out dataset. `config` gives the preset, device, resolution and frames.
 
     `repeats`: draws of noise and timesteps per sample, averaged.
     """
     dataset_dir = Path(dataset_dir).resolve()
     samples = read_dataset(dataset_dir)
     device = resolve_device(config.device)
-    agents = build_agents(config.model_copy(update={"init_adapters": adapters}), samples, dataset_dir, device,
+    if adapters is not None:
+        trained = read_card(adapters).model_extra["hyperparameters"]
+        config = config.model_copy(update={"init_adapters": adapters, **{
+            key: trained[key] for key in ("agents", "full", "lora_rank", "modulation")}})
+    agents = build_agents(config, samples, dataset_dir, device,
                           torch.float32 if device.type == "cpu" else torch.bfloat16, trainable=False)
     losses = {}
     with torch.no_grad(), torch.autocast(device.type, torch.bfloat16, enabled=device.type != "cpu"):
