@@ -333,3 +333,17 @@ def test_a_tool_parameter_names_adapters_for_one_step(trained: Path, tiny):
 def test_chat_checks_its_adapters_before_starting(tmp_path: Path):
     result = CliRunner().invoke(app, ["chat", "--preset", "tiny", "--adapters", str(tmp_path / "none")], input="/quit\n")
     assert result.exit_code == 2 and "no such folder" in result.output
+
+
+def test_the_next_iteration_starts_from_the_previous_adapters(trained: Path, dataset: Path, tmp_path: Path):
+    """`init_adapters` (the loop's iteration n + 1) starts from iteration n's weights and tokens: at a learning rate
+    of 1e-12 one step leaves them as they were; the card names its parent and iteration."""
+    config = TrainConfig(**FAST, steps=1, lr=1e-12, lr_modulation=1e-12, iteration=1, init_adapters=trained)
+    result = train(dataset, tmp_path / "next", config)
+    for name, tensor in weights(trained).items():
+        torch.testing.assert_close(weights(result.out_dir)[name], tensor, rtol=0, atol=1e-6, msg=name)
+    card = json.loads((result.out_dir / "card.json").read_text())
+    assert card["parent"] == {"path": str(trained), "sha256": card_sha256(trained)} and card["iteration"] == 1
+    with pytest.raises(InputError, match="was trained with other settings"):
+        train(dataset, tmp_path / "other", config.model_copy(update={"full": True}))
+    assert not (tmp_path / "other").exists()

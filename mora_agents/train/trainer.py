@@ -160,6 +160,7 @@ def train(dataset_dir: Path, out_dir: Path, config: TrainConfig | None = None,
             raise InputError(f"--out {out_dir}: holds an unfinished training; continue it with "
                              f"`mora train --resume {out_dir}` or choose a new folder")
         raise InputError(f"--out {out_dir}: not empty; choose a new folder")
+    check_inputs(config, samples, dataset_dir)
     sha = dataset_sha256(dataset_dir, samples)
     return _Training(dataset_dir, out_dir, config, samples, sha, on_step).run(resume=False)
 
@@ -230,24 +231,37 @@ def build_agents(config: TrainConfig, samples: list[Sample], dataset_dir: Path, 
         return _build_agents(config, samples, dataset_dir, device, weight_dtype, trainable)
 
 
+def check_inputs(config: TrainConfig, samples: list[Sample], dataset_dir: Path) -> tuple[list[str], AdapterCard | None]:
+    """Everything about a training that can be checked before work (InputError): the agents that have samples,
+    their models on this machine, `init_adapters` fitting this training. Returns those agents and that card."""
+    agents = [a for a in config.agents if any(AGENT_CLASSES[a].uses(sample) for sample in samples)]
+    if not agents:
+        raise InputError(f"dataset {dataset_dir}: no sample for the agents {', '.join(config.agents)}")
+    with config.settings():
+        check_available([AGENT_MODELS[a] for a in agents] if config.preset == "full" else [])
+        init = check_adapters(config.init_adapters) if config.init_adapters else None
+    for name in agents if init is not None else []:
+        saved = init.agents.get(name)
+        if saved is None:
+            raise InputError(f"--init-adapters {config.init_adapters}: has no weights for agent '{name}'")
+        if (saved.mode == "full") != config.full or (init.lora and init.lora.rank != config.lora_rank):
+            raise InputError(f"--init-adapters {config.init_adapters}: '{name}' was trained with other settings "
+                             f"({saved.mode}{f', rank {init.lora.rank}' if init.lora else ''})")
+        if (saved.modulation is not None) != config.modulation:
+            raise InputError(f"--init-adapters {config.init_adapters}: '{name}' was trained "
+                             f"{'with' if saved.modulation else 'without'} modulation, this training is not")
+    return agents, init
+
+
 def _build_agents(config: TrainConfig, samples: list[Sample], dataset_dir: Path, device: torch.device,
                   weight_dtype: torch.dtype, trainable: bool) -> list[TrainableAgent]:
-    init = check_adapters(config.init_adapters) if config.init_adapters else None
-    if init is not None:
-        missing = [a for a in config.agents if a not in init.agents]
-        if missing:
-            raise InputError(f"--init-adapters {config.init_adapters}: has no weights for agent '{missing[0]}'")
-    check_available([AGENT_MODELS[a] for a in config.agents] if config.preset == "full" else [])
+    names, init = check_inputs(config, samples, dataset_dir)
     agents = []
-    for name in config.agents:
-        if not any(AGENT_CLASSES[name].uses(sample) for sample in samples):
-            continue
+    for name in names:
         agent = make_agent(name, build_pipeline(AGENT_MODELS[name], device, weight_dtype), config, device, init,
                            trainable)
         agent.encode(samples, dataset_dir, resolution(config, name))
         agents.append(agent)
-    if not agents:
-        raise InputError(f"dataset {dataset_dir}: no sample for the agents {', '.join(config.agents)}")
     return agents
 
 
@@ -263,18 +277,12 @@ def make_agent(name: str, pipe, config: TrainConfig, device: torch.device, init:
     frames = config.frames or DEFAULTS[config.preset]["image_to_video"]["frames"]
     agent = cls(pipe, config.snr_gamma, device, frames) if cls is ImageToVideoAgent else cls(pipe, config.snr_gamma, device)
     modulation = None
-    if init is not None:
-        saved = init.agents[name]
-        if (saved.mode == "full") != config.full or (init.lora and init.lora.rank != config.lora_rank):
-            raise InputError(f"--init-adapters {config.init_adapters}: '{name}' was trained with other settings "
-                             f"({saved.mode}{f', rank {init.lora.rank}' if init.lora else ''})")
+    if init is not None:  # fitting this training: see `check_inputs`
         modulation = load_weights(unet, config.init_adapters, init, name)
     elif not config.full:
         add_lora(unet, _lora_spec(config))
     if config.modulation:
         agent.add_modulation(modulation.z.detach() if modulation is not None else _initial_token(agent, config))
-    elif modulation is not None:
-        raise InputError(f"--init-adapters {config.init_adapters}: has modulation tokens; train it with modulation")
     if not trainable:
         unet.eval()
         if agent.modulation is not None:
