@@ -70,6 +70,8 @@ class RunOptions:
     """Review repeats (and edits) allowed per step; then a person must accept or stop."""
     memory_profile: str = "resident"
     """`resident` or `24gb` (see `ToolSettings.memory_profile`)."""
+    review: bool = False
+    """Whether a person reviews the run (recorded in run.json for whoever resumes it; the reviewer decides)."""
     adapters: Path | None = None
     """A `mora train` output folder: the agents it trained run with its weights and modulation tokens."""
 
@@ -198,7 +200,7 @@ def prepare_run(text: str, *, images: Sequence[Path] = (), videos: Sequence[Path
         _write_json(run_dir / "run.json", {
             "request": request.model_dump(), "task": None, "preset": options.preset, "device": options.device,
             "memory_profile": options.memory_profile, "seed": seed, "overrides": options.overrides,
-            "max_repeats": options.max_repeats, "sops_dir": str(options.sops_dir or ""),
+            "max_repeats": options.max_repeats, "review": options.review, "sops_dir": str(options.sops_dir or ""),
             "noise": options.preset == "tiny", "status": "queued", "seconds": 0.0, **adapters,
             "created": datetime.now().isoformat()})
     except BaseException:
@@ -229,20 +231,23 @@ async def run_request(text: str, *, images: Sequence[Path] = (), videos: Sequenc
 
 async def resume_run(run_dir: Path, *, device: str | None = None, memory_profile: str | None = None,
                      model_client: ChatCompletionClient | None = None,
-                     on_record: Callable[[Record, Path], None] | None = None, reviewer: Reviewer = auto_accept) -> RunOutcome:
-    """Run a queued run, or continue an interrupted or failed one from its last checkpoint; finished steps are not
-    run again.
+                     on_record: Callable[[Record, Path], None] | None = None, reviewer: Reviewer = auto_accept,
+                     stop: asyncio.Event | None = None) -> RunOutcome:
+    """Run a queued run, or continue an interrupted, failed or stopped one from its last checkpoint; finished steps
+    are not run again.
 
     Their files are first checked against the sha256 recorded when they were made. `device` and
-    `memory_profile` change where the rest runs (e.g. after running out of GPU memory).
+    `memory_profile` change where the rest runs (e.g. after running out of GPU memory). Once `stop` is set, the run
+    stops at its next checkpoint with status `stopped` (resumable) and MoraError is raised.
     """
     from mora_agents.llm import client_from_env
 
     run_dir = run_dir.resolve()
     info = read_info(run_dir)
     status = run_status(info)
-    if status not in ("queued", "interrupted", "failed", "waiting for review"):
-        raise InputError(f"{run_dir}: the run is {status}; only queued, interrupted, failed or waiting runs can be run")
+    if not can_resume(info):
+        raise InputError(f"{run_dir}: the run is {status}; only queued, interrupted, failed, waiting or "
+                         "stopped-on-request runs can be run")
     if device is not None:
         info["device"] = device
     if memory_profile is not None and memory_profile not in MEMORY_PROFILES:
@@ -267,7 +272,23 @@ async def resume_run(run_dir: Path, *, device: str | None = None, memory_profile
             session.transcript.note("runner", "Resumed", f"resumed a run that was {status}"
                                     + (" from its last checkpoint" if task is None else " from the start"))
         pending = info.get("pending_review")
-        return await session.drive(task, ReviewRequest.model_validate(pending) if pending else None)
+        return await session.drive(task, ReviewRequest.model_validate(pending) if pending else None, stop)
+
+
+def can_resume(info: dict[str, Any]) -> bool:
+    """Whether `resume_run` takes a run (its run.json): queued, interrupted, failed, waiting, or stopped on request."""
+    status = run_status(info)
+    return status in ("queued", "interrupted", "failed", "waiting for review") or (
+        status == "stopped" and bool(info.get("resumable")))
+
+
+def mark_stopped(run_dir: Path) -> None:
+    """Mark a run that is not running (e.g. one taken off a queue) as stopped on request: resumable, like a run
+    stopped at a checkpoint, and left alone until then."""
+    info = read_info(run_dir)
+    if not can_resume(info):
+        raise InputError(f"{run_dir}: the run is {run_status(info)}; only a run that is not running can be stopped")
+    _write_json(run_dir / "run.json", {**info, "status": "stopped", "resumable": True})
 
 
 def run_adapters(folder: Path | str | None, preset: str, sha256: str | None = None) -> dict[str, Any]:
@@ -284,6 +305,10 @@ def run_adapters(folder: Path | str | None, preset: str, sha256: str | None = No
 
 class _ReviewEnded(Exception):
     """The reviewer gave no decision (input closed, script exhausted): the run keeps waiting for review."""
+
+
+class _StopRequested(Exception):
+    """A stop was requested: the run stops at this checkpoint, resumable; args: the review it would ask, if any."""
 
 
 class _Session:
@@ -345,9 +370,12 @@ class _Session:
             raise MoraError("the group chat stopped without reaching a checkpoint")
         return finished, review
 
-    async def drive(self, task: Any, pending: ReviewRequest | None = None) -> RunOutcome:
-        """Run turns until the run ends; `pending`: a review to answer first (a resumed run that waited)."""
+    async def drive(self, task: Any, pending: ReviewRequest | None = None, stop: asyncio.Event | None = None
+                    ) -> RunOutcome:
+        """Run turns until the run ends (or `stop` is set); `pending`: a review to answer first (a resumed run that
+        waited)."""
         start, previous_seconds = time.monotonic(), self.info["seconds"]
+        self.info.pop("resumable", None)
         self.save_info(status="running", pid=os.getpid(), host=socket.gethostname(),
                        started=self.info.get("started") or datetime.now().isoformat())
         try:
@@ -360,7 +388,15 @@ class _Session:
                     break
                 with atomic_path(self.run_dir / "state.json") as tmp:
                     tmp.write_text(json.dumps(await self.team.save_state(), default=str), encoding="utf-8")
+                if stop is not None and stop.is_set():
+                    raise _StopRequested(review)
                 task = await self.review(review) if review is not None else None
+        except _StopRequested as e:
+            review = e.args[0]
+            self.transcript.note("runner", "Stopped", "stopped on request (resume with `mora resume RUN`)")
+            self.save_info(status="stopped", resumable=True,
+                           pending_review=review.model_dump(mode="json") if review else None)
+            raise MoraError(f"stopped on request; `mora resume {self.run_dir}` continues") from None
         except _ReviewEnded as e:
             self.transcript.note("runner", "Interrupted", f"the review ended: {e}")
             raise MoraError(f"the review ended ({e}); the run waits for review: "
