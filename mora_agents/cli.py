@@ -110,6 +110,7 @@ def run(
     review: Annotated[bool, typer.Option("--review", help="Ask me at the SOP's review points (next/repeat/edit/stop).")] = False,
     max_repeats: Annotated[int, typer.Option(min=0, help="Repeats (and edits) allowed per reviewed step.")] = 3,
     memory_profile: Annotated[str, typer.Option(help="resident: models stay on the GPU; 24gb: offloaded between uses to fit a 24 GB GPU.")] = "resident",
+    adapters: Annotated[Optional[Path], typer.Option(help="A `mora train` output: run the agents it fine-tuned.")] = None,
 ) -> None:
     """Run a request through the agents; writes runs/<time>-<slug>/ with result.mp4 and transcript.jsonl."""
     from mora_agents.inputs import parse_sets
@@ -118,7 +119,8 @@ def run(
     try:
         check_preset(preset)
         options = RunOptions(preset=preset, device=device, out=out_dir, sops_dir=sops, seed=seed,
-                             overrides=parse_sets(set_), max_repeats=max_repeats, memory_profile=memory_profile)
+                             overrides=parse_sets(set_), max_repeats=max_repeats, memory_profile=memory_profile,
+                             adapters=adapters)
     except InputError as e:
         raise fail(str(e), 2) from None
     _drive(lambda ui, reviewer: run_request(request, images=image, videos=video, task=task, duration=duration,
@@ -240,13 +242,14 @@ def chat(
     review: Annotated[bool, typer.Option("--review", help="Start with human review on (/review toggles it).")] = False,
     max_repeats: Annotated[int, typer.Option(min=0, help="Repeats (and edits) allowed per reviewed step.")] = 3,
     memory_profile: Annotated[str, typer.Option(help="resident: models stay on the GPU; 24gb: offloaded between uses to fit a 24 GB GPU.")] = "resident",
+    adapters: Annotated[Optional[Path], typer.Option(help="A `mora train` output: run the agents it fine-tuned.")] = None,
 ) -> None:
     """Chat requests into the group chat; follow-ups refer to the last result. /help lists the commands."""
     from mora_agents.runs.runner import RunOptions, check_options
     from mora_agents.ui.chat import ChatSession, chat_loop, enable_line_editing
 
     options = RunOptions(preset=preset, device=device, out=out_dir, sops_dir=sops, seed=seed, max_repeats=max_repeats,
-                         memory_profile=memory_profile)
+                         memory_profile=memory_profile, adapters=adapters)
     try:
         check_preset(preset)
         check_options(options)
@@ -256,6 +259,64 @@ def chat(
     enable_line_editing()
     ui = TerminalUI(console)
     chat_loop(ChatSession(options, ui, ui.ask, review=review))
+
+
+@app.command("train")
+def train_command(
+    data: Annotated[Optional[Path], typer.Argument(help="A dataset folder (metadata.jsonl and media; docs/training.md).")] = None,
+    out_dir: Annotated[Optional[Path], typer.Option("--out", help="Where adapters, checkpoints and the card go (a new folder).")] = None,
+    resume_dir: Annotated[Optional[Path], typer.Option("--resume", help="Continue an interrupted training in this folder.")] = None,
+    preset: Annotated[str, typer.Option(help="full: real weights; tiny: random small models (for tests).")] = "full",
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda (several GPUs: `accelerate launch`).")] = "auto",
+    agents: Annotated[str, typer.Option(help="Comma-separated agents to train.")] = "text_to_image,image_to_image,image_to_video",
+    full: Annotated[bool, typer.Option("--full", help="Fine-tune every UNet weight instead of LoRA adapters.")] = False,
+    lora_rank: Annotated[int, typer.Option(help="LoRA rank.")] = 16,
+    no_modulation: Annotated[bool, typer.Option("--no-modulation", help="No modulation token, no alpha (ablation).")] = False,
+    modulation_init: Annotated[str, typer.Option(help="text: the [Mod] token's embedding; random (ablation).")] = "text",
+    steps: Annotated[int, typer.Option(help="Optimizer steps.")] = 12,
+    batch_size: Annotated[int, typer.Option(help="Samples per step and process.")] = 4,
+    lr: Annotated[float, typer.Option(help="Learning rate of the weights (times alpha_i with modulation).")] = 1e-5,
+    lr_modulation: Annotated[float, typer.Option(help="Learning rate of the modulation tokens.")] = 1e-4,
+    checkpoint_every: Annotated[int, typer.Option(help="Steps between checkpoints.")] = 4,
+    frames: Annotated[Optional[int], typer.Option(help="Clip frames the image-to-video agent learns (default: the preset's 25).")] = None,
+    resolution: Annotated[Optional[str], typer.Option(help="WIDTHxHEIGHT to train at (default: the preset's, 1024x576).")] = None,
+    memory_profile: Annotated[str, typer.Option(help="resident; 24gb: one UNet on the GPU at a time.")] = "resident",
+    init_adapters: Annotated[Optional[Path], typer.Option(help="Start from a previous `mora train` output.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the noise, timesteps and data order.")] = 0,
+) -> None:
+    """Fine-tune the agents on a dataset (self-modulated, the paper's Algorithm 1); `--resume DIR` continues one."""
+    from accelerate import PartialState
+
+    from mora_agents.train import TrainConfig, resume, train
+    from mora_agents.train.progress import TrainProgress
+
+    try:
+        if resume_dir is not None:
+            if data is not None or out_dir is not None:
+                raise InputError("--resume DIR: takes no DATA or --out (they are in DIR/train.json)")
+        elif data is None or out_dir is None:
+            raise InputError("DATA and --out are required (or --resume DIR)")
+        else:
+            config = TrainConfig.parse(
+                preset=preset, device=device, agents=[a.strip() for a in agents.split(",") if a.strip()], full=full,
+                lora_rank=lora_rank, modulation=not no_modulation, modulation_init=modulation_init, steps=steps,
+                batch_size=batch_size, lr=lr, lr_modulation=lr_modulation, checkpoint_every=checkpoint_every,
+                frames=frames, resolution=resolution and resolution.lower().split("x"), memory_profile=memory_profile,
+                init_adapters=init_adapters, seed=seed)
+            _noise_warning(preset)
+        console.print("[dim]loading the models and encoding the dataset...[/]")
+        with TrainProgress(console) as progress:
+            result = resume(resume_dir, progress) if resume_dir else train(data, out_dir, config, progress)
+    except InputError as e:
+        raise fail(str(e), 2) from None
+    except MoraError as e:
+        raise fail(str(e), 1) from None
+    except KeyboardInterrupt:
+        folder = resume_dir or out_dir
+        raise fail(f"interrupted; `mora train --resume {folder}` continues from the last checkpoint", 130) from None
+    if PartialState().is_main_process:
+        console.print(f"[green]done:[/] {result.steps} steps, adapters sha256 {result.adapters_sha256[:12]}")
+        out.print(str(result.out_dir))
 
 
 @app.command()

@@ -55,6 +55,7 @@ from mora_agents.inputs import (
     copy_input,
 )
 from mora_agents.media import atomic_path, sha256_file
+from mora_agents.pipelines.adapters import card_sha256, check_adapters
 from mora_agents.pipelines.loading import MEMORY_PROFILES, resolve_device
 from mora_agents.runs.catalog import read_info, run_status
 from mora_agents.runs.review import Reviewer, auto_accept, decide
@@ -81,6 +82,8 @@ class RunOptions:
     """`resident` or `24gb` (see `ToolSettings.memory_profile`)."""
     review: bool = False
     """Whether a person reviews the run (recorded in run.json for whoever resumes it; the reviewer decides)."""
+    adapters: Path | None = None
+    """A `mora train` output folder: the agents it trained run with its weights and modulation tokens."""
 
 
 @dataclass
@@ -123,6 +126,7 @@ def check_options(options: RunOptions) -> None:
         raise InputError(f"--memory-profile {options.memory_profile}: unknown "
                          f"(choose from {', '.join(MEMORY_PROFILES)})")
     check_overrides(options.overrides)
+    run_adapters(options.adapters, options.preset)
 
 
 def slug(text: str) -> str:
@@ -196,6 +200,7 @@ def prepare_run(text: str, *, images: Sequence[Path] = (), videos: Sequence[Path
     images, videos = [Path(p) for p in images], [Path(p) for p in videos]
     with use_settings(preset=options.preset, device=options.device, memory_profile=options.memory_profile):
         validate_request(text, images, videos, task, duration, options)
+        adapters = run_adapters(options.adapters, options.preset)
         if previous is not None:
             check_attachment(previous, "video", f"the previous result {previous}")
         if run_dir is not None:
@@ -218,7 +223,7 @@ def prepare_run(text: str, *, images: Sequence[Path] = (), videos: Sequence[Path
             "request": request.model_dump(), "task": None, "preset": options.preset, "device": options.device,
             "memory_profile": options.memory_profile, "seed": seed, "overrides": options.overrides,
             "max_repeats": options.max_repeats, "review": options.review, "sops_dir": str(options.sops_dir or ""),
-            "noise": options.preset == "tiny", "status": "queued", "seconds": 0.0,
+            "noise": options.preset == "tiny", "status": "queued", "seconds": 0.0, **adapters,
             "created": datetime.now().isoformat()})
     except BaseException:
         shutil.rmtree(run_dir, ignore_errors=True)
@@ -270,7 +275,9 @@ async def resume_run(run_dir: Path, *, device: str | None = None, memory_profile
     if memory_profile is not None and memory_profile not in MEMORY_PROFILES:
         raise InputError(f"--memory-profile {memory_profile}: unknown (choose from {', '.join(MEMORY_PROFILES)})")
     info["memory_profile"] = memory_profile or info.get("memory_profile", "resident")
-    with use_settings(preset=info["preset"], device=info["device"], memory_profile=info["memory_profile"]):
+    adapters = run_adapters(info.get("adapters"), info["preset"], info.get("adapters_sha256"))
+    with use_settings(preset=info["preset"], device=info["device"], memory_profile=info["memory_profile"],
+                      adapters=adapters["adapters"]):
         sops_dir = info.get("sops_dir")
         sops = {name: sop for name, (sop, _) in find_sops(Path(sops_dir) if sops_dir else None).items()}
         session = _Session(run_dir, info, sops, model_client or client_from_env(), on_record, reviewer)
@@ -280,6 +287,9 @@ async def resume_run(run_dir: Path, *, device: str | None = None, memory_profile
             await session.team.load_state(json.loads(state_path.read_text(encoding="utf-8")))
             session.verify_artifacts()
             task = None
+        if status == "queued" and adapters["adapters"]:
+            session.transcript.note("runner", "Adapters", f"agents fine-tuned by {adapters['adapters']} "
+                                    f"(sha256 {adapters['adapters_sha256']})")
         if status != "queued":
             session.transcript.note("runner", "Resumed", f"resumed a run that was {status}"
                                     + (" from its last checkpoint" if task is None else " from the start"))
@@ -301,6 +311,18 @@ def mark_stopped(run_dir: Path) -> None:
     if not can_resume(info):
         raise InputError(f"{run_dir}: the run is {run_status(info)}; only a run that is not running can be stopped")
     _write_json(run_dir / "run.json", {**info, "status": "stopped", "resumable": True})
+
+
+def run_adapters(folder: Path | str | None, preset: str, sha256: str | None = None) -> dict[str, Any]:
+    """A run's adapter folder and its sha256, checked against the preset and models (and `sha256` when given)."""
+    if not folder:
+        return {"adapters": None, "adapters_sha256": None}
+    folder = Path(folder).resolve()
+    with use_settings(preset=preset):
+        check_adapters(folder)
+    if sha256 is not None and card_sha256(folder) != sha256:
+        raise InputError(f"adapters {folder}: changed since the run started (sha256 differs)")
+    return {"adapters": folder, "adapters_sha256": card_sha256(folder)}
 
 
 class _ReviewEnded(Exception):
