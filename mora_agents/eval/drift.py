@@ -9,19 +9,17 @@ blur lowers it).
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from skimage.color import lab2rgb, rgb2lab
-from skimage.filters import laplace, unsharp_mask
+from scipy.ndimage import gaussian_filter
+from skimage.filters import laplace
 
 from mora_agents.media import fit_image, load_image, read_video
 
-warnings.filterwarnings("ignore", message="Conversion from CIE-LAB", category=UserWarning)
-"""Colours moved out of the sRGB gamut are clipped into it (`to_rgb`), which is what skimage warns about."""
 MAX_SHARPEN = 3.0
 """The strongest unsharp mask a sharpness match applies (amount), so that noise is never blown up."""
 
@@ -32,7 +30,13 @@ def to_lab(frame: np.ndarray) -> np.ndarray:
 
 
 def to_rgb(lab: np.ndarray) -> np.ndarray:
-    """CIELAB float to RGB float in 0-255 (not rounded)."""
+    """CIELAB float to RGB float in 0-255 (not rounded), out-of-gamut colours clipped into sRGB. (a, b) are first
+    kept where X and Z stay non-negative (a >= -500 L / 116, b <= 200 L / 116), which corrections can overshoot."""
+    lab = lab.copy()
+    lightness = np.clip(lab[..., 0], 0, 100)
+    lab[..., 0] = lightness
+    lab[..., 1] = np.maximum(lab[..., 1], -500 * lightness / 116)
+    lab[..., 2] = np.minimum(lab[..., 2], 200 * lightness / 116)
     return np.clip(lab2rgb(lab), 0, 1) * 255
 
 
@@ -66,14 +70,17 @@ def match_stats(lab: np.ndarray, source: np.ndarray, target: np.ndarray) -> np.n
 
 
 def sharpen_to(lab: np.ndarray, target: float) -> np.ndarray:
-    """`lab` with its lightness unsharp-masked so that its sharpness rises towards `target` (never lowered): the
-    Laplacian grows about as (1 + amount), so its variance as its square."""
-    current = lab_sharpness(lab)
-    if current <= 0 or current >= target:
+    """`lab` with its lightness unsharp-masked (L + a (L - blur(L))) so that its sharpness rises to `target` (never
+    lowered). The Laplacian is linear, so the variance of the result's is a quadratic in `a`, solved exactly."""
+    lightness = lab[..., 0] / 100
+    detail = lightness - gaussian_filter(lightness, sigma=1.0)
+    u, v = laplace(lightness), laplace(detail)
+    base, cross, gain = u.var(), np.mean((u - u.mean()) * (v - v.mean())), v.var()
+    if base >= target or gain <= 0:
         return lab
-    amount = min(MAX_SHARPEN, float(np.sqrt(target / current)) - 1)
+    amount = min(MAX_SHARPEN, (-cross + np.sqrt(max(cross**2 - gain * (base - target), 0.0))) / gain)
     out = lab.copy()
-    out[..., 0] = np.clip(unsharp_mask(lab[..., 0], radius=1.0, amount=amount, preserve_range=True), 0, 100)
+    out[..., 0] = np.clip((lightness + amount * detail) * 100, 0, 100)
     return out
 
 

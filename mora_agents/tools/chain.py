@@ -28,10 +28,10 @@ def match_frame(
     frame = load_image(image)
     target = to_lab(np.asarray(fit_image(load_image(reference), frame.width, frame.height)))
     lab = to_lab(np.asarray(frame))
-    if sharpen:
-        lab = sharpen_to(lab, lab_sharpness(target))
     if color:
         lab = match_stats(lab, lab, target)
+    if sharpen:  # after the colours: their spread would scale the detail back down
+        lab = sharpen_to(lab, lab_sharpness(target))
     path = output_path(output, "match_frame", ".png")
     save_image(Image.fromarray(to_rgb(lab).round().astype(np.uint8)), path)
     return probe(path)
