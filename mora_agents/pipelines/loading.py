@@ -48,9 +48,12 @@ DERIVED = {"sdxl_img2img": ("sdxl_base", "StableDiffusionXLImg2ImgPipeline"),
 """Img2img pipelines made of another model's components, as they are (no second copy of any weight)."""
 BF16_MODELS = frozenset(PIPELINES)
 """Models their authors run in bf16 (FLUX's activations overflow fp16); the paper's run in fp16."""
+FP32_VAE = frozenset({"wan_ti2v", "wan_flf2v"})
+"""Models whose VAE runs in float32, as their authors run it."""
 GROUP_OFFLOAD = frozenset({"flux_schnell", "flux_kontext", "wan_flf2v"})
-"""Under `24gb`: models whose denoiser alone exceeds 22 GiB in bf16 (FLUX 12B: 23.8 GB, Wan 14B: 28.6 GB), so they
-move to the GPU a block at a time (group offloading) instead of a model at a time."""
+"""Under `24gb`: models whose denoiser alone exceeds 22 GiB in bf16 (FLUX: 11.9 B parameters, 23.8 GB; Wan 2.1
+FLF2V-14B: 16.4 B, 32.8 GB), so they move to the GPU a block at a time (group offloading) instead of a model at a
+time."""
 VAE_TILING = frozenset({"wan_ti2v", "ltx_video", "wan_flf2v"})
 """Under `24gb`: video VAEs decoded in overlapping tiles (their activations at 720p exceed the budget)."""
 
@@ -135,7 +138,7 @@ def _full(key: str, device: torch.device, dtype: torch.dtype | None = None) -> D
     if key in PIPELINES:
         import diffusers
 
-        if key.startswith("wan"):  # the VAE in float32, as Wan's authors run it
+        if key in FP32_VAE:
             common["vae"] = diffusers.AutoencoderKLWan.from_pretrained(
                 model_source(key), subfolder="vae", torch_dtype=torch.float32, local_files_only=True)
         return getattr(diffusers, PIPELINES[key]).from_pretrained(model_source(key), **common)
