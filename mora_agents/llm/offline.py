@@ -128,12 +128,13 @@ def route(request: dict[str, Any], task_names: Sequence[str]) -> dict[str, Any]:
 
 def _shorter(messages: Sequence[LLMMessage], blocks: list[Any]) -> int | None:
     """After an answer found too long (a JSON block of its `tokens` and the `budget`): a length in characters for
-    the next one, shorter in proportion (and by a tenth more, as tokens are not characters)."""
+    the next one, shorter in proportion (tokens are not characters: a next answer still too long is shortened
+    again)."""
     feedback = [b for b in blocks if "tokens" in b]
     answers = [m.content for m in messages if isinstance(m, AssistantMessage) and isinstance(m.content, str)]
     if not feedback or not answers:
         return None
-    return int(len(answers[-1]) * feedback[-1]["budget"] / feedback[-1]["tokens"] * 0.9)
+    return int(len(answers[-1]) * feedback[-1]["budget"] / feedback[-1]["tokens"])
 
 
 class OfflineChatCompletionClient(ChatCompletionClient):
