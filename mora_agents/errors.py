@@ -15,6 +15,12 @@ class ModelNotAvailable(InputError):
     """Weights for a model are not on this machine."""
 
 
+def describe_error(error: BaseException) -> str:
+    """An exception on one line: its type and the first line of its message."""
+    first = str(error).strip().partition("\n")[0]
+    return f"{type(error).__name__}: {first}" if first else type(error).__name__
+
+
 def validation_summary(error: ValidationError) -> str:
     """A pydantic ValidationError on one line: 'field: problem; field: problem'."""
     return "; ".join(f"{'.'.join(map(str, e['loc'])) or '(value)'}: {e['msg']}" for e in error.errors())
