@@ -46,7 +46,7 @@ from mora_agents.settings import configure
 from mora_agents.tools.registry import REGISTRY
 
 REQUEST = "a red fox running through snow"
-OVERRIDES = {"image_to_video": {"frames": 4, "fps": 1}}
+OVERRIDES = {"image_to_video": {"frames": 4, "fps": 1, "steps": 1}}
 SEED = 11
 
 

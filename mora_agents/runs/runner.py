@@ -306,6 +306,15 @@ class _Session:
     async def start(self, status: str) -> RunOutcome:
         """Reconcile the saved state with the transcript, then run from there."""
         state = read_state(self.run_dir)
+        if state is not None:
+            try:
+                await self.team.load_state(state.team)
+            except Exception as e:  # a state.json that parses but that the team cannot take
+                raise InputError(f"{self.run_dir / STATE_FILE}: damaged ({describe_error(e)}); the run cannot continue "
+                                 "from it (delete it to run the request again from the start)") from None
+            self.verify_artifacts(state)
+            if isinstance(checkpoint := state.checkpoint.to_message(), BaseChatMessage):
+                self.last_message = checkpoint
         resumption = reconcile(state, self.transcript.records)
         for record in resumption.recovered:
             self._emit(record)
@@ -318,15 +327,6 @@ class _Session:
         if status != "queued":
             self._note("Resumed", f"resumed a run that was {status}"
                        + (" from its last checkpoint" if state is not None else " from the start"))
-        if state is not None:
-            try:
-                await self.team.load_state(state.team)
-            except Exception as e:  # a state.json that parses but that the team cannot take
-                raise InputError(f"{self.run_dir / STATE_FILE}: damaged ({describe_error(e)}); the run cannot continue "
-                                 "from it (delete it to run the request again from the start)") from None
-            self.verify_artifacts(state)
-            if isinstance(checkpoint := state.checkpoint.to_message(), BaseChatMessage):
-                self.last_message = checkpoint
         if resumption.finished is not None and self.result_intact(resumption.finished):
             return self.end(resumption.finished)
         task, replay = resumption.task, resumption.task is not None

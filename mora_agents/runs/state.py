@@ -15,12 +15,13 @@ the held records, and only then appends those records. So the state and the tran
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from autogen_agentchat.messages import BaseChatMessage
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field
 
 from mora_agents.agents.messages import (
     RequestMessage,
@@ -28,7 +29,7 @@ from mora_agents.agents.messages import (
     ReviewRequestMessage,
     RunFinishedMessage,
 )
-from mora_agents.errors import InputError, validation_summary
+from mora_agents.errors import InputError, read_problem
 from mora_agents.media import atomic_path
 from mora_agents.runs.transcript import Record
 from mora_agents.sop.messages import ReviewRequest, RunFinished
@@ -55,12 +56,11 @@ def read_state(run_dir: Path) -> SavedState | None:
     if not path.exists():
         return None
     try:
-        state = SavedState.model_validate_json(path.read_bytes())
+        state = SavedState.model_validate(json.loads(path.read_bytes()))
         state.checkpoint.to_message()
         return state
     except (OSError, ValueError) as e:
-        problem = validation_summary(e) if isinstance(e, ValidationError) else getattr(e, "strerror", None) or str(e)
-        raise InputError(f"{path}: damaged ({problem}); the run cannot continue from it "
+        raise InputError(f"{path}: damaged ({read_problem(e)}); the run cannot continue from it "
                          "(delete it to run the request again from the start)") from None
 
 

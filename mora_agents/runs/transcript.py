@@ -22,7 +22,7 @@ from autogen_agentchat.messages import BaseAgentEvent, BaseChatMessage
 from pydantic import BaseModel, ValidationError
 
 from mora_agents.agents.messages import load_message
-from mora_agents.errors import validation_summary
+from mora_agents.errors import read_problem
 
 
 class Record(BaseModel):
@@ -45,15 +45,9 @@ class Record(BaseModel):
 def parse_line(line: bytes) -> Record:
     """One transcript line as a Record; ValueError says what is wrong with it."""
     try:
-        data = json.loads(line.decode("utf-8"))
-    except UnicodeDecodeError:
-        raise ValueError("not valid UTF-8") from None
-    except json.JSONDecodeError as e:
-        raise ValueError(f"not valid JSON ({e.msg})") from None
-    try:
-        return Record.model_validate(data)
-    except ValidationError as e:
-        raise ValueError(f"not a transcript record ({validation_summary(e)})") from None
+        return Record.model_validate(json.loads(line))
+    except ValueError as e:
+        raise ValueError(("not a transcript record: " if isinstance(e, ValidationError) else "") + read_problem(e)) from None
 
 
 def scan_transcript(path: Path) -> tuple[list[Record], list[str]]:
