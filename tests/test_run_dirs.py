@@ -131,7 +131,7 @@ def test_a_tool_that_raises_is_one_line_with_the_traceback_kept(tmp_path: Path, 
 
     monkeypatch.setattr("mora_agents.tools.image.load_pipeline", broken)
     result = mora("run", "a red fox", "--preset", "tiny", "--device", "cpu", "--duration", "3",
-                  "--out", str(tmp_path / "runs"))
+                  "--out", str(tmp_path / "runs"), "--set", "image_to_video.frames=4", "--set", "image_to_video.fps=1")
     assert result.exit_code == 1
     line = one_error_line(result.output)
     assert "step 'image' (text_to_image_agent): text_to_image failed: RuntimeError: the weights are corrupt" in line
@@ -142,6 +142,16 @@ def test_a_tool_that_raises_is_one_line_with_the_traceback_kept(tmp_path: Path, 
     assert "Traceback" in info["error_details"] and "in broken" in info["error_details"]
     (failed,) = [r for r in read_transcript(run_dir / "transcript.jsonl") if r.type.endswith("[StepFailed]")]
     assert "in broken" in failed.message["content"]["details"]
+
+    monkeypatch.undo()  # the weights are fine again: the failed run continues from its last checkpoint
+    resumed = mora("resume", str(run_dir))
+    assert resumed.exit_code == 0, resumed.output
+    records = read_transcript(run_dir / "transcript.jsonl")
+    executions = [c for r in records if r.type == "ToolCallExecutionEvent" for c in r.message["content"]]
+    assert [c["is_error"] for c in executions if c["name"] == "text_to_image"] == [True, False]
+    results = [r.message["content"]["step"] for r in records if r.type.endswith("[StepResult]")]
+    assert results == ["enhance", "image", "segments", "join"]
+    assert read_info(run_dir)["status"] == "finished" and read_info(run_dir)["error"] is None
 
 
 def test_a_failure_inside_the_team_is_one_line_with_the_traceback_kept(tmp_path: Path) -> None:

@@ -5,8 +5,10 @@
         artifacts/        every image and clip the agents made
         plan.json         the planner's Plan
         transcript.jsonl  every message, tool call, tool result and review decision
-        state.json        the team's saved state (autogen save_state) after the last checkpoint
-        run.json          status, preset, seed, timings, error
+        state.json        the team's saved state (autogen save_state) after the last checkpoint, with the records
+                          it covers (see `mora_agents.runs.state`)
+        run.json          status, preset, seed, timings, error (one line) and error_details
+        run.lock          locked by the process that runs the run (see `mora_agents.runs.lock`)
         result.mp4        the final video
 
 The team runs in turns that end at checkpoints (a plan, a step result, a review request); after each the
@@ -53,7 +55,13 @@ from mora_agents.pipelines.loading import MEMORY_PROFILES
 from mora_agents.runs.catalog import read_info
 from mora_agents.runs.lock import run_lock
 from mora_agents.runs.review import Reviewer, auto_accept, decide
-from mora_agents.runs.state import STATE_FILE, SavedState, read_state, reconcile, write_state
+from mora_agents.runs.state import (
+    STATE_FILE,
+    SavedState,
+    read_state,
+    reconcile,
+    write_state,
+)
 from mora_agents.runs.transcript import Record, TranscriptWriter
 from mora_agents.settings import use_settings
 from mora_agents.sop.loader import find_sops
@@ -300,6 +308,11 @@ class _Session:
         if self.on_record:
             self.on_record(record, self.run_dir)
 
+    def _flush(self) -> None:
+        """Append the held records."""
+        while self.held:
+            self._emit(self.held.pop(0))
+
     def _note(self, type_: str, text: str) -> None:
         self._emit(self.transcript.make("note", "runner", type_, {"text": text}))
 
@@ -387,7 +400,7 @@ class _Session:
                 review = item.content
             elif isinstance(item, RunFinishedMessage):
                 finished = item.content
-        if not any(isinstance(self.last_message, c) for c in CHECKPOINTS):
+        if not isinstance(self.last_message, CHECKPOINTS):
             raise MoraError("the group chat stopped without reaching a checkpoint")
         return finished, review
 
@@ -406,9 +419,7 @@ class _Session:
                 if finished is None:  # the state that covers the held records first, then the records
                     team = await self.team.save_state()
                     write_state(self.run_dir, SavedState(seq=self.held[-1].seq, records=self.held, team=dict(team)))
-                for record in self.held:
-                    self._emit(record)
-                self.held = []
+                self._flush()
                 self.save_info(seconds=self._elapsed())
                 if finished is not None:
                     break
@@ -424,8 +435,7 @@ class _Session:
             raise
         except Exception as e:  # one line for the person; the traceback in the transcript and run.json
             details = traceback.format_exc()
-            for record in self.held:  # what the failed turn did is kept, though no state covers it
-                self._emit(record)
+            self._flush()  # what the failed turn did is kept, though no state covers it
             error = f"{self._where()}: {_cause(e)}"
             self._emit(self.transcript.make("error", "runner", "Error", {"error": error, "details": details}))
             finished = RunFinished(status="failed", error=error, details=details)
