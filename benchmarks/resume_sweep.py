@@ -1,7 +1,8 @@
 """Kill a tiny 12 s text-to-video run at every moment, resume it, and check that nothing was done twice.
 
-Moments: after each transcript record (`record`), inside each tool call right after the tool has written its
-output (`tool`), and at each denoising step (`denoise`, from the tools' progress hook). For each moment a
+Moments: after each transcript record (`record`), right after each write of `state.json` (`state`: before the
+records it covers reach the transcript), inside each tool call right after the tool has written its output
+(`tool`), and at each denoising step (`denoise`, from the tools' progress hook). For each moment a
 forked child runs the request and SIGKILLs itself there; a second forked child runs `mora resume RUN`.
 A moment passes when that resume exits 0, the run is finished, the transcript's seqs are unique and
 increasing, every step has exactly one result, the tools ran exactly as often as in an uninterrupted run
@@ -39,8 +40,10 @@ import torch
 
 from mora_agents.cli import main as mora_main
 from mora_agents.media import read_video
+from mora_agents.runs import runner
 from mora_agents.runs.catalog import read_info
 from mora_agents.runs.runner import RunOptions, run_request
+from mora_agents.runs.state import SavedState, write_state
 from mora_agents.runs.transcript import Record, read_transcript
 from mora_agents.settings import configure
 from mora_agents.tools.registry import REGISTRY
@@ -53,11 +56,11 @@ SEED = 11
 @dataclasses.dataclass
 class Moment:
     kind: str
-    """record, tool or denoise."""
+    """record, state, tool or denoise."""
     index: int
-    """record: its seq; tool: the n-th tool call; denoise: the n-th denoising step, counted over the run."""
+    """record: its seq; state, tool, denoise: the n-th state write, tool call or denoising step of the run."""
     what: str
-    """The record's type, the tool's name, or the denoising loop's label."""
+    """The record's type, the checkpoint a state write covers, the tool's name, or the denoising loop's label."""
 
     @property
     def name(self) -> str:
@@ -86,11 +89,11 @@ def in_child(work: Callable[[], int | None], log: Path) -> int:
 
 
 class Counting:
-    """The tools' progress hook and a wrapper of every tool: counts denoising steps and tool calls, and
+    """The tools' progress hook and wrappers of every tool and of the runner's state write: counts them, and
     SIGKILLs this process at `moment` (None: only count, into `seen`)."""
 
     def __init__(self, moment: Moment | None) -> None:
-        self.moment, self.seen = moment, {"tool": [], "denoise": []}
+        self.moment, self.seen = moment, {"state": [], "tool": [], "denoise": []}
         self.label = ""
 
     def _reached(self, kind: str, what: str) -> None:
@@ -115,8 +118,13 @@ class Counting:
 
         return tool
 
+    def write_state(self, run_dir: Path, state: SavedState) -> None:
+        write_state(run_dir, state)
+        self._reached("state", f"state.json: {state.checkpoint.type.removeprefix('StructuredMessage[').rstrip(']')}")
+
     def install(self) -> None:
         configure(progress=self)
+        runner.write_state = self.write_state
         for name, spec in list(REGISTRY.items()):
             wrapped = dataclasses.replace(spec, func=self.wrap(name, spec.func))
             wrapped.__dict__.update(function_tool=spec.function_tool, parameters=spec.parameters)  # the real schema
@@ -182,7 +190,7 @@ def mora_main_with(argv: list[str]) -> None:
 def moments(run_dir: Path, seen: dict[str, list[str]]) -> list[Moment]:
     records = read_transcript(run_dir / "transcript.jsonl")
     found = [Moment("record", r.seq, r.type.removeprefix("StructuredMessage[").rstrip("]")) for r in records]
-    found += [Moment(kind, i, what) for kind in ("tool", "denoise") for i, what in enumerate(seen[kind])]
+    found += [Moment(kind, i, what) for kind in ("state", "tool", "denoise") for i, what in enumerate(seen[kind])]
     return found
 
 

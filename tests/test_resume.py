@@ -128,7 +128,7 @@ def test_killed_at_a_moment_of_every_kind_resumes_without_doing_anything_twice(t
     assert {("record", t) for t in ("UserRequest", "Plan", "StepRequest", "ToolCallRequestEvent", "ToolCallExecutionEvent",
                                     "StepResult", "ReviewRequest", "ReviewDecision", "RunFinished")} <= kinds
     assert {("tool", t) for t in ("text_to_image", "image_to_video", "last_frame", "concat_videos")} <= kinds
-    assert {("denoise", "text_to_image"), ("denoise", "image_to_video")} <= kinds
+    assert {("denoise", "text_to_image"), ("denoise", "image_to_video"), ("state", "state.json")} <= kinds
     reference = sweep["reference"]
     assert reference["tool_runs"] == {"text_to_image": 1, "image_to_video": 3, "last_frame": 2, "concat_videos": 1}
     for row in rows:

@@ -73,7 +73,6 @@ def write_state(run_dir: Path, state: SavedState) -> None:
 class Resumption:
     """Where an interrupted run continues, from its saved state and its transcript."""
 
-    state: SavedState | None
     recovered: list[Record] = field(default_factory=list)
     """Records the state carries that the transcript lacks: appended before anything else."""
     task: BaseChatMessage | None = None
@@ -87,7 +86,7 @@ class Resumption:
 def reconcile(state: SavedState | None, records: list[Record]) -> Resumption:
     """Read what the interrupted turn left in the transcript (`records`) after the state's checkpoint."""
     last = max((r.seq for r in records), default=-1)
-    resumption = Resumption(state, recovered=[r for r in state.records if r.seq > last] if state else [])
+    resumption = Resumption(recovered=[r for r in state.records if r.seq > last] if state else [])
     after = []
     for record in records:
         if record.kind == "message" and record.seq > (state.seq if state else -1):
