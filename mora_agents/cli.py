@@ -30,7 +30,6 @@ app = typer.Typer(help="Mora: generalist video generation by cooperating AI agen
                   pretty_exceptions_enable=False, add_completion=False)
 sops_app = typer.Typer(help="List, show and validate SOP files.", no_args_is_help=True)
 app.add_typer(sops_app, name="sops")
-app.command("eval", help="Score videos or run directories with the paper's metrics (VBench dimensions).")(eval_command)
 app.command("bench", help="Time the paper's workloads on real-size random-weight models: reference vs ours.")(bench_command)
 console = Console(stderr=True, highlight=False, soft_wrap=True)
 out = Console(highlight=False, soft_wrap=True)
@@ -74,6 +73,11 @@ def parse_sets(items: list[str]) -> dict[str, dict[str, Any]]:
             raise InputError(f"--set {item}: expected TOOL.PARAM=VALUE, e.g. image_to_video.motion_bucket_id=127")
         overrides.setdefault(tool, {})[param] = yaml.safe_load(raw) if raw else ""
     return overrides
+
+
+def check_preset(preset: str) -> None:
+    if preset not in ("full", "tiny"):
+        raise InputError(f"--preset {preset}: unknown (choose full or tiny)")
 
 
 def _noise_warning(preset: str) -> None:
@@ -151,6 +155,77 @@ def resume(
     _noise_warning(preset)
     _drive(lambda ui, reviewer: resume_run(run_dir, device=device, memory_profile=memory_profile, on_record=ui.show,
                                            reviewer=reviewer), review)
+
+
+@app.command()
+def batch(
+    requests: Annotated[Path, typer.Argument(help="A JSONL file, one request per line: {\"text\": ..., \"seed\": ...}.")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder of the batch's run directories and summary.jsonl.")],
+    ray: Annotated[Optional[str], typer.Option(help="Run on Ray: local (start it here), auto (the running cluster) or the cluster's ADDRESS.")] = None,
+    gpus_per_worker: Annotated[float, typer.Option(help="GPUs per Ray worker (one worker per CPU on a cluster without GPUs).")] = 1.0,
+    workers: Annotated[Optional[int], typer.Option(min=1, help="At most this many Ray workers (default: as many as fit).")] = None,
+    retries: Annotated[int, typer.Option(min=0, help="Times a run whose Ray worker died goes to another worker.")] = 2,
+    skip_invalid: Annotated[bool, typer.Option("--skip-invalid", help="Skip bad lines (listed) instead of stopping.")] = False,
+    preset: Annotated[str, typer.Option(help="full: real weights; tiny: random small models (noise, for tests).")] = "full",
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:1, ...")] = "auto",
+    sops: Annotated[Optional[Path], typer.Option(help="A folder of your own SOP files.")] = None,
+    memory_profile: Annotated[str, typer.Option(help="resident: models stay on the GPU; 24gb: offloaded between uses to fit a 24 GB GPU.")] = "resident",
+) -> None:
+    """Run many requests, each a normal run in OUT; again with the same file skips finished runs and resumes the rest."""
+    from mora_agents.batch import check_requests, read_requests, run_batch
+    from mora_agents.batch.display import BatchDisplay, results_table
+    from mora_agents.runs.runner import RunOptions
+
+    summary = out_dir / "summary.jsonl"
+    try:
+        check_preset(preset)
+        options = RunOptions(preset=preset, device=device, out=out_dir, sops_dir=sops, memory_profile=memory_profile)
+        found, errors = read_requests(requests)
+        if errors and not skip_invalid:  # name every bad line at once, in the file's order
+            errors += [f"{r.label}: {r.error}" for r in check_requests(found, options) if r.status == "invalid"]
+            errors.sort(key=lambda error: int(error[len(f"{requests}:"):].partition(":")[0]))
+            raise InputError("\n".join(errors))
+        for error in errors:
+            console.print(f"[yellow]skipped:[/] {escape(error)}")
+        _noise_warning(preset)
+        with BatchDisplay(console) as display:
+            results = run_batch(found, options, ray=ray, gpus_per_worker=gpus_per_worker, workers=workers,
+                                retries=retries, skip_invalid=skip_invalid, summary=summary, on_update=display.update)
+    except InputError as e:
+        for line in str(e).splitlines():
+            console.print(f"[red]mora: error:[/] {escape(line)}")
+        raise typer.Exit(2) from None
+    except KeyboardInterrupt:
+        raise fail(f"interrupted; finished runs are kept ({summary}); the same command continues the batch", 130) from None
+    out.print(results_table(results, out_dir))
+    bad = [r for r in results if r.status not in ("finished", "invalid")]  # invalid ones: skipped as asked
+    if bad:
+        raise fail(f"{len(bad)} of {len(results)} requests did not finish (see {summary})", 1)
+    console.print(f"[green]done:[/] {len(results)} requests; summary in {summary}")
+
+
+def suite_videos(prompts: list[str], out_dir: Path, preset: str, ray: str | None) -> list[Path]:
+    """`mora eval --suite ... --generate DIR`: a text_to_video run per prompt in DIR, made by `run_batch`."""
+    from mora_agents.batch import BatchRequest, run_batch
+    from mora_agents.batch.display import BatchDisplay
+    from mora_agents.runs.runner import RunOptions
+
+    check_preset(preset)
+    _noise_warning(preset)
+    requests = [BatchRequest(text, task="text_to_video", label=f"prompt {n}") for n, text in enumerate(prompts, 1)]
+    summary = out_dir / "summary.jsonl"
+    with BatchDisplay(console) as display:
+        results = run_batch(requests, RunOptions(preset=preset, out=out_dir), ray=ray, summary=summary,
+                            on_update=display.update)
+    failed = [r for r in results if r.status != "finished"]
+    if failed:
+        raise MoraError(f"{len(failed)} of {len(results)} videos did not finish ({failed[0].label}: "
+                        f"{failed[0].error}; see {summary})")
+    return [r.run_dir for r in results]
+
+
+app.command("eval", help="Score videos or run directories with the paper's metrics (VBench dimensions).",
+            context_settings={"obj": suite_videos})(eval_command)  # eval/ cannot import the batch: given here
 
 
 @app.command()

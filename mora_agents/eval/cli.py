@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -17,6 +18,7 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
+from mora_agents.errors import MoraError
 from mora_agents.eval._deps import MissingDependencyError
 from mora_agents.eval.api import Evaluator, resolve_metrics
 from mora_agents.eval.chart import write_chart
@@ -28,6 +30,8 @@ from mora_agents.eval.video import BadInputError
 from mora_agents.eval.weights import ENV_VAR
 
 SUITES = ("t2v",)
+VideoMaker = Callable[[list[str], Path, str, "str | None"], list[Path]]
+"""`mora eval --generate`: (prompts, folder, preset, ray) -> a run directory per prompt with its video."""
 
 
 def _fail(message: str, code: int = 2) -> typer.Exit:
@@ -67,6 +71,7 @@ def _suite_groups(evaluations: list[VideoEvaluation], entries: list[PromptEntry]
 
 
 def eval_command(
+    ctx: typer.Context,
     paths: Annotated[list[Path] | None, typer.Argument(help="Video files or run directories.")] = None,
     prompt: Annotated[str | None, typer.Option("--prompt", help="Prompt for every PATH.")] = None,
     prompts: Annotated[
@@ -85,6 +90,12 @@ def eval_command(
         "mora-eval-report.md"
     ),
     download: Annotated[bool, typer.Option("--download", help="Download missing reference weights.")] = False,
+    generate: Annotated[
+        Path | None,
+        typer.Option("--generate", help="With --suite: first make the suite's videos, as runs in DIR (resumable)."),
+    ] = None,
+    preset: Annotated[str, typer.Option(help="Models for --generate: full, or tiny (noise, for tests).")] = "full",
+    ray: Annotated[str | None, typer.Option(help="--generate on Ray: local, auto or ADDRESS (see mora batch).")] = None,
 ) -> None:
     """Score videos with VBench dimensions and the Mora paper's metrics."""
     console = Console()
@@ -92,9 +103,14 @@ def eval_command(
         raise _fail("use either --prompt or --prompts, not both")
     if suite is not None and (suite not in SUITES or prompts is None):
         raise _fail(f"--suite takes one of {', '.join(SUITES)} and needs --prompts FILE")
+    if generate is not None and (suite is None or paths):
+        raise _fail("--generate makes the videos of a --suite: give no PATH")
     try:
         names = resolve_metrics([m.strip() for m in metrics.split(",") if m.strip()] if metrics else None)
         entries = load_prompts(prompts) if prompts is not None else None
+        if generate is not None:  # the command line gives the maker (ctx.obj), which runs them as a batch
+            make_videos: VideoMaker = ctx.obj
+            paths = make_videos([e.prompt for e in entries or []], generate, preset, ray)
         targets = _targets(list(paths or []), prompt, entries, suite is not None)
         evaluator = Evaluator(names, weights, download)
         evaluations = []
@@ -112,7 +128,7 @@ def eval_command(
                 evaluations.append(evaluator.evaluate(target, lambda _name: progress.advance(task)))
     except (BadInputError, ValueError) as exc:
         raise _fail(str(exc)) from None
-    except MissingDependencyError as exc:
+    except (MissingDependencyError, MoraError) as exc:
         raise _fail(str(exc), code=1) from None
 
     for evaluation in evaluations:

@@ -109,14 +109,15 @@ def check_overrides(overrides: dict[str, dict[str, Any]]) -> None:
                 raise InputError(f"--set {tool}.{param}={value}: {validation_summary(e)}") from None
 
 
-def _slug(text: str) -> str:
+def slug(text: str) -> str:
+    """A short file-name form of a request: lower-case words joined by hyphens."""
     return "-".join(re.findall(r"[a-z0-9]+", text.lower()))[:40].strip("-") or "run"
 
 
 def _new_run_dir(base: Path, text: str) -> Path:
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     for n in range(1000):
-        run_dir = base / f"{stamp}-{_slug(text)}{f'-{n}' if n else ''}"
+        run_dir = base / f"{stamp}-{slug(text)}{f'-{n}' if n else ''}"
         try:
             run_dir.mkdir(parents=True)
             return run_dir
