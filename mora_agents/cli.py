@@ -282,6 +282,37 @@ def chat(
 
 
 @app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Address to bind; any but a loopback one needs --token.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port.")] = 7860,
+    preset: Annotated[str, typer.Option(help="full: real weights; tiny: random small models (noise, for tests).")] = "full",
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:1, ...")] = "auto",
+    out_dir: Annotated[Path, typer.Option("--out", help="Base folder of run directories.")] = Path("runs"),
+    sops: Annotated[Path, typer.Option(help="Your SOP folder: runs use it, the SOP editor saves into it.")] = Path.home() / ".mora" / "sops",
+    token: Annotated[Optional[str], typer.Option(envvar="MORA_TOKEN", help="Bearer token every request must carry.")] = None,
+    max_image_mb: Annotated[float, typer.Option(min=0, help="Size limit of an uploaded image, in MB.")] = 50,
+    max_video_mb: Annotated[float, typer.Option(min=0, help="Size limit of an uploaded video, in MB.")] = 2048,
+    memory_profile: Annotated[str, typer.Option(help="resident: models stay on the GPU; 24gb: offloaded between uses to fit a 24 GB GPU.")] = "resident",
+) -> None:
+    """Serve the web page and the HTTP API (docs at /docs): chat, review, SOP editor, runs; one run at a time."""
+    from mora_agents.runs.runner import RunOptions
+
+    try:
+        from mora_agents.serve import ServeConfig, serve as run_server
+    except ImportError as e:
+        raise fail(f"mora serve needs {e.name}: pip install 'mora-agents[serve]'", 2) from None
+    options = RunOptions(preset=preset, device=device, out=out_dir, sops_dir=sops, memory_profile=memory_profile)
+    config = ServeConfig(options, token=token, max_image_bytes=int(max_image_mb * 2**20),
+                         max_video_bytes=int(max_video_mb * 2**20))
+    try:
+        check_preset(preset)
+        _noise_warning(preset)
+        run_server(config, host, port)
+    except InputError as e:
+        raise fail(str(e), 2) from None
+
+
+@app.command()
 def transcript(
     run_dir: Annotated[Path, typer.Argument(help="A run directory (or its transcript.jsonl).")],
     as_json: Annotated[bool, typer.Option("--json", help="Print the records as JSON lines (one object a line).")] = False,
@@ -306,14 +337,13 @@ def transcript(
              + "; ".join(problems))
     if html:
         try:
-            info = read_info(path.parent)
+            read_info(path.parent)
         except InputError as e:
             warn(f"{e}; the page shows the records without the run's details")
-            info, problems = {}, [*problems, str(e)]
         page = path.parent / "transcript.html"
         try:
             with atomic_path(page) as tmp:
-                tmp.write_text(transcript_html(path.parent, records, info, problems), encoding="utf-8")
+                tmp.write_text(transcript_html(path.parent), encoding="utf-8")
         except OSError as e:
             raise fail(f"{page}: cannot write ({e.strerror})", 2) from None
         out.print(str(page))

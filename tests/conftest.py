@@ -40,3 +40,13 @@ def make_video(path: Path, frames: int = 14, size: tuple[int, int] = (64, 48), f
 def make_image(path: Path, size: tuple[int, int] = (80, 60), color: tuple[int, int, int] = (200, 40, 40)) -> Path:
     Image.new("RGB", size, color).save(path)
     return path
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory):
+    """One `mora serve --preset tiny` for the API and browser tests (small upload limits: 50 KB images, 1 MB videos)."""
+    from serve_server import Server
+
+    server = Server(tmp_path_factory.mktemp("serve"), "--max-image-mb", "0.05", "--max-video-mb", "1").start()
+    yield server
+    server.stop()

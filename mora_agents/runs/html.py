@@ -10,14 +10,15 @@ lead out of it are shown as text.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from html import escape
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from mora_agents.errors import InputError
+from mora_agents.runs.catalog import read_info
 from mora_agents.runs.render import describe
-from mora_agents.runs.transcript import Record
+from mora_agents.runs.transcript import Record, scan_transcript
 
 STYLE = """
 body { font: 14px/1.45 system-ui, sans-serif; margin: 2em auto; max-width: 72em; color: #222; }
@@ -67,8 +68,13 @@ def _record(record: Record, run_dir: Path) -> str:
     return f"<div class='record {record.kind}' id='r{record.seq}'>{head}{body}{media}</div>"
 
 
-def transcript_html(run_dir: Path, records: Sequence[Record], info: dict[str, Any], problems: Sequence[str] = ()) -> str:
-    """The page of a run's `records`; `info`: its run.json; `problems`: what could not be read (shown on top)."""
+def transcript_html(run_dir: Path) -> str:
+    """The page of a run's transcript; what could not be read (damaged lines, a damaged run.json) shows on top."""
+    records, problems = scan_transcript(run_dir / "transcript.jsonl")
+    try:
+        info = read_info(run_dir)
+    except InputError as e:
+        info, problems = {}, [*problems, str(e)]
     meta = "".join(f"<tr><td>{escape(k)}</td><td>{escape(str(info.get(k)))}</td></tr>"
                    for k in ("task", "status", "preset", "seed", "seconds", "started", "finished") if k in info)
     title = escape(info["request"]["text"] if info else run_dir.name)

@@ -20,6 +20,15 @@ def describe_output(output: dict[str, Any] | str) -> str:
     return describe_artifact(output) if isinstance(output, dict) else repr(output)
 
 
+def record_media(record: Record) -> list[dict[str, Any]]:
+    """The media a record shows: a step's output, a review's output, the run's result (artifact dicts)."""
+    content = record.message.get("content")
+    if not isinstance(content, dict):
+        return []
+    found = [content.get(k) for k in ("output", "result")]
+    return [a for a in found if isinstance(a, dict) and "kind" in a]
+
+
 def describe(record: Record) -> str:
     """One line for a record; a record whose content is not what its type promises (hand-edited) says so."""
     try:

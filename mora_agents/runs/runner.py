@@ -83,6 +83,8 @@ class RunOptions:
     """Review repeats (and edits) allowed per step; then a person must accept or stop."""
     memory_profile: str = "resident"
     """`resident` or `24gb` (see `ToolSettings.memory_profile`)."""
+    review: bool = False
+    """Whether a person reviews the run (recorded in run.json for whoever resumes it; the reviewer decides)."""
 
 
 @dataclass
@@ -208,7 +210,7 @@ def prepare_run(text: str, *, images: Sequence[Path] = (), videos: Sequence[Path
         _write_json(run_dir / "run.json", {
             "request": request.model_dump(), "task": None, "preset": options.preset, "device": options.device,
             "memory_profile": options.memory_profile, "seed": seed, "overrides": options.overrides,
-            "max_repeats": options.max_repeats, "sops_dir": str(options.sops_dir or ""),
+            "max_repeats": options.max_repeats, "review": options.review, "sops_dir": str(options.sops_dir or ""),
             "noise": options.preset == "tiny", "status": "queued", "seconds": 0.0,
             "created": datetime.now().isoformat()})
     except BaseException:
@@ -239,14 +241,16 @@ async def run_request(text: str, *, images: Sequence[Path] = (), videos: Sequenc
 
 async def resume_run(run_dir: Path, *, device: str | None = None, memory_profile: str | None = None,
                      model_client: ChatCompletionClient | None = None,
-                     on_record: Callable[[Record, Path], None] | None = None, reviewer: Reviewer = auto_accept) -> RunOutcome:
-    """Run a queued run, or continue an interrupted or failed one from its last checkpoint.
+                     on_record: Callable[[Record, Path], None] | None = None, reviewer: Reviewer = auto_accept,
+                     stop: asyncio.Event | None = None) -> RunOutcome:
+    """Run a queued run, or continue an interrupted, failed or stopped one from its last checkpoint.
 
     The one entry point that drives a run, whatever killed it before: the run is locked first (`RunLocked` if
     another process runs it, see `mora_agents.runs.lock`); the saved state is reconciled with the transcript, so
     a step recorded as finished is never run again (see `mora_agents.runs.state`); the files of every finished
     step are checked against the sha256 recorded when they were made. `device` and `memory_profile` change
-    where the rest runs (e.g. after running out of GPU memory).
+    where the rest runs (e.g. after running out of GPU memory). Once `stop` is set, the run stops at its next
+    checkpoint with status `stopped` (resumable) and MoraError is raised.
     """
     from mora_agents.llm import client_from_env
 
@@ -254,9 +258,12 @@ async def resume_run(run_dir: Path, *, device: str | None = None, memory_profile
     read_info(run_dir)  # a run directory: the lock file goes nowhere else
     with run_lock(run_dir):
         info = read_info(run_dir)
-        status = "interrupted" if info["status"] == "running" else info["status"]  # we hold the lock: nobody runs it
-        if status not in ("queued", "interrupted", "failed", "waiting for review"):
-            raise InputError(f"{run_dir}: the run is {status}; only queued, interrupted, failed or waiting runs can be run")
+        if info["status"] == "running":  # we hold the lock: the process that said so is gone
+            info["status"] = "interrupted"
+        status = run_status(info)
+        if not can_resume(info):
+            raise InputError(f"{run_dir}: the run is {status}; only queued, interrupted, failed, waiting or "
+                             "stopped-on-request runs can be run")
         if device is not None:
             info["device"] = device
         if memory_profile is not None and memory_profile not in MEMORY_PROFILES:
@@ -266,11 +273,32 @@ async def resume_run(run_dir: Path, *, device: str | None = None, memory_profile
             sops_dir = info.get("sops_dir")
             sops = {name: sop for name, (sop, _) in find_sops(Path(sops_dir) if sops_dir else None).items()}
             session = _Session(run_dir, info, sops, model_client or client_from_env(), on_record, reviewer)
-            return await session.start(status)
+            return await session.start(status, stop)
+
+
+def can_resume(info: dict[str, Any]) -> bool:
+    """Whether `resume_run` takes a run (its run.json): queued, interrupted, failed, waiting, or stopped on request."""
+    status = run_status(info)
+    return status in ("queued", "interrupted", "failed", "waiting for review") or (
+        status == "stopped" and bool(info.get("resumable")))
+
+
+def mark_stopped(run_dir: Path) -> None:
+    """Mark a run that is not running (e.g. one taken off a queue) as stopped on request: resumable, like a run
+    stopped at a checkpoint, and left alone until then. RunLocked if a process runs it."""
+    with run_lock(run_dir.resolve()):
+        info = read_info(run_dir)
+        if not can_resume(info):
+            raise InputError(f"{run_dir}: the run is {run_status(info)}; only a run that is not running can be stopped")
+        _write_json(run_dir / "run.json", {**info, "status": "stopped", "resumable": True})
 
 
 class _ReviewEnded(Exception):
     """The reviewer gave no decision (input closed, script exhausted): the run keeps waiting for review."""
+
+
+class _StopRequested(Exception):
+    """A stop was requested: the run stops at this checkpoint, resumable; args: the review it would ask, if any."""
 
 
 HELD = (ToolCallExecutionEvent, *CHECKPOINTS)
@@ -317,7 +345,7 @@ class _Session:
     def _note(self, type_: str, text: str) -> None:
         self._emit(self.transcript.make("note", "runner", type_, {"text": text}))
 
-    async def start(self, status: str) -> RunOutcome:
+    async def start(self, status: str, stop: asyncio.Event | None) -> RunOutcome:
         """Reconcile the saved state with the transcript, then run from there."""
         state = read_state(self.run_dir)
         if state is not None:
@@ -346,7 +374,7 @@ class _Session:
         task, replay = resumption.task, resumption.task is not None
         if state is None and task is None:
             task = RequestMessage(content=UserRequest.model_validate(self.info["request"]), source="user")
-        return await self.drive(task, replay, resumption.review)
+        return await self.drive(task, replay, resumption.review, stop)
 
     def verify_artifacts(self, state: SavedState) -> None:
         """Every file a finished step made is still the one it made (sha256), the last checkpoint's included."""
@@ -408,8 +436,11 @@ class _Session:
     def _elapsed(self) -> float:
         return round(self.previous_seconds + time.monotonic() - self.started, 3)
 
-    async def drive(self, task: BaseChatMessage | None, replay: bool, pending: ReviewRequest | None) -> RunOutcome:
-        """Run turns until the run ends; `pending`: a review to answer first (a resumed run that waited)."""
+    async def drive(self, task: BaseChatMessage | None, replay: bool, pending: ReviewRequest | None,
+                    stop: asyncio.Event | None) -> RunOutcome:
+        """Run turns until the run ends (or `stop` is set); `pending`: a review to answer first (a resumed run that
+        waited)."""
+        self.info.pop("resumable", None)
         self.save_info(status="running", pid=os.getpid(), host=socket.gethostname(),
                        started=self.info.get("started") or datetime.now().isoformat())
         try:
@@ -424,7 +455,15 @@ class _Session:
                 self.save_info(seconds=self._elapsed())
                 if finished is not None:
                     break
+                if stop is not None and stop.is_set():
+                    raise _StopRequested(review)
                 task, replay = (await self.review(review) if review is not None else None), False
+        except _StopRequested as e:
+            review = e.args[0]
+            self._note("Stopped", "stopped on request (resume with `mora resume RUN`)")
+            self.save_info(status="stopped", resumable=True,
+                           pending_review=review.model_dump(mode="json") if review else None)
+            raise MoraError(f"stopped on request; `mora resume {self.run_dir}` continues") from None
         except _ReviewEnded as e:
             self._note("Interrupted", f"the review ended: {e}")
             raise MoraError(f"the review ended ({e}); the run waits for review: "

@@ -127,9 +127,9 @@ class Execution:
                     self.skipped.add(step.id)
                     continue
                 return self._request(step.id, 0, step.agent, step.tool, self._render(step.args))
-            if step.repeat is None or len(done) >= self._repeat_count(step, done[0]):
+            if step.repeat is None or len(done) >= (count := self._repeat_count(step, done[0])):
                 continue
-            return self._next_iteration(step, done)
+            return self._next_iteration(step, done, count)
         return None
 
     def _repeat_count(self, step: StepSpec, first: StepResult) -> int:
@@ -139,7 +139,7 @@ class Execution:
             raise ValueError(f"step '{step.id}': repeat needs a video output with a duration")
         return max(1, round(target / clip))
 
-    def _next_iteration(self, step: StepSpec, done: list[StepResult]) -> StepRequest:
+    def _next_iteration(self, step: StepSpec, done: list[StepResult], count: int) -> StepRequest:
         i = len(done)
         args = self._render(step.args)
         if chain := step.repeat.chain:
@@ -147,11 +147,12 @@ class Execution:
             linked = self.results.get(step_key(chain_step, i))
             if linked is None:
                 media_param = next(iter(get_tool(chain.tool).media))
-                return self._request(chain_step, i, CHAIN_AGENT, chain.tool, {media_param: done[-1].output})
+                return self._request(chain_step, i, CHAIN_AGENT, chain.tool, {media_param: done[-1].output}, count)
             args[chain.into] = linked.output
-        return self._request(step.id, i, step.agent, step.tool, args)
+        return self._request(step.id, i, step.agent, step.tool, args, count)
 
-    def _request(self, step: str, iteration: int, agent: str, tool: str | None, args: dict[str, Any]) -> StepRequest:
+    def _request(self, step: str, iteration: int, agent: str, tool: str | None, args: dict[str, Any],
+                 iterations: int | None = None) -> StepRequest:
         media: dict[str, list[Artifact]] = {}
         if tool is not None:
             spec = get_tool(tool)
@@ -171,7 +172,7 @@ class Execution:
                     name = f"{name}-r{retry}"
                 args["output"] = str(self.run_dir / "artifacts" / f"{name}{spec.suffix}")
         return StepRequest(step=step, iteration=iteration, agent=agent, tool=tool,
-                           arguments=self._as_arguments(args), media=media)
+                           arguments=self._as_arguments(args), media=media, iterations=iterations)
 
     def _artifact(self, item: Artifact | str) -> Artifact:
         if isinstance(item, Artifact):

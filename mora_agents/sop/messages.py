@@ -57,6 +57,8 @@ class StepRequest(BaseModel):
     arguments: dict[str, Any]
     media: dict[str, list[Artifact]] = {}
     """The media files among the arguments, with their sha256, by parameter."""
+    iterations: int | None = None
+    """A repeated step's number of runs, once known (from its second iteration on): segment 2 of `iterations`."""
 
     @property
     def key(self) -> str:

@@ -8,7 +8,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -26,7 +25,8 @@ from rich.style import Style
 from rich.text import Text
 
 from mora_agents.media import VIDEO_SUFFIXES, read_video
-from mora_agents.runs.render import describe
+from mora_agents.runs.progress import ProgressReport, StepProgress
+from mora_agents.runs.render import describe, record_media
 from mora_agents.runs.transcript import Record
 from mora_agents.settings import use_settings
 
@@ -34,23 +34,21 @@ THUMB_WIDTH = 32
 
 
 class RichProgress:
-    """The tools' progress hook, drawn as a rich progress bar (one bar per denoising loop)."""
+    """Progress reports drawn as a rich progress bar: one bar per tool loop, titled with its step."""
 
     def __init__(self, progress: Progress) -> None:
-        self.progress, self.task = progress, None
+        self.progress, self.task, self.loop = progress, None, None
 
-    def start(self, label: str, total: int) -> None:
-        self.stop()
-        self.task = self.progress.add_task(label, total=total)
-
-    def advance(self) -> None:
-        if self.task is not None:
-            self.progress.advance(self.task)
-
-    def stop(self) -> None:
-        if self.task is not None:
+    def __call__(self, report: ProgressReport | None) -> None:
+        loop = (report.step, report.label) if report else None
+        if loop != self.loop and self.task is not None:
             self.progress.remove_task(self.task)
             self.task = None
+        self.loop = loop
+        if report is not None:
+            if self.task is None:
+                self.task = self.progress.add_task(report.title, total=report.total)
+            self.progress.update(self.task, completed=report.done)
 
 
 def thumbnail(path: Path, width: int = THUMB_WIDTH) -> Text:
@@ -67,14 +65,6 @@ def thumbnail(path: Path, width: int = THUMB_WIDTH) -> Text:
     return text
 
 
-def _media(record: Record) -> list[dict[str, Any]]:
-    content = record.message.get("content")
-    if not isinstance(content, dict):
-        return []
-    found = [content.get(k) for k in ("output", "result")]
-    return [a for a in found if isinstance(a, dict) and "kind" in a]
-
-
 class TerminalUI:
     """Prints each record as it happens (speaker, type, text, media) and draws the tools' progress."""
 
@@ -83,31 +73,34 @@ class TerminalUI:
         self.thumbnails = console.is_terminal and console.color_system in ("truecolor", "256")
         self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                                  TimeElapsedColumn(), console=console, transient=True)
-        self._live = False
+        self._tracker: StepProgress | None = None
 
     @contextmanager
     def live(self) -> Iterator[TerminalUI]:
         """Draw the tools' progress bars while the block runs."""
-        with self.progress, use_settings(progress=RichProgress(self.progress)):
-            self._live = True
+        tracker = StepProgress(RichProgress(self.progress))
+        with self.progress, use_settings(progress=tracker):
+            self._tracker = tracker
             try:
                 yield self
             finally:
-                self._live = False
+                self._tracker = None
 
     def show(self, record: Record, run_dir: Path) -> None:
         """One record: speaker, message type and text; media as path, size, frames and a thumbnail."""
+        if self._tracker is not None:
+            self._tracker.follow(record)
         kind = record.type.removeprefix("StructuredMessage[").rstrip("]")
         style = "red" if record.kind == "error" else "yellow" if record.kind == "note" else "bold cyan"
         self.console.print(f"[{style}]{escape(record.source)}[/] [dim]{escape(kind)}[/] {escape(describe(record))}")
-        for artifact in _media(record):
+        for artifact in record_media(record):
             path = run_dir / artifact["path"]
             if self.thumbnails and path.is_file():
                 self.console.print(thumbnail(path), end="")
 
     def ask(self, prompt: str) -> str:
         """Read a line from the person, with the progress display paused (line editing via readline)."""
-        live = self._live
+        live = self._tracker is not None
         if live:
             self.progress.stop()
         try:

@@ -1,0 +1,54 @@
+"""`mora serve`: one server with an HTTP API, a queue and a page in the browser, over the runner the CLI uses.
+
+`create_app(config)` is the FastAPI app (`mora_agents.serve.app`); `serve(config, host, port)` runs it with uvicorn.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+from dataclasses import replace
+
+import uvicorn
+
+from mora_agents.errors import InputError
+from mora_agents.pipelines.loading import MEMORY_PROFILES
+from mora_agents.serve.app import ServeConfig, create_app
+
+__all__ = ["ServeConfig", "create_app", "is_loopback", "serve"]
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def serve(config: ServeConfig, host: str = "127.0.0.1", port: int = 7860) -> None:
+    """Serve until interrupted (Ctrl-C: the running run is interrupted and resumes at the next start).
+
+    A host other than a loopback address needs a token (else InputError). The user SOP folder is created.
+    """
+    if not is_loopback(host) and not config.token:
+        raise InputError(f"--host {host}: serving beyond this machine needs --token (every request must carry it)")
+    if config.options.memory_profile not in MEMORY_PROFILES:
+        raise InputError(f"--memory-profile {config.options.memory_profile}: unknown (choose from "
+                         f"{', '.join(MEMORY_PROFILES)})")
+    assert config.options.sops_dir is not None
+    try:
+        config.options.sops_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise InputError(f"--sops {config.options.sops_dir}: cannot make the folder ({e.strerror})") from None
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(levelname)s:     %(message)s"))
+    logger = logging.getLogger("mora.serve")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    app = create_app(replace(config, local_only=is_loopback(host)))
+    address = f"http://{f'[{host}]' if ':' in host else host}:{port}/"
+    logger.info("mora serve: the page at %s%s, the API's docs at %sdocs", address,
+                "?token=TOKEN" if config.token else "", address)
+    uvicorn.run(app, host=host, port=port, access_log=False, timeout_graceful_shutdown=3)

@@ -1,0 +1,322 @@
+"""`mora serve`'s HTTP API against a real server process on 127.0.0.1 (tiny preset): runs through the event stream,
+review, the queue, cancel and resume, a server killed with SIGKILL, uploads, SOPs, auth and file safety."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+from pathlib import Path
+
+import httpx
+import pytest
+from conftest import make_image
+from fastapi.testclient import TestClient
+from serve_server import Server, events, follow
+from typer.testing import CliRunner
+
+from mora_agents.cli import app
+from mora_agents.media import sha256_file
+from mora_agents.runs.catalog import read_info, run_status
+from mora_agents.runs.runner import RunOptions
+from mora_agents.runs.transcript import read_transcript
+from mora_agents.serve import ServeConfig, create_app
+from mora_agents.sop.loader import BUILTIN_DIR
+
+FOX = "a red fox running through snow"
+SHORT = {"image_to_video": {"frames": 8}}
+"""Clips of 8 frames at 7 fps: 1.14 s each, so a duration of 1 takes one segment and 2.3 two (and runs are quick)."""
+
+
+@pytest.fixture
+def client(server: Server):
+    with server.client() as client:
+        yield client
+
+
+def create(client: httpx.Client, text: str = FOX, **fields) -> dict:
+    response = client.post("/api/runs", json={"text": text, "duration": 1, "seed": 5, "set": SHORT, **fields})
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+def tool_runs(run_dir: Path, tool: str) -> int:
+    return sum(c["name"] == tool for r in read_transcript(run_dir / "transcript.jsonl")
+               if r.type == "ToolCallExecutionEvent" for c in r.message["content"])
+
+
+def step_results(run_dir: Path) -> list[str]:
+    records = read_transcript(run_dir / "transcript.jsonl")
+    return [f"{r.message['content']['step']}#{r.message['content']['iteration']}" for r in records
+            if r.type.endswith("[StepResult]")]
+
+
+def run_dirs(out: Path) -> list[str]:
+    return sorted(p.name for p in out.iterdir()) if out.is_dir() else []
+
+
+def test_a_run_from_submission_to_result_through_the_event_stream(server: Server, client: httpx.Client) -> None:
+    run = create(client)
+    assert run["status"] in ("queued", "running") and (server.out / run["id"] / "run.json").is_file()
+    records, progress, status = follow(client, run["id"])
+
+    assert [r["seq"] for r in records] == list(range(len(records)))
+    assert records[0]["type"].endswith("[UserRequest]") and records[-1]["type"].endswith("[RunFinished]")
+    assert records[-1]["message"]["content"]["status"] == "finished" and status["status"] == "finished"
+    assert records[-1]["media"] == [{**records[-1]["message"]["content"]["result"], "url": status["result"]}]
+    reports = [p for p in progress if p]
+    assert {p["label"] for p in reports} >= {"text_to_image: base", "image_to_video"}
+    assert any(p["done"] == p["total"] for p in reports) and progress[-1] is None
+
+    # the transcript file is the source: a client reconnecting from any sequence number gets the rest of it
+    on_disk = read_transcript(server.out / run["id"] / "transcript.jsonl")
+    assert [r["message"] for r in records] == [r.message for r in on_disk]
+    later, _, _ = follow(client, run["id"], start=7)
+    assert [r["seq"] for r in later] == list(range(7, len(records)))
+    resumed = [data["seq"] for event, data in events(client, run["id"], headers={"Last-Event-ID": "11"})
+               if event == "record"]
+    assert resumed == list(range(12, len(records)))
+
+    view = client.get(f"/api/runs/{run['id']}").json()
+    assert view["plan"]["task"] == "text_to_video" and view["position"] is None and not view["resumable"]
+    video = client.get(view["result"])
+    assert video.status_code == 200 and video.headers["content-type"] == "video/mp4"
+    assert sha256_file(server.out / run["id"] / "result.mp4") == records[-1]["message"]["content"]["result"]["sha256"]
+    part = client.get(view["result"], headers={"Range": "bytes=0-99"})  # range requests: videos seek
+    assert part.status_code == 206 and len(part.content) == 100 and part.content == video.content[:100]
+    assert part.headers["content-range"] == f"bytes 0-99/{len(video.content)}"
+    page = client.get(view["transcript"])
+    assert page.status_code == 200 and "run finished" in page.text and "<video" in page.text
+    assert run["id"] in [r["id"] for r in client.get("/api/runs").json()]
+
+
+def test_review_decisions_the_first_wins_and_a_second_gets_409(server: Server, client: httpx.Client) -> None:
+    run = create(client, review=True)
+    reviews = []
+    for event, data in events(client, run["id"]):
+        if event == "status" and data["review"] and data["review"]["seq"] not in [r["seq"] for r in reviews]:
+            review = data["review"]
+            reviews.append(review)
+            assert set(review["options"]) == {"next", "repeat", "edit", "stop"}
+            bad = client.post(f"/api/runs/{run['id']}/review", json={"review": review["seq"], "decision": "edit"})
+            assert bad.status_code == 400 and "edit needs the new" in bad.json()["detail"]
+            answer = {"review": review["seq"], "decision": "edit", "text": "a white fox"} if len(reviews) == 1 else {
+                "review": review["seq"], "decision": "next"}
+            first = client.post(f"/api/runs/{run['id']}/review", json=answer)
+            assert first.status_code == 200, first.text
+            second = client.post(f"/api/runs/{run['id']}/review", json={"review": review["seq"], "decision": "stop"})
+            assert second.status_code == 409 and "not waiting" in second.json()["detail"]
+        elif event == "end":
+            assert data["status"] == "finished", data
+    run_dir = server.out / run["id"]
+    decisions = [r.message["content"] for r in read_transcript(run_dir / "transcript.jsonl")
+                 if r.type.endswith("[ReviewDecision]")]
+    assert [(d["step"], d["decision"], d["text"], d["by"]) for d in decisions] == [
+        ("enhance", "edit", "a white fox", "web"), ("image", "next", None, "web")]
+    assert [r["step"] for r in reviews] == ["enhance", "image"]
+    assert client.post(f"/api/runs/{run['id']}/review", json={"review": 1, "decision": "next"}).status_code == 409
+
+
+def test_cancel_at_a_review_point_leaves_the_run_waiting_for_review(server: Server, client: httpx.Client) -> None:
+    run = create(client, review=True)
+    for event, data in events(client, run["id"]):
+        if event == "status" and data["review"]:
+            assert client.post(f"/api/runs/{run['id']}/cancel").json()["cancel"] == "stopping"
+        elif event == "status" and data["resumable"]:  # the worker let it go
+            break
+    assert data["status"] == "waiting for review" and data["review"] is None
+    assert client.post(f"/api/runs/{run['id']}/resume").json()["status"] in ("queued", "running")
+    answered = set()
+    for event, data in events(client, run["id"]):  # the same review is asked again, then the next one
+        if event == "status" and data["review"] and data["review"]["seq"] not in answered:
+            answered.add(data["review"]["seq"])
+            answer = {"review": data["review"]["seq"], "decision": "next"}
+            assert client.post(f"/api/runs/{run['id']}/review", json=answer).status_code == 200
+    assert data["status"] == "finished"
+    steps = [r.message["content"]["step"] for r in read_transcript(server.out / run["id"] / "transcript.jsonl")
+             if r.type.endswith("[ReviewDecision]")]
+    assert steps == ["enhance", "image"]
+
+
+def test_a_queue_of_three_runs_completes_in_order(server: Server, client: httpx.Client) -> None:
+    runs = [create(client, f"a lighthouse number {n} in a storm") for n in range(3)]
+    positions = [r["position"] for r in runs if r["position"] is not None]
+    assert positions == sorted(positions) and len(positions) >= 2  # the first may have started already
+    for run in runs:
+        assert follow(client, run["id"])[2]["status"] == "finished"
+    infos = [read_info(server.out / r["id"]) for r in runs]
+    assert infos[0]["finished"] <= infos[1]["started"] and infos[1]["finished"] <= infos[2]["started"]
+
+
+def test_cancel_a_queued_run_and_stop_a_running_one_then_resume_both(server: Server, client: httpx.Client) -> None:
+    long = create(client, duration=2.3)  # two segments
+    queued = create(client)
+    assert client.post(f"/api/runs/{queued['id']}/cancel").json() == {"id": queued["id"], "cancel": "dequeued"}
+    view = client.get(f"/api/runs/{queued['id']}").json()
+    assert view["status"] == "stopped" and view["resumable"] and view["position"] is None
+    assert not (server.out / queued["id"] / "transcript.jsonl").exists()  # it never started
+
+    for event, data in events(client, long["id"]):
+        if event == "progress" and data and data["step"] == "segments":  # working on its first segment
+            assert client.post(f"/api/runs/{long['id']}/cancel").json()["cancel"] == "stopping"
+            break
+    records, _, status = follow(client, long["id"])
+    assert status["status"] == "stopped" and status["resumable"]
+    run_dir = server.out / long["id"]
+    assert [r["type"] for r in records][-1] == "Stopped" and step_results(run_dir)[-1] == "segments#0"
+    assert client.post(f"/api/runs/{long['id']}/cancel").status_code == 409
+
+    assert client.post(f"/api/runs/{long['id']}/resume").json()["status"] in ("queued", "running")
+    assert client.post(f"/api/runs/{queued['id']}/resume").json()["position"] is not None  # behind the long one
+    assert client.post(f"/api/runs/{queued['id']}/cancel").json()["cancel"] == "dequeued"  # off the queue again
+    assert client.get(f"/api/runs/{queued['id']}").json()["status"] == "stopped"
+    assert client.post(f"/api/runs/{queued['id']}/resume").json()["status"] in ("queued", "running")
+    for run in (long, queued):
+        assert follow(client, run["id"])[2]["status"] == "finished"
+    assert step_results(run_dir) == ["enhance#0", "image#0", "segments#0", "segments.chain#1", "segments#1", "join#0"]
+    assert tool_runs(run_dir, "text_to_image") == 1 and tool_runs(run_dir, "image_to_video") == 2
+    assert client.post(f"/api/runs/{long['id']}/resume").status_code == 409  # finished
+
+
+def test_uploads_are_checked_before_a_run_exists(server: Server, client: httpx.Client, tmp_path: Path) -> None:
+    before = run_dirs(server.out)
+    request = {"request": json.dumps({"text": "the cat starts to dance", "duration": 1, "set": SHORT})}
+    cases = [
+        ({"image": ("big.png", os.urandom(60_000), "image/png")}, 413, "image 'big.png': larger than the 0.05 MB limit"),
+        ({"video": ("big.mp4", os.urandom(1_100_000), "video/mp4")}, 413, "video 'big.mp4': larger than the 1 MB limit"),
+        ({"image": ("broken.png", b"not a picture at all", "image/png")}, 400, "broken.png"),
+        ({"video": ("cat.png", make_image(tmp_path / "cat.png").read_bytes(), "image/png")}, 400, "cat.png"),
+        ({"other": ("cat.png", b"x", "image/png")}, 400, "file field 'other'"),
+    ]
+    for files, code, message in cases:
+        response = client.post("/api/runs", data=request, files=files)
+        assert response.status_code == code, response.text
+        detail = response.json()["detail"]
+        assert message in detail and "\n" not in detail and "upload" not in detail, detail
+    bad_json = client.post("/api/runs", json={"text": "x", "colour": 1})
+    assert bad_json.status_code == 400 and "colour" in bad_json.json()["detail"]
+    assert client.post("/api/runs", json={"text": FOX, "task": "nope"}).status_code == 400
+    assert run_dirs(server.out) == before  # no run directory, no leftover upload
+
+    image = make_image(tmp_path / "cat.png")
+    response = client.post("/api/runs", data=request, files={"image": ("my cat.png", image.read_bytes(), "image/png")})
+    assert response.status_code == 201, response.text
+    run = response.json()
+    assert run["request"]["images"] == ["inputs/1-my_cat.png"]
+    assert follow(client, run["id"])[2]["status"] == "finished"
+    assert client.get(f"/api/runs/{run['id']}").json()["task"] == "image_to_video"
+
+
+def test_sops_list_validate_and_save_only_into_the_user_folder(server: Server, client: httpx.Client) -> None:
+    shipped = {p.name: sha256_file(p) for p in BUILTIN_DIR.iterdir()}
+    listed = client.get("/api/sops").json()
+    assert {s["name"] for s in listed if s["origin"] == "shipped"} >= {"text_to_video", "image_to_video"}
+    text = client.get("/api/sops/text_to_video").json()["yaml"]
+    assert text == (BUILTIN_DIR / "text_to_video.yaml").read_text()
+
+    broken = text.replace("tool: text_to_image", "tool: text_to_imagex")
+    check = client.post("/api/sops/validate", json={"yaml": broken}).json()
+    assert not check["valid"] and check["error"].startswith("step 'image', field 'tool': unknown tool 'text_to_imagex'")
+    assert client.put("/api/sops/text_to_video", json={"yaml": broken}).status_code == 400
+    assert client.put("/api/sops/other", json={"yaml": text}).status_code == 400  # its name field says text_to_video
+
+    mine = text.replace("name: text_to_video", "name: my_video")
+    assert client.post("/api/sops/validate", json={"yaml": mine}).json() == {"valid": True, "name": "my_video",
+                                                                               "error": None}
+    saved = client.put("/api/sops/my_video", json={"yaml": mine}).json()
+    assert Path(saved["file"]) == server.sops / "my_video.yaml" and (server.sops / "my_video.yaml").read_text() == mine
+    entry = next(s for s in client.get("/api/sops").json() if s["name"] == "my_video")
+    assert entry["origin"] == "user" and entry["active"]
+    assert {p.name: sha256_file(p) for p in BUILTIN_DIR.iterdir()} == shipped
+    assert client.get("/api/sops/nope").status_code == 404
+
+
+def raw_get(server: Server, path: str, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
+    """A GET with the path sent exactly as written (HTTP clients normalise `..` away)."""
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    try:
+        connection.request("GET", path, headers=headers or {})
+        response = connection.getresponse()
+        return response.status, response.read()
+    finally:
+        connection.close()
+
+
+def test_files_outside_run_directories_are_refused(server: Server, client: httpx.Client, tmp_path: Path) -> None:
+    runs = client.get("/api/runs").json()
+    finished = next(r for r in runs if r["status"] == "finished")["id"]
+    secret = tmp_path / "secret.txt"
+    secret.write_text("classified")
+    (server.out / finished / "artifacts" / "link.txt").symlink_to(secret)
+    assert raw_get(server, f"/files/{finished}/run.json")[0] == 200
+    for path in [f"/files/{finished}/../../secret.txt", f"/files/{finished}/%2e%2e/%2e%2e/secret.txt",
+                 f"/files/{finished}/artifacts/../../{finished}/run.json", f"/files/{finished}/%2F{secret}",
+                 f"/files/{finished}//{secret}", f"/files/{finished}/artifacts/link.txt",
+                 f"/files/{finished}/..%5C..%5Csecret.txt", "/files/../runs/x", "/files/..%2F..%2Fsecret.txt/x",
+                 f"/files/{finished}/nothing.txt", "/files/nope/run.json", "/files/.upload-x/run.json",
+                 "/api/runs/..%2Fx", "/files/%2Fetc/passwd", f"/files/{finished}/run.json%00.txt"]:
+        status, body = raw_get(server, path)
+        assert status in (403, 404) and b"classified" not in body, (path, status, body)
+
+
+def test_a_loopback_server_refuses_other_host_names_and_cross_origin_writes(server: Server) -> None:
+    assert raw_get(server, "/api/info", {"Host": "attacker.example:80"})[0] == 400  # DNS rebinding
+    response = httpx.post(f"{server.url}/api/runs", json={"text": FOX}, headers={"Origin": "http://attacker.example"})
+    assert response.status_code == 403
+    assert "default-src 'self'" in httpx.get(f"{server.url}/").headers["content-security-policy"]
+    paths = httpx.get(f"{server.url}/openapi.json").json()["paths"]  # the API's documentation
+    assert {"/api/runs", "/api/runs/{run_id}/events", "/api/runs/{run_id}/review", "/api/sops/{name}"} <= paths.keys()
+    assert "multipart/form-data" in paths["/api/runs"]["post"]["requestBody"]["content"]
+    assert httpx.get(f"{server.url}/docs").status_code == 200
+
+
+def test_resume_after_the_server_is_killed_with_sigkill(tmp_path: Path) -> None:
+    first = Server(tmp_path).start()
+    try:
+        with first.client() as client:
+            run = create(client, duration=2.3)  # two segments
+            for event, data in events(client, run["id"]):
+                if (event == "record" and data["type"].endswith("[StepRequest]")
+                        and data["message"]["content"]["step"] == "segments"
+                        and data["message"]["content"]["iteration"] == 1):
+                    first.kill()
+                    break
+    finally:
+        first.stop()
+    run_dir = first.out / run["id"]
+    assert run_status(read_info(run_dir)) == "interrupted" and step_results(run_dir)[-1] == "segments.chain#1"
+
+    second = Server(tmp_path).start()
+    try:
+        with second.client() as client:
+            records, _, status = follow(client, run["id"])
+    finally:
+        second.stop()
+    assert status["status"] == "finished"
+    assert [r["message"]["text"] for r in records if r["kind"] == "note"] == [
+        "resumed a run that was interrupted from its last checkpoint"]
+    assert step_results(run_dir) == ["enhance#0", "image#0", "segments#0", "segments.chain#1", "segments#1",
+                                     "join#0"]  # nothing finished is redone
+    assert tool_runs(run_dir, "text_to_image") == 1 and tool_runs(run_dir, "image_to_video") == 2
+
+
+def test_auth_is_required_off_localhost(tmp_path: Path) -> None:
+    refused = CliRunner().invoke(app, ["serve", "--host", "0.0.0.0", "--out", str(tmp_path / "runs"),
+                                       "--sops", str(tmp_path / "sops")], env={"MORA_TOKEN": ""})
+    assert refused.exit_code == 2 and "--host 0.0.0.0: serving beyond this machine needs --token" in refused.output
+    assert not (tmp_path / "runs").exists()
+
+    options = RunOptions(preset="tiny", device="cpu", out=tmp_path / "runs", sops_dir=tmp_path)
+    with TestClient(create_app(ServeConfig(options, token="s3cret", local_only=False))) as anyone:
+        for path in ("/api/info", "/api/runs", "/", "/docs", "/openapi.json", "/files/x/run.json"):
+            response = anyone.get(path)
+            assert response.status_code == 401 and "token" in response.json()["detail"]
+        assert anyone.post("/api/runs", json={"text": FOX}).status_code == 401
+        assert anyone.get("/api/info", headers={"Authorization": "Bearer wrong"}).status_code == 401
+        assert anyone.get("/api/info", headers={"Authorization": "Bearer s3cret"}).status_code == 200
+        assert anyone.get("/?token=wrong").status_code == 401
+        # the page: ?token= sets a cookie and drops the token from the address
+        response = anyone.get("/?token=s3cret", follow_redirects=False)
+        assert response.status_code == 303 and response.headers["location"] == "/"
+        assert "httponly" in response.headers["set-cookie"].lower()
+        assert anyone.get("/").status_code == 200 and anyone.get("/api/runs").json() == []
