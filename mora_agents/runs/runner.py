@@ -52,7 +52,7 @@ from mora_agents.agents.team import CHECKPOINTS, build_team, select_speaker
 from mora_agents.errors import InputError, MoraError, describe_error, validation_summary
 from mora_agents.media import Artifact, article, atomic_path, probe, sha256_file
 from mora_agents.pipelines.loading import MEMORY_PROFILES
-from mora_agents.runs.catalog import read_info
+from mora_agents.runs.catalog import read_info, run_status
 from mora_agents.runs.lock import run_lock
 from mora_agents.runs.review import Reviewer, auto_accept, decide
 from mora_agents.runs.state import (
