@@ -11,11 +11,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
-import yaml
 from rich.console import Console
 from rich.markup import escape
 from rich.measure import Measurement
 from rich.table import Table
+from typer.core import TyperGroup
 
 from mora_agents.bench.cli import bench_command
 from mora_agents.errors import InputError, MoraError
@@ -26,8 +26,30 @@ if TYPE_CHECKING:
     from mora_agents.runs.review import Reviewer
     from mora_agents.runs.runner import RunOutcome
 
+class _OneLineErrors(TyperGroup):
+    """Usage errors (`--duration abc`, a missing argument) as one line and exit code 2, like all bad input."""
+
+    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+        if not standalone_mode:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        try:
+            code = super().main(*args, standalone_mode=False, **kwargs)
+        except typer.TyperException as e:  # click's exceptions: usage errors and the like
+            if type(e).__name__ == "NoArgsIsHelpError":  # `mora` or `mora sops` alone: the help
+                e.show()
+            else:
+                context = getattr(e, "ctx", None)
+                hint = f" (see `{context.command_path} --help`)" if context is not None else ""
+                console.print(f"[red]mora: error:[/] {escape(' '.join(e.format_message().split()))}{hint}")
+            sys.exit(e.exit_code)
+        except typer.Abort:
+            console.print("[yellow]aborted[/]")
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
 app = typer.Typer(help="Mora: generalist video generation by cooperating AI agents.", no_args_is_help=True,
-                  pretty_exceptions_enable=False, add_completion=False)
+                  pretty_exceptions_enable=False, add_completion=False, cls=_OneLineErrors)
 sops_app = typer.Typer(help="List, show and validate SOP files.", no_args_is_help=True)
 app.add_typer(sops_app, name="sops")
 app.command("bench", help="Time the paper's workloads on real-size random-weight models: reference vs ours.")(bench_command)
@@ -63,16 +85,8 @@ def print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=1, default=str) + "\n")
 
 
-def parse_sets(items: list[str]) -> dict[str, dict[str, Any]]:
-    """`tool.param=value` items as {tool: {param: value}}; values are read as YAML scalars (12, 0.5, true)."""
-    overrides: dict[str, dict[str, Any]] = {}
-    for item in items:
-        key, sep, raw = item.partition("=")
-        tool, dot, param = key.partition(".")
-        if not sep or not dot or not tool or not param:
-            raise InputError(f"--set {item}: expected TOOL.PARAM=VALUE, e.g. image_to_video.motion_bucket_id=127")
-        overrides.setdefault(tool, {})[param] = yaml.safe_load(raw) if raw else ""
-    return overrides
+NOISE_WARNING = ("[yellow]preset tiny: random-weight models, the video will be noise (this checks the code paths, "
+                 "not the quality)[/]")
 
 
 def check_preset(preset: str) -> None:
@@ -82,15 +96,16 @@ def check_preset(preset: str) -> None:
 
 def _noise_warning(preset: str) -> None:
     if preset == "tiny":
-        console.print("[yellow]preset tiny: random-weight models, the video will be noise (this checks the "
-                      "code paths, not the quality)[/]")
+        console.print(NOISE_WARNING)
 
 
-def _drive(start: Callable[[TerminalUI, Reviewer], Awaitable[RunOutcome]], review: bool) -> None:
-    """Run a request or a resume with the terminal display; map errors to one line and an exit code."""
+def _drive(start: Callable[[TerminalUI, Reviewer], Awaitable[RunOutcome]], review: bool, preset: str) -> None:
+    """Run a request or a resume with the terminal display; map errors to one line and an exit code.
+
+    The tiny preset's warning shows when the run starts (bad input stays one line)."""
     from mora_agents.runs.review import TextReviewer, auto_accept
 
-    ui = TerminalUI(console)
+    ui = TerminalUI(console, notice=NOISE_WARNING if preset == "tiny" else None)
     try:
         with ui.live():
             outcome = asyncio.run(start(ui, TextReviewer(ui.ask, "human") if review else auto_accept))
@@ -121,20 +136,21 @@ def run(
     review: Annotated[bool, typer.Option("--review", help="Ask me at the SOP's review points (next/repeat/edit/stop).")] = False,
     max_repeats: Annotated[int, typer.Option(min=0, help="Repeats (and edits) allowed per reviewed step.")] = 3,
     memory_profile: Annotated[str, typer.Option(help="resident: models stay on the GPU; 24gb: offloaded between uses to fit a 24 GB GPU.")] = "resident",
+    adapters: Annotated[Optional[Path], typer.Option(help="A `mora train` output: run the agents it fine-tuned.")] = None,
 ) -> None:
     """Run a request through the agents; writes runs/<time>-<slug>/ with result.mp4 and transcript.jsonl."""
+    from mora_agents.inputs import parse_sets
     from mora_agents.runs.runner import RunOptions, run_request
 
     try:
-        if preset not in ("full", "tiny"):
-            raise InputError(f"--preset {preset}: unknown (choose full or tiny)")
+        check_preset(preset)
         options = RunOptions(preset=preset, device=device, out=out_dir, sops_dir=sops, seed=seed,
-                             overrides=parse_sets(set_), max_repeats=max_repeats, memory_profile=memory_profile)
+                             overrides=parse_sets(set_), max_repeats=max_repeats, memory_profile=memory_profile,
+                             adapters=adapters)
     except InputError as e:
         raise fail(str(e), 2) from None
-    _noise_warning(preset)
     _drive(lambda ui, reviewer: run_request(request, images=image, videos=video, task=task, duration=duration,
-                                            options=options, on_record=ui.show, reviewer=reviewer), review)
+                                            options=options, on_record=ui.show, reviewer=reviewer), review, preset)
 
 
 @app.command()
@@ -152,9 +168,8 @@ def resume(
         preset = read_info(run_dir)["preset"]
     except InputError as e:
         raise fail(str(e), 2) from None
-    _noise_warning(preset)
     _drive(lambda ui, reviewer: resume_run(run_dir, device=device, memory_profile=memory_profile, on_record=ui.show,
-                                           reviewer=reviewer), review)
+                                           reviewer=reviewer), review, preset)
 
 
 @app.command()
@@ -266,19 +281,81 @@ def chat(
     review: Annotated[bool, typer.Option("--review", help="Start with human review on (/review toggles it).")] = False,
     max_repeats: Annotated[int, typer.Option(min=0, help="Repeats (and edits) allowed per reviewed step.")] = 3,
     memory_profile: Annotated[str, typer.Option(help="resident: models stay on the GPU; 24gb: offloaded between uses to fit a 24 GB GPU.")] = "resident",
+    adapters: Annotated[Optional[Path], typer.Option(help="A `mora train` output: run the agents it fine-tuned.")] = None,
 ) -> None:
     """Chat requests into the group chat; follow-ups refer to the last result. /help lists the commands."""
-    from mora_agents.runs.runner import RunOptions
+    from mora_agents.runs.runner import RunOptions, check_options
     from mora_agents.ui.chat import ChatSession, chat_loop, enable_line_editing
 
-    if preset not in ("full", "tiny"):
-        raise fail(f"--preset {preset}: unknown (choose full or tiny)", 2)
+    options = RunOptions(preset=preset, device=device, out=out_dir, sops_dir=sops, seed=seed, max_repeats=max_repeats,
+                         memory_profile=memory_profile, adapters=adapters)
+    try:
+        check_preset(preset)
+        check_options(options)
+    except InputError as e:
+        raise fail(str(e), 2) from None
     _noise_warning(preset)
     enable_line_editing()
     ui = TerminalUI(console)
-    options = RunOptions(preset=preset, device=device, out=out_dir, sops_dir=sops, seed=seed, max_repeats=max_repeats,
-                         memory_profile=memory_profile)
     chat_loop(ChatSession(options, ui, ui.ask, review=review))
+
+
+@app.command("train")
+def train_command(
+    data: Annotated[Optional[Path], typer.Argument(help="A dataset folder (metadata.jsonl and media; docs/training.md).")] = None,
+    out_dir: Annotated[Optional[Path], typer.Option("--out", help="Where adapters, checkpoints and the card go (a new folder).")] = None,
+    resume_dir: Annotated[Optional[Path], typer.Option("--resume", help="Continue an interrupted training in this folder.")] = None,
+    preset: Annotated[str, typer.Option(help="full: real weights; tiny: random small models (for tests).")] = "full",
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda (several GPUs: `accelerate launch`).")] = "auto",
+    agents: Annotated[str, typer.Option(help="Comma-separated agents to train.")] = "text_to_image,image_to_image,image_to_video",
+    full: Annotated[bool, typer.Option("--full", help="Fine-tune every UNet weight instead of LoRA adapters.")] = False,
+    lora_rank: Annotated[int, typer.Option(help="LoRA rank.")] = 16,
+    no_modulation: Annotated[bool, typer.Option("--no-modulation", help="No modulation token, no alpha (ablation).")] = False,
+    modulation_init: Annotated[str, typer.Option(help="text: the [Mod] token's embedding; random (ablation).")] = "text",
+    steps: Annotated[int, typer.Option(help="Optimizer steps.")] = 12,
+    batch_size: Annotated[int, typer.Option(help="Samples per step and process.")] = 4,
+    lr: Annotated[float, typer.Option(help="Learning rate of the weights (times alpha_i with modulation).")] = 1e-5,
+    lr_modulation: Annotated[float, typer.Option(help="Learning rate of the modulation tokens.")] = 1e-4,
+    checkpoint_every: Annotated[int, typer.Option(help="Steps between checkpoints.")] = 4,
+    frames: Annotated[Optional[int], typer.Option(help="Clip frames the image-to-video agent learns (default: the preset's 25).")] = None,
+    resolution: Annotated[Optional[str], typer.Option(help="WIDTHxHEIGHT to train at (default: the preset's, 1024x576).")] = None,
+    memory_profile: Annotated[str, typer.Option(help="resident; 24gb: one UNet on the GPU at a time.")] = "resident",
+    init_adapters: Annotated[Optional[Path], typer.Option(help="Start from a previous `mora train` output.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the noise, timesteps and data order.")] = 0,
+) -> None:
+    """Fine-tune the agents on a dataset (self-modulated, the paper's Algorithm 1); `--resume DIR` continues one."""
+    from accelerate import PartialState
+
+    from mora_agents.train import TrainConfig, resume, train
+    from mora_agents.train.progress import TrainProgress
+
+    try:
+        if resume_dir is not None:
+            if data is not None or out_dir is not None:
+                raise InputError("--resume DIR: takes no DATA or --out (they are in DIR/train.json)")
+        elif data is None or out_dir is None:
+            raise InputError("DATA and --out are required (or --resume DIR)")
+        else:
+            config = TrainConfig.parse(
+                preset=preset, device=device, agents=[a.strip() for a in agents.split(",") if a.strip()], full=full,
+                lora_rank=lora_rank, modulation=not no_modulation, modulation_init=modulation_init, steps=steps,
+                batch_size=batch_size, lr=lr, lr_modulation=lr_modulation, checkpoint_every=checkpoint_every,
+                frames=frames, resolution=resolution and resolution.lower().split("x"), memory_profile=memory_profile,
+                init_adapters=init_adapters, seed=seed)
+            _noise_warning(preset)
+        console.print("[dim]loading the models and encoding the dataset...[/]")
+        with TrainProgress(console) as progress:
+            result = resume(resume_dir, progress) if resume_dir else train(data, out_dir, config, progress)
+    except InputError as e:
+        raise fail(str(e), 2) from None
+    except MoraError as e:
+        raise fail(str(e), 1) from None
+    except KeyboardInterrupt:
+        folder = resume_dir or out_dir
+        raise fail(f"interrupted; `mora train --resume {folder}` continues from the last checkpoint", 130) from None
+    if PartialState().is_main_process:
+        console.print(f"[green]done:[/] {result.steps} steps, adapters sha256 {result.adapters_sha256[:12]}")
+        out.print(str(result.out_dir))
 
 
 @app.command()

@@ -37,6 +37,7 @@ def read_problem(error: Exception) -> str:
     return str(error)
 
 
-def validation_summary(error: ValidationError) -> str:
-    """A pydantic ValidationError on one line: 'field: problem; field: problem'."""
-    return "; ".join(f"{'.'.join(map(str, e['loc'])) or '(value)'}: {e['msg']}" for e in error.errors())
+def validation_summary(error: ValidationError, locations: bool = True) -> str:
+    """A pydantic ValidationError on one line: 'field: problem; field: problem' (or 'problem; problem')."""
+    return "; ".join(f"{'.'.join(map(str, e['loc'])) or '(value)'}: {e['msg']}" if locations else e["msg"]
+                     for e in error.errors())

@@ -7,16 +7,21 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
+import stat
+import subprocess
 import tempfile
+import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 import imageio_ffmpeg
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps
 from pydantic import BaseModel
 
 from mora_agents.errors import InputError
@@ -88,29 +93,78 @@ def atomic_copy(src: Path, dst: Path) -> None:
         shutil.copyfile(src, tmp)
 
 
-def media_kind(path: Path) -> MediaKind:
+def media_kind(path: Path, label: str | None = None) -> MediaKind:
     suffix = path.suffix.lower()
     if suffix in IMAGE_SUFFIXES:
         return "image"
     if suffix in VIDEO_SUFFIXES:
         return "video"
-    raise InputError(f"{path}: unsupported file type '{suffix}' (images: {sorted(IMAGE_SUFFIXES)}, videos: {sorted(VIDEO_SUFFIXES)})")
+    raise InputError(f"{label or path}: unsupported file type '{suffix}' (images: {sorted(IMAGE_SUFFIXES)}, "
+                     f"videos: {sorted(VIDEO_SUFFIXES)})")
+
+
+# -- files ------------------------------------------------------------------------------------
+
+
+def check_file(path: Path, name: str, kind: str) -> None:
+    """A non-empty regular file (a folder, FIFO or device is refused before anything opens it)."""
+    try:
+        status = path.stat()
+    except OSError:
+        raise InputError(f"{name}: no such {kind} file") from None
+    if not stat.S_ISREG(status.st_mode):
+        raise InputError(f"{name}: not a regular file (a folder, pipe or device), so not {article(kind)}")
+    if status.st_size == 0:
+        raise InputError(f"{name}: empty file (0 bytes), not {article(kind)}")
 
 
 # -- images -------------------------------------------------------------------------------------
 
+MAX_IMAGE_PIXELS = 150_000_000
+"""Larger images are refused before decoding (12000 x 12000 is fine; a header claiming more is a decompression bomb)."""
 
-def load_image(path: str | Path) -> Image.Image:
-    """Open an image as RGB; a missing, unreadable or corrupt file raises InputError."""
+
+def load_image(path: str | Path, label: str | None = None) -> Image.Image:
+    """Decode a whole image as RGB, EXIF orientation applied; a missing, truncated, corrupt or too large file
+    raises InputError naming `label` (default: the path).
+
+    Transparency is laid over white, 16-bit greys are scaled (not clipped) to 8 bits, palette and CMYK
+    images are converted; only the first frame of an animated file is read.
+    """
     path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: no such image file")
+    name = label or str(path)
+    check_file(path, name, "image")
     try:
-        with Image.open(path) as im:
-            im.load()
-            return im.convert("RGB")
-    except (UnidentifiedImageError, OSError, SyntaxError) as e:
-        raise InputError(f"{path}: not a readable image ({e})") from None
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # checked here, with our own limit
+            with Image.open(path) as im:
+                if im.width * im.height > MAX_IMAGE_PIXELS:
+                    raise InputError(f"{name}: {im.width}x{im.height} pixels is over the limit of "
+                                     f"{MAX_IMAGE_PIXELS / 1e6:g} megapixels")
+                im.load()  # every pixel: a truncated file fails here, not later in a tool
+                return _to_rgb(ImageOps.exif_transpose(im, in_place=True) or im)
+    except Image.DecompressionBombError:
+        raise InputError(f"{name}: declares a size over the limit of {MAX_IMAGE_PIXELS / 1e6:g} megapixels") from None
+    except InputError:
+        raise
+    except Exception as e:  # Pillow raises many kinds on damaged files; all mean the same to a person
+        raise InputError(f"{name}: not a readable image ({_first_line(e)})") from None
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    if image.mode == "RGB":
+        return image
+    if image.mode.startswith("I"):  # 16-bit (or 32-bit) greys: scale 0..65535 to 0..255
+        grey = np.clip(np.asarray(image, dtype=np.float64), 0, 65535) / 257
+        return Image.fromarray(grey.round().astype(np.uint8)).convert("RGB")
+    if "A" in image.getbands() or "a" in image.getbands() or "transparency" in image.info:
+        rgba = image.convert("RGBA")
+        return Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba).convert("RGB")
+    return image.convert("RGB")
+
+
+def _first_line(error: BaseException) -> str:
+    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
 
 
 def save_image(image: Image.Image, path: Path) -> None:
@@ -127,26 +181,103 @@ def fit_image(image: Image.Image, width: int, height: int) -> Image.Image:
     return resized.crop((left, top, left + width, top + height))
 
 
+def shrink_image(image: Image.Image, max_side: int) -> Image.Image:
+    """The image scaled down (aspect ratio kept) so that no side exceeds `max_side`; smaller ones are unchanged."""
+    if max(image.size) <= max_side:
+        return image
+    scale = max_side / max(image.size)
+    size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+    return image.resize(size, Image.Resampling.LANCZOS, reducing_gap=2.0)
+
+
 # -- videos -------------------------------------------------------------------------------------
 
+MIN_FPS, MAX_FPS = 1.0, 240.0
+MAX_VIDEO_SIDE = 4096
+MAX_VIDEO_PIXELS = 1_000_000_000
+"""Frames x width x height decoded from one video at most (3 GB as RGB): about 20 s of 1920x1080 at 24 fps."""
 
-def read_video(path: str | Path) -> tuple[np.ndarray, float]:
-    """Decode a video to frames [N, H, W, 3] uint8 and its frame rate; bad files raise InputError."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: no such video file")
-    if path.stat().st_size == 0:
-        raise InputError(f"{path}: empty file (0 bytes), not a video")
+
+@dataclass(frozen=True)
+class VideoInfo:
+    width: int
+    height: int
+    fps: float
+
+    @property
+    def max_frames(self) -> int:
+        return MAX_VIDEO_PIXELS // (self.width * self.height)
+
+
+def video_info(path: Path, name: str) -> VideoInfo:
+    """A video's size and frame rate from its header, within the limits; nothing is decoded yet."""
+    check_file(path, name, "video")
     try:
         reader = imageio_ffmpeg.read_frames(str(path))
-        meta = next(reader)
-        width, height = meta["size"]
-        frames = [np.frombuffer(buf, np.uint8).reshape(height, width, 3) for buf in reader]
-    except (RuntimeError, OSError, KeyError, StopIteration) as e:
-        raise InputError(f"{path}: not a readable video ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+        try:
+            meta = next(reader)
+        finally:
+            reader.close()
+        (width, height), fps = meta["size"], float(meta.get("fps") or 0)
+    except Exception as e:  # ffmpeg's errors: no video stream, not a container, ...
+        raise InputError(f"{name}: not a readable video ({_first_line(e)})") from None
+    if not MIN_FPS <= fps <= MAX_FPS:
+        rate = f"frame rate {fps:g} fps" if fps else "no frame rate that can be read"
+        raise InputError(f"{name}: {rate}; videos need {MIN_FPS:g}-{MAX_FPS:g} fps")
+    if not 0 < max(width, height) <= MAX_VIDEO_SIDE:
+        raise InputError(f"{name}: {width}x{height} pixels; videos may have at most {MAX_VIDEO_SIDE} px per side")
+    return VideoInfo(width, height, fps)
+
+
+def _too_long(name: str, info: VideoInfo) -> InputError:
+    return InputError(f"{name}: more than {info.max_frames} frames of {info.width}x{info.height} (at most "
+                      f"{MAX_VIDEO_PIXELS / 1e9:g} gigapixels are decoded from one video)")
+
+
+def scan_video(path: str | Path, label: str | None = None) -> tuple[VideoInfo, int]:
+    """Decode a whole video without keeping it (ffmpeg to a null output): its info and frame count.
+
+    A truncated or damaged file (any decoding error), no frames, or one past the limits raises InputError.
+    """
+    path = Path(path)
+    name = label or str(path)
+    info = video_info(path, name)
+    process = subprocess.run(
+        [imageio_ffmpeg.get_ffmpeg_exe(), "-nostdin", "-hide_banner", "-v", "error", "-i", str(path), "-map", "0:v:0",
+         "-frames:v", str(info.max_frames + 1), "-f", "null", "-", "-progress", "pipe:1"],
+        capture_output=True, text=True, errors="replace", check=False)
+    if process.returncode or process.stderr.strip():
+        first = process.stderr.strip().splitlines()[0] if process.stderr.strip() else ""
+        problem = re.sub(r"^(\[[^]]*\] *)+", "", first)  # without ffmpeg's "[h264 @ 0x...]" prefixes
+        raise InputError(f"{name}: damaged or truncated video (ffmpeg: {problem or f'exit code {process.returncode}'})")
+    frames = int((re.findall(r"^frame=(\d+)", process.stdout, re.MULTILINE) or ["0"])[-1])
+    if frames == 0:
+        raise InputError(f"{name}: video has no frames")
+    if frames > info.max_frames:
+        raise _too_long(name, info)
+    return info, frames
+
+
+def read_video(path: str | Path, label: str | None = None) -> tuple[np.ndarray, float]:
+    """Decode a video to frames [N, H, W, 3] uint8 and its frame rate; bad or too large files raise InputError."""
+    path = Path(path)
+    name = label or str(path)
+    info = video_info(path, name)
+    frames = []
+    try:
+        for buf in imageio_ffmpeg.read_frames(str(path)):
+            if isinstance(buf, dict):  # the header, read again
+                continue
+            if len(frames) == info.max_frames:
+                raise _too_long(name, info)
+            frames.append(np.frombuffer(buf, np.uint8).reshape(info.height, info.width, 3))
+    except InputError:
+        raise
+    except Exception as e:
+        raise InputError(f"{name}: not a readable video ({_first_line(e)})") from None
     if not frames:
-        raise InputError(f"{path}: video has no frames")
-    return np.stack(frames), float(meta.get("fps") or 0) or 1.0
+        raise InputError(f"{name}: video has no frames")
+    return np.stack(frames), info.fps
 
 
 def write_video(frames: np.ndarray | Sequence[np.ndarray], fps: float, path: Path) -> None:
@@ -187,14 +318,14 @@ def article(kind: str) -> str:
     return f"{'an' if kind[0] in 'aeiou' else 'a'} {kind}"
 
 
-def probe(path: str | Path, noise: bool = False) -> Artifact:
-    """Describe an image or video file as an Artifact, validating that it decodes."""
+def probe(path: str | Path, noise: bool = False, label: str | None = None) -> Artifact:
+    """Describe an image or video file as an Artifact, validating that it decodes (errors name `label`)."""
     path = Path(path)
-    kind = media_kind(path)
+    kind = media_kind(path, label)
     if kind == "image":
-        image = load_image(path)
+        image = load_image(path, label)
         return Artifact(path=str(path), kind=kind, sha256=sha256_file(path), width=image.width,
                         height=image.height, noise=noise)
-    frames, fps = read_video(path)
-    return Artifact(path=str(path), kind=kind, sha256=sha256_file(path), width=frames.shape[2],
-                    height=frames.shape[1], frames=len(frames), fps=fps, noise=noise)
+    info, frames = scan_video(path, label)
+    return Artifact(path=str(path), kind=kind, sha256=sha256_file(path), width=info.width, height=info.height,
+                    frames=frames, fps=info.fps, noise=noise)

@@ -38,6 +38,9 @@ class ToolSettings:
     """`resident`: every model stays on the device (fastest); `24gb`: each model is on the GPU only while it
     runs, SEINE's VAE decodes a frame at a time and SVD's feed-forwards run a frame at a time, so every
     task fits a 24 GB GPU (the same outputs up to float rounding; slower)."""
+    adapters: Path | None = None
+    """A folder written by `mora train` (LoRA or full weights and modulation tokens): the pipelines of the agents
+    it trained load with it (see `mora_agents.pipelines.adapters`)."""
     progress: ProgressHook = field(default_factory=_NoProgress)
 
 

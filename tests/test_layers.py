@@ -15,8 +15,8 @@ FLOORS = [
     ("agents",),
     ("sop", "train"),
     ("tools", "pipelines"),
-    ("models", "llm", "media"),
-    ("eval", "settings", "errors"),
+    ("models", "llm", "media", "inputs", "eval"),
+    ("settings", "errors"),
 ]
 FLOOR = {part: level for level, parts in enumerate(FLOORS) for part in parts}
 

@@ -117,6 +117,7 @@ def test_a_relative_out_folder_works_from_any_working_directory(tmp_path: Path, 
 
 
 def test_memory_profile_24gb_gives_the_same_video(tmp_path: Path) -> None:
+    (tmp_path / "a").mkdir()
     resident = run(tmp_path / "a", "a red fox running through snow", duration=3)
     options = RunOptions(preset="tiny", device="cpu", out=tmp_path / "b", seed=7, memory_profile="24gb")
     offloaded = asyncio.run(run_request("a red fox running through snow", duration=3, options=options))

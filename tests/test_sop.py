@@ -34,7 +34,7 @@ def _base() -> dict:
     (lambda d: d["steps"][1].update(colour="red"), "step 'image', field 'colour': Extra inputs are not permitted"),
     (lambda d: d["steps"][1].update(tool="paint"), "step 'image', field 'tool': unknown tool 'paint'"),
     (lambda d: d["steps"][1].update(agent="painter"), "step 'image', field 'agent': unknown agent 'painter'"),
-    (lambda d: d["steps"][1]["args"].update(width="wide"), None),  # types are checked when the tool runs
+    (lambda d: d["steps"][1]["args"].update(width="wide"), "step 'image', field 'args.width': Input should be a valid integer"),
     (lambda d: d["steps"][1]["args"].update(colour=3), "step 'image', field 'args.colour': tool 'text_to_image' has no parameter 'colour'"),
     (lambda d: d["steps"][0]["args"].update(prompt="{{ steps.image.output }}"), "step 'enhance', field 'args.prompt': 'steps.image' is not an earlier step"),
     (lambda d: d["steps"][0]["args"].update(prompt="{{ inputs.mood }}"), "step 'enhance', field 'args.prompt': unknown input 'mood'"),

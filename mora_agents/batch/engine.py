@@ -101,7 +101,7 @@ def check_requests(requests: Sequence[BatchRequest], options: RunOptions) -> lis
         try:
             with use_settings(preset=options.preset, device=options.device, memory_profile=options.memory_profile):
                 validate_request(request.text, list(request.images), list(request.videos), request.task,
-                                 request.duration, replace(options, overrides=request.overrides))
+                                 request.duration, replace(options, overrides=request.overrides, seed=request.seed))
             seed, key = _seed_and_key(request, options.preset, copies)
             if key in keys:
                 raise InputError(f"the same request as {keys[key].label} (same content and seed); give it another seed")

@@ -136,9 +136,26 @@ def bench_command(
     gpu: Annotated[
         str, typer.Option(help="With --count-flops: the GPU whose dense bf16 peak the ideal times use.")
     ] = "H100 SXM",
+    training: Annotated[
+        bool,
+        typer.Option(
+            "--training",
+            help="Fine-tuning steps instead of inference (workloads: text_to_image, image_to_image, image_to_video, "
+            "all), LoRA and full: step time and peak memory on CUDA; parameters, memory and FLOPs per step anywhere.",
+        ),
+    ] = False,
 ) -> None:
     """Benchmark the paper's workloads on real-size random-weight models: `reference` (the paper's code) vs
     `ours` (the `full` preset), per stage: time, peak memory, denoiser share and TFLOP/s."""
+    from mora_agents.errors import InputError
+    from mora_agents.inputs import check_output_file
+
+    try:
+        for path, flag in ((json_out, "--json"), (markdown_out, "--markdown")):
+            if path is not None:
+                check_output_file(path, flag)
+    except InputError as exc:
+        raise _fail(str(exc)) from None
     import torch
 
     from mora_agents.bench.build import SIZES
@@ -151,6 +168,9 @@ def bench_command(
     from mora_agents.bench.workloads import WORKLOADS
     from mora_agents.pipelines.loading import resolve_device
 
+    if training:
+        _train(device, size, workloads, memory_profile, repeats, warmup, json_out, markdown_out)
+        return
     names = _names("--workloads", workloads, list(WORKLOADS)) if workloads else list(WORKLOADS)
     chosen = _names("--candidates", candidates, [*CANDIDATES, "all"]) if candidates else []
     if "all" in chosen:
@@ -214,6 +234,30 @@ def _count(
     with _progress(console) as progress:
         count = count_flops(workloads, size, gpu, peak, _Bars(progress))
     _write(count.to_markdown(), count.to_json(), json_out, markdown_out, console)
+
+
+def _train(device: str, size: str, workloads: str | None, memory_profile: str | None, repeats: int, warmup: int,
+           json_out: Path | None, markdown_out: Path | None) -> None:
+    import tempfile
+
+    from mora_agents.bench.build import SIZES
+    from mora_agents.bench.training import TRAINING_WORKLOADS, run_training_bench
+    from mora_agents.pipelines.loading import MEMORY_PROFILES, resolve_device
+
+    names = _names("--workloads", workloads, list(TRAINING_WORKLOADS)) if workloads else list(TRAINING_WORKLOADS)
+    if size not in SIZES:
+        raise _fail(f"--size {size}: unknown (choose from {', '.join(SIZES)})")
+    if memory_profile is not None and memory_profile not in MEMORY_PROFILES:
+        raise _fail(f"--memory-profile {memory_profile}: unknown (choose from {', '.join(MEMORY_PROFILES)})")
+    resolved = resolve_device(device)
+    console = Console(stderr=True, highlight=False)
+    if resolved.type != "cuda" and size == "full":
+        console.print("[yellow]no CUDA device: counting parameters, memory and FLOPs on the meta device, no timing[/]")
+    profiles = tuple(dict.fromkeys(("resident", memory_profile or "resident")))
+    with tempfile.TemporaryDirectory() as scratch, _progress(console) as progress:
+        report = run_training_bench(size, resolved, tuple(names), profiles, repeats, warmup, Path(scratch),
+                                    _Bars(progress))
+    _write(report.to_markdown(), report.to_json(), json_out, markdown_out, console)
 
 
 def _write(markdown: str, json_text: str, json_out: Path | None, markdown_out: Path | None,

@@ -18,7 +18,7 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
-from mora_agents.errors import MoraError
+from mora_agents.errors import InputError, MoraError
 from mora_agents.eval._deps import MissingDependencyError
 from mora_agents.eval.api import Evaluator, resolve_metrics
 from mora_agents.eval.chart import write_chart
@@ -28,6 +28,7 @@ from mora_agents.eval.result import VideoEvaluation
 from mora_agents.eval.targets import Target, load_target
 from mora_agents.eval.video import BadInputError
 from mora_agents.eval.weights import ENV_VAR
+from mora_agents.inputs import check_output_file
 
 SUITES = ("t2v",)
 VideoMaker = Callable[[list[str], Path, str, "str | None"], list[Path]]
@@ -105,6 +106,12 @@ def eval_command(
         raise _fail(f"--suite takes one of {', '.join(SUITES)} and needs --prompts FILE")
     if generate is not None and (suite is None or paths):
         raise _fail("--generate makes the videos of a --suite: give no PATH")
+    try:
+        for path, flag in ((json_out, "--json"), (chart, "--chart"), (report if suite else None, "--report")):
+            if path is not None:
+                check_output_file(path, flag)
+    except InputError as exc:
+        raise _fail(str(exc)) from None
     try:
         names = resolve_metrics([m.strip() for m in metrics.split(",") if m.strip()] if metrics else None)
         entries = load_prompts(prompts) if prompts is not None else None

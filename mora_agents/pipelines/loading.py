@@ -15,6 +15,7 @@ import torch
 from diffusers import DiffusionPipeline
 
 from mora_agents.errors import InputError, ModelNotAvailable
+from mora_agents.pipelines.adapters import apply_adapters, trained_models
 from mora_agents.settings import settings
 
 MODEL_IDS: dict[str, str] = {
@@ -87,7 +88,7 @@ def finish_pipeline(key: str, pipe: DiffusionPipeline, device: str | torch.devic
     return pipe
 
 
-def _full(key: str, device: torch.device) -> DiffusionPipeline:
+def _full(key: str, device: torch.device, dtype: torch.dtype | None = None) -> DiffusionPipeline:
     from diffusers import (
         StableDiffusionInstructPix2PixPipeline,
         StableDiffusionXLImg2ImgPipeline,
@@ -100,8 +101,8 @@ def _full(key: str, device: torch.device) -> DiffusionPipeline:
         from mora_agents.pipelines.seine import load_seine_pipeline
 
         check_available(["sd_v1_4"])
-        return load_seine_pipeline(model_source("seine"), model_source("sd_v1_4"), device, full_dtype(device))
-    common = {"torch_dtype": full_dtype(device), "local_files_only": True}
+        return load_seine_pipeline(model_source("seine"), model_source("sd_v1_4"), device, dtype or full_dtype(device))
+    common = {"torch_dtype": dtype or full_dtype(device), "local_files_only": True}
     if key == "sdxl_base":
         return StableDiffusionXLPipeline.from_pretrained(model_source(key), **common)
     if key == "sdxl_refiner":
@@ -134,10 +135,24 @@ def load_pipeline(key: str) -> DiffusionPipeline:
         raise InputError(f"preset '{s.preset}': unknown (choose from {', '.join(PRESETS)})")
     if s.memory_profile not in MEMORY_PROFILES:
         raise InputError(f"memory profile '{s.memory_profile}': unknown (choose from {', '.join(MEMORY_PROFILES)})")
-    return _load(key, s.preset, str(resolve_device(s.device)), model_source(key), s.memory_profile)
+    adapters = s.adapters.resolve() if s.adapters else None
+    sha = trained_models(adapters).get(key)  # in the cache key: retrained adapters in the same folder reload
+    return _load(key, s.preset, str(resolve_device(s.device)), model_source(key), s.memory_profile,
+                 adapters if sha else None, sha)
 
 
 @cache
-def _load(key: str, preset: str, device: str, source: str, memory_profile: str) -> DiffusionPipeline:
+def _load(key: str, preset: str, device: str, source: str, memory_profile: str, adapters: Path | None,
+          adapters_sha256: str | None) -> DiffusionPipeline:
     pipe = (_tiny if preset == "tiny" else _full)(key, torch.device(device))
+    if adapters is not None:
+        apply_adapters(pipe, key, adapters)
     return finish_pipeline(key, pipe, device, memory_profile)
+
+
+def build_pipeline(key: str, device: torch.device, dtype: torch.dtype) -> DiffusionPipeline:
+    """A new pipeline of the current preset (not cached, no adapters) with its weights in `dtype`: for training."""
+    if settings().preset == "tiny":  # built in float32 on the CPU
+        pipe = _tiny(key, device).to(device)
+        return pipe.to(dtype=dtype) if dtype != torch.float32 else pipe
+    return _full(key, device, dtype).to(device)

@@ -33,6 +33,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import torch
 from autogen_agentchat.base import TaskResult
 from autogen_agentchat.messages import BaseChatMessage, ToolCallExecutionEvent
 from autogen_core.models import ChatCompletionClient
@@ -50,8 +51,18 @@ from mora_agents.agents.messages import (
 )
 from mora_agents.agents.team import CHECKPOINTS, build_team, select_speaker
 from mora_agents.errors import InputError, MoraError, describe_error, validation_summary
-from mora_agents.media import Artifact, article, atomic_path, probe, sha256_file
-from mora_agents.pipelines.loading import MEMORY_PROFILES
+from mora_agents.inputs import (
+    check_attachment,
+    check_duration,
+    check_number,
+    check_output_dir,
+    check_seed,
+    check_text,
+    copy_input,
+)
+from mora_agents.media import Artifact, atomic_path, sha256_file
+from mora_agents.pipelines.adapters import card_sha256, check_adapters
+from mora_agents.pipelines.loading import MEMORY_PROFILES, resolve_device
 from mora_agents.runs.catalog import read_info, run_status
 from mora_agents.runs.lock import run_lock
 from mora_agents.runs.review import Reviewer, auto_accept, decide
@@ -85,6 +96,8 @@ class RunOptions:
     """`resident` or `24gb` (see `ToolSettings.memory_profile`)."""
     review: bool = False
     """Whether a person reviews the run (recorded in run.json for whoever resumes it; the reviewer decides)."""
+    adapters: Path | None = None
+    """A `mora train` output folder: the agents it trained run with its weights and modulation tokens."""
 
 
 @dataclass
@@ -96,6 +109,7 @@ class RunOutcome:
 
 
 def check_overrides(overrides: dict[str, dict[str, Any]]) -> None:
+    """`--set` values: known tools and settable parameters, each value within the parameter's type and bounds."""
     for tool, params in overrides.items():
         try:
             spec = get_tool(tool)
@@ -108,7 +122,25 @@ def check_overrides(overrides: dict[str, dict[str, Any]]) -> None:
             try:
                 spec.validate_param(param, value)
             except ValidationError as e:
-                raise InputError(f"--set {tool}.{param}={value}: {validation_summary(e)}") from None
+                raise InputError(f"--set {tool}.{param}={value}: {validation_summary(e, locations=False)}") from None
+
+
+def check_options(options: RunOptions) -> None:
+    """The options a person gives (`--out`, `--seed`, `--device`, `--memory-profile`, `--set`); raises InputError."""
+    check_output_dir(options.out, "--out")
+    if options.seed is not None:
+        check_seed(options.seed)
+    try:
+        device = resolve_device(options.device)
+    except RuntimeError as e:
+        raise InputError(f"--device {options.device}: {str(e).splitlines()[0]}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise InputError(f"--device {options.device}: CUDA is not available on this machine")
+    if options.memory_profile not in MEMORY_PROFILES:
+        raise InputError(f"--memory-profile {options.memory_profile}: unknown "
+                         f"(choose from {', '.join(MEMORY_PROFILES)})")
+    check_overrides(options.overrides)
+    run_adapters(options.adapters, options.preset)
 
 
 def slug(text: str) -> str:
@@ -136,46 +168,36 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
 def _copy_inputs(files: list[Path], run_dir: Path) -> list[str]:
     inputs = run_dir / "inputs"
     inputs.mkdir()
-    copied = []
-    for i, src in enumerate(files, 1):
-        dst = inputs / f"{i}-{src.name}"
-        shutil.copyfile(src, dst)
-        copied.append(str(dst.relative_to(run_dir)))
-    return copied
-
-
-def check_attachment(path: Path, kind: str, label: str) -> Artifact:
-    """A person's file, probed: it must be readable media of `kind` (a video of 2 frames or more)."""
-    artifact = probe(path)
-    if artifact.kind != kind:
-        raise InputError(f"{label}: is {article(artifact.kind)}, not {article(kind)}")
-    if kind == "video" and artifact.frames < 2:
-        raise InputError(f"{label}: has {artifact.frames} frame; a video needs at least 2")
-    return artifact
+    return [str(copy_input(src, inputs, i).relative_to(run_dir)) for i, src in enumerate(files, 1)]
 
 
 def validate_request(text: str, images: list[Path], videos: list[Path], task: str | None, duration: float | None,
                      options: RunOptions) -> dict:
-    """Everything that can be checked before any work; raises InputError. Returns the SOPs by name."""
-    if not text.strip():
-        raise InputError("REQUEST: empty; say what video you want")
-    for flag, paths, kind in (("--image", images, "image"), ("--video", videos, "video")):
-        for path in paths:
-            check_attachment(path, kind, f"{flag} {path}")
+    """Everything that can be checked before any work; raises InputError. Returns the SOPs by name.
+
+    The request text, every attached file (decoded in full), the duration, the task and the options; what
+    depends on the task the planner picks (its duration range, its videos' `max_seconds`) is checked again
+    against that SOP before any step runs.
+    """
+    check_text(text, "REQUEST")
+    if duration is not None:
+        check_duration(duration)
+    check_options(options)
     sops = {name: sop for name, (sop, _) in find_sops(options.sops_dir).items()}
+    max_seconds: list[float | None] = []  # of the task's video inputs, in the order attachments fill them
     if task is not None:
         if task not in sops:
             raise InputError(f"--task {task}: unknown task (tasks: {', '.join(sorted(sops))})")
         spec = sops[task].inputs.get("duration")
         if duration is not None and spec is None:
             raise InputError(f"--duration: task '{task}' takes no duration")
-        if duration is not None and not (spec.min or 0) <= duration <= (spec.max or float("inf")):
-            raise InputError(f"--duration {duration:g}: out of range [{spec.min:g}, {spec.max:g}] for task '{task}'")
-    if duration is not None and duration <= 0:
-        raise InputError(f"--duration {duration:g}: must be positive")
-    if options.memory_profile not in MEMORY_PROFILES:
-        raise InputError(f"--memory-profile {options.memory_profile}: unknown (choose from {', '.join(MEMORY_PROFILES)})")
-    check_overrides(options.overrides)
+        if duration is not None:
+            check_number(duration, f"--duration (task '{task}')", spec.min, spec.max)
+        max_seconds = [s.max_seconds for s in sops[task].inputs.values() if s.type == "video"]
+    for path in images:
+        check_attachment(path, "image", f"--image {path}")
+    for i, path in enumerate(videos):
+        check_attachment(path, "video", f"--video {path}", max_seconds[i] if i < len(max_seconds) else None)
     return sops
 
 
@@ -185,14 +207,18 @@ def prepare_run(text: str, *, images: Sequence[Path] = (), videos: Sequence[Path
     """Check a request and make its run directory (inputs copied, run.json with status `queued`); nothing runs yet.
 
     Bad input raises InputError with nothing left on disk. `run_dir`: the exact directory to make (it must not
-    exist), else a new `<time>-<slug>` folder under `options.out`. `resume_run` then runs it from the start.
+    exist; its folder must be writable), else a new `<time>-<slug>` folder under `options.out`. `resume_run` then
+    runs it from the start.
     """
     options = options or RunOptions()
     images, videos = [Path(p) for p in images], [Path(p) for p in videos]
     with use_settings(preset=options.preset, device=options.device, memory_profile=options.memory_profile):
         validate_request(text, images, videos, task, duration, options)
-        if previous is not None and probe(previous).kind != "video":
-            raise InputError(f"{previous}: the previous result is not a video")
+        adapters = run_adapters(options.adapters, options.preset)
+        if previous is not None:
+            check_attachment(previous, "video", f"the previous result {previous}")
+        if run_dir is not None:
+            check_output_dir(run_dir.parent, "the folder of the run directory")
     seed = options.seed if options.seed is not None else random.randrange(2**31)
     if run_dir is None:
         run_dir = _new_run_dir(options.out.resolve(), text)  # absolute: tools may run in another cwd
@@ -211,7 +237,7 @@ def prepare_run(text: str, *, images: Sequence[Path] = (), videos: Sequence[Path
             "request": request.model_dump(), "task": None, "preset": options.preset, "device": options.device,
             "memory_profile": options.memory_profile, "seed": seed, "overrides": options.overrides,
             "max_repeats": options.max_repeats, "review": options.review, "sops_dir": str(options.sops_dir or ""),
-            "noise": options.preset == "tiny", "status": "queued", "seconds": 0.0,
+            "noise": options.preset == "tiny", "status": "queued", "seconds": 0.0, **adapters,
             "created": datetime.now().isoformat()})
     except BaseException:
         shutil.rmtree(run_dir, ignore_errors=True)
@@ -269,10 +295,15 @@ async def resume_run(run_dir: Path, *, device: str | None = None, memory_profile
         if memory_profile is not None and memory_profile not in MEMORY_PROFILES:
             raise InputError(f"--memory-profile {memory_profile}: unknown (choose from {', '.join(MEMORY_PROFILES)})")
         info["memory_profile"] = memory_profile or info.get("memory_profile", "resident")
-        with use_settings(preset=info["preset"], device=info["device"], memory_profile=info["memory_profile"]):
+        adapters = run_adapters(info.get("adapters"), info["preset"], info.get("adapters_sha256"))
+        with use_settings(preset=info["preset"], device=info["device"], memory_profile=info["memory_profile"],
+                          adapters=adapters["adapters"]):
             sops_dir = info.get("sops_dir")
             sops = {name: sop for name, (sop, _) in find_sops(Path(sops_dir) if sops_dir else None).items()}
             session = _Session(run_dir, info, sops, model_client or client_from_env(), on_record, reviewer)
+            if status == "queued" and adapters["adapters"]:
+                session.note("Adapters", f"agents fine-tuned by {adapters['adapters']} "
+                                         f"(sha256 {adapters['adapters_sha256']})")
             return await session.start(status, stop)
 
 
@@ -291,6 +322,18 @@ def mark_stopped(run_dir: Path) -> None:
         if not can_resume(info):
             raise InputError(f"{run_dir}: the run is {run_status(info)}; only a run that is not running can be stopped")
         _write_json(run_dir / "run.json", {**info, "status": "stopped", "resumable": True})
+
+
+def run_adapters(folder: Path | str | None, preset: str, sha256: str | None = None) -> dict[str, Any]:
+    """A run's adapter folder and its sha256, checked against the preset and models (and `sha256` when given)."""
+    if not folder:
+        return {"adapters": None, "adapters_sha256": None}
+    folder = Path(folder).resolve()
+    with use_settings(preset=preset):
+        check_adapters(folder)
+    if sha256 is not None and card_sha256(folder) != sha256:
+        raise InputError(f"adapters {folder}: changed since the run started (sha256 differs)")
+    return {"adapters": folder, "adapters_sha256": card_sha256(folder)}
 
 
 class _ReviewEnded(Exception):
@@ -342,7 +385,7 @@ class _Session:
         while self.held:
             self._emit(self.held.pop(0))
 
-    def _note(self, type_: str, text: str) -> None:
+    def note(self, type_: str, text: str) -> None:
         self._emit(self.transcript.make("note", "runner", type_, {"text": text}))
 
     async def start(self, status: str, stop: asyncio.Event | None) -> RunOutcome:
@@ -365,9 +408,9 @@ class _Session:
             recovered.append(f"appended {len(resumption.recovered)} record(s) of the last checkpoint that a crash "
                              "kept out of the transcript (from state.json)")
         if recovered:
-            self._note("Recovered", "; ".join(recovered))
+            self.note("Recovered", "; ".join(recovered))
         if status != "queued":
-            self._note("Resumed", f"resumed a run that was {status}"
+            self.note("Resumed", f"resumed a run that was {status}"
                        + (" from its last checkpoint" if state is not None else " from the start"))
         if resumption.finished is not None and self.result_intact(resumption.finished):
             return self.end(resumption.finished)
@@ -460,16 +503,16 @@ class _Session:
                 task, replay = (await self.review(review) if review is not None else None), False
         except _StopRequested as e:
             review = e.args[0]
-            self._note("Stopped", "stopped on request (resume with `mora resume RUN`)")
+            self.note("Stopped", "stopped on request (resume with `mora resume RUN`)")
             self.save_info(status="stopped", resumable=True,
                            pending_review=review.model_dump(mode="json") if review else None)
             raise MoraError(f"stopped on request; `mora resume {self.run_dir}` continues") from None
         except _ReviewEnded as e:
-            self._note("Interrupted", f"the review ended: {e}")
+            self.note("Interrupted", f"the review ended: {e}")
             raise MoraError(f"the review ended ({e}); the run waits for review: "
                             f"mora resume {self.run_dir} --review") from None
         except (asyncio.CancelledError, KeyboardInterrupt):
-            self._note("Interrupted", "interrupted (resume with `mora resume RUN`)")
+            self.note("Interrupted", "interrupted (resume with `mora resume RUN`)")
             if self.info["status"] == "running":
                 self.save_info(status="interrupted")
             raise

@@ -13,14 +13,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mora_agents.errors import InputError
-from mora_agents.media import Artifact, article, probe
+from mora_agents.errors import InputError, MoraError
+from mora_agents.inputs import MAX_SEED, check_attachment, check_number, check_text
+from mora_agents.media import Artifact, probe
 from mora_agents.sop.messages import StepRequest, StepResult, step_key
 from mora_agents.sop.schema import SOP, StepSpec
 from mora_agents.sop.template import render
 from mora_agents.tools.registry import get_tool
 
 CHAIN_AGENT = "media_agent"
+MAX_ITERATIONS = 100
+"""A repeated step runs at most this many times."""
 
 
 @dataclass
@@ -37,32 +40,22 @@ class StepView:
 def validate_inputs(sop: SOP, given: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     """Check a plan's inputs against the SOP; media inputs (paths in the run directory) become Artifacts."""
     values: dict[str, Any] = {}
-    for name, spec in sop.inputs.items():
-        value = given.get(name)
-        if value is None:
-            if spec.required:
-                raise InputError(f"input '{name}': required by task '{sop.name}' ({spec.description or spec.type})")
-            values[name] = spec.default
-        elif spec.type == "number":
-            try:
-                number = float(value)
-            except (TypeError, ValueError):
-                raise InputError(f"input '{name}': '{value}' is not a number") from None
-            if (spec.min is not None and number < spec.min) or (spec.max is not None and number > spec.max):
-                raise InputError(f"input '{name}': {number:g} is out of range [{spec.min:g}, {spec.max:g}] "
-                                 f"for task '{sop.name}'")
-            values[name] = number
-        elif spec.type == "text":
-            values[name] = str(value)
-        else:
-            artifact = probe(run_dir / value).relative_to(run_dir)
-            if artifact.kind != spec.type:
-                raise InputError(f"input '{name}': {value} is {article(artifact.kind)}, "
-                                 f"task '{sop.name}' needs {article(spec.type)}")
-            values[name] = artifact
     for name in given:
         if name not in sop.inputs:
             raise InputError(f"input '{name}': task '{sop.name}' takes no such input ({', '.join(sop.inputs)})")
+    for name, spec in sop.inputs.items():
+        value, label = given.get(name), f"input '{name}'"
+        if value is None:
+            if spec.required:
+                raise InputError(f"{label}: required by task '{sop.name}' ({spec.description or spec.type})")
+            values[name] = spec.default
+        elif spec.type == "number":
+            values[name] = check_number(value, label, spec.min, spec.max)
+        elif spec.type == "text":
+            values[name] = check_text(str(value), label)
+        else:
+            artifact = check_attachment(run_dir / value, spec.type, f"{label} ({value})", spec.max_seconds)
+            values[name] = artifact.relative_to(run_dir)
     return values
 
 
@@ -111,8 +104,16 @@ class Execution:
         steps = {s.id: StepView([r.output for r in self._main_results(s.id)]) for s in self.sop.steps}
         return {"inputs": self.inputs, "steps": steps}
 
-    def _render(self, value: Any) -> Any:
-        return render(value, self.context())
+    def _render(self, value: Any, where: str) -> Any:
+        """Render a field's templates; a failure (e.g. over a render limit) names `where` (step and field)."""
+        try:
+            return render(value, self.context())
+        except Exception as e:
+            raise MoraError(f"{where}: {e}") from None
+
+    def _render_args(self, step: StepSpec) -> dict[str, Any]:
+        return {name: self._render(value, f"step '{step.id}', field 'args.{name}'")
+                for name, value in step.args.items()}
 
     # -- the next request ----------------------------------------------------------------------
 
@@ -123,25 +124,33 @@ class Execution:
                 continue
             done = self._main_results(step.id)
             if not done:
-                if step.when is not None and not self._render(step.when):
+                if step.when is not None and not self._render(step.when, f"step '{step.id}', field 'when'"):
                     self.skipped.add(step.id)
                     continue
-                return self._request(step.id, 0, step.agent, step.tool, self._render(step.args))
+                return self._request(step.id, 0, step.agent, step.tool, self._render_args(step))
             if step.repeat is None or len(done) >= (count := self._repeat_count(step, done[0])):
                 continue
             return self._next_iteration(step, done, count)
         return None
 
     def _repeat_count(self, step: StepSpec, first: StepResult) -> int:
-        target = float(self._render(step.repeat.until_seconds))
+        where = f"step '{step.id}', field 'repeat.until_seconds'"
+        try:
+            target = check_number(self._render(step.repeat.until_seconds, where), where, 0)
+        except InputError as e:
+            raise MoraError(str(e)) from None
         clip = first.output.seconds if isinstance(first.output, Artifact) else 0.0
         if clip <= 0:
-            raise ValueError(f"step '{step.id}': repeat needs a video output with a duration")
-        return max(1, round(target / clip))
+            raise MoraError(f"step '{step.id}': repeat needs a video output with a duration")
+        count = max(1, round(target / clip))
+        if count > MAX_ITERATIONS:
+            raise MoraError(f"{where}: {target:g} s of {clip:g} s clips would run {count} times "
+                            f"(at most {MAX_ITERATIONS})")
+        return count
 
     def _next_iteration(self, step: StepSpec, done: list[StepResult], count: int) -> StepRequest:
         i = len(done)
-        args = self._render(step.args)
+        args = self._render_args(step)
         if chain := step.repeat.chain:
             chain_step = f"{step.id}.chain"
             linked = self.results.get(step_key(chain_step, i))
@@ -165,7 +174,7 @@ class Execution:
             if step_spec is not None and step_spec.edit and (text := self.edits.get(step_key(step, iteration))):
                 args[step_spec.edit] = text
             if "seed" in spec.parameters and args.get("seed") is None:
-                args["seed"] = self.seed + self.count
+                args["seed"] = (self.seed + self.count) % (MAX_SEED + 1)
             if "output" in spec.parameters:
                 name = step if iteration == 0 else f"{step}-{iteration}"
                 if retry := self.repeats.get(step_key(step, iteration)):  # earlier takes are kept
@@ -177,6 +186,9 @@ class Execution:
     def _artifact(self, item: Artifact | str) -> Artifact:
         if isinstance(item, Artifact):
             return item
+        path = (self.run_dir / item).resolve()
+        if not path.is_relative_to(self.run_dir.resolve()):
+            raise MoraError(f"{item}: outside the run directory; SOP media arguments name files inside it")
         return probe(self.run_dir / item).relative_to(self.run_dir)
 
     def _as_arguments(self, value: Any) -> Any:
@@ -221,5 +233,5 @@ class Execution:
         self.results[key] = self.results[key].model_copy(update={"output": text})
 
     def outputs(self) -> dict[str, Any]:
-        return {name: self._render(template) for name, template in self.sop.outputs.items()}
+        return {name: self._render(template, f"field 'outputs.{name}'") for name, template in self.sop.outputs.items()}
 

@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
+import codecs
 import os
+import stat
 from pathlib import Path
 
 import yaml
+from jinja2 import nodes
 from pydantic import ValidationError
 
-from mora_agents.errors import InputError
+from mora_agents.errors import InputError, validation_summary
 from mora_agents.sop.roles import ROLES
 from mora_agents.sop.schema import SOP
-from mora_agents.sop.template import references
+from mora_agents.sop.template import (
+    expression,
+    is_expression,
+    is_template,
+    reference,
+    references,
+)
 
 BUILTIN_DIR = Path(__file__).resolve().parents[1] / "sops"
 
@@ -42,12 +51,78 @@ def _where(data: dict, loc: tuple) -> str:
     return f"field '{'.'.join(str(p) for p in loc)}'" if loc else "(file)"
 
 
-def load_sop(path: Path) -> SOP:
-    """Load and validate one SOP file."""
+MAX_SOP_BYTES = 256 * 1024
+MAX_DEPTH = 20
+"""Nesting of YAML collections in one SOP file."""
+MAX_VALUES = 10_000
+"""YAML values in one SOP file, each alias counted as a full copy of what it names (so an alias bomb fails fast)."""
+
+
+def read_sop_text(path: Path) -> str:
+    """An SOP file's text: a regular file (never a pipe, which would block) of at most MAX_SOP_BYTES, in UTF-8."""
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        if not stat.S_ISREG(path.stat().st_mode):
+            raise SOPError(f"{path}: not a regular file (a folder, pipe or device)")
+        with open(path, "rb") as f:
+            data = f.read(MAX_SOP_BYTES + 1)
     except OSError as e:
-        raise SOPError(f"{path}: cannot read ({e.strerror})") from None
+        raise SOPError(f"{path}: cannot read ({e.strerror or e})") from None
+    if len(data) > MAX_SOP_BYTES:
+        raise SOPError(f"{path}: larger than {MAX_SOP_BYTES // 1024} KiB; an SOP file is a short YAML text")
+    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)) or b"\x00" in data:
+        raise SOPError(f"{path}: UTF-16 or binary, not UTF-8 text; save it as UTF-8")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise SOPError(f"{path}: not UTF-8 text (byte {data[e.start]:#04x} at offset {e.start}); "
+                       "save it as UTF-8") from None
+
+
+def check_yaml_size(text: str) -> None:
+    """Bound a YAML text before building it: MAX_DEPTH levels and MAX_VALUES values, aliases expanded
+    (a streaming pass over the parser's events: no recursion, nothing built). Raises ValueError."""
+    sizes: dict[str, tuple[int, int]] = {}  # anchor -> (values, depth) of the node it names
+    stack: list[list] = []  # open collections: [values, depth of the deepest child, anchor]
+    total = 0
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        node: tuple[int, int] | None = None
+        if isinstance(event, yaml.CollectionStartEvent):
+            total += 1
+            stack.append([1, 0, event.anchor])
+            if len(stack) > MAX_DEPTH:
+                raise ValueError(f"nested deeper than {MAX_DEPTH} levels")
+        elif isinstance(event, yaml.CollectionEndEvent):
+            values, depth, anchor = stack.pop()
+            node = (values, depth + 1)
+            if anchor:
+                sizes[anchor] = node
+        elif isinstance(event, yaml.AliasEvent):
+            if event.anchor in (frame[2] for frame in stack):
+                raise ValueError(f"alias *{event.anchor} refers to a value that contains it")
+            node = sizes.get(event.anchor, (1, 0))
+            total += node[0]
+        elif isinstance(event, yaml.ScalarEvent):
+            node = (1, 0)
+            total += 1
+            if event.anchor:
+                sizes[event.anchor] = node
+        if total > MAX_VALUES:
+            raise ValueError(f"more than {MAX_VALUES} values (aliases counted in full)")
+        if node is not None and stack:
+            stack[-1][0] += node[0]
+            stack[-1][1] = max(stack[-1][1], node[1])
+            if len(stack) + node[1] > MAX_DEPTH:
+                raise ValueError(f"nested deeper than {MAX_DEPTH} levels")
+
+
+def load_sop(path: Path) -> SOP:
+    """Load and validate one SOP file (its size, encoding and YAML shape bounded; see read_sop_text)."""
+    text = read_sop_text(path)
+    try:
+        check_yaml_size(text)
+        data = yaml.safe_load(text)
+    except ValueError as e:
+        raise SOPError(f"{path}: {e}") from None
     except yaml.YAMLError as e:
         raise SOPError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
     if not isinstance(data, dict):
@@ -63,10 +138,12 @@ def load_sop(path: Path) -> SOP:
 
 
 def check_references(sop: SOP, path: Path) -> None:
-    """Agents and tools exist, tool arguments exist, templates refer to declared inputs and earlier steps."""
+    """What can be checked without running: agents and tools exist; arguments exist and literal ones fit the tool's
+    types and bounds (media paths inside the run directory); templates only read declared inputs and earlier
+    steps; `repeat` fits a video step; `outputs.result` is a video."""
     from mora_agents.tools import REGISTRY
 
-    seen: list[str] = []
+    produces: dict[str, str] = {}
     for step in sop.steps:
         def fail(field: str, message: str) -> SOPError:
             return SOPError(f"{path}: step '{step.id}', field '{field}': {message}")
@@ -80,33 +157,104 @@ def check_references(sop: SOP, path: Path) -> None:
         if step.tool is None and not ROLES[step.agent].llm:
             raise fail("tool", f"agent '{step.agent}' has no LLM, so the step must name a tool")
         if step.tool is not None:
-            params = REGISTRY[step.tool].parameters
-            for arg in step.args:
-                if arg not in params:
-                    raise fail(f"args.{arg}", f"tool '{step.tool}' has no parameter '{arg}' (it has: {', '.join(params)})")
-            if step.edit is not None and step.edit not in params:
-                raise fail("edit", f"tool '{step.tool}' has no parameter '{step.edit}' (it has: {', '.join(params)})")
-            if step.repeat and step.repeat.chain and step.repeat.chain.into not in params:
-                raise fail("repeat.chain.into", f"tool '{step.tool}' has no parameter '{step.repeat.chain.into}'")
+            _check_args(step, REGISTRY[step.tool], fail)
+        if step.repeat is not None:
+            _check_repeat(step, REGISTRY, fail)
         fields = {f"args.{k}": v for k, v in step.args.items()}
         fields.update({"when": step.when, "repeat.until_seconds": step.repeat.until_seconds if step.repeat else None})
         for field, value in fields.items():
-            _check_template(value, sop, seen, lambda msg, field=field: fail(field, msg))
-        seen.append(step.id)
+            _check_template(value, sop, produces, lambda msg, field=field: fail(field, msg))
+        produces[step.id] = REGISTRY[step.tool].produces if step.tool else "text"
     for name, value in sop.outputs.items():
-        _check_template(value, sop, seen, lambda msg, name=name: SOPError(f"{path}: field 'outputs.{name}': {msg}"))
+        _check_template(value, sop, produces, lambda msg, name=name: SOPError(f"{path}: field 'outputs.{name}': {msg}"))
+    if _result_kinds(sop.outputs["result"], sop, produces) != {"video"}:
+        raise SOPError(f"{path}: field 'outputs.result': must be one {{{{ expression }}}} naming a video: "
+                       "steps.ID.output of a step that makes a video (or a video input)")
 
 
-def _check_template(value, sop: SOP, earlier: list[str], fail) -> None:
+def _check_args(step, spec, fail) -> None:
+    """A tool step's arguments and `edit` name the tool's parameters; literal values fit them."""
+    params = ", ".join(spec.parameters)
+    for arg, value in step.args.items():
+        if arg not in spec.parameters:
+            raise fail(f"args.{arg}", f"tool '{step.tool}' has no parameter '{arg}' (it has: {params})")
+        if arg == "output":
+            raise fail("args.output", "set by the run (artifacts/<step id>); leave it out")
+        _check_literal(spec, arg, value, lambda msg, arg=arg: fail(f"args.{arg}", msg))
+    if step.edit is not None and step.edit not in spec.parameters:
+        raise fail("edit", f"tool '{step.tool}' has no parameter '{step.edit}' (it has: {params})")
+
+
+def _check_literal(spec, arg: str, value, fail) -> None:
+    """A literal argument (no template inside) fits the parameter: type and bounds, or a path inside the run."""
+    if _has_template(value):
+        return
+    if arg in spec.media:
+        for item in value if isinstance(value, list) else [value]:
+            if not isinstance(item, str) or Path(item).is_absolute() or ".." in Path(item).parts:
+                raise fail(f"{item!r}: media arguments are templates or paths inside the run directory")
+        return
+    try:
+        spec.validate_param(arg, value)
+    except ValidationError as e:
+        raise fail(validation_summary(e, locations=False)) from None
+
+
+def _has_template(value) -> bool:
+    if isinstance(value, dict):
+        return any(_has_template(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_has_template(v) for v in value)
+    return is_template(value)
+
+
+def _check_repeat(step, registry, fail) -> None:
+    made = registry[step.tool].produces if step.tool else "text"
+    if made != "video":
+        raise fail("repeat", f"repeats are measured in seconds, so the step must make a video (it makes {made})")
+    until = step.repeat.until_seconds
+    if isinstance(until, str) and not is_expression(until):
+        raise fail("repeat.until_seconds", f"'{until}' is neither a number of seconds nor one {{{{ expression }}}}")
+    if chain := step.repeat.chain:
+        media = registry[chain.tool].media
+        if not media:
+            raise fail("repeat.chain.tool", f"tool '{chain.tool}' takes no media to chain from")
+        if chain.into not in registry[step.tool].media:
+            raise fail("repeat.chain.into", f"tool '{step.tool}' has no media parameter '{chain.into}'")
+
+
+def _check_template(value, sop: SOP, earlier: dict[str, str], fail) -> None:
     try:
         refs = references(value)
     except ValueError as e:
         raise fail(str(e)) from None
-    for root, name in refs:
+    for root, name, *rest in refs:
         if root == "inputs" and name not in sop.inputs:
             raise fail(f"unknown input '{name}' (inputs: {', '.join(sop.inputs)})")
+        if root == "inputs" and rest and sop.inputs[name].type not in ("image", "video"):
+            raise fail(f"'inputs.{name}.{rest[0]}': input '{name}' is {sop.inputs[name].type}; only images and "
+                       "videos have fields")
         if root == "steps" and name not in earlier:
             raise fail(f"'steps.{name}' is not an earlier step")
+
+
+def _result_kinds(template: str, sop: SOP, produces: dict[str, str]) -> set[str]:
+    """The kinds of value `outputs.result` can be: those of the values it reads (conditions aside)."""
+    if not is_expression(template):
+        return {"text"}
+    kinds, branches = set(), [expression(template)]
+    while branches:
+        node = branches.pop()
+        if isinstance(node, nodes.CondExpr):
+            branches += [node.expr1, node.expr2 if node.expr2 is not None else nodes.Const(None)]
+        elif isinstance(node, (nodes.Name, nodes.Getattr, nodes.Getitem)):
+            root, name, *rest = reference(node)
+            one_output = rest == ["output"] or (rest[:1] == ["outputs"] and len(rest) == 2)
+            kinds.add(sop.inputs[name].type if root == "inputs" and not rest else
+                      produces[name] if root == "steps" and one_output else "a field or a list")
+        else:
+            kinds.add(type(node).__name__)
+    return kinds
 
 
 def find_sops(extra: Path | None = None) -> dict[str, tuple[SOP, Path]]:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import math
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 IDENTIFIER = r"^[a-z_][a-z0-9_]*$"
 
@@ -13,18 +14,28 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+Number = Annotated[float, Field(allow_inf_nan=False)]
+Seconds = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+
+
 class InputSpec(_Strict):
     type: Literal["text", "number", "image", "video"]
     required: bool = False
     default: Any = None
-    min: float | None = None
-    max: float | None = None
+    min: Number | None = None
+    max: Number | None = None
+    max_seconds: Seconds | None = None
+    """A video input's longest accepted length (it may decide how many segments a step runs)."""
     description: str = ""
 
     @model_validator(mode="after")
-    def _range_only_for_numbers(self) -> InputSpec:
+    def _bounds_fit_the_type(self) -> InputSpec:
         if (self.min is not None or self.max is not None) and self.type != "number":
             raise ValueError("min/max apply to number inputs only")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min {self.min:g} is above max {self.max:g}")
+        if self.max_seconds is not None and self.type != "video":
+            raise ValueError("max_seconds applies to video inputs only")
         return self
 
 
@@ -37,9 +48,17 @@ class ChainSpec(_Strict):
 
 
 class RepeatSpec(_Strict):
-    until_seconds: str | float
-    """Target length: the step runs max(1, round(target / first_clip_seconds)) times."""
+    until_seconds: float | str
+    """Target length, a positive number or a template: the step runs max(1, round(target / first_clip_seconds))
+    times (at most 100)."""
     chain: ChainSpec | None = None
+
+    @field_validator("until_seconds")
+    @classmethod
+    def _positive(cls, value: float | str) -> float | str:
+        if isinstance(value, float) and not (math.isfinite(value) and value > 0):
+            raise ValueError(f"{value} is not a positive number of seconds")
+        return value
 
 
 class StepSpec(_Strict):

@@ -19,6 +19,7 @@ from mora_agents.media import (
 from mora_agents.pipelines.loading import load_pipeline
 from mora_agents.settings import output_path, settings
 from mora_agents.tools.defaults import fill_defaults, generator
+from mora_agents.tools.params import Frames, Guidance, Sampler, Seed, Side, Steps, Text
 from mora_agents.tools.registry import register
 
 
@@ -26,15 +27,15 @@ from mora_agents.tools.registry import register
 def connect_videos(
     video_a: Annotated[str, "path of the first video"],
     video_b: Annotated[str, "path of the second video"],
-    prompt: Annotated[str, "what the transition shows"] = "smooth transition",
-    frames: int | None = None,
-    width: int | None = None,
-    height: int | None = None,
-    sampler: str | None = None,
-    steps: int | None = None,
-    guidance_scale: float | None = None,
-    seed: int | None = None,
-    output: str | None = None,
+    prompt: Annotated[Text, "what the transition shows"] = "smooth transition",
+    frames: Annotated[Frames | None, "frames of the transition"] = None,
+    width: Annotated[Side | None, "width the model works at, a multiple of 8"] = None,
+    height: Annotated[Side | None, "height the model works at, a multiple of 8"] = None,
+    sampler: Annotated[Sampler | None, "ddpm (the reference) or ddim (fewer steps)"] = None,
+    steps: Annotated[Steps | None, "denoising steps"] = None,
+    guidance_scale: Annotated[Guidance | None, "classifier-free guidance scale"] = None,
+    seed: Annotated[Seed | None, "random seed"] = None,
+    output: Annotated[str | None, "path of the MP4 to write"] = None,
 ) -> Artifact:
     """Connect two videos with a generated transition (SEINE): the result is A, the transition, then B.
 

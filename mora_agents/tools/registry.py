@@ -1,19 +1,24 @@
 """The tool registry: plain typed functions, named, with what they consume and produce.
 
 Agents and SOP steps refer to tools by name; a user SOP can use any registered tool, and
-`register` adds new ones (a plain function with type hints and a docstring).
+`register` adds new ones (a plain function with type hints and a docstring). A parameter's bounds are
+part of its type (`mora_agents.tools.params`): the registry turns them into one argument model that
+checks `--set` values, SOP arguments and the agents' tool calls, and gives the model its JSON schema.
 """
 
 from __future__ import annotations
 
+import asyncio
 import inspect
+import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from autogen_core.tools import FunctionTool
-from pydantic import TypeAdapter
+from autogen_core import CancellationToken
+from autogen_core.tools import BaseTool
+from pydantic import BaseModel, ConfigDict, Field, create_model
 
 Produces = Literal["image", "video", "text"]
 SUFFIXES = {"image": ".png", "video": ".mp4", "text": ".txt"}
@@ -34,9 +39,14 @@ class ToolSpec:
         return inspect.getdoc(self.func).split("\n\n")[0]
 
     @cached_property
-    def function_tool(self) -> FunctionTool:
+    def args_model(self) -> type[BaseModel]:
+        """The arguments as a pydantic model: each parameter's type with its bounds, description and default."""
+        return args_model(self.name, self.func)
+
+    @cached_property
+    def function_tool(self) -> SchemaTool:
         """The autogen tool over the same function (its JSON schema and argument validation)."""
-        return FunctionTool(self.func, description=self.description, name=self.name)
+        return SchemaTool(self)
 
     @cached_property
     def parameters(self) -> dict[str, inspect.Parameter]:
@@ -47,13 +57,46 @@ class ToolSpec:
         return SUFFIXES[self.produces]
 
     def validate_args(self, arguments: dict[str, Any]) -> dict[str, Any]:
-        """Check names and types against the signature; returns the typed values (pydantic errors raise)."""
-        model = self.function_tool.args_type().model_validate(arguments)
+        """Check names, types and bounds; returns the typed values (pydantic errors raise)."""
+        model = self.args_model.model_validate(arguments)
         return {name: getattr(model, name) for name in arguments}
 
     def validate_param(self, name: str, value: Any) -> Any:
-        """Check one parameter's value against its type (pydantic errors raise)."""
-        return TypeAdapter(self.function_tool.args_type().model_fields[name].annotation).validate_python(value)
+        """Check one parameter's value against its type and bounds (pydantic errors raise)."""
+        partial = self.args_model.model_construct()
+        self.args_model.__pydantic_validator__.validate_assignment(partial, name, value)
+        return getattr(partial, name)
+
+
+def args_model(name: str, func: Callable[..., Any]) -> type[BaseModel]:
+    """A function's parameters as a pydantic model; `Annotated[type, "description"]` gives the description.
+
+    (autogen's FunctionTool keeps only the first argument of `Annotated` and so drops bounds written beside
+    the description, e.g. `Annotated[int, Field(ge=1), "steps"]`; this keeps them.)
+    """
+    hints = typing.get_type_hints(func, include_extras=True)
+    fields: dict[str, Any] = {}
+    for param in inspect.signature(func).parameters.values():
+        hint = hints[param.name]
+        metadata = getattr(hint, "__metadata__", ())
+        description = next((m for m in metadata if isinstance(m, str)), param.name)
+        bounds = tuple(m for m in metadata if not isinstance(m, str))
+        base = typing.get_args(hint)[0] if metadata else hint
+        default = ... if param.default is inspect.Parameter.empty else param.default
+        fields[param.name] = (Annotated[(base, *bounds)] if bounds else base, Field(default, description=description))
+    return create_model(f"{name}_args", __config__=ConfigDict(extra="forbid"), **fields)
+
+
+class SchemaTool(BaseTool[BaseModel, BaseModel]):
+    """autogen's tool interface over a registered function, with the registry's argument model."""
+
+    def __init__(self, spec: ToolSpec) -> None:
+        super().__init__(spec.args_model, typing.get_type_hints(spec.func).get("return", BaseModel), spec.name,
+                         spec.description)
+        self.func = spec.func
+
+    async def run(self, args: BaseModel, cancellation_token: CancellationToken) -> Any:
+        return await asyncio.to_thread(self.func, **{name: getattr(args, name) for name in type(args).model_fields})
 
 
 REGISTRY: dict[str, ToolSpec] = {}

@@ -6,6 +6,7 @@ from typing import Annotated
 
 import numpy as np
 from PIL import Image
+from pydantic import Field
 
 from mora_agents.media import (
     Artifact,
@@ -17,6 +18,7 @@ from mora_agents.media import (
     write_video,
 )
 from mora_agents.settings import output_path
+from mora_agents.tools.params import MAX_FRAMES
 from mora_agents.tools.registry import register
 
 
@@ -28,22 +30,24 @@ def _frame_tool(video: str, index: int, tool: str, output: str | None) -> Artifa
 
 
 @register(produces="image", media={"video": "video"})
-def first_frame(video: Annotated[str, "path of a video"], output: str | None = None) -> Artifact:
+def first_frame(video: Annotated[str, "path of a video"],
+                output: Annotated[str | None, "path of the PNG to write"] = None) -> Artifact:
     """Extract the first frame of a video as a PNG image."""
     return _frame_tool(video, 0, "first_frame", output)
 
 
 @register(produces="image", media={"video": "video"})
-def last_frame(video: Annotated[str, "path of a video"], output: str | None = None) -> Artifact:
+def last_frame(video: Annotated[str, "path of a video"],
+               output: Annotated[str | None, "path of the PNG to write"] = None) -> Artifact:
     """Extract the last frame of a video as a PNG image (the start of the next chained segment)."""
     return _frame_tool(video, -1, "last_frame", output)
 
 
 @register(produces="video", media={"videos": "video"})
 def concat_videos(
-    videos: Annotated[list[str], "paths of the clips, in order"],
-    overlap: Annotated[int, "frames dropped from the start of every clip after the first"] = 0,
-    output: str | None = None,
+    videos: Annotated[list[str], Field(min_length=1), "paths of the clips, in order"],
+    overlap: Annotated[int, Field(ge=0, le=MAX_FRAMES), "frames dropped from the start of each later clip"] = 0,
+    output: Annotated[str | None, "path of the MP4 to write"] = None,
 ) -> Artifact:
     """Concatenate clips into one video at the first clip's size and frame rate.
 

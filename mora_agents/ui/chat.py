@@ -18,10 +18,11 @@ from rich.markup import escape
 from rich.table import Table
 
 from mora_agents.errors import InputError, MoraError
+from mora_agents.inputs import check_attachment
 from mora_agents.media import IMAGE_SUFFIXES, VIDEO_SUFFIXES
 from mora_agents.runs.catalog import list_runs
 from mora_agents.runs.review import TextReviewer, auto_accept
-from mora_agents.runs.runner import RunOptions, check_attachment, run_request
+from mora_agents.runs.runner import RunOptions, run_request
 from mora_agents.sop.loader import find_sops
 from mora_agents.ui.terminal import TerminalUI
 
@@ -63,7 +64,10 @@ class ChatSession:
 
     def command(self, line: str) -> bool:
         """Run a /command; False to leave the chat."""
-        name, *args = shlex.split(line)
+        try:
+            name, *args = shlex.split(line)
+        except ValueError as e:  # an unclosed quote, a trailing backslash
+            raise InputError(f"{line}: {e} (quote a path with spaces: /image \"my cat.png\")") from None
         arg = " ".join(args)
         if name in ("/quit", "/exit"):
             return False

@@ -6,7 +6,7 @@ Used by `mora run`, `mora resume` and `mora chat`.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -68,8 +68,10 @@ def thumbnail(path: Path, width: int = THUMB_WIDTH) -> Text:
 class TerminalUI:
     """Prints each record as it happens (speaker, type, text, media) and draws the tools' progress."""
 
-    def __init__(self, console: Console) -> None:
+    def __init__(self, console: Console, notice: str | None = None) -> None:
         self.console = console
+        self.notice = notice
+        """Printed once, before the first record (e.g. the tiny preset's warning)."""
         self.thumbnails = console.is_terminal and console.color_system in ("truecolor", "256")
         self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                                  TimeElapsedColumn(), console=console, transient=True)
@@ -77,9 +79,10 @@ class TerminalUI:
 
     @contextmanager
     def live(self) -> Iterator[TerminalUI]:
-        """Draw the tools' progress bars while the block runs."""
+        """Draw the tools' progress bars while the block runs (on a terminal; elsewhere they would be noise)."""
         tracker = StepProgress(RichProgress(self.progress))
-        with self.progress, use_settings(progress=tracker):
+        bars = self.progress if self.console.is_terminal else nullcontext()
+        with bars, use_settings(progress=tracker):
             self._tracker = tracker
             try:
                 yield self
@@ -88,6 +91,9 @@ class TerminalUI:
 
     def show(self, record: Record, run_dir: Path) -> None:
         """One record: speaker, message type and text; media as path, size, frames and a thumbnail."""
+        if self.notice:
+            self.console.print(self.notice)
+            self.notice = None
         if self._tracker is not None:
             self._tracker.follow(record)
         kind = record.type.removeprefix("StructuredMessage[").rstrip("]")
@@ -100,7 +106,7 @@ class TerminalUI:
 
     def ask(self, prompt: str) -> str:
         """Read a line from the person, with the progress display paused (line editing via readline)."""
-        live = self._tracker is not None
+        live = self._tracker is not None and self.console.is_terminal  # bars drawn (see `live`)
         if live:
             self.progress.stop()
         try:

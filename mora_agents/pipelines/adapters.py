@@ -1,0 +1,231 @@
+"""What `mora train` produces and how pipelines use it: LoRA or full UNet weights and modulation tokens.
+
+An adapter folder holds, per trained agent, its weights (`<agent>/lora.safetensors` or `<agent>/unet.safetensors`)
+and its modulation token z (`<agent>/modulation.safetensors`), and a card (`card.json`, written last) naming the
+base models, the preset, the LoRA settings and the sha256 of every file. The folder's sha256 is the card's:
+the card pins every file, so it identifies the whole folder.
+
+The modulation token (the paper's self-modulation, Algorithm 1) is one extra vector appended to the sequence the
+denoiser cross-attends to: a forward pre-hook on the UNet adds it to `encoder_hidden_states`, so it takes part in
+every call the pipelines make, classifier-free-guidance batches included, in training and in inference alike.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, ValidationError
+from torch import nn
+from torch.utils.hooks import RemovableHandle
+
+from mora_agents.errors import InputError, validation_summary
+from mora_agents.media import sha256_file
+from mora_agents.settings import settings, use_settings
+
+AGENT_MODELS: dict[str, str] = {
+    "text_to_image": "sdxl_base",
+    "image_to_image": "instruct_pix2pix",
+    "image_to_video": "svd",
+}
+"""The trainable agents and the model (pipeline key) each fine-tunes: its UNet."""
+CARD = "card.json"
+
+
+class LoraSpec(BaseModel):
+    rank: int
+    alpha: float
+    target_modules: list[str]
+
+    def config(self):
+        from peft import LoraConfig
+
+        return LoraConfig(r=self.rank, lora_alpha=self.alpha, target_modules=self.target_modules,
+                          init_lora_weights="gaussian")
+
+
+class AgentWeights(BaseModel):
+    model: str
+    """The model key (`sdxl_base`, ...) whose UNet these weights belong to."""
+    source: str
+    """The model id or folder it was trained from."""
+    mode: Literal["lora", "full"]
+    weights: str
+    """Relative path of the safetensors file: LoRA weights (peft names) or the whole UNet's state dict."""
+    modulation: str | None = None
+    """Relative path of the modulation token {"z": [1, width]}; none when trained with --no-modulation."""
+
+
+class AdapterCard(BaseModel):
+    """The part of `card.json` that inference reads; the training record (hyper-parameters, dataset, losses)
+    rides along as extra fields."""
+
+    model_config = ConfigDict(extra="allow")
+    format: Literal[1] = 1
+    preset: str
+    agents: dict[str, AgentWeights]
+    lora: LoraSpec | None = None
+    files: dict[str, str]
+    """sha256 of every weight file, by relative path."""
+
+
+def read_card(folder: Path) -> AdapterCard:
+    """The card of an adapter folder; a missing or invalid one raises InputError."""
+    path = Path(folder) / CARD
+    if not Path(folder).is_dir():
+        raise InputError(f"adapters {folder}: no such folder")
+    if not path.is_file():
+        raise InputError(f"adapters {folder}: no {CARD} (not a finished `mora train` output)")
+    try:
+        return AdapterCard.model_validate_json(path.read_bytes())
+    except ValidationError as e:
+        raise InputError(f"adapters {path}: invalid card ({validation_summary(e)})") from None
+
+
+def card_sha256(folder: Path) -> str:
+    """The sha256 of an adapter folder: its card's, which holds the sha256 of every weight file."""
+    return hashlib.sha256((Path(folder) / CARD).read_bytes()).hexdigest()
+
+
+def check_adapters(folder: Path) -> AdapterCard:
+    """Check that an adapter folder fits the current settings (preset, base models); raises InputError."""
+    from mora_agents.pipelines.loading import model_source
+
+    card = read_card(folder)
+    preset = settings().preset
+    if card.preset != preset:
+        raise InputError(f"adapters {folder}: trained on preset '{card.preset}', but this runs preset '{preset}'")
+    for agent, weights in card.agents.items():
+        if weights.model not in AGENT_MODELS.values():
+            raise InputError(f"adapters {folder}: agent '{agent}' has unknown model '{weights.model}'")
+        if (source := model_source(weights.model)) != weights.source:
+            raise InputError(f"adapters {folder}: agent '{agent}' was trained on {weights.source}, but model "
+                             f"'{weights.model}' is {source} here")
+    return card
+
+
+@contextmanager
+def adapters_scope(adapters: str | Path | None) -> Iterator[None]:
+    """Within the block, pipelines load with `adapters` (a tool's parameter); None keeps the settings' ones."""
+    with use_settings(adapters=Path(adapters)) if adapters else nullcontext():
+        yield
+
+
+# -- the modulation token ----------------------------------------------------------------------------
+
+
+class Modulation(nn.Module):
+    """The modulation token z [1, width], appended to a UNet's conditioning sequence once attached."""
+
+    def __init__(self, z: torch.Tensor, trainable: bool = False) -> None:
+        super().__init__()
+        self.z = nn.Parameter(z.detach().reshape(1, -1).clone(), requires_grad=trainable)
+
+    def extend(self, states: torch.Tensor) -> torch.Tensor:
+        """[batch, tokens, width] -> [batch, tokens + 1, width]: z appended to every row."""
+        z = self.z.to(device=states.device, dtype=states.dtype)
+        return torch.cat([states, z.expand(states.shape[0], 1, -1)], dim=1)
+
+    def attach(self, unet: nn.Module) -> RemovableHandle:
+        """Append z to every call of `unet` (its `encoder_hidden_states`, keyword or third positional argument)."""
+
+        def hook(module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+            if "encoder_hidden_states" in kwargs:
+                kwargs = {**kwargs, "encoder_hidden_states": self.extend(kwargs["encoder_hidden_states"])}
+            else:
+                args = (*args[:2], self.extend(args[2]), *args[3:])
+            return args, kwargs
+
+        return unet.register_forward_pre_hook(hook, with_kwargs=True)
+
+
+def width(unet: nn.Module) -> int:
+    """The width of a UNet's conditioning tokens (its cross-attention width)."""
+    return unet.config.cross_attention_dim
+
+
+# -- weights ------------------------------------------------------------------------------------------
+
+
+def add_lora(unet: nn.Module, spec: LoraSpec) -> None:
+    """Inject LoRA layers (peft) into a UNet. SVD's UNet lacks diffusers' `add_adapter`, so every UNet goes
+    through peft's `inject_adapter_in_model`, which is what `add_adapter` calls."""
+    from peft import inject_adapter_in_model
+
+    inject_adapter_in_model(spec.config(), unet)
+
+
+def lora_state_dict(unet: nn.Module) -> dict[str, torch.Tensor]:
+    from peft import get_peft_model_state_dict
+
+    return get_peft_model_state_dict(unet)
+
+
+def load_weights(unet: nn.Module, folder: Path, card: AdapterCard, agent: str) -> Modulation | None:
+    """Load an agent's trained weights into `unet` (LoRA injected first) and return its modulation token (not yet
+    attached). Every file is checked against the card's sha256 first."""
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    entry = card.agents[agent]
+    for relative in filter(None, (entry.weights, entry.modulation)):
+        path = Path(folder) / relative
+        if not path.is_file():
+            raise InputError(f"adapters {folder}: {relative} is missing")
+        if sha256_file(path) != card.files.get(relative):
+            raise InputError(f"adapters {folder}: {relative} changed since training (sha256 differs from the card)")
+    weights = load_file(Path(folder) / entry.weights)
+    if entry.mode == "lora":
+        if card.lora is None:
+            raise InputError(f"adapters {folder}: agent '{agent}' has LoRA weights but the card has no lora settings")
+        add_lora(unet, card.lora)
+        result = set_peft_model_state_dict(unet, weights)
+        if result.unexpected_keys:
+            raise InputError(f"adapters {folder}: {entry.weights} does not fit model '{entry.model}' "
+                             f"(unexpected {result.unexpected_keys[0]})")
+    else:
+        try:
+            unet.load_state_dict(weights)
+        except RuntimeError as e:
+            raise InputError(f"adapters {folder}: {entry.weights} does not fit model '{entry.model}' "
+                             f"({str(e).splitlines()[1].strip() if len(str(e).splitlines()) > 1 else e})") from None
+    if entry.modulation is None:
+        return None
+    z = load_file(Path(folder) / entry.modulation)["z"]
+    if z.shape[-1] != width(unet):
+        raise InputError(f"adapters {folder}: the modulation token of '{agent}' has width {z.shape[-1]}, "
+                         f"the model's conditioning {width(unet)}")
+    return Modulation(z)
+
+
+def apply_adapters(pipe: Any, key: str, folder: Path) -> None:
+    """For inference: give the pipeline of model `key` the trained weights (LoRA merged) and modulation token of
+    the agent that fine-tuned it, if the folder has one."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    card = check_adapters(folder)
+    agent = next((name for name, entry in card.agents.items() if entry.model == key), None)
+    if agent is None:
+        return
+    unet = pipe.unet
+    modulation = load_weights(unet, folder, card, agent)
+    for module in unet.modules():
+        if isinstance(module, BaseTunerLayer):
+            module.merge()  # the same function, without the LoRA matmuls at every step
+    if modulation is not None:
+        modulation.to(device=unet.device, dtype=unet.dtype)
+        unet.mora_modulation_hook = modulation.attach(unet)
+        unet.mora_modulation = modulation  # a submodule: it follows the UNet between devices
+
+
+def trained_models(folder: Path | None) -> dict[str, str]:
+    """Model key -> the adapter folder's sha256, for the models a folder trained (empty without one)."""
+    if folder is None:
+        return {}
+    card = read_card(folder)
+    sha = card_sha256(folder)
+    return {entry.model: sha for entry in card.agents.values()}

@@ -1,0 +1,349 @@
+"""Training (tiny preset, CPU): the dataset format, overfitting, self-modulation, resume after SIGKILL, DDP through
+`accelerate launch`, and runs with the trained adapters."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+from typer.testing import CliRunner
+
+from mora_agents.cli import app
+from mora_agents.errors import InputError
+from mora_agents.media import read_video, save_image, sha256_file, write_video
+from mora_agents.pipelines.adapters import card_sha256
+from mora_agents.runs.runner import RunOptions, run_request
+from mora_agents.runs.transcript import read_transcript
+from mora_agents.train import TrainConfig, load_hf_dataset, read_dataset, train, validation_loss, write_sample
+from mora_agents.train.trainer import build_agents, param_groups, set_modulated_rates
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+AGENTS = ("text_to_image", "image_to_image", "image_to_video")
+FAST = {"preset": "tiny", "device": "cpu", "frames": 4, "batch_size": 2, "resolution": (32, 32)}
+"""Small steps: 4 clip frames at 32x32, both samples in every batch."""
+
+
+def frames(seed: int, count: int = 8, size: int = 64) -> np.ndarray:
+    """A smooth moving pattern (codec-friendly), different per seed."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:size, 0:size] / size
+    phase = rng.uniform(0, 6, 3)
+    return np.stack([np.stack([127 + 120 * np.sin(4 * x + 3 * y + p + 0.4 * i) for p in phase], -1)
+                     for i in range(count)]).astype(np.uint8)
+
+
+def make_dataset(folder: Path, scratch: Path) -> Path:
+    """Two samples as the data stage writes them: a text-to-video one (first frame, clip) and one with an edit step
+    (the text-to-image agent's frame, edited, then animated)."""
+    scratch.mkdir(parents=True, exist_ok=True)
+    for i in range(2):
+        clip = frames(i)
+        save_image(_image(clip[0]), scratch / f"first{i}.png")
+        write_video(clip, 7, scratch / f"clip{i}.mp4")
+    save_image(_image(frames(5)[0]), scratch / "edited1.png")
+    write_sample(folder, clip=scratch / "clip0.mp4", task="text_to_video", prompt="a fox", seed=1,
+                 enhanced_prompt="a red fox in fresh snow, morning light", first_frame=scratch / "first0.png",
+                 votes=[{"judge": "metrics:clip", "ranking": [0, 1]}], decision={"by": "judges", "accepted": 0})
+    write_sample(folder, clip=scratch / "clip1.mp4", task="text_to_video", prompt="a lake", seed=2,
+                 enhanced_prompt="a calm lake at dusk", first_frame=scratch / "first1.png",
+                 source_frame=scratch / "first1.png", edited_frame=scratch / "edited1.png",
+                 instruction="make it winter", iteration=0, decision={"by": "alice", "accepted": 2},
+                 judge_notes="the data stage's own field")
+    return folder
+
+
+def _image(pixels: np.ndarray):
+    from PIL import Image
+
+    return Image.fromarray(pixels)
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("dataset")
+    return make_dataset(root / "data", root / "scratch")
+
+
+@pytest.fixture(scope="module")
+def trained(dataset: Path, tmp_path_factory) -> Path:
+    """Adapters from 4 default-setting steps (LoRA, modulation) of the tiny agents."""
+    out = tmp_path_factory.mktemp("trained") / "adapters"
+    train(dataset, out, TrainConfig(**FAST, steps=4))
+    return out
+
+
+def weights(folder: Path) -> dict[str, torch.Tensor]:
+    return {f"{path.parent.name}/{path.name}:{name}": tensor for path in sorted(folder.glob("*/*.safetensors"))
+            for name, tensor in load_file(path).items()}
+
+
+# -- the dataset ----------------------------------------------------------------------------------------------
+
+
+def test_dataset_round_trip_and_hugging_face_loading(dataset: Path, tmp_path: Path):
+    samples = read_dataset(dataset)
+    assert [s.id for s in samples] == ["000001", "000002"]
+    assert samples[0].votes == [{"judge": "metrics:clip", "ranking": [0, 1]}]  # opaque fields kept as written
+    assert samples[1].decision == {"by": "alice", "accepted": 2} and samples[1].judge_notes == "the data stage's own field"
+    assert samples[1].source_frame == samples[1].first_frame  # one file stored once for two fields
+    assert samples[1].clip_start == samples[1].edited_frame and samples[0].clip_start == samples[0].first_frame
+    hf = load_hf_dataset(dataset, cache_dir=tmp_path / "hf")
+    assert hf.num_rows == 2 and {"video", "enhanced_prompt", "edited_frame", "votes"} <= set(hf.column_names)
+    assert Path(hf[1]["video"]["path"]) == dataset / "000002" / "clip.mp4"
+    assert hf[1]["instruction"] == "make it winter" and hf[0]["edited_frame"] is None
+
+
+def test_write_sample_rejects_bad_input_without_writing(dataset: Path, tmp_path: Path):
+    before = (dataset / "metadata.jsonl").read_bytes()
+    with pytest.raises(InputError, match="source_frame, edited_frame and instruction go together"):
+        write_sample(dataset, clip=dataset / "000001/clip.mp4", task="t", prompt="p", seed=0,
+                     first_frame=dataset / "000001/first_frame.png", enhanced_prompt="e",
+                     edited_frame=dataset / "000001/first_frame.png")
+    with pytest.raises(InputError, match="no such file"):
+        write_sample(dataset, clip=tmp_path / "none.mp4", task="t", prompt="p", seed=0,
+                     first_frame=dataset / "000001/first_frame.png", enhanced_prompt="e")
+    assert (dataset / "metadata.jsonl").read_bytes() == before and not (dataset / "000003").exists()
+
+
+def test_a_dataset_with_a_missing_file_is_one_line_and_exit_2(dataset: Path, tmp_path: Path):
+    broken = tmp_path / "broken"
+    shutil.copytree(dataset, broken)
+    (broken / "000002" / "edited_frame.png").unlink()
+    result = CliRunner().invoke(app, ["train", str(broken), "--out", str(tmp_path / "out"), "--preset", "tiny"])
+    assert result.exit_code == 2, result.output
+    errors = [line for line in result.output.splitlines() if "error" in line]
+    assert errors == [f"mora: error: dataset {broken / 'metadata.jsonl'} line 2: edited_frame "
+                      f"000002/edited_frame.png: no such file"]
+    assert "Traceback" not in result.output and not (tmp_path / "out").exists()
+    (broken / "000001" / "clip.mp4").write_bytes(b"not a video")
+    result = CliRunner().invoke(app, ["train", str(broken), "--out", str(tmp_path / "out"), "--preset", "tiny"])
+    assert result.exit_code == 2 and "line 1: file_name 000001/clip.mp4: not a readable video" in result.output
+
+
+# -- what training does -------------------------------------------------------------------------------------
+
+
+def test_thirty_steps_overfit_two_samples(dataset: Path, tmp_path: Path):
+    """Each agent's loss at fixed noise and timesteps (4 draws per sample) falls below half of what it was.
+
+    Full fine-tuning at lr 1e-3: LoRA on these random miniatures (one attention block per UNet) has too little
+    capacity to memorise two samples in 30 steps (it moves the loss by a few percent)."""
+    config = TrainConfig(**FAST, full=True, steps=30, lr=1e-3, lr_modulation=1e-3, checkpoint_every=30)
+    before = validation_loss(dataset, config, seed=7, repeats=4)
+    result = train(dataset, tmp_path / "out", config)
+    after = validation_loss(dataset, config, adapters=result.out_dir, seed=7, repeats=4)
+    assert set(before) == set(after) == set(AGENTS)
+    for agent in AGENTS:
+        assert after[agent] < 0.5 * before[agent], (agent, before[agent], after[agent])
+    assert [entry["step"] for entry in result.losses] == list(range(1, 31))
+
+
+def test_alpha_scales_each_agents_rate_and_z_learns(dataset: Path):
+    """After a step, agent i's weights learn at lr * ||z_i|| / n, with z_i updated by its own (non-zero) gradient."""
+    config = TrainConfig(**FAST)
+    samples = read_dataset(dataset)
+    agents = build_agents(config, samples, dataset, torch.device("cpu"), torch.float32)
+    optimizer = torch.optim.AdamW(param_groups(agents, config))
+    initial = {a.name: a.modulation.z.detach().clone() for a in agents}
+    for agent in agents:
+        agent([0, 1]).backward()
+        assert agent.modulation.z.grad is not None and agent.modulation.z.grad.abs().sum() > 0
+    optimizer.step()
+    set_modulated_rates(optimizer, agents, config.lr)
+    rates = {group["agent"]: group["lr"] for group in optimizer.param_groups}
+    for agent in agents:
+        z = agent.modulation.z.detach()
+        assert not torch.equal(z, initial[agent.name])
+        assert rates[agent.name] == pytest.approx(config.lr * z.norm().item() / len(AGENTS), rel=1e-6)
+        assert rates[agent.name + ".z"] == config.lr_modulation
+
+
+def test_the_modulation_token_lengthens_the_conditioning_by_one(dataset: Path):
+    samples = read_dataset(dataset)
+    for modulation in (True, False):
+        agents = build_agents(TrainConfig(**FAST, modulation=modulation, agents=["text_to_image", "image_to_video"]),
+                              samples, dataset, torch.device("cpu"), torch.float32)
+        for agent in agents:
+            seen = []
+            agent.unet.register_forward_hook(lambda m, args, kwargs, out: seen.append(kwargs["encoder_hidden_states"].shape[1]),
+                                             with_kwargs=True)
+            with torch.no_grad():
+                agent([0])
+            assert seen == [agent.cache["embeds"].shape[1] + modulation]
+            assert (agent.modulation is not None) == modulation
+
+
+def test_the_24gb_profile_trains_the_same_weights(dataset: Path, tmp_path: Path):
+    """One sample at a time (the 24gb profile's micro-batches) gives the batch's gradient: the same weights as the
+    resident profile within float rounding (2e-6)."""
+    config = TrainConfig(**FAST, steps=2)
+    resident = train(dataset, tmp_path / "resident", config)
+    offloaded = train(dataset, tmp_path / "24gb", config.model_copy(update={"memory_profile": "24gb"}))
+    for name, tensor in weights(resident.out_dir).items():
+        torch.testing.assert_close(weights(offloaded.out_dir)[name], tensor, rtol=0, atol=2e-6, msg=name)
+    for a, b in zip(resident.losses, offloaded.losses):
+        assert a == pytest.approx(b, rel=1e-5)
+
+
+def test_killed_training_resumes_to_the_same_weights(dataset: Path, tmp_path: Path):
+    """SIGKILL after the checkpoint of step 3 (mid-epoch), then --resume: the final weights equal an uninterrupted
+    run's within 1e-6 (CPU, one thread, deterministic), and so do the per-step losses."""
+    options = ["--preset", "tiny", "--device", "cpu", "--frames", "4", "--resolution", "32x32", "--batch-size", "1",
+               "--steps", "9", "--checkpoint-every", "3", "--seed", "5"]
+    out = tmp_path / "killed"
+    process = subprocess.Popen([sys.executable, "-m", "mora_agents", "train", str(dataset), "--out", str(out), *options],
+                               env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 240
+    while not (out / "checkpoints" / "step-000003").is_dir():
+        assert process.poll() is None and time.monotonic() < deadline, "training ended or stalled before step 3"
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not (out / "card.json").exists()
+    result = CliRunner().invoke(app, ["train", "--resume", str(out)])
+    assert result.exit_code == 0, result.output
+    reference = train(dataset, tmp_path / "reference", TrainConfig(**{**FAST, "batch_size": 1}, steps=9,
+                                                                   checkpoint_every=3, seed=5))
+    resumed, expected = weights(out), weights(reference.out_dir)
+    assert resumed.keys() == expected.keys()
+    for name, tensor in expected.items():
+        torch.testing.assert_close(resumed[name], tensor, rtol=0, atol=1e-6, msg=name)
+    card = json.loads((out / "card.json").read_text())
+    assert [e["step"] for e in card["losses"]] == list(range(1, 10)) and not (out / "checkpoints").exists()
+    for got, want in zip(card["losses"], reference.losses):
+        assert got == pytest.approx(want, abs=1e-6)
+
+
+def test_accelerate_launch_trains_on_two_cpu_processes(dataset: Path, tmp_path: Path):
+    """DDP on CPU (gloo): `accelerate launch --multi_gpu --num_processes 2` with `--device cpu` (`--cpu` alone would
+    start one process: accelerate runs several CPU processes only under MPI)."""
+    out = tmp_path / "ddp"
+    with socket.socket() as probe:  # a free port for the processes' rendezvous
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+               "--main_process_port", str(port),
+               "-m", "mora_agents", "train", str(dataset), "--out", str(out), "--preset", "tiny", "--device", "cpu",
+               "--steps", "2", "--batch-size", "1", "--frames", "4", "--resolution", "32x32",
+               "--agents", "image_to_image,image_to_video"]
+    done = subprocess.run(command, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    card = json.loads((out / "card.json").read_text())
+    assert card["environment"]["processes"] == 2 and [e["step"] for e in card["losses"]] == [1, 2]
+    assert set(card["agents"]) == {"image_to_image", "image_to_video"}
+
+
+# -- using what was trained ---------------------------------------------------------------------------------
+
+
+def test_the_card_describes_the_training(trained: Path, dataset: Path):
+    card = json.loads((trained / "card.json").read_text())
+    assert card["preset"] == "tiny" and set(card["agents"]) == set(AGENTS) and card["lora"]["rank"] == 16
+    assert card["dataset"]["sha256"] and card["dataset"]["per_agent"] == {
+        "text_to_image": 2, "image_to_image": 1, "image_to_video": 2}
+    assert card["hyperparameters"]["lr"] == 1e-5 and card["hyperparameters"]["ema_decay"] == 0.999
+    for relative, sha in card["files"].items():
+        assert sha256_file(trained / relative) == sha
+    for agent, token in card["modulation"].items():
+        z = load_file(trained / agent / "modulation.safetensors")["z"]
+        assert token["norm"] == pytest.approx(z.norm().item(), rel=1e-5)
+    assert "| text_to_image |" in (trained / "card.md").read_text()
+
+
+def _run(out: Path, adapters: Path | None):
+    options = RunOptions(preset="tiny", device="cpu", out=out, seed=3, adapters=adapters,
+                         overrides={"image_to_video": {"frames": 6}})
+    return asyncio.run(run_request("a red fox in the snow", duration=1, options=options))
+
+
+def test_a_run_with_adapters_differs_and_records_them(trained: Path, tmp_path: Path):
+    plain, tuned = _run(tmp_path / "plain", None), _run(tmp_path / "tuned", trained)
+    assert sha256_file(plain.result) != sha256_file(tuned.result)
+    assert not np.array_equal(read_video(plain.result)[0], read_video(tuned.result)[0])
+    info = json.loads((tuned.run_dir / "run.json").read_text())
+    assert info["adapters"] == str(trained) and info["adapters_sha256"] == card_sha256(trained)
+    note = read_transcript(tuned.run_dir / "transcript.jsonl")[0]
+    assert note.type == "Adapters" and str(trained) in note.message["text"] and card_sha256(trained) in note.message["text"]
+
+
+def test_mismatched_or_missing_adapters_stop_before_a_run_exists(trained: Path, tmp_path: Path):
+    runs = tmp_path / "runs"
+    result = CliRunner().invoke(app, ["run", "a fox", "--preset", "full", "--adapters", str(trained), "--out", str(runs)])
+    assert result.exit_code == 2 and "trained on preset 'tiny', but this runs preset 'full'" in result.output
+    result = CliRunner().invoke(app, ["run", "a fox", "--preset", "tiny", "--adapters", str(tmp_path / "none"),
+                                      "--out", str(runs)])
+    assert result.exit_code == 2 and "no such folder" in result.output
+    other = tmp_path / "other-base"
+    shutil.copytree(trained, other)
+    card = json.loads((other / "card.json").read_text())
+    card["agents"]["image_to_video"]["source"] = "someone/another-svd"
+    (other / "card.json").write_text(json.dumps(card))
+    result = CliRunner().invoke(app, ["run", "a fox", "--preset", "tiny", "--adapters", str(other), "--out", str(runs)])
+    assert result.exit_code == 2 and "was trained on someone/another-svd" in result.output
+    assert not runs.exists()
+
+
+def test_bench_training_smoke_runs_and_counts(tmp_path: Path):
+    """`mora bench --training` at size tiny on the CPU: every row trains (timings meaningless) and is counted."""
+    out = tmp_path / "bench.json"
+    result = CliRunner().invoke(app, ["bench", "--training", "--size", "tiny", "--device", "cpu", "--workloads",
+                                      "image_to_image", "--repeats", "1", "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    rows = json.loads(out.read_text())["rows"]
+    assert [(r["mode"], r["profile"]) for r in rows] == [("lora", "resident"), ("full", "resident")]
+    from mora_agents.models.tiny import instruct_pix2pix
+
+    unet = sum(p.numel() for p in instruct_pix2pix().unet.parameters())
+    lora, full = rows[0], rows[1]
+    assert full["trainable"] == unet + 32 and full["parameters"] == unet + 32  # the UNet and z (width 32)
+    assert 32 < lora["trainable"] < unet and lora["parameters"] == unet + lora["trainable"]
+    assert full["optimizer_gib"] == pytest.approx(2 * full["gradients_gib"]) and full["ema_gib"] == full["gradients_gib"]
+    assert all(r["step_s"] > 0 and r["tflop_per_step"] > 0 for r in rows)
+    assert full["tflop_per_step"] > lora["tflop_per_step"]  # LoRA computes no gradient of the frozen weights
+
+
+def test_a_tool_parameter_names_adapters_for_one_step(trained: Path, tiny):
+    """SOP steps (and `--set`) name adapters through the tools' `adapters` parameter; unset, the settings' apply."""
+    from mora_agents.tools import edit_image, text_to_image
+
+    plain = text_to_image("a red fox", seed=4)
+    tuned = text_to_image("a red fox", seed=4, adapters=str(trained))
+    assert plain.sha256 != tuned.sha256
+    assert edit_image(plain.path, "make it winter", seed=5).sha256 != edit_image(
+        plain.path, "make it winter", seed=5, adapters=str(trained)).sha256
+    with pytest.raises(InputError, match="no such folder"):
+        text_to_image("a red fox", seed=4, adapters=str(trained.parent / "missing"))
+
+
+def test_chat_checks_its_adapters_before_starting(tmp_path: Path):
+    result = CliRunner().invoke(app, ["chat", "--preset", "tiny", "--adapters", str(tmp_path / "none")], input="/quit\n")
+    assert result.exit_code == 2 and "no such folder" in result.output
+
+
+def test_the_next_iteration_starts_from_the_previous_adapters(trained: Path, dataset: Path, tmp_path: Path):
+    """`init_adapters` (the loop's iteration n + 1) starts from iteration n's weights and tokens: at a learning rate
+    of 1e-12 one step leaves them as they were; the card names its parent and iteration."""
+    config = TrainConfig(**FAST, steps=1, lr=1e-12, lr_modulation=1e-12, iteration=1, init_adapters=trained)
+    result = train(dataset, tmp_path / "next", config)
+    for name, tensor in weights(trained).items():
+        torch.testing.assert_close(weights(result.out_dir)[name], tensor, rtol=0, atol=1e-6, msg=name)
+    card = json.loads((result.out_dir / "card.json").read_text())
+    assert card["parent"] == {"path": str(trained), "sha256": card_sha256(trained)} and card["iteration"] == 1
+    with pytest.raises(InputError, match="was trained with other settings"):
+        train(dataset, tmp_path / "other", config.model_copy(update={"full": True}))
+    assert not (tmp_path / "other").exists()
