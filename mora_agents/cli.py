@@ -370,6 +370,7 @@ def serve(
     max_image_mb: Annotated[float, typer.Option(min=0, help="Size limit of an uploaded image, in MB.")] = 50,
     max_video_mb: Annotated[float, typer.Option(min=0, help="Size limit of an uploaded video, in MB.")] = 2048,
     memory_profile: Annotated[str, typer.Option(help="resident: models stay on the GPU; 24gb: offloaded between uses to fit a 24 GB GPU.")] = "resident",
+    adapters: Annotated[Optional[Path], typer.Option(help="A `mora train` output: every run uses the agents it fine-tuned.")] = None,
 ) -> None:
     """Serve the web page and the HTTP API (docs at /docs): chat, review, SOP editor, runs; one run at a time."""
     from mora_agents.runs.runner import RunOptions
@@ -378,13 +379,13 @@ def serve(
         from mora_agents.serve import ServeConfig, serve as run_server
     except ImportError as e:
         raise fail(f"mora serve needs {e.name}: pip install 'mora-agents[serve]'", 2) from None
-    options = RunOptions(preset=preset, device=device, out=out_dir, sops_dir=sops, memory_profile=memory_profile)
+    options = RunOptions(preset=preset, device=device, out=out_dir, sops_dir=sops, memory_profile=memory_profile,
+                         adapters=adapters)
     config = ServeConfig(options, token=token, max_image_bytes=int(max_image_mb * 2**20),
                          max_video_bytes=int(max_video_mb * 2**20))
     try:
         check_preset(preset)
-        _noise_warning(preset)
-        run_server(config, host, port)
+        run_server(config, host, port, on_start=lambda: _noise_warning(preset))
     except InputError as e:
         raise fail(str(e), 2) from None
 

@@ -333,3 +333,13 @@ def test_a_damaged_run_directory_is_listed_as_damaged_and_never_breaks_the_list(
         assert "run.json: damaged" in listed["error"] and not listed["resumable"]
         one = local.get("/api/runs/20260101-000000-broken")
         assert one.status_code == 400 and "run.json: damaged" in one.json()["detail"]
+
+
+def test_serve_checks_its_run_options_before_serving(tmp_path: Path) -> None:
+    for args, message in ((["--adapters", str(tmp_path / "nowhere")], "nowhere"),
+                          (["--memory-profile", "8gb"], "--memory-profile 8gb: unknown"),
+                          (["--out", str(tmp_path / "missing" / "runs")], "does not exist")):
+        refused = CliRunner().invoke(app, ["serve", "--preset", "tiny", "--sops", str(tmp_path / "sops"),
+                                           "--out", str(tmp_path / "runs"), *args])
+        assert refused.exit_code == 2 and message in refused.stderr, (args, refused.output)
+        assert len(refused.stderr.splitlines()) == 1

@@ -288,6 +288,7 @@ def create_app(config: ServeConfig) -> FastAPI:
     @app.get("/api/info", summary="The server's settings")
     def server_info() -> dict[str, Any]:
         return {"preset": options.preset, "device": options.device, "noise": options.preset == "tiny",
+                "adapters": str(options.adapters) if options.adapters else None,
                 "out": str(out), "sops": str(user_sops), "max_image_bytes": config.max_image_bytes,
                 "max_video_bytes": config.max_video_bytes}
 
