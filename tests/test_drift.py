@@ -119,3 +119,27 @@ def test_a_60s_chain_drifts_without_the_options_and_not_with_them(tmp_path: Path
     for before, after in zip(segments, segments[1:]):
         assert np.abs(before[-1].astype(int) - after[0].astype(int)).mean() < 3.0
     assert all(row["to_previous"]["color"] < 1.0 and abs(row["to_previous"]["sharpness"] - 1) < 0.1 for row in fixed[1:])
+
+
+def test_mora_eval_shows_a_runs_drift_over_time(tmp_path: Path) -> None:
+    from conftest import make_video
+    from typer.testing import CliRunner
+
+    from mora_agents.cli import app
+
+    run = tmp_path / "run"
+    run.mkdir()
+    make_video(run / "result.mp4", frames=12)
+    (run / "plan.json").write_text(json.dumps({"task": "text_to_video", "inputs": {"prompt": "a fox"}}))
+    rows = [{"segment": k + 1, "start": 4.0 * k, "to_first": {"color": 3.0 * k, "sharpness": 1 - 0.2 * k},
+             "to_previous": None if k == 0 else {"color": 0.4, "sharpness": 1.0}} for k in range(4)]
+    (run / "run.json").write_text(json.dumps({"status": "finished", "drift": {"segments": rows}}))
+    out, chart = tmp_path / "eval.json", tmp_path / "chart.png"
+    result = CliRunner().invoke(app, ["eval", str(run), "--metrics", "subject_consistency", "--json", str(out),
+                                      "--chart", str(chart)], env={"COLUMNS": "160"})
+    assert result.exit_code == 0, result.output
+    assert "drift of segments" in result.output and "colour shift" in result.output
+    curves = result.output.replace(" ", "")
+    assert "over12s:colourshift▁▃▆█(0.0->9.0),sharpness█▇▅▄(1.00->0.40)" in curves  # drifting: up, and down
+    assert json.loads(out.read_text())["videos"][0]["drift"] == {"segments": rows}
+    assert (tmp_path / "chart-drift.png").stat().st_size > 0

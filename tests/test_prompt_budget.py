@@ -77,7 +77,7 @@ def test_a_prompt_cut_anyway_is_recorded(tmp_path: Path, monkeypatch) -> None:
 
 def test_the_offline_prompt_agent_writes_within_the_budget(tmp_path: Path) -> None:
     options = RunOptions(preset="tiny", device="cpu", out=tmp_path, seed=5)
-    run_dir = asyncio.run(run_request("a red fox running through snow at sunset", options=options)).run_dir
+    run_dir = asyncio.run(run_request("a red fox running through snow at sunset", duration=3, options=options)).run_dir
     results = _results(run_dir)
     with use_settings(preset="tiny"):
         assert prompt_tokens("text_to_image", "sdxl", results["enhance"].output) <= 77
