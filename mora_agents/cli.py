@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Optional
 
@@ -20,6 +21,8 @@ from mora_agents.eval.cli import eval_command
 from mora_agents.ui.terminal import TerminalUI
 
 if TYPE_CHECKING:
+    from mora_agents.data.loop import LoopConfig
+    from mora_agents.data.select import SelectionResult
     from mora_agents.runs.review import Reviewer
     from mora_agents.runs.runner import RunOutcome
 
@@ -367,7 +370,20 @@ def train_command(
         out.print(str(result.out_dir))
 
 
-def _train_loop(prompts: Path, out_dir: Path, config: Any, preset: str, device: str, memory_profile: str,
+@contextmanager
+def _errors(interrupted: str) -> Iterator[None]:
+    """Bad input: one line, exit code 2; a failure during work: one line, exit code 1; Ctrl-C: `interrupted`, 130."""
+    try:
+        yield
+    except InputError as e:
+        raise fail(str(e), 2) from None
+    except MoraError as e:
+        raise fail(str(e), 1) from None
+    except KeyboardInterrupt:
+        raise fail(interrupted, 130) from None
+
+
+def _train_loop(prompts: Path, out_dir: Path, config: LoopConfig, preset: str, device: str, memory_profile: str,
                 sops: Path | None, eval_prompts: Path | None, judge: list[str], judges: Path | None, name: str,
                 ray: str | None) -> None:
     """`mora train --iterations N`: the data-free loop with the terminal's progress and review."""
@@ -376,19 +392,13 @@ def _train_loop(prompts: Path, out_dir: Path, config: Any, preset: str, device: 
     from mora_agents.runs.runner import RunOptions
     from mora_agents.ui.data import LoopDisplay, TerminalSetReview
 
-    try:
+    with _errors(f"interrupted; the same command continues the loop in {out_dir}"):
         check_preset(preset)
         seeds, held = read_seeds(prompts), read_seeds(eval_prompts) if eval_prompts else None
         options = RunOptions(preset=preset, device=device, sops_dir=sops, memory_profile=memory_profile)
         _noise_warning(preset)
         result = run_loop(seeds, out_dir, config, options, eval_seeds=held, judges=judge_specs(judge, judges),
                           reviewer=TerminalSetReview(console, name), ray=ray, ui=LoopDisplay(console))
-    except InputError as e:
-        raise fail(str(e), 2) from None
-    except MoraError as e:
-        raise fail(str(e), 1) from None
-    except KeyboardInterrupt:
-        raise fail(f"interrupted; the same command continues the loop in {out_dir}", 130) from None
     report = result.report.get("markdown")
     console.print(f"[green]done:[/] {config.iterations} iteration(s) in {result.out}"
                   + (f"; held-out metrics in {report}" if report else ""))
@@ -418,7 +428,7 @@ def data_make(
     from mora_agents.inputs import parse_sets
     from mora_agents.runs.runner import RunOptions
 
-    try:
+    with _errors(f"interrupted; the same command continues in {out_dir}"):
         check_preset(preset)
         config = MakeConfig(task=task, count=count, candidates=candidates, duration=duration, seed=seed,
                             overrides=parse_sets(set_))
@@ -428,12 +438,6 @@ def data_make(
         _noise_warning(preset)
         with BatchDisplay(console) as display:
             made = make_data(seeds, out_dir, config, options, ray=ray, on_update=display.update)
-    except InputError as e:
-        raise fail(str(e), 2) from None
-    except MoraError as e:
-        raise fail(str(e), 1) from None
-    except KeyboardInterrupt:
-        raise fail(f"interrupted; the same command continues in {out_dir}", 130) from None
     if made.failed:
         raise fail(f"{len(made.failed)} of {len(made.results)} candidates did not finish (see "
                    f"{out_dir / 'runs' / 'summary.jsonl'}); the same command runs them again", 1)
@@ -457,21 +461,15 @@ def data_select(
     from mora_agents.data import judge_specs, read_sets, select
     from mora_agents.ui.data import TerminalSetReview, selection_table
 
-    try:
+    with _errors(f"interrupted; the same command continues (judged sets are kept in {data})"):
         specs = judge_specs(judge, judges)
         result = select(data, specs, reviewer=TerminalSetReview(console, name) if review else None,
                         no_human=no_human, frames=judge_frames, seed=seed,
                         on_set=lambda r: console.print(f"[dim]{r.id}: {r.status}[/]"))
-    except InputError as e:
-        raise fail(str(e), 2) from None
-    except MoraError as e:
-        raise fail(str(e), 1) from None
-    except KeyboardInterrupt:
-        raise fail(f"interrupted; the same command continues (judged sets are kept in {data})", 130) from None
     _selection_done(data, result, selection_table(result.log, read_sets(data)))
 
 
-def _selection_done(data: Path, result: Any, table: Table) -> None:
+def _selection_done(data: Path, result: SelectionResult, table: Table) -> None:
     out.print(table)
     counts = result.count()
     console.print(f"[green]{counts['accepted']} accepted[/], {counts['discarded']} discarded; dataset: {result.dataset}")
@@ -488,14 +486,8 @@ def data_review(
     from mora_agents.data import read_sets, review
     from mora_agents.ui.data import TerminalSetReview, selection_table
 
-    try:
+    with _errors("interrupted; the decisions made so far are kept"):
         result = review(data, TerminalSetReview(console, name))
-    except InputError as e:
-        raise fail(str(e), 2) from None
-    except MoraError as e:
-        raise fail(str(e), 1) from None
-    except KeyboardInterrupt:
-        raise fail("interrupted; the decisions made so far are kept", 130) from None
     _selection_done(data, result, selection_table(result.log, read_sets(data)))
 
 

@@ -288,7 +288,7 @@ def test_bad_input_is_one_line_and_writes_nothing(made: SimpleNamespace, tmp_pat
     _error([*make, str(made.seeds), "--candidates", "1"], 2, "--candidates 1: from 2 to 16")
     assert not out.exists()
     _error(["data", "make", "--prompts", str(made.seeds), "--out", str(made.data), "--count", "3", *FAST_RUNS], 2,
-           "was made with other settings (count: 2, now 3)")
+           "was started with other settings (count: 2, now 3)")
 
     _error(["data", "select", str(made.data), "--judge", "metric:beauty"], 2, "unknown metric 'beauty'")
     _error(["data", "select", str(made.data), "--judge", "gpt-4o", "--judge", "metric:imaging_quality"], 2,
@@ -352,4 +352,4 @@ def test_two_iterations_of_the_loop_resume_and_plot_the_held_out_metrics(tmp_pat
     assert again.exit_code == 0, again.output
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
     changed = CliRunner().invoke(app, [*command, "--count", "2"])
-    assert changed.exit_code == 2 and "was started with other settings (make differs)" in changed.output
+    assert changed.exit_code == 2 and "was started with other settings (make: differs)" in changed.output

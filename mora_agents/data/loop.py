@@ -26,7 +26,7 @@ from typing import Any
 from mora_agents.batch import BatchRequest, run_batch
 from mora_agents.batch.engine import Notify
 from mora_agents.data.judges import JudgeSpec
-from mora_agents.data.make import MakeConfig, check_inputs, make_data
+from mora_agents.data.make import MakeConfig, check_inputs, check_settings, make_data
 from mora_agents.data.report import summarise, write_report
 from mora_agents.data.seeds import Seed
 from mora_agents.data.select import Reviewer, read_log, select
@@ -97,18 +97,6 @@ def split_seeds(seeds: Sequence[Seed], share: float, seed: int) -> tuple[list[Se
 
 def _texts(seeds: Sequence[Seed]) -> list[dict[str, Any]]:
     return [{"text": s.text, "images": [str(p) for p in s.images], "videos": [str(p) for p in s.videos]} for s in seeds]
-
-
-def _check_record(out: Path, record: dict[str, Any]) -> None:
-    path = out / LOOP
-    if path.is_file():
-        old = json.loads(path.read_text(encoding="utf-8"))
-        changed = next((key for key in record if old.get(key) != record[key]), None)
-        if changed is not None:
-            raise InputError(f"--out {out}: the loop there was started with other settings ({changed} differs); use "
-                             "the same ones to continue it, or a new folder")
-    elif out.is_dir() and any(out.iterdir()):
-        raise InputError(f"--out {out}: not empty and holds no {LOOP}; choose a new folder")
 
 
 class _Loop:
@@ -224,7 +212,7 @@ def run_loop(seeds: Sequence[Seed], out: Path, config: LoopConfig, options: RunO
                                                                      "memory_profile"}),
               "no_human": config.no_human, "frames": config.frames, "eval_metrics": config.eval_metrics,
               "preset": options.preset, "sops_dir": str(options.sops_dir or "")}
-    _check_record(out, record)
+    check_settings(out / LOOP, record, "`mora train --iterations`")
     loop = _Loop(out, config, options, train_seeds, heldout, judges, reviewer, ray, ui)
     if not (out / LOOP).is_file():
         with atomic_path(out / LOOP) as tmp:

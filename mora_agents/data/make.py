@@ -121,16 +121,24 @@ def check_inputs(seeds: Sequence[Seed], config: MakeConfig, options: RunOptions)
 def check_make(seeds: Sequence[Seed], data_dir: Path, config: MakeConfig, options: RunOptions) -> dict[str, Any]:
     """Everything about a make that can be checked before work (InputError); returns its record for make.json."""
     record = check_inputs(seeds, config, replace(options, out=data_dir))
-    path = data_dir / MAKE
+    check_settings(data_dir / MAKE, record, "`mora data make`")
+    return record
+
+
+def check_settings(path: Path, record: dict[str, Any], maker: str) -> None:
+    """A rerun's settings against those recorded in `path` (InputError naming the first that differs); a folder
+    without that file must be empty, since it belongs to something else."""
+    folder = path.parent
     if path.is_file():
         old = json.loads(path.read_text(encoding="utf-8"))
         changed = next((key for key in record if old.get(key) != record[key]), None)
         if changed is not None:
-            raise InputError(f"--out {data_dir}: was made with other settings ({changed}: {old.get(changed)!r}, now "
-                             f"{record[changed]!r}); use the same ones to continue, or a new folder")
-    elif data_dir.is_dir() and any(data_dir.iterdir()):
-        raise InputError(f"--out {data_dir}: not empty and not made by `mora data make`; choose a new folder")
-    return record
+            values = f"{old.get(changed)!r}, now {record[changed]!r}"
+            raise InputError(f"--out {folder}: was started with other settings ({changed}: "
+                             f"{values if len(values) <= 100 else 'differs'}); use the same ones to continue, or a "
+                             "new folder")
+    elif folder.is_dir() and any(folder.iterdir()):
+        raise InputError(f"--out {folder}: not empty and not made by {maker}; choose a new folder")
 
 
 def _write_json(path: Path, data: Any) -> None:

@@ -30,13 +30,22 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from mora_agents.data.judges import CRITERIA, JudgeSpec, Showing, Vote, build_judges, describe_judges, judge_specs
+from mora_agents.data.judges import (
+    CRITERIA,
+    Judge,
+    JudgeSpec,
+    Showing,
+    Vote,
+    build_judges,
+    describe_judges,
+    judge_specs,
+)
 from mora_agents.data.make import MAKE
 from mora_agents.data.sets import Candidate, CandidateSet, read_sets, sample_frames
 from mora_agents.errors import InputError, MoraError
 from mora_agents.media import atomic_path
 from mora_agents.train import write_sample
-from mora_agents.train.dataset import METADATA
+from mora_agents.train.dataset import IMAGE_FIELDS, METADATA
 
 SELECTION, DATASET = "selection.json", "dataset"
 SKIP = "skip"
@@ -182,9 +191,8 @@ def _check_files(data_dir: Path, sets: Sequence[CandidateSet]) -> None:
     for cset in sets:
         for candidate in cset.finished():
             assert candidate.intermediates is not None and candidate.video is not None
-            named = {"video": candidate.video, **{k: v for k, v in candidate.intermediates.model_dump().items()
-                                                  if k in ("clip", "first_frame", "source_frame", "edited_frame",
-                                                           "start_frame") and v}}
+            made = candidate.intermediates.model_dump()
+            named = {"video": candidate.video, "clip": made["clip"], **{k: made[k] for k in IMAGE_FIELDS if made[k]}}
             for field_name, relative in named.items():
                 if not (data_dir / relative).is_file():
                     raise InputError(f"{data_dir}: set {cset.id} candidate {candidate.number}: {field_name} "
@@ -206,9 +214,9 @@ def _draw(seed: int, set_id: str, specs: Sequence[JudgeSpec]) -> dict[str, int |
     return {"seed": draw_seed, "criteria": {spec.label: rng.randint(1, len(CRITERIA)) for spec in specs}}
 
 
-def _judge(data_dir: Path, cset: CandidateSet, specs: Sequence[JudgeSpec], frames: int, seed: int) -> SetRecord:
+def _judge(data_dir: Path, cset: CandidateSet, judges: Sequence[Judge], frames: int, seed: int) -> SetRecord:
     finished = cset.finished()
-    draw = _draw(seed, cset.id, specs)
+    draw = _draw(seed, cset.id, [judge.spec for judge in judges])
     record = SetRecord(id=cset.id, candidates=[c.number for c in finished], frames=frames, draw=draw,
                        excluded={str(c.number): c.error or c.status for c in cset.candidates if not c.finished})
     if len(finished) < 2:
@@ -221,7 +229,6 @@ def _judge(data_dir: Path, cset: CandidateSet, specs: Sequence[JudgeSpec], frame
     showing = Showing(prompt, videos, {n: sample_frames(path, frames) for n, path in videos.items()}, own)
     criteria = draw["criteria"]
     assert isinstance(criteria, dict)
-    judges = build_judges(specs)
     with ThreadPoolExecutor(len(judges)) as pool:
         record.votes = list(pool.map(lambda judge: judge.rank(showing, criteria[judge.spec.label]), judges))
     tops = {vote.judge: vote.top for vote in record.votes if vote.top is not None}
@@ -277,20 +284,15 @@ def _write(data_dir: Path, cset: CandidateSet, record: SetRecord, iteration: int
         return existing
     assert record.decision is not None
     candidate = next(c for c in cset.candidates if c.number == record.decision.candidate)
-    made = candidate.intermediates
-    assert made is not None
-
-    def path(relative: str | None) -> Path | None:
-        return data_dir / relative if relative else None
-
+    assert candidate.intermediates is not None
+    made = candidate.intermediates.model_dump(exclude={"clip"})
+    media = {name: data_dir / made.pop(name) for name in IMAGE_FIELDS if made[name]}
     sample = write_sample(
-        dataset, clip=data_dir / made.clip, task=cset.task, prompt=cset.prompt, seed=candidate.seed,
-        enhanced_prompt=made.enhanced_prompt, first_frame=path(made.first_frame), source_frame=path(made.source_frame),
-        edited_frame=path(made.edited_frame), instruction=made.instruction, start_frame=path(made.start_frame),
-        fps=made.fps, motion_bucket_id=made.motion_bucket_id, noise_aug_strength=made.noise_aug_strength,
-        iteration=iteration, votes=[vote.model_dump(mode="json") for vote in record.votes],
-        decision=record.decision.model_dump(mode="json"), criteria=record.draw,
-        run_dir=os.path.relpath(data_dir / candidate.run_dir, dataset), set=cset.id, candidate=candidate.number)
+        dataset, clip=data_dir / candidate.intermediates.clip, task=cset.task, prompt=cset.prompt, seed=candidate.seed,
+        **{k: v for k, v in made.items() if v is not None}, **media, iteration=iteration,
+        votes=[vote.model_dump(mode="json") for vote in record.votes], decision=record.decision.model_dump(mode="json"),
+        criteria=record.draw, run_dir=os.path.relpath(data_dir / candidate.run_dir, dataset), set=cset.id,
+        candidate=candidate.number)
     return sample.id
 
 
@@ -333,14 +335,15 @@ def _run(data_dir: Path, specs: Sequence[JudgeSpec] | None, reviewer: Reviewer |
     _check_files(data_dir, sets)
     iteration = _made(data_dir)["iteration"]
     log = read_log(data_dir)
+    judges = build_judges(specs) if specs is not None else None
     if specs is not None:
         log.judges = log.judges or describe_judges(specs)
     notify = on_set or (lambda record: None)
     try:
         for cset in sets:
             record = log.sets.get(cset.id)
-            if record is None and specs is not None:
-                record = log.sets[cset.id] = _judge(data_dir, cset, specs, frames, seed)
+            if record is None and judges is not None:
+                record = log.sets[cset.id] = _judge(data_dir, cset, judges, frames, seed)
                 _save(data_dir, log)
                 notify(record)
             if record is None:

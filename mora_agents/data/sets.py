@@ -19,25 +19,16 @@ from mora_agents.media import atomic_path, read_video
 from mora_agents.runs.transcript import read_transcript
 from mora_agents.sop.messages import StepResult
 from mora_agents.tools.defaults import DEFAULTS
+from mora_agents.train.dataset import Intermediates
 
 SETS = "sets.json"
 
 
-class Intermediates(BaseModel):
-    """What the trainable agents made in a candidate's run (fields as `mora_agents.train.Sample`'s)."""
+class Made(Intermediates):
+    """What the trainable agents made in a candidate's run, paths relative to the data folder."""
 
     clip: str
     """The image-to-video agent's first clip (its first segment)."""
-    enhanced_prompt: str | None = None
-    first_frame: str | None = None
-    source_frame: str | None = None
-    edited_frame: str | None = None
-    instruction: str | None = None
-    start_frame: str | None = None
-    """The clip's start image when it is neither the edited nor the first frame (e.g. a video's last frame)."""
-    fps: float | None = None
-    motion_bucket_id: int
-    noise_aug_strength: float
 
 
 class Candidate(BaseModel):
@@ -49,7 +40,7 @@ class Candidate(BaseModel):
     error: str | None = None
     video: str | None = None
     """The run's result.mp4, once finished: what judges and people see."""
-    intermediates: Intermediates | None = None
+    intermediates: Made | None = None
 
     @property
     def finished(self) -> bool:
@@ -78,7 +69,7 @@ def _relative(path: str, run_dir: Path) -> Path:
     return run_dir / Path(*Path(path).parts[-2:])
 
 
-def intermediates(run_dir: Path, data_dir: Path, preset: str) -> Intermediates:
+def intermediates(run_dir: Path, data_dir: Path, preset: str) -> Made:
     """A finished run's intermediates from its transcript's step results (the last take of each step).
 
     Raises InputError when the run has no image-to-video step (nothing to train the agents on).
@@ -112,7 +103,7 @@ def intermediates(run_dir: Path, data_dir: Path, preset: str) -> Intermediates:
     paths = {name: str(Path(value).relative_to(data_dir)) if isinstance(value, Path) else value
              for name, value in found.items()}
     assert not isinstance(video.output, str)
-    return Intermediates(clip=str(output(video).relative_to(data_dir)), fps=video.output.fps, **paths,
+    return Made(clip=str(output(video).relative_to(data_dir)), fps=video.output.fps, **paths,
                          **{name: defaults[name] if video.arguments.get(name) is None else video.arguments[name]
                             for name in ("motion_bucket_id", "noise_aug_strength")})
 
