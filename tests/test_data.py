@@ -10,6 +10,7 @@ import io
 import json
 import shutil
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -30,13 +31,14 @@ from mora_agents.data import (
     scripted_choices,
     select,
 )
+from mora_agents.data.loop import LoopConfig, LoopUI, run_loop, split_seeds
 from mora_agents.data.writer import normal, write_prompts
 from mora_agents.errors import InputError, MoraError
 from mora_agents.llm import client_from_env
 from mora_agents.llm.offline import OfflineChatCompletionClient
 from mora_agents.media import read_video
 from mora_agents.runs.runner import RunOptions
-from mora_agents.train import load_hf_dataset, read_dataset
+from mora_agents.train import TrainConfig, load_hf_dataset, read_dataset
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 SEEDS = "a red fox running through snow\n# a comment\n\na lighthouse in a storm\na paper boat on a pond\n"
@@ -312,32 +314,52 @@ def test_bad_input_is_one_line_and_writes_nothing(made: SimpleNamespace, tmp_pat
             "--preset", "tiny"], 2, "--eval-metrics: unknown metric(s) nope")
     assert not out.exists()
     with pytest.raises(InputError, match="cannot both feed the writer"):
-        from mora_agents.data.loop import split_seeds
-
         split_seeds(read_seeds(made.seeds)[:1], 0.25, 0)
 
 
 # -- the loop -------------------------------------------------------------------------------------------------
 
 
+class StopInTraining(LoopUI):
+    """Ctrl-C after the first training step of the loop (its checkpoint saved)."""
+
+    @contextmanager
+    def training(self):
+        def on_step(step: int, total: int, losses: dict) -> None:
+            if step == 1:
+                raise KeyboardInterrupt
+
+        yield on_step
+
+
 def test_two_iterations_of_the_loop_resume_and_plot_the_held_out_metrics(tmp_path: Path):
-    """`mora train --iterations 2`: 1 prompt x 2 candidates per iteration, the offline metric judges, a person in
-    the terminal who picks candidate 1 where they disagree, 2 training steps each; one seed held out and scored
-    after each iteration. The same command again does nothing more."""
+    """`mora train --iterations 2`: 1 prompt x 2 candidates per iteration, the offline metric judges, a person who
+    picks candidate 1 where they disagree, 2 training steps each; one seed held out and scored after each iteration.
+    Started from Python and stopped in the first training, the command line continues it (the training resumes);
+    the same command again does nothing more."""
     (tmp_path / "seeds.txt").write_text(SEEDS)
     out = tmp_path / "loop"
+    config = LoopConfig(iterations=2, eval_metrics=["subject_consistency", "imaging_quality"],
+                        make=MakeConfig(count=1, candidates=2, overrides=OVERRIDES),
+                        train=TrainConfig(preset="tiny", steps=2, batch_size=2, frames=4, resolution=(32, 32),
+                                          checkpoint_every=1))
+    with pytest.raises(KeyboardInterrupt):
+        run_loop(read_seeds(tmp_path / "seeds.txt"), out, config, RunOptions(preset="tiny", device="cpu"),
+                 reviewer=scripted_choices([1, 1]), ui=StopInTraining())
+    adapters = out / "iter-1" / "adapters"
+    assert (adapters / "checkpoints" / "step-000001").is_dir() and not (adapters / "card.json").exists()
     command = ["train", "--iterations", "2", "--prompts", str(tmp_path / "seeds.txt"), "--out", str(out), "--count",
-               "1", "--candidates", "2", "--steps", "2", *FAST_TRAINING, *FAST_RUNS,
+               "1", "--candidates", "2", "--steps", "2", "--checkpoint-every", "1", *FAST_TRAINING, *FAST_RUNS,
                "--eval-metrics", "subject_consistency,imaging_quality"]
     result = CliRunner().invoke(app, command, input="1\n1\n")
     assert result.exit_code == 0, result.output
     loop = json.loads((out / "loop.json").read_text())
     assert len(loop["heldout"]) == 1 and loop["heldout"][0]["text"] not in [s["text"] for s in loop["seeds"]]
     first, second = (json.loads((out / f"iter-{n}" / "adapters" / "card.json").read_text()) for n in (1, 2))
-    assert (first["iteration"], first["parent"], second["iteration"]) == (1, None, 2)
-    assert second["parent"]["path"] == str(out / "iter-1" / "adapters")
+    assert (first["iteration"], first["parent"], first["steps"], second["iteration"]) == (1, None, 2, 2)
+    assert second["parent"]["path"] == str(adapters)
     assert json.loads(next((out / "iter-2" / "runs").glob("*/run.json")).read_text())["adapters"] == str(
-        out / "iter-1" / "adapters")  # iteration 2 generates with iteration 1's weights
+        adapters)  # iteration 2 generates with iteration 1's weights
     metrics = json.loads((out / "metrics.json").read_text())
     assert [row["iteration"] for row in metrics["iterations"]] == [0, 1, 2]
     assert metrics["metrics"] == ["imaging_quality", "subject_consistency"]

@@ -105,7 +105,8 @@ class _Loop:
                  ray: str | None, ui: LoopUI) -> None:
         self.out, self.config, self.options, self.seeds, self.heldout = out, config, options, train_seeds, heldout
         self.judges, self.reviewer, self.ray, self.ui = judges, reviewer, ray, ui
-        self.duration = check_inputs(train_seeds, self.make_config(1), replace(options, out=out))["duration"]
+        checked = check_inputs([*train_seeds, *heldout], self.make_config(1), replace(options, out=out))
+        self.duration = checked["duration"]
 
     def make_config(self, n: int) -> MakeConfig:
         return replace(self.config.make, seed=self.config.make.seed + n, iteration=n)

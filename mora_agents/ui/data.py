@@ -54,8 +54,8 @@ class TerminalSetReview:
         if pending.enhanced_prompt != pending.prompt:
             self.console.print(f"[bold]enhanced:[/] {escape(pending.enhanced_prompt)}")
         for vote in pending.votes:
-            aspect = CRITERIA[vote.criterion].partition(":")[0] if vote.kind == "mllm" else "its metric"
-            self.console.print(f"  [cyan]{escape(vote.judge)}[/] [dim]({escape(aspect)})[/] {escape(describe_vote(vote))}")
+            aspect = f" [dim]({escape(CRITERIA[vote.criterion].partition(':')[0])})[/]" if vote.kind == "mllm" else ""
+            self.console.print(f"  [cyan]{escape(vote.judge)}[/]{aspect} {escape(describe_vote(vote))}")
         for candidate in pending.candidates:
             video = pending.videos[candidate.number]
             self.console.print(f"[bold]candidate {candidate.number}[/] [dim]seed {candidate.seed}, {escape(str(video))}[/]")
