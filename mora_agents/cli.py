@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import logging
 import sys
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
@@ -12,6 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional
 import typer
 from rich.console import Console
 from rich.markup import escape
+from rich.measure import Measurement
 from rich.table import Table
 from typer.core import TyperGroup
 
@@ -60,9 +63,32 @@ console = Console(stderr=True, highlight=False, soft_wrap=True)
 out = Console(highlight=False, soft_wrap=True)
 
 
+@app.callback()
+def _setup() -> None:
+    # a participant's exception is recorded in the transcript and reported in one line; autogen's runtime
+    # would also log it with its traceback
+    logging.getLogger("autogen_core").setLevel(logging.CRITICAL)
+
+
 def fail(message: str, code: int) -> typer.Exit:
     console.print(f"[red]mora: error:[/] {escape(message)}")
     return typer.Exit(code)
+
+
+def warn(message: str) -> None:
+    console.print(f"[yellow]mora: warning:[/] {escape(message)}")
+
+
+def print_table(table: Table) -> None:
+    """A table on stdout; into a pipe or file at its natural width, so that no cell is cut."""
+    if out.is_terminal:
+        out.print(table)
+    else:
+        Console(highlight=False, width=Measurement.get(out, out.options.update_width(100_000), table).maximum).print(table)
+
+
+def print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=1, default=str) + "\n")
 
 
 NOISE_WARNING = ("[yellow]preset tiny: random-weight models, the video will be noise (this checks the code paths, "
@@ -224,18 +250,31 @@ app.command("eval", help="Score videos or run directories with the paper's metri
 
 
 @app.command()
-def runs(out_dir: Annotated[Path, typer.Option("--out", help="Base folder of run directories.")] = Path("runs")) -> None:
-    """List runs: task, status (finished / failed / stopped / interrupted / waiting for review), time, result."""
+def runs(out_dir: Annotated[Path, typer.Option("--out", help="Base folder of run directories.")] = Path("runs"),
+         as_json: Annotated[bool, typer.Option("--json", help="Print one JSON list of the runs (for scripts).")] = False,
+         ) -> None:
+    """List runs: task, status (finished / failed / stopped / interrupted / waiting for review / damaged), time, result."""
+    from dataclasses import asdict
+
     from mora_agents.runs.catalog import list_runs
 
+    try:
+        summaries = list_runs(out_dir)
+    except OSError as e:
+        raise fail(f"{out_dir}: cannot list ({e.strerror})", 2) from None
+    if as_json:
+        print_json([{"run": s.path.name, **asdict(s)} for s in summaries])
+        return
     table = Table("run", "task", "status", "seconds", "result", "request",
                   caption=f"in {out_dir}/; continue an interrupted or waiting run with `mora resume {out_dir}/RUN`")
-    colors = {"finished": "green", "failed": "red", "interrupted": "yellow", "waiting for review": "magenta"}
-    for summary in list_runs(out_dir):
-        color = colors.get(summary.status, "white")
-        table.add_row(summary.path.name, summary.task or "", f"[{color}]{summary.status}[/]", f"{summary.seconds:.1f}",
-                      summary.result.name if summary.result else "", escape(summary.request[:60]))
-    out.print(table)
+    table.columns[0].no_wrap = True
+    colors = {"finished": "green", "failed": "red", "damaged": "red", "interrupted": "yellow",
+              "waiting for review": "magenta"}
+    for s in summaries:
+        color = colors.get(s.status, "white")
+        table.add_row(s.path.name, s.task or "", f"[{color}]{s.status}[/]", f"{s.seconds:.1f}",
+                      s.result.name if s.result else "", escape(s.problem or s.request[:60]))
+    print_table(table)
 
 
 @app.command()
@@ -503,6 +542,7 @@ def serve(
     max_image_mb: Annotated[float, typer.Option(min=0, help="Size limit of an uploaded image, in MB.")] = 50,
     max_video_mb: Annotated[float, typer.Option(min=0, help="Size limit of an uploaded video, in MB.")] = 2048,
     memory_profile: Annotated[str, typer.Option(help="resident: models stay on the GPU; 24gb: offloaded between uses to fit a 24 GB GPU.")] = "resident",
+    adapters: Annotated[Optional[Path], typer.Option(help="A `mora train` output: every run uses the agents it fine-tuned.")] = None,
 ) -> None:
     """Serve the web page and the HTTP API (docs at /docs): chat, review, SOP editor, runs; one run at a time."""
     from mora_agents.runs.runner import RunOptions
@@ -511,13 +551,13 @@ def serve(
         from mora_agents.serve import ServeConfig, serve as run_server
     except ImportError as e:
         raise fail(f"mora serve needs {e.name}: pip install 'mora-agents[serve]'", 2) from None
-    options = RunOptions(preset=preset, device=device, out=out_dir, sops_dir=sops, memory_profile=memory_profile)
+    options = RunOptions(preset=preset, device=device, out=out_dir, sops_dir=sops, memory_profile=memory_profile,
+                         adapters=adapters)
     config = ServeConfig(options, token=token, max_image_bytes=int(max_image_mb * 2**20),
                          max_video_bytes=int(max_video_mb * 2**20))
     try:
         check_preset(preset)
-        _noise_warning(preset)
-        run_server(config, host, port)
+        run_server(config, host, port, on_start=lambda: _noise_warning(preset))
     except InputError as e:
         raise fail(str(e), 2) from None
 
@@ -525,46 +565,69 @@ def serve(
 @app.command()
 def transcript(
     run_dir: Annotated[Path, typer.Argument(help="A run directory (or its transcript.jsonl).")],
-    as_json: Annotated[bool, typer.Option("--json", help="Print the raw JSON records.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the records as JSON lines (one object a line).")] = False,
     html: Annotated[bool, typer.Option("--html", help="Write RUN/transcript.html: the conversation with media.")] = False,
 ) -> None:
     """Print a run's conversation: every message, tool call and tool result."""
     from mora_agents.media import atomic_path
+    from mora_agents.runs.catalog import read_info
     from mora_agents.runs.html import transcript_html
     from mora_agents.runs.render import describe
-    from mora_agents.runs.transcript import read_transcript
+    from mora_agents.runs.transcript import scan_transcript
 
     path = run_dir / "transcript.jsonl" if run_dir.is_dir() else run_dir
     if not path.is_file():
         raise fail(f"{run_dir}: no transcript.jsonl (not a run directory)", 2)
+    try:
+        records, problems = scan_transcript(path)
+    except OSError as e:
+        raise fail(f"{path}: cannot read ({e.strerror})", 2) from None
+    if problems:
+        warn(f"{path}: skipped {len(problems)} damaged line(s) and kept the {len(records)} record(s) around them: "
+             + "; ".join(problems))
     if html:
+        try:
+            read_info(path.parent)
+        except InputError as e:
+            warn(f"{e}; the page shows the records without the run's details")
         page = path.parent / "transcript.html"
-        with atomic_path(page) as tmp:
-            tmp.write_text(transcript_html(path.parent), encoding="utf-8")
+        try:
+            with atomic_path(page) as tmp:
+                tmp.write_text(transcript_html(path.parent), encoding="utf-8")
+        except OSError as e:
+            raise fail(f"{page}: cannot write ({e.strerror})", 2) from None
         out.print(str(page))
         return
-    for record in read_transcript(path):
+    for record in records:
         if as_json:
             sys.stdout.write(record.model_dump_json() + "\n")
         else:
-            out.print(f"[dim]{record.seq:>3} +{record.elapsed:7.2f}s[/] [bold cyan]{record.source}[/] "
+            out.print(f"[dim]{record.seq:>3} +{record.elapsed:7.2f}s[/] [bold cyan]{escape(record.source)}[/] "
                       f"{escape(describe(record))}")
 
 
 @sops_app.command("list")
-def sops_list(sops: Annotated[Optional[Path], typer.Option(help="Also a folder of your own SOP files.")] = None) -> None:
+def sops_list(sops: Annotated[Optional[Path], typer.Option(help="Also a folder of your own SOP files.")] = None,
+              as_json: Annotated[bool, typer.Option("--json", help="Print one JSON list of the SOPs (for scripts).")] = False,
+              ) -> None:
     """List the SOPs (tasks) that `mora run` can follow."""
     from mora_agents.sop.loader import find_sops
 
     try:
-        found = find_sops(sops)
+        found = sorted(find_sops(sops).items())
     except InputError as e:
         raise fail(str(e), 2) from None
+    if as_json:
+        print_json([{"task": name, "file": str(path), "description": sop.description,
+                     "inputs": {k: v.model_dump(mode="json") for k, v in sop.inputs.items()},
+                     "steps": [s.id for s in sop.steps]} for name, (sop, path) in found])
+        return
     table = Table("task", "inputs", "steps", "file")
-    for name, (sop, path) in sorted(found.items()):
+    table.columns[0].no_wrap = True
+    for name, (sop, path) in found:
         inputs = ", ".join(f"{k}{'' if v.required else '?'}:{v.type}" for k, v in sop.inputs.items())
         table.add_row(name, inputs, " > ".join(s.id for s in sop.steps), str(path))
-    out.print(table)
+    print_table(table)
 
 
 @sops_app.command("show")

@@ -1,5 +1,7 @@
 """Errors that the CLI turns into one-line messages and exit codes."""
 
+import json
+
 from pydantic import ValidationError
 
 
@@ -13,6 +15,26 @@ class InputError(MoraError, ValueError):
 
 class ModelNotAvailable(InputError):
     """Weights for a model are not on this machine."""
+
+
+def describe_error(error: BaseException) -> str:
+    """An exception on one line: its type and the first line of its message."""
+    first = str(error).strip().partition("\n")[0]
+    return f"{type(error).__name__}: {first}" if first else type(error).__name__
+
+
+def read_problem(error: Exception) -> str:
+    """Why a file could not be read as the JSON expected of it, on one line."""
+    if isinstance(error, ValidationError):
+        whole = [e["type"] for e in error.errors() if not e["loc"]]
+        return "not a JSON object" if whole == ["model_type"] else validation_summary(error)
+    if isinstance(error, UnicodeDecodeError):
+        return "not valid UTF-8"
+    if isinstance(error, json.JSONDecodeError):
+        return f"not valid JSON ({error.msg} at line {error.lineno} column {error.colno})"
+    if isinstance(error, OSError):
+        return error.strerror or str(error)
+    return str(error)
 
 
 def validation_summary(error: ValidationError, locations: bool = True) -> str:

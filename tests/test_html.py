@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -68,3 +69,35 @@ def test_html_export_shows_every_record_and_links_only_existing_run_files(tmp_pa
 def test_html_export_of_a_missing_run(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["transcript", str(tmp_path), "--html"])
     assert result.exit_code == 2 and "no transcript.jsonl" in result.output
+
+
+def test_html_links_only_files_inside_the_run_directory_even_when_hand_edited(tmp_path: Path) -> None:
+    options = RunOptions(preset="tiny", device="cpu", out=tmp_path / "runs", seed=7,
+                         overrides={"image_to_video": {"frames": 4, "fps": 1}})
+    run_dir = asyncio.run(run_request("a red fox running through snow", duration=3, options=options)).run_dir
+    secret = tmp_path / "secret.png"
+    secret.write_bytes((run_dir / "artifacts" / "image.png").read_bytes())
+    (run_dir / "artifacts" / "escape.png").symlink_to(secret)
+    (run_dir / "artifacts" / "inside.png").symlink_to(run_dir / "artifacts" / "image.png")
+    path = run_dir / "transcript.jsonl"
+    records = read_transcript(path)
+    (result,) = [r for r in records if r.type.endswith("[StepResult]") and r.message["content"]["step"] == "image"]
+    edited = []
+    for n, target in enumerate([str(secret), "../../secret.png", "artifacts/escape.png", "artifacts/inside.png",
+                                "artifacts/../artifacts/image.png", "javascript:alert(1)"]):
+        message = json.loads(json.dumps(result.message))
+        message["content"]["output"]["path"] = target
+        edited.append(result.model_copy(update={"seq": 100 + n, "message": message}).model_dump_json())
+    path.write_text(path.read_text() + "\n".join(edited) + "\n")
+
+    assert CliRunner().invoke(app, ["transcript", str(run_dir), "--html"]).exit_code == 0
+    html = (run_dir / "transcript.html").read_text(encoding="utf-8")
+    page = Page()
+    page.feed(html)
+    for _, link in page.links:
+        target = (run_dir / link).resolve()
+        assert not Path(link).is_absolute() and ".." not in Path(link).parts, link
+        assert target.is_relative_to(run_dir.resolve()) and target.is_file(), link
+    assert "secret" not in " ".join(link for _, link in page.links)
+    assert html.count("not linked (outside the run directory)") == 3
+    assert ("img", "artifacts/image.png") in page.links  # inside.png and the `..` detour resolve to the image

@@ -171,6 +171,7 @@ def test_a_video_longer_than_its_sop_allows_is_refused(tmp_path: Path) -> None:
     (["--duration", "inf"], "--duration: inf is not a finite number"),
     (["--duration", "-1"], "--duration -1: must be positive"),
     (["--duration", "abc"], "Invalid value for '--duration'"),
+    (["--duration", "500"], "input 'duration': 500 is out of range [1, 120]"),  # the task's range: after planning
     (["--seed", str(2**70)], f"--seed: {2**70} is not a whole number from 0 to 4294967295"),
     (["--seed", "-1"], "--seed: -1 is not a whole number"),
     (["--device", "banana"], "--device banana:"),

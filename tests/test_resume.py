@@ -110,3 +110,98 @@ def test_ctrl_c_marks_the_run_interrupted(tmp_path: Path) -> None:
     assert info["status"] == "interrupted" and run_status(info) == "interrupted"
     notes = [r.type for r in read_transcript(run_dir / "transcript.jsonl") if r.kind == "note"]
     assert notes == ["Interrupted"] and (run_dir / "state.json").is_file()
+
+
+SWEEP = Path(__file__).parents[1] / "benchmarks" / "resume_sweep.py"
+
+
+def test_killed_at_a_moment_of_every_kind_resumes_without_doing_anything_twice(tmp_path: Path) -> None:
+    """A sample of the kill sweep (the whole sweep: `python benchmarks/resume_sweep.py`)."""
+    report = tmp_path / "sweep.json"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, str(SWEEP), "--sample", "--json", str(report)], env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert report.is_file(), done.stdout + done.stderr
+    sweep = json.loads(report.read_text())
+    rows = sweep["rows"]
+    kinds = {(row["kind"], row["what"].partition(":")[0]) for row in rows}
+    assert {("record", t) for t in ("UserRequest", "Plan", "StepRequest", "ToolCallRequestEvent", "ToolCallExecutionEvent",
+                                    "StepResult", "ReviewRequest", "ReviewDecision", "RunFinished")} <= kinds
+    assert {("tool", t) for t in ("text_to_image", "image_to_video", "last_frame", "concat_videos")} <= kinds
+    assert {("denoise", "text_to_image"), ("denoise", "image_to_video"), ("state", "state.json")} <= kinds
+    reference = sweep["reference"]
+    assert reference["tool_runs"] == {"text_to_image": 1, "image_to_video": 3, "last_frame": 2, "concat_videos": 1}
+    for row in rows:
+        failure = f"{row['moment']} ({row['what']}): {row.get('log_tail', '')}"
+        assert row["killed"] == -signal.SIGKILL and row["resume_exit"] == 0, failure
+        assert row["status"] == "finished" and row["seqs_ok"], failure
+        assert row["results"] == reference["results"] and set(row["results"].values()) == {1}, failure
+        assert row["tool_runs"] == reference["tool_runs"] and row["frames_equal"], failure
+    assert sweep["passed"] == len(rows) and done.returncode == 0
+
+
+KILL_AT = """
+import asyncio, os, signal, sys
+from pathlib import Path
+from mora_agents.runs.runner import RunOptions, run_request
+
+def on_record(record, run_dir):
+    if record.type == sys.argv[2] and record.message["content"].get("step") == sys.argv[3]:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+options = RunOptions(preset="tiny", device="cpu", out=Path(sys.argv[1]), seed=11,
+                     overrides={"image_to_video": {"frames": 4, "fps": 1}})
+asyncio.run(run_request("a red fox running through snow", duration=3, options=options, on_record=on_record))
+"""
+
+
+def killed_after(out: Path, record_type: str, step: str) -> Path:
+    """A 3 s tiny run SIGKILLed right after the record of `record_type` for `step`: its run directory."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    code = subprocess.run([sys.executable, "-c", KILL_AT, str(out), record_type, step], env=env, timeout=300).returncode
+    assert code == -signal.SIGKILL
+    (run_dir,) = out.iterdir()
+    return run_dir
+
+
+def test_resume_checks_the_most_recent_steps_file_too(tmp_path: Path) -> None:
+    run_dir = killed_after(tmp_path / "runs", "StructuredMessage[StepResult]", "segments")
+    clip = run_dir / "artifacts" / "segments.mp4"
+    clip.write_bytes(clip.read_bytes()[:-10])  # the last step's clip, replaced before the run could use it
+    before = (run_dir / "transcript.jsonl").read_bytes()
+    result = CliRunner().invoke(app, ["resume", str(run_dir)])
+    assert result.exit_code == 1 and "segments.mp4: changed since the run made it" in result.output
+    assert (run_dir / "transcript.jsonl").read_bytes() == before  # refused before anything was written
+
+
+def test_a_second_resume_of_a_running_run_is_refused_naming_the_first_ones_pid(tmp_path: Path) -> None:
+    from mora_agents.runs.review import scripted
+
+    options = RunOptions(preset="tiny", device="cpu", out=tmp_path / "runs", seed=SEED,
+                         overrides={"image_to_video": {"frames": 4, "fps": 1}})
+    with pytest.raises(Exception, match="the run waits for review"):
+        asyncio.run(run_request(FOX, duration=3, options=options, reviewer=scripted([])))
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "200"}
+    mora = [sys.executable, "-m", "mora_agents", "resume", str(run_dir)]
+    first = subprocess.Popen([*mora, "--review"], env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 120  # the first one holds the lock while it waits for the review answer
+        while (info := read_info(run_dir))["pid"] != first.pid or info["status"] != "waiting for review":
+            assert time.monotonic() < deadline and first.poll() is None, "the first resume never asked for the review"
+            time.sleep(0.05)
+        assert f"process {first.pid} " in (run_dir / "run.lock").read_text()
+        before = (run_dir / "transcript.jsonl").read_bytes()
+        second = subprocess.run(mora, env=env, capture_output=True, text=True, timeout=120)
+        assert second.returncode == 1 and "Traceback" not in second.stderr
+        assert f"already being run by process {first.pid} on" in " ".join(second.stderr.split())
+        assert (run_dir / "transcript.jsonl").read_bytes() == before
+        output, _ = first.communicate("next\nnext\n", timeout=300)
+        assert first.returncode == 0, output
+    finally:
+        if first.poll() is None:
+            first.kill()
+    seqs = [r.seq for r in read_transcript(run_dir / "transcript.jsonl")]
+    assert seqs == list(range(len(seqs)))
+    assert tool_runs(run_dir, "text_to_image") == 1 and run_status(read_info(run_dir)) == "finished"

@@ -131,7 +131,7 @@ def test_async_input_functions_work_like_autogens_user_proxy() -> None:
 def test_saved_state_holds_the_execution_with_its_review_history(tmp_path: Path) -> None:
     outcome = run(tmp_path, scripted(["next", "edit a blue fox", "next"]))
     state = json.loads((outcome.run_dir / "state.json").read_text())
-    execution = state["agent_states"]["conductor"]["agent_state"]["execution"]
+    execution = state["team"]["agent_states"]["conductor"]["agent_state"]["execution"]
     assert execution["repeats"] == {"image": 1} and execution["edits"] == {"image": "a blue fox"}
     assert execution["sop"]["name"] == "text_to_video" and execution["seed"] == 7
     # the last checkpoint is the last step result before the end (the join finishes the run)

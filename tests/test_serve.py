@@ -320,3 +320,26 @@ def test_auth_is_required_off_localhost(tmp_path: Path) -> None:
         assert response.status_code == 303 and response.headers["location"] == "/"
         assert "httponly" in response.headers["set-cookie"].lower()
         assert anyone.get("/").status_code == 200 and anyone.get("/api/runs").json() == []
+
+
+def test_a_damaged_run_directory_is_listed_as_damaged_and_never_breaks_the_list(tmp_path: Path) -> None:
+    out = tmp_path / "runs"
+    (out / "20260101-000000-broken").mkdir(parents=True)
+    (out / "20260101-000000-broken" / "run.json").write_text("{not json", encoding="utf-8")
+    options = RunOptions(preset="tiny", device="cpu", out=out, sops_dir=tmp_path)
+    with TestClient(create_app(ServeConfig(options)), base_url="http://127.0.0.1") as local:
+        [listed] = local.get("/api/runs").json()
+        assert listed["id"] == "20260101-000000-broken" and listed["status"] == "damaged"
+        assert "run.json: damaged" in listed["error"] and not listed["resumable"]
+        one = local.get("/api/runs/20260101-000000-broken")
+        assert one.status_code == 400 and "run.json: damaged" in one.json()["detail"]
+
+
+def test_serve_checks_its_run_options_before_serving(tmp_path: Path) -> None:
+    for args, message in ((["--adapters", str(tmp_path / "nowhere")], "nowhere"),
+                          (["--memory-profile", "8gb"], "--memory-profile 8gb: unknown"),
+                          (["--out", str(tmp_path / "missing" / "runs")], "does not exist")):
+        refused = CliRunner().invoke(app, ["serve", "--preset", "tiny", "--sops", str(tmp_path / "sops"),
+                                           "--out", str(tmp_path / "runs"), *args])
+        assert refused.exit_code == 2 and message in refused.stderr, (args, refused.output)
+        assert len(refused.stderr.splitlines()) == 1

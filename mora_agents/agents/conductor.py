@@ -95,8 +95,9 @@ class ConductorAgent(StreamingAgent):
             self.execution.redo(key, decision.text if decision.decision == "edit" else None)
         return None
 
-    def _finish(self, status: str, result: Artifact | None = None, error: str | None = None) -> Response:
-        finished = RunFinished(status=status, result=result, error=error)
+    def _finish(self, status: str, result: Artifact | None = None, error: str | None = None,
+                details: str | None = None) -> Response:
+        finished = RunFinished(status=status, result=result, error=error, details=details)
         return Response(chat_message=RunFinishedMessage(content=finished, source=self.name))
 
     async def on_messages_stream(self, messages: Sequence[BaseChatMessage], cancellation_token: CancellationToken
@@ -105,7 +106,7 @@ class ConductorAgent(StreamingAgent):
         if isinstance(last, StepFailedMessage):
             failure = last.content
             yield self._finish("rejected" if failure.rejected else "failed",
-                               error=f"step '{failure.step}' ({failure.agent}): {failure.error}")
+                               error=f"step '{failure.step}' ({failure.agent}): {failure.error}", details=failure.details)
             return
         if isinstance(last, PlanMessage):
             sop = self.sops[last.content.task]

@@ -11,6 +11,7 @@ import asyncio
 import json
 import re
 import time
+import traceback
 from collections.abc import AsyncGenerator, Sequence
 from pathlib import Path
 from typing import Any
@@ -41,7 +42,7 @@ from mora_agents.agents.messages import (
     StepRequestMessage,
     StepResultMessage,
 )
-from mora_agents.errors import validation_summary
+from mora_agents.errors import describe_error, validation_summary
 from mora_agents.llm.prompts import step_prompt
 from mora_agents.media import Artifact
 from mora_agents.settings import settings
@@ -76,8 +77,8 @@ class StepAgent(StreamingAgent):
                 return message.content
         raise RuntimeError(f"{self.name} was selected without a step request")
 
-    def _fail(self, request: StepRequest, error: str) -> Response:
-        failed = StepFailed(step=request.step, iteration=request.iteration, agent=self.name, error=error)
+    def _fail(self, request: StepRequest, error: str, details: str | None = None) -> Response:
+        failed = StepFailed(step=request.step, iteration=request.iteration, agent=self.name, error=error, details=details)
         return Response(chat_message=StepFailedMessage(content=failed, source=self.name))
 
     def check_arguments(self, request: StepRequest, call: FunctionCall) -> dict[str, Any]:
@@ -110,10 +111,11 @@ class StepAgent(StreamingAgent):
         try:
             output = await asyncio.to_thread(get_tool(call.name).func, **arguments)
         except Exception as e:  # a tool failure ends the step; the conductor reports it
-            error = out_of_memory(request, e) if isinstance(e, torch.OutOfMemoryError) else f"{call.name} failed: {e}"
+            error = (out_of_memory(request, e) if isinstance(e, torch.OutOfMemoryError)
+                     else f"{call.name} failed: {describe_error(e)}")
             yield ToolCallExecutionEvent(content=[FunctionExecutionResult(
                 content=error, call_id=call.id, is_error=True, name=call.name)], source=self.name)
-            yield self._fail(request, error)
+            yield self._fail(request, error, traceback.format_exc())
             return
         seconds = time.perf_counter() - start
         if isinstance(output, Artifact):

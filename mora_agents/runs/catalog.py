@@ -9,19 +9,40 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mora_agents.errors import InputError
+from pydantic import BaseModel, ConfigDict
+
+from mora_agents.errors import InputError, read_problem
+from mora_agents.sop.messages import UserRequest
 
 ACTIVE = ("running", "waiting for review")
 
 
+class RunFile(BaseModel):
+    """What every reader of `run.json` relies on; other fields may be added freely."""
+
+    model_config = ConfigDict(extra="allow")
+    request: UserRequest
+    preset: str
+    device: str
+    seed: int
+    status: str
+    overrides: dict[str, dict[str, Any]]
+    noise: bool
+    seconds: float
+    task: str | None = None
+
+
 def read_info(run_dir: Path) -> dict[str, Any]:
+    """A run's `run.json`; InputError naming the file and the problem if it is missing or damaged."""
     path = run_dir / "run.json"
     if not path.is_file():
         raise InputError(f"{run_dir}: not a run directory (no run.json)")
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise InputError(f"{path}: not valid JSON ({e.msg})") from None
+        info = json.loads(path.read_bytes())
+        RunFile.model_validate(info)
+    except (OSError, ValueError) as e:
+        raise InputError(f"{path}: damaged ({read_problem(e)})") from None
+    return info
 
 
 def _alive(info: dict[str, Any]) -> bool:
@@ -50,18 +71,24 @@ class RunSummary:
     path: Path
     task: str | None
     status: str
+    """As `run_status`, or `damaged` (then `problem` says what is wrong)."""
     seconds: float
     result: Path | None
     request: str
     started: str
+    problem: str | None = None
 
 
 def list_runs(base: Path) -> list[RunSummary]:
-    """The run directories under `base`, oldest first."""
+    """The run directories under `base`, oldest first; a damaged one is listed as such, with the reason."""
     runs = []
-    for run_dir in sorted(p for p in base.iterdir() if (p / "run.json").is_file()) if base.is_dir() else []:
-        info = read_info(run_dir)
+    for run_dir in sorted(p for p in base.iterdir() if (p / "run.json").exists()) if base.is_dir() else []:
+        try:
+            info = read_info(run_dir)
+        except InputError as e:
+            runs.append(RunSummary(run_dir, None, "damaged", 0.0, None, "", "", problem=str(e)))
+            continue
         result = run_dir / "result.mp4"
-        runs.append(RunSummary(run_dir, info.get("task"), run_status(info), float(info.get("seconds") or 0.0),
+        runs.append(RunSummary(run_dir, info.get("task"), run_status(info), float(info["seconds"]),
                                result if result.is_file() else None, info["request"]["text"], info.get("started", "")))
     return runs

@@ -2,7 +2,9 @@
 
 Every record becomes a row: time, speaker, what it is, and its content. Tool calls and results fold into
 `<details>`; images show as thumbnails and videos as inline players, linked relative to the run directory
-(the page is written into it), so the page and its media move together.
+(the page is written into it), so the page and its media move together. Only files inside the run
+directory are linked, whatever a (hand-edited) transcript says: absolute paths, `..` and symlinks that
+lead out of it are shown as text.
 """
 
 from __future__ import annotations
@@ -11,9 +13,12 @@ import json
 from html import escape
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
+from mora_agents.errors import InputError
+from mora_agents.runs.catalog import read_info
 from mora_agents.runs.render import describe
-from mora_agents.runs.transcript import Record, read_transcript
+from mora_agents.runs.transcript import Record, scan_transcript
 
 STYLE = """
 body { font: 14px/1.45 system-ui, sans-serif; margin: 2em auto; max-width: 72em; color: #222; }
@@ -29,10 +34,13 @@ img.thumb { max-height: 160px; border: 1px solid #ccc; } video { max-height: 240
 
 def _media(artifact: dict[str, Any], run_dir: Path) -> str:
     """A thumbnail or a video player for an artifact of the run (links relative to the run directory)."""
-    path = artifact["path"]
-    if Path(path).is_absolute() or not (run_dir / path).is_file():
+    path, root = str(artifact["path"]), run_dir.resolve()
+    target = (root / path).resolve()
+    if not target.is_relative_to(root):
+        return f"<div class='missing'>not linked (outside the run directory): {escape(path)}</div>"
+    if not target.is_file():
         return f"<div class='missing'>missing file: {escape(path)}</div>"
-    src = escape(path, quote=True)
+    src = escape(quote(target.relative_to(root).as_posix()), quote=True)
     if artifact["kind"] == "video":
         return f"<video controls muted preload='metadata' src='{src}'></video>"
     return f"<a href='{src}'><img class='thumb' src='{src}' alt='{src}'></a>"
@@ -61,12 +69,17 @@ def _record(record: Record, run_dir: Path) -> str:
 
 
 def transcript_html(run_dir: Path) -> str:
-    records = read_transcript(run_dir / "transcript.jsonl")
-    info_path = run_dir / "run.json"
-    info = json.loads(info_path.read_text(encoding="utf-8")) if info_path.is_file() else {}
+    """The page of a run's transcript; what could not be read (damaged lines, a damaged run.json) shows on top."""
+    records, problems = scan_transcript(run_dir / "transcript.jsonl")
+    try:
+        info = read_info(run_dir)
+    except InputError as e:
+        info, problems = {}, [*problems, str(e)]
     meta = "".join(f"<tr><td>{escape(k)}</td><td>{escape(str(info.get(k)))}</td></tr>"
                    for k in ("task", "status", "preset", "seed", "seconds", "started", "finished") if k in info)
-    title = escape(info.get("request", {}).get("text", run_dir.name))
+    title = escape(info["request"]["text"] if info else run_dir.name)
+    warning = "".join(f"<div class='record error'>{escape(p)}</div>" for p in problems)
     rows = "\n".join(_record(r, run_dir) for r in records)
     return (f"<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'><title>{title}</title>"
-            f"<style>{STYLE}</style></head><body><h1>{title}</h1><table class='meta'>{meta}</table>\n{rows}\n</body></html>\n")
+            f"<style>{STYLE}</style></head><body><h1>{title}</h1><table class='meta'>{meta}</table>\n{warning}{rows}\n"
+            "</body></html>\n")

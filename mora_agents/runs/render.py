@@ -30,6 +30,14 @@ def record_media(record: Record) -> list[dict[str, Any]]:
 
 
 def describe(record: Record) -> str:
+    """One line for a record; a record whose content is not what its type promises (hand-edited) says so."""
+    try:
+        return _describe(record)
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return f"{record.type}: (content not as expected for this type)"
+
+
+def _describe(record: Record) -> str:
     m, t = record.message, record.type
     content = m.get("content")
     if record.kind == "error":

@@ -5,8 +5,10 @@
         artifacts/        every image and clip the agents made
         plan.json         the planner's Plan
         transcript.jsonl  every message, tool call, tool result and review decision
-        state.json        the team's saved state (autogen save_state) after the last checkpoint
-        run.json          status, preset, seed, timings, error
+        state.json        the team's saved state (autogen save_state) after the last checkpoint, with the records
+                          it covers (see `mora_agents.runs.state`)
+        run.json          status, preset, seed, timings, error (one line) and error_details
+        run.lock          locked by the process that runs the run (see `mora_agents.runs.lock`)
         result.mp4        the final video
 
 The team runs in turns that end at checkpoints (a plan, a step result, a review request); after each the
@@ -24,6 +26,7 @@ import re
 import shutil
 import socket
 import time
+import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -32,6 +35,7 @@ from typing import Any
 
 import torch
 from autogen_agentchat.base import TaskResult
+from autogen_agentchat.messages import BaseChatMessage, ToolCallExecutionEvent
 from autogen_core.models import ChatCompletionClient
 from pydantic import ValidationError
 
@@ -42,9 +46,11 @@ from mora_agents.agents.messages import (
     ReviewDecisionMessage,
     ReviewRequestMessage,
     RunFinishedMessage,
+    StepRequestMessage,
+    StepResultMessage,
 )
-from mora_agents.agents.team import CHECKPOINTS, build_team
-from mora_agents.errors import InputError, MoraError, validation_summary
+from mora_agents.agents.team import CHECKPOINTS, build_team, select_speaker
+from mora_agents.errors import InputError, MoraError, describe_error, validation_summary
 from mora_agents.inputs import (
     check_attachment,
     check_duration,
@@ -54,11 +60,19 @@ from mora_agents.inputs import (
     check_text,
     copy_input,
 )
-from mora_agents.media import atomic_path, sha256_file
+from mora_agents.media import Artifact, atomic_path, sha256_file
 from mora_agents.pipelines.adapters import card_sha256, check_adapters
 from mora_agents.pipelines.loading import MEMORY_PROFILES, resolve_device
 from mora_agents.runs.catalog import read_info, run_status
+from mora_agents.runs.lock import run_lock
 from mora_agents.runs.review import Reviewer, auto_accept, decide
+from mora_agents.runs.state import (
+    STATE_FILE,
+    SavedState,
+    read_state,
+    reconcile,
+    write_state,
+)
 from mora_agents.runs.transcript import Record, TranscriptWriter
 from mora_agents.settings import use_settings
 from mora_agents.sop.loader import find_sops
@@ -255,46 +269,42 @@ async def resume_run(run_dir: Path, *, device: str | None = None, memory_profile
                      model_client: ChatCompletionClient | None = None,
                      on_record: Callable[[Record, Path], None] | None = None, reviewer: Reviewer = auto_accept,
                      stop: asyncio.Event | None = None) -> RunOutcome:
-    """Run a queued run, or continue an interrupted, failed or stopped one from its last checkpoint; finished steps
-    are not run again.
+    """Run a queued run, or continue an interrupted, failed or stopped one from its last checkpoint.
 
-    Their files are first checked against the sha256 recorded when they were made. `device` and
-    `memory_profile` change where the rest runs (e.g. after running out of GPU memory). Once `stop` is set, the run
-    stops at its next checkpoint with status `stopped` (resumable) and MoraError is raised.
+    The one entry point that drives a run, whatever killed it before: the run is locked first (`RunLocked` if
+    another process runs it, see `mora_agents.runs.lock`); the saved state is reconciled with the transcript, so
+    a step recorded as finished is never run again (see `mora_agents.runs.state`); the files of every finished
+    step are checked against the sha256 recorded when they were made. `device` and `memory_profile` change
+    where the rest runs (e.g. after running out of GPU memory). Once `stop` is set, the run stops at its next
+    checkpoint with status `stopped` (resumable) and MoraError is raised.
     """
     from mora_agents.llm import client_from_env
 
     run_dir = run_dir.resolve()
-    info = read_info(run_dir)
-    status = run_status(info)
-    if not can_resume(info):
-        raise InputError(f"{run_dir}: the run is {status}; only queued, interrupted, failed, waiting or "
-                         "stopped-on-request runs can be run")
-    if device is not None:
-        info["device"] = device
-    if memory_profile is not None and memory_profile not in MEMORY_PROFILES:
-        raise InputError(f"--memory-profile {memory_profile}: unknown (choose from {', '.join(MEMORY_PROFILES)})")
-    info["memory_profile"] = memory_profile or info.get("memory_profile", "resident")
-    adapters = run_adapters(info.get("adapters"), info["preset"], info.get("adapters_sha256"))
-    with use_settings(preset=info["preset"], device=info["device"], memory_profile=info["memory_profile"],
-                      adapters=adapters["adapters"]):
-        sops_dir = info.get("sops_dir")
-        sops = {name: sop for name, (sop, _) in find_sops(Path(sops_dir) if sops_dir else None).items()}
-        session = _Session(run_dir, info, sops, model_client or client_from_env(), on_record, reviewer)
-        state_path = run_dir / "state.json"
-        task: Any = RequestMessage(content=UserRequest.model_validate(info["request"]), source="user")
-        if state_path.is_file():
-            await session.team.load_state(json.loads(state_path.read_text(encoding="utf-8")))
-            session.verify_artifacts()
-            task = None
-        if status == "queued" and adapters["adapters"]:
-            session.transcript.note("runner", "Adapters", f"agents fine-tuned by {adapters['adapters']} "
-                                    f"(sha256 {adapters['adapters_sha256']})")
-        if status != "queued":
-            session.transcript.note("runner", "Resumed", f"resumed a run that was {status}"
-                                    + (" from its last checkpoint" if task is None else " from the start"))
-        pending = info.get("pending_review")
-        return await session.drive(task, ReviewRequest.model_validate(pending) if pending else None, stop)
+    read_info(run_dir)  # a run directory: the lock file goes nowhere else
+    with run_lock(run_dir):
+        info = read_info(run_dir)
+        if info["status"] == "running":  # we hold the lock: the process that said so is gone
+            info["status"] = "interrupted"
+        status = run_status(info)
+        if not can_resume(info):
+            raise InputError(f"{run_dir}: the run is {status}; only queued, interrupted, failed, waiting or "
+                             "stopped-on-request runs can be run")
+        if device is not None:
+            info["device"] = device
+        if memory_profile is not None and memory_profile not in MEMORY_PROFILES:
+            raise InputError(f"--memory-profile {memory_profile}: unknown (choose from {', '.join(MEMORY_PROFILES)})")
+        info["memory_profile"] = memory_profile or info.get("memory_profile", "resident")
+        adapters = run_adapters(info.get("adapters"), info["preset"], info.get("adapters_sha256"))
+        with use_settings(preset=info["preset"], device=info["device"], memory_profile=info["memory_profile"],
+                          adapters=adapters["adapters"]):
+            sops_dir = info.get("sops_dir")
+            sops = {name: sop for name, (sop, _) in find_sops(Path(sops_dir) if sops_dir else None).items()}
+            session = _Session(run_dir, info, sops, model_client or client_from_env(), on_record, reviewer)
+            if status == "queued" and adapters["adapters"]:
+                session.note("Adapters", f"agents fine-tuned by {adapters['adapters']} "
+                                         f"(sha256 {adapters['adapters_sha256']})")
+            return await session.start(status, stop)
 
 
 def can_resume(info: dict[str, Any]) -> bool:
@@ -306,11 +316,12 @@ def can_resume(info: dict[str, Any]) -> bool:
 
 def mark_stopped(run_dir: Path) -> None:
     """Mark a run that is not running (e.g. one taken off a queue) as stopped on request: resumable, like a run
-    stopped at a checkpoint, and left alone until then."""
-    info = read_info(run_dir)
-    if not can_resume(info):
-        raise InputError(f"{run_dir}: the run is {run_status(info)}; only a run that is not running can be stopped")
-    _write_json(run_dir / "run.json", {**info, "status": "stopped", "resumable": True})
+    stopped at a checkpoint, and left alone until then. RunLocked if a process runs it."""
+    with run_lock(run_dir.resolve()):
+        info = read_info(run_dir)
+        if not can_resume(info):
+            raise InputError(f"{run_dir}: the run is {run_status(info)}; only a run that is not running can be stopped")
+        _write_json(run_dir / "run.json", {**info, "status": "stopped", "resumable": True})
 
 
 def run_adapters(folder: Path | str | None, preset: str, sha256: str | None = None) -> dict[str, Any]:
@@ -333,6 +344,19 @@ class _StopRequested(Exception):
     """A stop was requested: the run stops at this checkpoint, resumable; args: the review it would ask, if any."""
 
 
+HELD = (ToolCallExecutionEvent, *CHECKPOINTS)
+"""From the first of these on, a turn's records wait for the state that covers them (see `runs.state`)."""
+
+
+def _cause(error: Exception) -> str:
+    """A failure inside the team on one line. autogen re-raises a participant's exception as a RuntimeError
+    whose text is `Type: message\nTraceback: ...`: its first line is the cause."""
+    text = str(error)
+    if isinstance(error, RuntimeError) and "\nTraceback:\n" in text:
+        return text.partition("\n")[0].rstrip(": ")
+    return describe_error(error)
+
+
 class _Session:
     """One process driving one run directory: the team, its transcript and run.json."""
 
@@ -342,20 +366,75 @@ class _Session:
         self.conductor = ConductorAgent(sops, run_dir, info["seed"], info["overrides"], info.get("max_repeats", 3))
         self.team = build_team(model_client, sops, self.conductor)
         self.transcript = TranscriptWriter(run_dir / "transcript.jsonl")
+        self.held: list[Record] = []
+        self.last_message: BaseChatMessage | None = None
+        """The last message of the group chat: it says who acts next (for the error line of a failure)."""
+        self.started, self.previous_seconds = time.monotonic(), float(info.get("seconds") or 0.0)
 
     def save_info(self, **changes: Any) -> None:
         self.info.update(changes)
         _write_json(self.run_dir / "run.json", self.info)
 
-    def verify_artifacts(self) -> None:
-        """Every file the saved state relies on is still the one that was made (sha256)."""
-        assert self.conductor.execution is not None
-        for artifact in self.conductor.execution.artifacts():
+    def _emit(self, record: Record) -> None:
+        self.transcript.append(record)
+        if self.on_record:
+            self.on_record(record, self.run_dir)
+
+    def _flush(self) -> None:
+        """Append the held records."""
+        while self.held:
+            self._emit(self.held.pop(0))
+
+    def note(self, type_: str, text: str) -> None:
+        self._emit(self.transcript.make("note", "runner", type_, {"text": text}))
+
+    async def start(self, status: str, stop: asyncio.Event | None) -> RunOutcome:
+        """Reconcile the saved state with the transcript, then run from there."""
+        state = read_state(self.run_dir)
+        if state is not None:
+            try:
+                await self.team.load_state(state.team)
+            except Exception as e:  # a state.json that parses but that the team cannot take
+                raise InputError(f"{self.run_dir / STATE_FILE}: damaged ({describe_error(e)}); the run cannot continue "
+                                 "from it (delete it to run the request again from the start)") from None
+            self.verify_artifacts(state)
+            if isinstance(checkpoint := state.checkpoint.to_message(), BaseChatMessage):
+                self.last_message = checkpoint
+        resumption = reconcile(state, self.transcript.records)
+        for record in resumption.recovered:
+            self._emit(record)
+        recovered = [f"transcript.jsonl: {problem}" for problem in self.transcript.problems]
+        if resumption.recovered:
+            recovered.append(f"appended {len(resumption.recovered)} record(s) of the last checkpoint that a crash "
+                             "kept out of the transcript (from state.json)")
+        if recovered:
+            self.note("Recovered", "; ".join(recovered))
+        if status != "queued":
+            self.note("Resumed", f"resumed a run that was {status}"
+                       + (" from its last checkpoint" if state is not None else " from the start"))
+        if resumption.finished is not None and self.result_intact(resumption.finished):
+            return self.end(resumption.finished)
+        task, replay = resumption.task, resumption.task is not None
+        if state is None and task is None:
+            task = RequestMessage(content=UserRequest.model_validate(self.info["request"]), source="user")
+        return await self.drive(task, replay, resumption.review, stop)
+
+    def verify_artifacts(self, state: SavedState) -> None:
+        """Every file a finished step made is still the one it made (sha256), the last checkpoint's included."""
+        execution = self.conductor.execution
+        made = [*(execution.artifacts() if execution else []),
+                *(m.content.output for m in map(Record.to_message, state.records)
+                  if isinstance(m, StepResultMessage) and isinstance(m.content.output, Artifact))]
+        for artifact in made:
             path = self.run_dir / artifact.path
             if not path.is_file():
                 raise MoraError(f"{path}: missing; the run cannot be resumed without it")
             if sha256_file(path) != artifact.sha256:
                 raise MoraError(f"{path}: changed since the run made it (sha256 differs); the run cannot be resumed")
+
+    def result_intact(self, finished: RunFinished) -> bool:
+        result = self.run_dir / "result.mp4"
+        return finished.result is None or (result.is_file() and sha256_file(result) == finished.result.sha256)
 
     async def review(self, request: ReviewRequest) -> ReviewDecisionMessage:
         """Ask the reviewer; meanwhile run.json says the run waits for review."""
@@ -367,77 +446,104 @@ class _Session:
         self.save_info(status="running", pending_review=None)
         return ReviewDecisionMessage(content=decision, source=decision.by)
 
-    def _record(self, item: Any) -> None:
-        record = self.transcript.write(item)
-        if self.on_record:
-            self.on_record(record, self.run_dir)
-        if isinstance(item, PlanMessage):
-            _write_json(self.run_dir / "plan.json", item.content.model_dump())
-            self.info["task"] = item.content.task
+    async def _turn(self, task: BaseChatMessage | None, replay: bool) -> tuple[RunFinished | None, ReviewRequest | None]:
+        """One turn of the team: until the next checkpoint. Returns RunFinished (if any) and a review request.
 
-    async def _turn(self, task: Any) -> tuple[RunFinished | None, ReviewRequest | None]:
-        """One turn of the team: until the next checkpoint. Returns RunFinished (if any) and a review request."""
+        `replay`: the task is already in the transcript (a resumed turn's). The turn's records from its first
+        tool execution or checkpoint on are kept in `self.held`."""
         finished = review = None
-        reached = False
-        async for item in self.team.run_stream(task=task):
+        self.held = []
+        if task is not None:
+            self.last_message = task
+        async for item in self.team.run_stream(task=task, output_task_messages=not replay):
             if isinstance(item, TaskResult):
                 continue
-            self._record(item)
-            reached = reached or isinstance(item, CHECKPOINTS)
-            if isinstance(item, ReviewRequestMessage):
+            record = self.transcript.make_message(item)
+            if self.held or isinstance(item, HELD):
+                self.held.append(record)
+            else:
+                self._emit(record)
+            if isinstance(item, BaseChatMessage):
+                self.last_message = item
+            if isinstance(item, PlanMessage):
+                _write_json(self.run_dir / "plan.json", item.content.model_dump())
+                self.info["task"] = item.content.task
+            elif isinstance(item, ReviewRequestMessage):
                 review = item.content
             elif isinstance(item, RunFinishedMessage):
                 finished = item.content
-        if not reached:
+        if not isinstance(self.last_message, CHECKPOINTS):
             raise MoraError("the group chat stopped without reaching a checkpoint")
         return finished, review
 
-    async def drive(self, task: Any, pending: ReviewRequest | None = None, stop: asyncio.Event | None = None
-                    ) -> RunOutcome:
+    def _elapsed(self) -> float:
+        return round(self.previous_seconds + time.monotonic() - self.started, 3)
+
+    async def drive(self, task: BaseChatMessage | None, replay: bool, pending: ReviewRequest | None,
+                    stop: asyncio.Event | None) -> RunOutcome:
         """Run turns until the run ends (or `stop` is set); `pending`: a review to answer first (a resumed run that
         waited)."""
-        start, previous_seconds = time.monotonic(), self.info["seconds"]
         self.info.pop("resumable", None)
         self.save_info(status="running", pid=os.getpid(), host=socket.gethostname(),
                        started=self.info.get("started") or datetime.now().isoformat())
         try:
             if pending is not None:
-                task = await self.review(pending)
+                task, replay = await self.review(pending), False
             while True:
-                finished, review = await self._turn(task)
-                self.save_info(seconds=round(previous_seconds + time.monotonic() - start, 3))
+                finished, review = await self._turn(task, replay)
+                if finished is None:  # the state that covers the held records first, then the records
+                    team = await self.team.save_state()
+                    write_state(self.run_dir, SavedState(seq=self.held[-1].seq, records=self.held, team=dict(team)))
+                self._flush()
+                self.save_info(seconds=self._elapsed())
                 if finished is not None:
                     break
-                with atomic_path(self.run_dir / "state.json") as tmp:
-                    tmp.write_text(json.dumps(await self.team.save_state(), default=str), encoding="utf-8")
                 if stop is not None and stop.is_set():
                     raise _StopRequested(review)
-                task = await self.review(review) if review is not None else None
+                task, replay = (await self.review(review) if review is not None else None), False
         except _StopRequested as e:
             review = e.args[0]
-            self.transcript.note("runner", "Stopped", "stopped on request (resume with `mora resume RUN`)")
+            self.note("Stopped", "stopped on request (resume with `mora resume RUN`)")
             self.save_info(status="stopped", resumable=True,
                            pending_review=review.model_dump(mode="json") if review else None)
             raise MoraError(f"stopped on request; `mora resume {self.run_dir}` continues") from None
         except _ReviewEnded as e:
-            self.transcript.note("runner", "Interrupted", f"the review ended: {e}")
+            self.note("Interrupted", f"the review ended: {e}")
             raise MoraError(f"the review ended ({e}); the run waits for review: "
                             f"mora resume {self.run_dir} --review") from None
         except (asyncio.CancelledError, KeyboardInterrupt):
-            self.transcript.note("runner", "Interrupted", "interrupted (resume with `mora resume RUN`)")
+            self.note("Interrupted", "interrupted (resume with `mora resume RUN`)")
             if self.info["status"] == "running":
                 self.save_info(status="interrupted")
             raise
-        except Exception as e:  # recorded in run.json and the transcript; the run directory is kept
-            self.transcript.error("runner", f"{type(e).__name__}: {e}")
-            finished = RunFinished(status="failed", error=f"{type(e).__name__}: {e}")
-        self.save_info(status=finished.status, error=None if finished.status == "finished" else finished.error,
-                       seconds=round(previous_seconds + time.monotonic() - start, 3), finished=datetime.now().isoformat())
+        except Exception as e:  # one line for the person; the traceback in the transcript and run.json
+            details = traceback.format_exc()
+            self._flush()  # what the failed turn did is kept, though no state covers it
+            error = f"{self._where()}: {_cause(e)}"
+            self._emit(self.transcript.make("error", "runner", "Error", {"error": error, "details": details}))
+            finished = RunFinished(status="failed", error=error, details=details)
+        return self.end(finished)
+
+    def _where(self) -> str:
+        """Who was acting when the team failed: a step and its agent, the planner or the conductor."""
+        if self.last_message is None:
+            return "the team"
+        agent = select_speaker([self.last_message])
+        if isinstance(self.last_message, StepRequestMessage):
+            return f"step '{self.last_message.content.key}' ({agent})"
+        return agent
+
+    def end(self, finished: RunFinished) -> RunOutcome:
+        """Record how the run ended in run.json; raise for anything but finished."""
+        ok = finished.status == "finished"
+        self.save_info(status=finished.status, error=None if ok else finished.error,
+                       error_details=None if ok else finished.details, seconds=self._elapsed(),
+                       finished=datetime.now().isoformat())
         if finished.status == "rejected":
             raise InputError(finished.error)
         if finished.status == "stopped":
             raise MoraError(f"{finished.error} (run directory kept: {self.run_dir})")
-        if finished.status != "finished":
+        if not ok:
             raise MoraError(f"run failed: {finished.error} (run directory kept: {self.run_dir})")
         return RunOutcome(run_dir=self.run_dir, status=finished.status, result=self.run_dir / "result.mp4",
                           noise=self.info["noise"])

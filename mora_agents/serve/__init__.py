@@ -6,13 +6,14 @@
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Callable
 import logging
 from dataclasses import replace
 
 import uvicorn
 
 from mora_agents.errors import InputError
-from mora_agents.pipelines.loading import MEMORY_PROFILES
+from mora_agents.runs.runner import check_options
 from mora_agents.serve.app import ServeConfig, create_app
 
 __all__ = ["ServeConfig", "create_app", "is_loopback", "serve"]
@@ -27,21 +28,23 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def serve(config: ServeConfig, host: str = "127.0.0.1", port: int = 7860) -> None:
+def serve(config: ServeConfig, host: str = "127.0.0.1", port: int = 7860,
+          on_start: Callable[[], None] | None = None) -> None:
     """Serve until interrupted (Ctrl-C: the running run is interrupted and resumes at the next start).
 
-    A host other than a loopback address needs a token (else InputError). The user SOP folder is created.
+    A host other than a loopback address needs a token, and the run options are checked as `mora run` checks them
+    (else InputError). The user SOP folder is created; then `on_start` is called (e.g. to print a notice).
     """
     if not is_loopback(host) and not config.token:
         raise InputError(f"--host {host}: serving beyond this machine needs --token (every request must carry it)")
-    if config.options.memory_profile not in MEMORY_PROFILES:
-        raise InputError(f"--memory-profile {config.options.memory_profile}: unknown (choose from "
-                         f"{', '.join(MEMORY_PROFILES)})")
+    check_options(config.options)
     assert config.options.sops_dir is not None
     try:
         config.options.sops_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise InputError(f"--sops {config.options.sops_dir}: cannot make the folder ({e.strerror})") from None
+    if on_start is not None:
+        on_start()
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter("%(levelname)s:     %(message)s"))
     logger = logging.getLogger("mora.serve")

@@ -37,7 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mora_agents.errors import InputError, validation_summary
-from mora_agents.runs.catalog import read_info, run_status
+from mora_agents.runs.catalog import RunSummary, list_runs, read_info, run_status
 from mora_agents.runs.html import transcript_html
 from mora_agents.runs.progress import ProgressReport
 from mora_agents.runs.render import describe, record_media
@@ -114,7 +114,7 @@ class Review(BaseModel):
 class RunView(BaseModel):
     id: str
     status: str
-    """queued, running, waiting for review, finished, failed, stopped or interrupted."""
+    """queued, running, waiting for review, finished, failed, stopped, interrupted, or damaged (`error` says why)."""
     position: int | None
     """In the queue: 1 runs next; None when not queued."""
     resumable: bool
@@ -274,6 +274,13 @@ def create_app(config: ServeConfig) -> FastAPI:
             seconds=float(info.get("seconds") or 0.0), created=info.get("created"), started=info.get("started"),
             finished=info.get("finished"), error=info.get("error"), transcript=f"/files/{run_id}/transcript.html")
 
+    def damaged(summary: RunSummary) -> RunView:
+        """A run directory whose run.json cannot be read: listed with the reason, nothing else."""
+        return RunView(id=summary.path.name, status="damaged", position=None, resumable=False, request={"text": ""},
+                       task=None, plan=None, review=None, progress=None, result=None, noise=False, seconds=0.0,
+                       created=None, started=None, finished=None, error=summary.problem,
+                       transcript=f"/files/{summary.path.name}/transcript.html")
+
     @app.get("/", include_in_schema=False)
     def page() -> FileResponse:
         return FileResponse(STATIC / "index.html")
@@ -281,6 +288,7 @@ def create_app(config: ServeConfig) -> FastAPI:
     @app.get("/api/info", summary="The server's settings")
     def server_info() -> dict[str, Any]:
         return {"preset": options.preset, "device": options.device, "noise": options.preset == "tiny",
+                "adapters": str(options.adapters) if options.adapters else None,
                 "out": str(out), "sops": str(user_sops), "max_image_bytes": config.max_image_bytes,
                 "max_video_bytes": config.max_video_bytes}
 
@@ -332,7 +340,7 @@ def create_app(config: ServeConfig) -> FastAPI:
 
     @app.get("/api/runs", summary="List runs (oldest first)")
     def runs() -> list[RunView]:
-        return [view(p) for p in sorted(out.iterdir()) if (p / "run.json").is_file()] if out.is_dir() else []
+        return [view(s.path) if s.problem is None else damaged(s) for s in list_runs(out)]
 
     @app.get("/api/runs/{run_id}", summary="One run")
     def run(run_id: str) -> RunView:

@@ -85,8 +85,11 @@ class StepFailed(BaseModel):
     iteration: int = 0
     agent: str
     error: str
+    """One line: what failed and why."""
     rejected: bool = False
     """True when the cause is bad user input (nothing is generated; the CLI exits with code 2)."""
+    details: str | None = None
+    """The traceback of a tool's exception."""
 
 
 Decision = Literal["next", "repeat", "edit", "stop"]
@@ -130,3 +133,6 @@ class RunFinished(BaseModel):
     stopped: a person chose stop at a review point."""
     result: Artifact | None = None
     error: str | None = None
+    """One line: the step, the agent and the cause."""
+    details: str | None = None
+    """The traceback behind `error`, if any."""

@@ -81,6 +81,10 @@ class TerminalUI:
         self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                                  TimeElapsedColumn(), console=console, transient=True)
         self._tracker: StepProgress | None = None
+        self._held: dict[Path, list[Record]] = {}
+        """Per run, its request and planning records, held until the plan is accepted: a rejected request (bad input
+        found once the planner chose the task) then shows as its one error line, like any other bad input."""
+        self._accepted: set[Path] = set()
 
     @contextmanager
     def live(self) -> Iterator[TerminalUI]:
@@ -96,6 +100,17 @@ class TerminalUI:
 
     def show(self, record: Record, run_dir: Path) -> None:
         """One record: speaker, message type and text; media as path, size, frames and a thumbnail."""
+        if run_dir not in self._accepted:
+            if record.source in ("user", "planner"):
+                self._held.setdefault(run_dir, []).append(record)
+                return
+            self._accepted.add(run_dir)
+            held = self._held.pop(run_dir, [])
+            content = record.message.get("content")
+            if record.type.endswith("[RunFinished]") and isinstance(content, dict) and content.get("status") == "rejected":
+                return
+            for earlier in held:
+                self.show(earlier, run_dir)
         if self.notice:
             self.console.print(self.notice)
             self.notice = None
