@@ -37,8 +37,8 @@ def write_report(out: Path, rows: list[dict[str, Any]]) -> dict[str, Path]:
     with atomic_path(paths["json"]) as tmp:
         tmp.write_text(json.dumps({"metrics": metrics, "iterations": rows}, indent=1) + "\n", encoding="utf-8")
     lines = ["# Held-out metrics per iteration", "",
-             "Iteration 0 is the untrained agents; iteration n generates with the adapters trained in iterations 1 to "
-             "n. Cells: mean over the held-out prompts [backend]; `fallback:*` values are weight-free approximations.",
+             ("Iteration 0 is the untrained agents; iteration n generates with the adapters trained in iterations 1 to "
+              "n. Cells: mean over the held-out prompts [backend]; `fallback:*` values are weight-free approximations."),
              "", "| iteration | accepted samples | " + " | ".join(metrics) + " |", "|---|---|" + "---|" * len(metrics)]
     for row in rows:
         cells = [f"{row['metrics'][m]['mean']:.4f} [{row['metrics'][m]['backend']}]" if m in row["metrics"] else "-"

@@ -247,7 +247,7 @@ def _why_undecided(record: SetRecord) -> str:
 
 
 def _pending(data_dir: Path, cset: CandidateSet, record: SetRecord) -> PendingSet:
-    prompt, own = _shared_prompt(cset)
+    prompt = _shared_prompt(cset)[0]
     shown = [c for c in cset.candidates if c.number in record.candidates]
     return PendingSet(cset.id, cset.prompt, prompt, shown, {c.number: data_dir / str(c.video) for c in shown},
                       record.votes, record.frames)
@@ -354,10 +354,10 @@ def _run(data_dir: Path, specs: Sequence[JudgeSpec] | None, reviewer: Reviewer |
                                            f"(--no-human): {_why_undecided(record)}")
                 _save(data_dir, log)
                 notify(record)
-            elif record.status == "undecided" and reviewer is not None:
-                if _ask(reviewer, _pending(data_dir, cset, record), record):
-                    _save(data_dir, log)
-                    notify(record)
+            elif record.status == "undecided" and reviewer is not None and _ask(
+                    reviewer, _pending(data_dir, cset, record), record):
+                _save(data_dir, log)
+                notify(record)
             if record.status == "accepted" and record.sample is None:
                 record.sample = _write(data_dir, cset, record, iteration)
                 _save(data_dir, log)
