@@ -6,7 +6,8 @@ import asyncio
 import json
 import logging
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Optional
 
@@ -23,6 +24,8 @@ from mora_agents.eval.cli import eval_command
 from mora_agents.ui.terminal import TerminalUI
 
 if TYPE_CHECKING:
+    from mora_agents.data.loop import LoopConfig
+    from mora_agents.data.select import SelectionResult
     from mora_agents.runs.review import Reviewer
     from mora_agents.runs.runner import RunOutcome
 
@@ -52,6 +55,9 @@ app = typer.Typer(help="Mora: generalist video generation by cooperating AI agen
                   pretty_exceptions_enable=False, add_completion=False, cls=_OneLineErrors)
 sops_app = typer.Typer(help="List, show and validate SOP files.", no_args_is_help=True)
 app.add_typer(sops_app, name="sops")
+data_app = typer.Typer(help="Training data: candidates from seed prompts, selection by judges and people.",
+                       no_args_is_help=True)
+app.add_typer(data_app, name="data")
 app.command("bench", help="Time the paper's workloads on real-size random-weight models: reference vs ours.")(bench_command)
 console = Console(stderr=True, highlight=False, soft_wrap=True)
 out = Console(highlight=False, soft_wrap=True)
@@ -321,14 +327,59 @@ def train_command(
     resolution: Annotated[Optional[str], typer.Option(help="WIDTHxHEIGHT to train at (default: the preset's, 1024x576).")] = None,
     memory_profile: Annotated[str, typer.Option(help="resident; 24gb: one UNet on the GPU at a time.")] = "resident",
     init_adapters: Annotated[Optional[Path], typer.Option(help="Start from a previous `mora train` output.")] = None,
-    seed: Annotated[int, typer.Option(help="Seed of the noise, timesteps and data order.")] = 0,
+    seed: Annotated[int, typer.Option(help="Seed of the noise, timesteps and data order (with --iterations: of everything).")] = 0,
+    iterations: Annotated[Optional[int], typer.Option(help="Run the data-free loop N times: make data, select, train (needs --prompts and --out).")] = None,
+    prompts: Annotated[Optional[Path], typer.Option(help="--iterations: seed prompts (text, JSONL or CSV).")] = None,
+    task: Annotated[str, typer.Option(help="--iterations: the task (SOP) of the candidates.")] = "text_to_video",
+    count: Annotated[int, typer.Option(help="--iterations: prompts written per iteration.")] = 16,
+    candidates: Annotated[int, typer.Option(help="--iterations: candidates per prompt.")] = 4,
+    duration: Annotated[Optional[float], typer.Option(help="--iterations: seconds per candidate (default: one segment).")] = None,
+    set_: Annotated[list[str], typer.Option("--set", help="--iterations: a tool parameter of every run: TOOL.PARAM=VALUE.")] = [],
+    judge: Annotated[list[str], typer.Option(help="--iterations: a judge, metric:NAME or [NAME=]MODEL[@URL] (repeatable).")] = [],
+    judges: Annotated[Optional[Path], typer.Option(help="--iterations: a JSON or YAML file of judges.")] = None,
+    judge_frames: Annotated[int, typer.Option(help="--iterations: frames per candidate shown to the judges.")] = 4,
+    no_human: Annotated[bool, typer.Option("--no-human", help="--iterations: discard the sets the judges disagree on.")] = False,
+    reviewer_name: Annotated[str, typer.Option("--name", help="--iterations: your name in the selection log.")] = "human",
+    eval_prompts: Annotated[Optional[Path], typer.Option(help="--iterations: held-out prompts scored after each iteration.")] = None,
+    eval_share: Annotated[float, typer.Option(help="--iterations without --eval-prompts: share of the seeds held out (0: none).")] = 0.25,
+    eval_metrics: Annotated[str, typer.Option(help="--iterations: metrics of the held-out videos (comma-separated).")] = "video_quality",
+    sops: Annotated[Optional[Path], typer.Option(help="--iterations: a folder of your own SOP files.")] = None,
+    ray: Annotated[Optional[str], typer.Option(help="--iterations: runs on Ray: local, auto or ADDRESS (see mora batch).")] = None,
 ) -> None:
-    """Fine-tune the agents on a dataset (self-modulated, the paper's Algorithm 1); `--resume DIR` continues one."""
+    """Fine-tune the agents on a dataset (self-modulated, the paper's Algorithm 1); `--resume DIR` continues one;
+    `--iterations N --prompts SEEDS` runs the whole data-free loop."""
     from accelerate import PartialState
 
     from mora_agents.train import TrainConfig, resume, train
     from mora_agents.train.progress import TrainProgress
 
+    if iterations is not None:
+        from mora_agents.data.loop import LoopConfig
+        from mora_agents.data.make import MakeConfig
+
+        try:
+            if data is not None or resume_dir is not None or init_adapters is not None:
+                raise InputError("--iterations: takes no DATA, --resume or --init-adapters (the loop makes its data "
+                                 "and continues itself: run the same command again)")
+            if prompts is None or out_dir is None:
+                raise InputError("--iterations needs --prompts SEEDS and --out DIR")
+            from mora_agents.inputs import parse_sets
+
+            config = LoopConfig(
+                iterations=iterations, no_human=no_human, frames=judge_frames, eval_share=eval_share,
+                eval_metrics=[m.strip() for m in eval_metrics.split(",") if m.strip()],
+                make=MakeConfig(task=task, count=count, candidates=candidates, duration=duration, seed=seed,
+                                overrides=parse_sets(set_)),
+                train=TrainConfig.parse(
+                    preset=preset, agents=[a.strip() for a in agents.split(",") if a.strip()], full=full,
+                    lora_rank=lora_rank, modulation=not no_modulation, modulation_init=modulation_init, steps=steps,
+                    batch_size=batch_size, lr=lr, lr_modulation=lr_modulation, checkpoint_every=checkpoint_every,
+                    frames=frames, resolution=resolution and resolution.lower().split("x"), seed=seed))
+        except InputError as e:
+            raise fail(str(e), 2) from None
+        _train_loop(prompts, out_dir, config, preset, device, memory_profile, sops, eval_prompts, judge, judges,
+                    reviewer_name, ray)
+        return
     try:
         if resume_dir is not None:
             if data is not None or out_dir is not None:
@@ -356,6 +407,127 @@ def train_command(
     if PartialState().is_main_process:
         console.print(f"[green]done:[/] {result.steps} steps, adapters sha256 {result.adapters_sha256[:12]}")
         out.print(str(result.out_dir))
+
+
+@contextmanager
+def _errors(interrupted: str) -> Iterator[None]:
+    """Bad input: one line, exit code 2; a failure during work: one line, exit code 1; Ctrl-C: `interrupted`, 130."""
+    try:
+        yield
+    except InputError as e:
+        raise fail(str(e), 2) from None
+    except MoraError as e:
+        raise fail(str(e), 1) from None
+    except KeyboardInterrupt:
+        raise fail(interrupted, 130) from None
+
+
+def _train_loop(prompts: Path, out_dir: Path, config: LoopConfig, preset: str, device: str, memory_profile: str,
+                sops: Path | None, eval_prompts: Path | None, judge: list[str], judges: Path | None, name: str,
+                ray: str | None) -> None:
+    """`mora train --iterations N`: the data-free loop with the terminal's progress and review."""
+    from mora_agents.data import judge_specs, read_seeds
+    from mora_agents.data.loop import run_loop
+    from mora_agents.runs.runner import RunOptions
+    from mora_agents.ui.data import LoopDisplay, TerminalSetReview
+
+    with _errors(f"interrupted; the same command continues the loop in {out_dir}"):
+        check_preset(preset)
+        seeds, held = read_seeds(prompts), read_seeds(eval_prompts) if eval_prompts else None
+        options = RunOptions(preset=preset, device=device, sops_dir=sops, memory_profile=memory_profile)
+        _noise_warning(preset)
+        result = run_loop(seeds, out_dir, config, options, eval_seeds=held, judges=judge_specs(judge, judges),
+                          reviewer=TerminalSetReview(console, name), ray=ray, ui=LoopDisplay(console))
+    report = result.report.get("markdown")
+    console.print(f"[green]done:[/] {config.iterations} iteration(s) in {result.out}"
+                  + (f"; held-out metrics in {report}" if report else ""))
+    out.print(str(result.out))
+
+
+@data_app.command("make")
+def data_make(
+    prompts: Annotated[Path, typer.Option(help="Seed prompts: text (one per line), JSONL or CSV with a prompt column.")],
+    out_dir: Annotated[Path, typer.Option("--out", help="The data folder (new, or the one a stopped make left).")],
+    task: Annotated[str, typer.Option(help="The task (SOP) every candidate runs.")] = "text_to_video",
+    count: Annotated[int, typer.Option(help="Prompts the LLM writes from the seeds.")] = 16,
+    candidates: Annotated[int, typer.Option(help="Candidate runs per prompt, each with its own seed.")] = 4,
+    duration: Annotated[Optional[float], typer.Option(help="Seconds per candidate (default: one segment).")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the writer's examples and of the candidates' seeds.")] = 0,
+    set_: Annotated[list[str], typer.Option("--set", help="A tool parameter of every run: TOOL.PARAM=VALUE.")] = [],
+    preset: Annotated[str, typer.Option(help="full: real weights; tiny: random small models (noise, for tests).")] = "full",
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:1, ...")] = "auto",
+    memory_profile: Annotated[str, typer.Option(help="resident: models stay on the GPU; 24gb: offloaded between uses to fit a 24 GB GPU.")] = "resident",
+    sops: Annotated[Optional[Path], typer.Option(help="A folder of your own SOP files.")] = None,
+    adapters: Annotated[Optional[Path], typer.Option(help="A `mora train` output: generate with the agents it fine-tuned.")] = None,
+    ray: Annotated[Optional[str], typer.Option(help="Run on Ray: local, auto or ADDRESS (see mora batch).")] = None,
+) -> None:
+    """Write new prompts from seed prompts and make candidate runs of each (one batch); again: continues."""
+    from mora_agents.batch.display import BatchDisplay
+    from mora_agents.data import MakeConfig, make_data, read_seeds
+    from mora_agents.inputs import parse_sets
+    from mora_agents.runs.runner import RunOptions
+
+    with _errors(f"interrupted; the same command continues in {out_dir}"):
+        check_preset(preset)
+        config = MakeConfig(task=task, count=count, candidates=candidates, duration=duration, seed=seed,
+                            overrides=parse_sets(set_))
+        options = RunOptions(preset=preset, device=device, sops_dir=sops, memory_profile=memory_profile,
+                             adapters=adapters)
+        seeds = read_seeds(prompts)
+        _noise_warning(preset)
+        with BatchDisplay(console) as display:
+            made = make_data(seeds, out_dir, config, options, ray=ray, on_update=display.update)
+    if made.failed:
+        raise fail(f"{len(made.failed)} of {len(made.results)} candidates did not finish (see "
+                   f"{out_dir / 'runs' / 'summary.jsonl'}); the same command runs them again", 1)
+    console.print(f"[green]done:[/] {len(made.sets)} prompts x {candidates} candidates in {out_dir}; "
+                  f"next: `mora data select {out_dir}`")
+    out.print(str(out_dir))
+
+
+@data_app.command("select")
+def data_select(
+    data: Annotated[Path, typer.Argument(help="A data folder made by `mora data make`.")],
+    judge: Annotated[list[str], typer.Option(help="A judge: metric:NAME or [NAME=]MODEL[@URL] (repeatable; default: MORA_JUDGES, else two metric judges).")] = [],
+    judges: Annotated[Optional[Path], typer.Option(help="A JSON or YAML file of judges.")] = None,
+    judge_frames: Annotated[int, typer.Option(help="Frames per candidate shown to the judges.")] = 4,
+    no_human: Annotated[bool, typer.Option("--no-human", help="Discard the sets the judges disagree on.")] = False,
+    review: Annotated[bool, typer.Option("--review", help="Decide the sets the judges disagree on here and now.")] = False,
+    name: Annotated[str, typer.Option(help="Your name in the selection log (with --review).")] = "human",
+    seed: Annotated[Optional[int], typer.Option(help="Seed of the criteria drawn (default: the make's).")] = None,
+) -> None:
+    """Judges rank each candidate set; agreed sets are accepted into DATA/dataset, the others wait for a person."""
+    from mora_agents.data import judge_specs, read_sets, select
+    from mora_agents.ui.data import TerminalSetReview, selection_table
+
+    with _errors(f"interrupted; the same command continues (judged sets are kept in {data})"):
+        specs = judge_specs(judge, judges)
+        result = select(data, specs, reviewer=TerminalSetReview(console, name) if review else None,
+                        no_human=no_human, frames=judge_frames, seed=seed,
+                        on_set=lambda r: console.print(f"[dim]{r.id}: {r.status}[/]"))
+    _selection_done(data, result, selection_table(result.log, read_sets(data)))
+
+
+def _selection_done(data: Path, result: SelectionResult, table: Table) -> None:
+    out.print(table)
+    counts = result.count()
+    console.print(f"[green]{counts['accepted']} accepted[/], {counts['discarded']} discarded; dataset: {result.dataset}")
+    if counts["undecided"]:
+        console.print(f"[magenta]{counts['undecided']} set(s) wait for a person:[/] mora data review {data}")
+
+
+@data_app.command("review")
+def data_review(
+    data: Annotated[Path, typer.Argument(help="A data folder whose selection left sets undecided.")],
+    name: Annotated[str, typer.Option(help="Your name in the selection log.")] = "human",
+) -> None:
+    """Decide the sets the judges disagree on: each with its candidates' frames and the votes; pick one or discard."""
+    from mora_agents.data import read_sets, review
+    from mora_agents.ui.data import TerminalSetReview, selection_table
+
+    with _errors("interrupted; the decisions made so far are kept"):
+        result = review(data, TerminalSetReview(console, name))
+    _selection_done(data, result, selection_table(result.log, read_sets(data)))
 
 
 @app.command()

@@ -24,10 +24,28 @@ def text_reply(text: str) -> dict[str, Any]:
     return {"role": "assistant", "content": text}
 
 
+def http_error(status: int, message: str = "scripted failure") -> dict[str, Any]:
+    """A reply that is an HTTP error with OpenAI's error body."""
+    return {"_status": status, "_message": message}
+
+
+def image_urls(body: dict[str, Any]) -> list[str]:
+    """The image URLs of a request's messages (multimodal content parts), in order."""
+    return [part["image_url"]["url"] for message in body["messages"] if isinstance(message["content"], list)
+            for part in message["content"] if part.get("type") == "image_url"]
+
+
+def texts(body: dict[str, Any]) -> str:
+    """All the text of a request's messages (plain and multimodal), joined."""
+    return "\n".join(part if isinstance(part, str) else part.get("text", "") for message in body["messages"]
+                     for part in (message["content"] if isinstance(message["content"], list) else [message["content"] or ""]))
+
+
 class FakeOpenAI:
     """Serves `replies` in order (one per request) and keeps every request body in `requests`.
 
-    A reply is a chat message dict, or a function of the request body that returns one.
+    A reply is a chat message dict, `http_error(...)`, or a function of the request body that returns one (it may
+    sleep past the client's timeout: the late answer is dropped).
     """
 
     def __init__(self, replies: list[dict[str, Any]]) -> None:
@@ -44,18 +62,27 @@ class FakeOpenAI:
                 message = fake.replies.pop(0)
                 if callable(message):
                     message = message(body)
-                data = json.dumps({
+                if "_status" in message:
+                    self._send(message["_status"], {"error": {"message": message["_message"], "type": "server_error"}})
+                    return
+                self._send(200, {
                     "id": f"chatcmpl-{len(fake.requests)}", "object": "chat.completion", "created": 0,
                     "model": body.get("model", "fake"),
                     "choices": [{"index": 0, "message": message,
                                  "finish_reason": "tool_calls" if message.get("tool_calls") else "stop"}],
                     "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
-                }).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                })
+
+            def _send(self, status: int, payload: dict[str, Any]) -> None:
+                data = json.dumps(payload).encode()
+                try:
+                    self.send_response(status)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                except (BrokenPipeError, ConnectionResetError):  # the client gave up (a timeout)
+                    pass
 
             def log_message(self, *args: Any) -> None:
                 pass

@@ -271,14 +271,20 @@ def _run(out: Path, adapters: Path | None):
     return asyncio.run(run_request("a red fox in the snow", duration=1, options=options))
 
 
-def test_a_run_with_adapters_differs_and_records_them(trained: Path, tmp_path: Path):
-    plain, tuned = _run(tmp_path / "plain", None), _run(tmp_path / "tuned", trained)
+def check_adapters_change_a_run(adapters: Path, scratch: Path) -> None:
+    """A run with `adapters` makes another video than the same run without, and records them (also used by the
+    data-free loop's tests)."""
+    plain, tuned = _run(scratch / "plain", None), _run(scratch / "tuned", adapters)
     assert sha256_file(plain.result) != sha256_file(tuned.result)
     assert not np.array_equal(read_video(plain.result)[0], read_video(tuned.result)[0])
     info = json.loads((tuned.run_dir / "run.json").read_text())
-    assert info["adapters"] == str(trained) and info["adapters_sha256"] == card_sha256(trained)
+    assert info["adapters"] == str(adapters) and info["adapters_sha256"] == card_sha256(adapters)
     note = read_transcript(tuned.run_dir / "transcript.jsonl")[0]
-    assert note.type == "Adapters" and str(trained) in note.message["text"] and card_sha256(trained) in note.message["text"]
+    assert note.type == "Adapters" and str(adapters) in note.message["text"] and card_sha256(adapters) in note.message["text"]
+
+
+def test_a_run_with_adapters_differs_and_records_them(trained: Path, tmp_path: Path):
+    check_adapters_change_a_run(trained, tmp_path)
 
 
 def test_mismatched_or_missing_adapters_stop_before_a_run_exists(trained: Path, tmp_path: Path):

@@ -4,12 +4,14 @@ It plays the three LLM roles well enough to run every SOP with no model server:
 - planner (asked for `PlanChoice` JSON): picks the SOP from attached media and keywords;
 - prompt agent (asked for text): enhances a prompt from keyword tables (subject, setting, lighting,
   camera, style);
-- tool agents (given tools): emit the tool call that the step's JSON block prescribes.
+- tool agents (given tools): emit the tool call that the step's JSON block prescribes;
+- prompt writer (asked for `WrittenPrompts` JSON): new scenes drawn, seeded, from its own tables.
 """
 
 from __future__ import annotations
 
 import json
+import random
 import re
 from collections.abc import AsyncGenerator, Mapping, Sequence
 from typing import Any
@@ -28,7 +30,7 @@ from autogen_core.models import (
 from autogen_core.tools import Tool, ToolSchema
 from pydantic import BaseModel
 
-from mora_agents.llm.prompts import json_blocks
+from mora_agents.llm.prompts import WrittenPrompts, json_blocks
 
 # (keywords, phrase): the first table row whose keyword occurs in the prompt wins.
 SETTINGS = [
@@ -85,6 +87,34 @@ def enhance(prompt: str, max_chars: int | None = None) -> str:
     while max_chars is not None and len(words) > 1 and len(sentence()) > max_chars:
         words.pop()
     return sentence()
+
+
+# The offline prompt writer's scenes: subject, action, place and time drawn independently.
+SUBJECTS = ["a red fox", "an old fisherman", "a paper boat", "a hot-air balloon", "a golden retriever",
+            "a street musician", "a hummingbird", "a steam locomotive", "a child in a yellow raincoat", "a sailboat",
+            "a herd of wild horses", "a lighthouse keeper", "a vintage convertible", "a snow leopard",
+            "a pair of dancers", "a koi fish", "an astronaut", "a barn owl", "a skateboarder", "a jellyfish"]
+ACTIONS = ["walks slowly", "races ahead", "turns to look at the camera", "drifts past", "leaps over a puddle",
+           "circles overhead", "rests quietly", "spins in place", "climbs upward", "glides in a long curve",
+           "splashes through water", "waits in the rain"]
+PLACES = ["in a snowy pine forest", "on a windswept beach", "on a neon-lit city street", "among rolling desert dunes",
+          "beside a misty mountain lake", "in a crowded night market", "inside an abandoned greenhouse",
+          "in a field of sunflowers", "on a rooftop above the city", "under a starry sky", "in an autumn vineyard",
+          "in a flooded cave lit by lanterns"]
+TIMES = ["at dawn", "at golden hour", "as a storm rolls in", "in thick fog", "at midnight", "on a bright afternoon",
+         "in light snowfall", "at dusk"]
+
+
+def write_prompts(examples: Sequence[str], count: int, seed: int) -> list[str]:
+    """`count` distinct scenes, none equal to an example: a seeded draw of subject, action, place and time."""
+    rng, taken = random.Random(seed), {e.strip().lower().rstrip(".") for e in examples}
+    prompts: list[str] = []
+    while len(prompts) < min(count, len(SUBJECTS) * len(ACTIONS) * len(PLACES) * len(TIMES) // 2):
+        scene = " ".join(rng.choice(table) for table in (SUBJECTS, ACTIONS, PLACES, TIMES))
+        if scene.lower() not in taken:
+            taken.add(scene.lower())
+            prompts.append(scene[:1].upper() + scene[1:] + ".")
+    return prompts
 
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(?:s|sec|secs|second|seconds)\b", re.I)
@@ -155,9 +185,13 @@ class OfflineChatCompletionClient(ChatCompletionClient):
         cancellation_token: CancellationToken | None = None,
     ) -> CreateResult:
         blocks = [b for m in messages if isinstance(getattr(m, "content", None), str) for b in json_blocks(m.content)]
-        if isinstance(json_output, type):
+        if json_output is WrittenPrompts:
+            task = blocks[-1]
+            content: str | list[FunctionCall] = json.dumps(
+                {"prompts": write_prompts(task["examples"], task["count"], task["seed"])})
+        elif isinstance(json_output, type):
             sops, request = blocks[-2], blocks[-1]
-            content: str | list[FunctionCall] = json.dumps(route(request, [s["name"] for s in sops]))
+            content = json.dumps(route(request, [s["name"] for s in sops]))
         elif tools:
             step = blocks[-1]
             self._calls += 1

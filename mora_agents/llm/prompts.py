@@ -6,6 +6,8 @@ import json
 import re
 from typing import Any
 
+from pydantic import BaseModel, Field
+
 PLANNER_SYSTEM = """You are the planner of Mora, a team of agents that generates videos.
 Choose the one SOP (standard operating procedure) that fits the person's request, using the attached
 files' kinds (images, videos), and extract the description of the wanted video and any duration in seconds.
@@ -21,6 +23,20 @@ sentences under 70 words. Reply with the enhanced prompt only."""
 TOOL_AGENT_SYSTEM = """You are the {role} of Mora. {description}
 When you are given a step, call the named tool exactly once with the arguments given in the step's JSON.
 Paths must stay as given: they are inside the run directory."""
+
+PROMPT_WRITER_SYSTEM = """You write prompts for a video generation system, to make its training data.
+From the example prompts, learn their kind and length, then write the requested number of new prompts. Each
+new prompt describes one short scene that a camera could film: a concrete subject, what it does and where.
+Vary subjects, actions, places, times of day and moods across your prompts; never copy or lightly reword an
+example, and never repeat yourself. One sentence each, under 40 words.
+Answer with JSON only, matching the given schema."""
+
+
+class WrittenPrompts(BaseModel):
+    """The prompt writer's answer (the data stage of training)."""
+
+    prompts: list[str] = Field(description="the new prompts, one scene each")
+
 
 _JSON_BLOCK = re.compile(r"```json\n(.*?)\n```", re.S)
 
@@ -43,6 +59,12 @@ def step_prompt(step: str, tool: str | None, arguments: dict[str, Any], budget: 
 def planner_prompt(request: dict[str, Any], sops: list[dict[str, Any]]) -> str:
     return (f"SOPs:\n```json\n{json.dumps(sops, indent=1)}\n```\n"
             f"Request:\n```json\n{json.dumps(request, indent=1)}\n```")
+
+
+def writer_prompt(examples: list[str], count: int, seed: int) -> str:
+    """The prompt writer's task: `count` new prompts in the manner of `examples` (`seed` varies the offline one)."""
+    payload = json.dumps({"examples": examples, "count": count, "seed": seed}, indent=1)
+    return f"Write {count} new prompts in the manner of these examples.\n```json\n{payload}\n```"
 
 
 def json_blocks(text: str) -> list[Any]:

@@ -29,25 +29,16 @@ METADATA = "metadata.jsonl"
 IMAGE_FIELDS = ("first_frame", "source_frame", "edited_frame", "start_frame")
 
 
-class Sample(BaseModel):
-    """One accepted sample: what the agents made for one prompt, and how it was chosen.
+class Intermediates(BaseModel):
+    """What the trainable agents made for one sample: each agent's input and output (paths relative to a folder).
 
-    Paths are relative to the dataset folder. Which agent learns from it:
     - text-to-image: `first_frame` from `enhanced_prompt` (when both are set);
     - image-to-image: `edited_frame` from `source_frame` and `instruction` (when the SOP has an edit step);
-    - image-to-video: the clip from its start frame: `start_frame`, else `edited_frame`, else `first_frame`.
-    Fields the data stage adds beyond these are kept as they are.
+    - image-to-video: the clip from its start frame: `start_frame`, else `edited_frame`, else `first_frame`, with
+      SVD's conditions `fps`, `motion_bucket_id` and `noise_aug_strength`.
     """
 
-    model_config = ConfigDict(extra="allow")
-    id: str
-    file_name: str
-    """The clip the image-to-video agent made from the start frame (its first segment; later frames are unused)."""
-    task: str
-    prompt: str
-    """The person's (or the prompt writer's) prompt."""
     enhanced_prompt: str | None = None
-    seed: int
     first_frame: str | None = None
     """The text-to-image agent's image."""
     source_frame: str | None = None
@@ -59,6 +50,22 @@ class Sample(BaseModel):
     """The frame rate the clip was made at (SVD's `fps` condition); the clip's own when not set."""
     motion_bucket_id: int = 180
     noise_aug_strength: float = 0.1
+
+
+class Sample(Intermediates):
+    """One accepted sample: what the agents made for one prompt (`Intermediates`, the clip), and how it was chosen.
+
+    Paths are relative to the dataset folder. Fields the data stage adds beyond these are kept as they are.
+    """
+
+    model_config = ConfigDict(extra="allow")
+    id: str
+    file_name: str
+    """The clip the image-to-video agent made from the start frame (its first segment; later frames are unused)."""
+    task: str
+    prompt: str
+    """The person's (or the prompt writer's) prompt."""
+    seed: int
     iteration: int = 0
     votes: Any = None
     """The judges' votes: the data stage's record, kept as written."""

@@ -55,6 +55,11 @@ def thumbnail(path: Path, width: int = THUMB_WIDTH) -> Text:
     """An image (or a video's first frame) drawn with half-block characters: two pixels per cell."""
     frame = read_video(path)[0][0] if path.suffix.lower() in VIDEO_SUFFIXES else np.asarray(
         Image.open(path).convert("RGB"))
+    return half_blocks(frame, width)
+
+
+def half_blocks(frame: np.ndarray, width: int = THUMB_WIDTH) -> Text:
+    """RGB pixels [H, W, 3] scaled to `width` cells, two pixels per cell (upper half-block on a background)."""
     height = max(2, round(width * frame.shape[0] / frame.shape[1] / 2) * 2)
     pixels = np.asarray(Image.fromarray(frame).resize((width, height), Image.Resampling.BILINEAR))
     text = Text()
