@@ -23,7 +23,6 @@ from diffusers import (
 )
 from transformers import (
     CLIPImageProcessorPil,
-    CLIPTextConfig,
     CLIPTextModel,
     CLIPVisionConfig,
     CLIPVisionModel,
