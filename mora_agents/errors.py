@@ -38,6 +38,10 @@ def read_problem(error: Exception) -> str:
 
 
 def validation_summary(error: ValidationError, locations: bool = True) -> str:
-    """A pydantic ValidationError on one line: 'field: problem; field: problem' (or 'problem; problem')."""
-    return "; ".join(f"{'.'.join(map(str, e['loc'])) or '(value)'}: {e['msg']}" if locations else e["msg"]
-                     for e in error.errors())
+    """A pydantic ValidationError on one line: 'field: problem; field: problem' (or 'problem; problem'); a problem
+    of several fields together has no field."""
+    def one(e: dict) -> str:
+        message = e["msg"].removeprefix("Value error, ")
+        return f"{'.'.join(map(str, e['loc']))}: {message}" if locations and e["loc"] else message
+
+    return "; ".join(one(e) for e in error.errors())

@@ -6,8 +6,10 @@ A process-wide object (not a contextvar) because tools may run in worker threads
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Protocol
@@ -36,8 +38,9 @@ class ToolSettings:
     """Overrides of model ids or local directories, by model key (e.g. {"svd": "/models/svd-xt"})."""
     memory_profile: str = "resident"
     """`resident`: every model stays on the device (fastest); `24gb`: each model is on the GPU only while it
-    runs, SEINE's VAE decodes a frame at a time and SVD's feed-forwards run a frame at a time, so every
-    task fits a 24 GB GPU (the same outputs up to float rounding; slower)."""
+    runs (FLUX and Wan 14B a block at a time), SEINE's VAE decodes a frame at a time, SVD's feed-forwards run a
+    frame at a time and the newer video VAEs decode in tiles, so every task fits a 24 GB GPU (slower; the same
+    outputs up to float rounding, except the tiled decodes, which blend their tiles' overlaps)."""
     adapters: Path | None = None
     """A folder written by `mora train` (LoRA or full weights and modulation tokens): the pipelines of the agents
     it trained load with it (see `mora_agents.pipelines.adapters`)."""
@@ -92,3 +95,27 @@ def denoise_callback(label: str, total: int) -> Callable:
         return kwargs
 
     return callback
+
+
+_notes: ContextVar[list[str] | None] = ContextVar("mora_tool_notes", default=None)
+
+
+def note(text: str) -> None:
+    """Report what a person must know about a tool call (e.g. a prompt cut to its text encoder's length): kept for
+    the step's result (so for the transcript) within `collect_notes`, logged as a warning otherwise."""
+    notes = _notes.get()
+    if notes is None:
+        logging.getLogger("mora_agents").warning(text)
+    else:
+        notes.append(text)
+
+
+@contextmanager
+def collect_notes() -> Iterator[list[str]]:
+    """Collect the notes of the tool calls made within the block (in this thread or task)."""
+    notes: list[str] = []
+    token = _notes.set(notes)
+    try:
+        yield notes
+    finally:
+        _notes.reset(token)

@@ -23,6 +23,7 @@ from mora_agents.bench.cli import CANDIDATE_HELP, WORKLOAD_HELP, bench_command
 from mora_agents.bench.configurations import (
     CANDIDATES,
     FUSED_QKV_MODELS,
+    PAPER_MODELS,
     Pipelines,
     candidate,
     compile_unavailable,
@@ -33,6 +34,8 @@ from mora_agents.bench.workloads import WORKLOADS
 app = typer.Typer()
 app.command()(bench_command)
 
+PAPER_WORKLOADS = [name for name, workload in WORKLOADS.items() if workload.paper]
+NEW_WORKLOADS = [name for name, workload in WORKLOADS.items() if not workload.paper]
 EXPECTED_ROWS = {
     ("text_to_image", "ours"),
     ("text_to_image", "reference"),
@@ -50,9 +53,11 @@ EXPECTED_ROWS = {
     ("seine_transition", "ours-24gb"),
 } | {
     (workload, f"ours+{name}")
-    for workload in WORKLOADS
+    for workload in PAPER_WORKLOADS
     for name in ("bf16", "channels_last", "fused_qkv")
     if name != "fused_qkv" or workload not in ("svd_segment", "seine_transition")
+} | {
+    (workload, configuration) for workload in NEW_WORKLOADS for configuration in ("ours", "ours-24gb")
 }  # tiny settings: SVD 2 steps (approximation: half), SEINE DDIM 2 steps (approximation: a fifth, at least 1)
 SMOKE_CANDIDATES = "bf16,channels_last,fused_qkv"
 """The candidates the smoke run runs on every workload; compilation runs on one workload (`compiled`)."""
@@ -85,6 +90,20 @@ PUBLISHED_PARAMETERS = {
     ("seine", "unet"): 909_138_756 - 256,
     ("seine", "vae"): 83_653_863,
     ("seine", "text_encoder"): 123_060_480,
+}
+APPROXIMATE_PARAMETERS = {
+    # The newer backends, against the sizes their names and cards give: FLUX.1 12B (11.9B), its T5-XXL encoder 4.76B
+    # (+ its 131M input embedding, a second copy as transformers 5 builds it: the config does not tie them), Wan 2.2
+    # TI2V-5B, the UMT5-XXL encoder (5.68B + its own 1.05B input embedding), LTX-Video 2B (1.9B), Wan 2.1's 14B
+    # (14.3B; FLF2V, like I2V, adds 2.1B of image cross-attention), open_clip ViT-H/14's vision tower (632M).
+    ("flux_schnell", "transformer"): 11.89e9,
+    ("flux_kontext", "transformer"): 11.90e9,
+    ("flux_schnell", "text_encoder_2"): 4.76e9 + 32128 * 4096,
+    ("wan_ti2v", "transformer"): 5.0e9,
+    ("wan_ti2v", "text_encoder"): 5.68e9 + 256384 * 4096,
+    ("ltx_video", "transformer"): 1.92e9,
+    ("wan_flf2v", "transformer"): 14.3e9 + 40 * 2 * 5120 * 5120,
+    ("wan_flf2v", "image_encoder"): 632e6,
 }
 
 
@@ -212,14 +231,16 @@ def test_candidate_rows_are_exact_and_unsupported_ones_are_listed(smoke) -> None
         assert not row["approximate"] and not row["overrides"] and row["first_run_s"] > 0
         _assert_close_to_ours(row)
     reason = "fused_qkv applies only to instruct_pix2pix, sdxl_base, sdxl_refiner"
-    assert report["skipped"] == [
-        {"workload": workload, "configuration": "ours+fused_qkv", "reason": reason}
-        for workload in ("svd_segment", "seine_transition")
-    ]
+    paper = "applies only to instruct_pix2pix, sdxl_base, sdxl_refiner, seine, svd"
+    expected = [{"workload": workload, "configuration": "ours+fused_qkv", "reason": reason}
+                for workload in ("svd_segment", "seine_transition")]
+    expected += [{"workload": workload, "configuration": f"ours+{name}", "reason": f"{name} {paper}" if name != "fused_qkv"
+                  else reason} for workload in NEW_WORKLOADS for name in names]
+    assert sorted(report["skipped"], key=str) == sorted(expected, key=str)
     assert f"- seine_transition `ours+fused_qkv`: {reason}" in markdown
 
 
-@pytest.mark.parametrize("key", list(BUILDERS["tiny"]))
+@pytest.mark.parametrize("key", sorted(PAPER_MODELS))
 def test_combined_candidate_changes_each_pipeline(key: str, one_torch_thread) -> None:
     """`ours+combined`'s pipelines: bf16, channels-last 2D convolutions, fused QKV where the pipeline has it, and
     compiled transformer blocks (compiled on first call, so not run here)."""
@@ -347,6 +368,12 @@ def test_full_size_configs_have_the_published_parameter_counts(
         sum(p.numel() for p in module.parameters())
         == PUBLISHED_PARAMETERS[key, component]
     )
+
+
+@pytest.mark.parametrize(("key", "component"), list(APPROXIMATE_PARAMETERS))
+def test_newer_backends_have_their_published_sizes(full_on_meta, key: str, component: str) -> None:
+    count = sum(p.numel() for p in getattr(full_on_meta[key], component).parameters())
+    assert count == pytest.approx(APPROXIMATE_PARAMETERS[key, component], rel=0.01)
 
 
 def test_refiner_shares_the_base_text_encoder_2_and_vae(full_on_meta) -> None:

@@ -35,9 +35,9 @@ def test_counted_flops_equal_those_of_a_real_run(name: str, one_torch_thread) ->
     with torch.inference_mode(), sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
         workload.run(Pipelines(OURS, "tiny", CPU), settings_for("tiny"), recorder, 0)
     assert sum(row.flops for row in rows) == counter.get_total_flops() > 0
-    denoiser_calls = {row.stage: row.calls for row in rows if row.model.endswith(".unet")}
-    assert denoiser_calls == {sample.name: sample.denoiser_calls for sample in recorder.samples}
-    assert all(0 < row.attention_flops < row.flops for row in rows if row.model.endswith(".unet"))
+    denoisers = [row for row in rows if row.model.endswith((".unet", ".transformer"))]
+    assert {row.stage: row.calls for row in denoisers} == {sample.name: sample.denoiser_calls for sample in recorder.samples}
+    assert all(0 < row.attention_flops < row.flops for row in denoisers)
 
 
 def test_full_size_svd_segment_counts_each_call_at_the_papers_shapes() -> None:

@@ -36,7 +36,9 @@ def test_text_to_video_12s_chains_three_segments_from_last_frames(tmp_path: Path
     assert plan["task"] == "text_to_video" and plan["inputs"]["prompt"] == "a red fox running through snow"
     results = {r.key: r for r in contents(run_dir, "[StepResult]")}
     requests = {r.key: r for r in contents(run_dir, "[StepRequest]")}
-    assert results["enhance"].agent == "prompt_agent" and "snow-covered" in results["enhance"].output
+    assert results["enhance"].agent == "prompt_agent" and "photorealistic" in results["enhance"].output
+    assert requests["enhance"].budget.model_dump() == {"tool": "text_to_image", "backend": "sdxl", "encoder": "CLIP",
+                                                       "tokens": 77, "step": "image"}
     assert results["image"].arguments["prompt"] == results["enhance"].output
     assert {r.agent for r in results.values()} >= {"text_to_image_agent", "image_to_video_agent"}
     assert [k for k in results if k.startswith("segments#") or k == "segments"] == ["segments", "segments#1", "segments#2"]
@@ -50,6 +52,8 @@ def test_text_to_video_12s_chains_three_segments_from_last_frames(tmp_path: Path
         assert np.array_equal(np.asarray(Image.open(run_dir / started_from.path)), frames[-1])
     info = json.loads((run_dir / "run.json").read_text())
     assert info["status"] == "finished" and info["noise"] is True and info["seed"] == 7
+    assert info["backends"] == {"text_to_image": ["sdxl"], "image_to_video": ["svd-xt"]}
+    assert requests["segments"].arguments["backend"] == "svd-xt"  # the default, named in the transcript
     tool_calls = [r for r in read_transcript(run_dir / "transcript.jsonl") if r.type == "ToolCallRequestEvent"]
     assert {r.source for r in tool_calls} >= {"text_to_image_agent", "image_to_video_agent", "media_agent"}
 

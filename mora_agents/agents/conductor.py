@@ -29,6 +29,7 @@ from mora_agents.errors import InputError
 from mora_agents.media import Artifact, atomic_copy
 from mora_agents.pipelines.loading import check_available
 from mora_agents.settings import settings
+from mora_agents.sop.calls import check_calls, required_models
 from mora_agents.sop.execution import Execution, validate_inputs
 from mora_agents.sop.messages import (
     ReviewDecision,
@@ -38,12 +39,6 @@ from mora_agents.sop.messages import (
     step_key,
 )
 from mora_agents.sop.schema import SOP
-from mora_agents.tools.registry import get_tool
-
-
-def required_models(sop: SOP) -> list[str]:
-    tools = [s.tool for s in sop.steps if s.tool] + [s.repeat.chain.tool for s in sop.steps if s.repeat and s.repeat.chain]
-    return list(dict.fromkeys(m for t in tools for m in get_tool(t).models))
 
 
 def review_request(execution: Execution, result: StepResult, max_repeats: int) -> ReviewRequest:
@@ -112,8 +107,9 @@ class ConductorAgent(StreamingAgent):
             sop = self.sops[last.content.task]
             try:
                 inputs = validate_inputs(sop, last.content.inputs, self.run_dir)
+                check_calls(sop, self.overrides, settings().adapters)
                 if settings().preset == "full":
-                    check_available(required_models(sop))
+                    check_available(required_models(sop, self.overrides))
             except InputError as e:
                 yield self._finish("rejected", error=str(e))
                 return

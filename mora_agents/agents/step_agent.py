@@ -12,7 +12,7 @@ import json
 import re
 import time
 import traceback
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -45,9 +45,10 @@ from mora_agents.agents.messages import (
 from mora_agents.errors import describe_error, validation_summary
 from mora_agents.llm.prompts import step_prompt
 from mora_agents.media import Artifact
-from mora_agents.settings import settings
-from mora_agents.sop.messages import StepFailed, StepRequest, StepResult
+from mora_agents.settings import collect_notes, settings
+from mora_agents.sop.messages import PromptBudget, StepFailed, StepRequest, StepResult
 from mora_agents.tools.registry import REGISTRY, get_tool
+from mora_agents.tools.text_budget import prompt_tokens
 
 
 def out_of_memory(request: StepRequest, error: torch.OutOfMemoryError) -> str:
@@ -109,7 +110,7 @@ class StepAgent(StreamingAgent):
         """Run the tool; yields the execution event and the step's Response."""
         start = time.perf_counter()
         try:
-            output = await asyncio.to_thread(get_tool(call.name).func, **arguments)
+            output, notes = await asyncio.to_thread(_call_tool, get_tool(call.name).func, arguments)
         except Exception as e:  # a tool failure ends the step; the conductor reports it
             error = (out_of_memory(request, e) if isinstance(e, torch.OutOfMemoryError)
                      else f"{call.name} failed: {describe_error(e)}")
@@ -124,8 +125,24 @@ class StepAgent(StreamingAgent):
         yield ToolCallExecutionEvent(content=[FunctionExecutionResult(
             content=text, call_id=call.id, is_error=False, name=call.name)], source=self.name)
         result = StepResult(step=request.step, iteration=request.iteration, agent=self.name, tool=call.name,
-                            arguments=json.loads(json.dumps(arguments, default=str)), output=output, seconds=seconds)
+                            arguments=json.loads(json.dumps(arguments, default=str)), output=output, seconds=seconds,
+                            notes=notes)
         yield Response(chat_message=StepResultMessage(content=result, source=self.name))
+
+
+def _call_tool(func: Callable[..., Any], arguments: dict[str, Any]) -> tuple[Any, list[str]]:
+    """Run a tool (in a worker thread), with the notes it makes (`settings.note`)."""
+    with collect_notes() as notes:
+        return func(**arguments), notes
+
+
+def over_budget(budget: PromptBudget, text: str) -> tuple[str, str] | None:
+    """Why a text step's answer does not fit its budget, and the same as JSON for the model; None if it fits."""
+    tokens = prompt_tokens(budget.tool, budget.backend, text)
+    if tokens <= budget.tokens:
+        return None
+    return (f"the answer has {tokens} {budget.encoder} tokens, but {budget.tool} ({budget.backend}) reads "
+            f"{budget.tokens}: shorten it", json.dumps({"tokens": tokens, "budget": budget.tokens}))
 
 
 class MediaAgent(StepAgent):
@@ -156,23 +173,28 @@ class ModelAgent(StepAgent):
     async def on_messages_stream(self, messages: Sequence[BaseChatMessage], cancellation_token: CancellationToken
                                  ) -> AsyncGenerator[BaseAgentEvent | BaseChatMessage | Response, None]:
         request = self._request(messages)
+        budget = request.budget.model_dump() if request.budget else None
         history: list[LLMMessage] = [
             SystemMessage(content=self.system_message),
-            UserMessage(content=step_prompt(request.step, request.tool, request.arguments), source="conductor"),
+            UserMessage(content=step_prompt(request.step, request.tool, request.arguments, budget), source="conductor"),
         ]
         tools = [get_tool(request.tool).function_tool] if request.tool else []
-        error = ""
+        error, answer = "", None
         for _ in range(self.max_retries):
             reply = await self.model_client.create(history, tools=tools, cancellation_token=cancellation_token)
             history.append(AssistantMessage(content=reply.content, source=self.name))
             if request.tool is None:
+                detail = ""
                 if isinstance(reply.content, str) and reply.content.strip():
-                    result = StepResult(step=request.step, iteration=request.iteration, agent=self.name, tool=None,
-                                        arguments=request.arguments, output=reply.content.strip(), seconds=0.0)
-                    yield Response(chat_message=StepResultMessage(content=result, source=self.name))
-                    return
-                error = "the reply must be text (no tool calls), and not empty"
-                history.append(UserMessage(content=f"Error: {error}. Try again.", source="conductor"))
+                    answer = reply.content.strip()
+                    if request.budget is None or (too_long := over_budget(request.budget, answer)) is None:
+                        yield self._answer(request, answer)
+                        return
+                    error, counts = too_long
+                    detail = f"\n```json\n{counts}\n```"
+                else:
+                    error = "the reply must be text (no tool calls), and not empty"
+                history.append(UserMessage(content=f"Error: {error}. Try again.{detail}", source="conductor"))
                 continue
             if isinstance(reply.content, str) or len(reply.content) != 1:
                 error = f"call the tool '{request.tool}' exactly once"
@@ -191,4 +213,12 @@ class ModelAgent(StepAgent):
             async for item in self._run_tool(request, call, arguments):
                 yield item
             return
+        if answer is not None:  # text, only too long: the tool that reads it cuts it, and the result says so
+            yield self._answer(request, answer, [f"over its budget after {self.max_retries} tries: {error}"])
+            return
         yield self._fail(request, f"the model gave no valid answer in {self.max_retries} tries; last error: {error}")
+
+    def _answer(self, request: StepRequest, text: str, notes: list[str] | None = None) -> Response:
+        result = StepResult(step=request.step, iteration=request.iteration, agent=self.name, tool=None,
+                            arguments=request.arguments, output=text, seconds=0.0, notes=notes or [])
+        return Response(chat_message=StepResultMessage(content=result, source=self.name))

@@ -20,16 +20,27 @@ from typing import Any
 import torch
 from diffusers import (
     AutoencoderKL,
+    AutoencoderKLLTXVideo,
     AutoencoderKLTemporalDecoder,
+    AutoencoderKLWan,
     DiffusionPipeline,
     EulerAncestralDiscreteScheduler,
     EulerDiscreteScheduler,
+    FlowMatchEulerDiscreteScheduler,
+    FluxKontextPipeline,
+    FluxPipeline,
+    FluxTransformer2DModel,
+    LTXImageToVideoPipeline,
+    LTXVideoTransformer3DModel,
     StableDiffusionInstructPix2PixPipeline,
     StableDiffusionXLImg2ImgPipeline,
     StableDiffusionXLPipeline,
     StableVideoDiffusionPipeline,
     UNet2DConditionModel,
     UNetSpatioTemporalConditionModel,
+    UniPCMultistepScheduler,
+    WanImageToVideoPipeline,
+    WanTransformer3DModel,
 )
 from torch import nn
 from torch.overrides import TorchFunctionMode
@@ -39,13 +50,18 @@ from transformers import (
     CLIPTextModel,
     CLIPTextModelWithProjection,
     CLIPVisionConfig,
+    CLIPVisionModel,
     CLIPVisionModelWithProjection,
+    T5Config,
+    T5EncoderModel,
+    UMT5Config,
+    UMT5EncoderModel,
 )
 
-from mora_agents.models import tiny
+from mora_agents.models import tiny, tiny_backends
 from mora_agents.models.seine_unet import SEINE_CONFIG_PATH, SEINEUNet3D
-from mora_agents.models.tokenizer import tiny_clip_tokenizer
-from mora_agents.pipelines.loading import REFINER_SHARES, full_dtype
+from mora_agents.models.tokenizer import tiny_clip_tokenizer, tiny_t5_tokenizer
+from mora_agents.pipelines.loading import FP32_VAE, REFINER_SHARES, full_dtype
 from mora_agents.pipelines.seine import (
     SEINEPipeline,
     seine_scheduler,
@@ -138,6 +154,59 @@ def full_seine() -> SEINEPipeline:
     )
 
 
+def _flux(cls: type[DiffusionPipeline], transformer: str, scheduler: str) -> DiffusionPipeline:
+    return cls(
+        scheduler=FlowMatchEulerDiscreteScheduler.from_config(config(scheduler)),
+        vae=AutoencoderKL.from_config(config("flux_vae")),
+        text_encoder=_clip_l(),
+        tokenizer=tiny_clip_tokenizer(),
+        text_encoder_2=T5EncoderModel(T5Config(**config("t5_xxl_encoder"))),
+        tokenizer_2=tiny_t5_tokenizer(),
+        transformer=FluxTransformer2DModel.from_config(config(transformer)),
+    )
+
+
+def full_flux_schnell() -> FluxPipeline:
+    return _flux(FluxPipeline, "flux_schnell_transformer", "flux_schnell_scheduler")
+
+
+def full_flux_kontext() -> FluxKontextPipeline:
+    return _flux(FluxKontextPipeline, "flux_kontext_transformer", "flux_kontext_scheduler")
+
+
+def _wan(name: str, vae: str, **image) -> WanImageToVideoPipeline:
+    return WanImageToVideoPipeline(
+        tokenizer=tiny_t5_tokenizer(),
+        text_encoder=UMT5EncoderModel(UMT5Config(**config("umt5_xxl_encoder"))),
+        vae=AutoencoderKLWan.from_config(config(vae)),
+        scheduler=UniPCMultistepScheduler.from_config(config(f"{name}_scheduler")),
+        transformer=WanTransformer3DModel.from_config(config(f"{name}_transformer")),
+        **image,
+    )
+
+
+def full_wan_ti2v() -> WanImageToVideoPipeline:
+    return _wan("wan22_ti2v", "wan22_vae", expand_timesteps=True)
+
+
+def full_wan_flf2v() -> WanImageToVideoPipeline:
+    return _wan(
+        "wan21_flf2v", "wan21_vae",
+        image_encoder=CLIPVisionModel(CLIPVisionConfig(**config("wan21_flf2v_image_encoder"))),
+        image_processor=CLIPImageProcessorPil(**config("wan21_flf2v_image_processor")),
+    )
+
+
+def full_ltx_video() -> LTXImageToVideoPipeline:
+    return LTXImageToVideoPipeline(
+        scheduler=FlowMatchEulerDiscreteScheduler.from_config(config("ltx_video_scheduler")),
+        vae=AutoencoderKLLTXVideo.from_config(config("ltx_video_vae")),
+        text_encoder=T5EncoderModel(T5Config(**config("t5_xxl_encoder"))),
+        tokenizer=tiny_t5_tokenizer(),
+        transformer=LTXVideoTransformer3DModel.from_config(config("ltx_video_transformer")),
+    )
+
+
 BUILDERS: dict[str, dict[str, Callable[..., DiffusionPipeline]]] = {
     "full": {
         "sdxl_base": full_sdxl_base,
@@ -145,6 +214,11 @@ BUILDERS: dict[str, dict[str, Callable[..., DiffusionPipeline]]] = {
         "instruct_pix2pix": full_instruct_pix2pix,
         "svd": full_stable_video_diffusion,
         "seine": full_seine,
+        "flux_schnell": full_flux_schnell,
+        "flux_kontext": full_flux_kontext,
+        "wan_ti2v": full_wan_ti2v,
+        "ltx_video": full_ltx_video,
+        "wan_flf2v": full_wan_flf2v,
     },
     "tiny": {
         "sdxl_base": tiny.sdxl_base,
@@ -152,6 +226,11 @@ BUILDERS: dict[str, dict[str, Callable[..., DiffusionPipeline]]] = {
         "instruct_pix2pix": tiny.instruct_pix2pix,
         "svd": tiny.stable_video_diffusion,
         "seine": tiny_seine_pipeline,
+        "flux_schnell": tiny_backends.flux_schnell,
+        "flux_kontext": tiny_backends.flux_kontext,
+        "wan_ti2v": tiny_backends.wan_ti2v,
+        "ltx_video": tiny_backends.ltx_video,
+        "wan_flf2v": tiny_backends.wan_flf2v,
     },
 }
 """Per size, per model key: a builder taking the pipelines named in DEPENDS."""
@@ -190,6 +269,12 @@ def _fresh_scheduler(pipe: DiffusionPipeline) -> None:
     pipe.register_modules(scheduler=pipe.scheduler.from_config(pipe.scheduler.config))
 
 
+def _vae_dtype(key: str, pipe: DiffusionPipeline) -> None:
+    """The VAEs the preset runs in float32 (`loading.FP32_VAE`), as it loads them."""
+    if key in FP32_VAE:
+        nn.Module.to(pipe.vae, dtype=torch.float32)
+
+
 class _EmptyOnMeta(TorchFunctionMode):
     """`torch.empty` without a device (how torch's layers allocate their weights) makes meta tensors; every other
     tensor, such as a scheduler's tables (which it copies to the CPU), is made on the CPU as usual."""
@@ -206,9 +291,10 @@ def _build_on_meta(key: str, size: str, depends: tuple[DiffusionPipeline, ...]) 
     if size == "tiny":
         pipe = build_pipeline(key, size, torch.device("cpu"), *depends)
     else:
-        with _EmptyOnMeta(), _default_dtype(full_dtype(torch.device("cuda"))):
+        with _EmptyOnMeta(), _default_dtype(full_dtype(torch.device("cuda"), key)):
             pipe = BUILDERS[size][key](*depends)
         _fresh_scheduler(pipe)
+        _vae_dtype(key, pipe)
     for component in pipe.components.values():
         if isinstance(component, nn.Module):
             nn.Module.to(component, META)  # also the few small tensors made otherwise (position ids, norm scales)
@@ -226,9 +312,10 @@ def build_pipeline(
     """
     if device.type == "meta":
         return _build_on_meta(key, size, depends)
-    with torch.device(device), _default_dtype(full_dtype(device)):
+    with torch.device(device), _default_dtype(full_dtype(device, key)):
         pipe = BUILDERS[size][key](*depends)
     _fresh_scheduler(pipe)
+    _vae_dtype(key, pipe)
     shared = {id(module) for other in depends for module in other.components.values()}
     for name, component in pipe.components.items():
         if isinstance(component, nn.Module) and id(component) not in shared:

@@ -24,7 +24,8 @@ if TYPE_CHECKING:
     from mora_agents.bench.workloads import Workload
 
 WORKLOAD_HELP = (
-    "text_to_image, image_edit, svd_segment, text_to_video_12s, seine_transition"
+    "text_to_image, image_edit, svd_segment, text_to_video_12s, seine_transition, flux_schnell_image, "
+    "flux_kontext_edit, wan_ti2v_segment, ltx_segment, wan_flf2v_transition"
 )
 CANDIDATE_HELP = "bf16, channels_last, fused_qkv, compile, combined"
 
@@ -80,7 +81,8 @@ def bench_command(
     workloads: Annotated[
         str | None,
         typer.Option(
-            help=f"Comma-separated workloads (default: all): {WORKLOAD_HELP}."
+            help=f"Comma-separated workloads (default: all): {WORKLOAD_HELP} (the last five: the other backends, "
+            "without reference)."
         ),
     ] = None,
     repeats: Annotated[

@@ -146,11 +146,13 @@ class Change:
         return self.models is None or key in self.models
 
 
+PAPER_MODELS = frozenset({"sdxl_base", "sdxl_refiner", "instruct_pix2pix", "svd", "seine"})
+"""The paper's models, whose UNets the candidates change (the newer backends' transformers run in bf16 already)."""
 CHANGES = (
-    Change("bf16", _bf16),
-    Change("channels_last", _channels_last),
+    Change("bf16", _bf16, PAPER_MODELS),
+    Change("channels_last", _channels_last, PAPER_MODELS),
     Change("fused_qkv", _fused_qkv, FUSED_QKV_MODELS),
-    Change("compile", _compile, unavailable=compile_unavailable),
+    Change("compile", _compile, PAPER_MODELS, unavailable=compile_unavailable),
 )
 """In the order `ours+combined` applies them: compilation last, of the final weights and layout."""
 CANDIDATES: dict[str, tuple[Change, ...]] = {change.name: (change,) for change in CHANGES} | {"combined": CHANGES}
@@ -197,7 +199,8 @@ MEMORY_PROFILES = {
     "24gb": MemoryProfile(
         Configuration("ours-24gb", _offloaded),
         budget_gib=22.0,
-        workloads=("text_to_video_12s", "seine_transition"),
+        workloads=("text_to_video_12s", "seine_transition", "flux_schnell_image", "flux_kontext_edit",
+                   "wan_ti2v_segment", "ltx_segment", "wan_flf2v_transition"),
     ),
 }
 

@@ -17,6 +17,7 @@ import copy
 import functools
 import json
 import warnings
+from unittest import mock
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -27,6 +28,7 @@ from diffusers import DiffusionPipeline
 from diffusers.utils import logging as diffusers_logging
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
+from transformers import masking_utils
 
 from mora_agents.bench.build import META
 from mora_agents.bench.configurations import Configuration, Pipelines
@@ -35,6 +37,9 @@ from mora_agents.bench.workloads import Workload, settings_for
 from mora_agents.settings import ProgressHook
 
 MODEL_METHODS = ("forward", "encode", "decode")
+PIPELINE_BUFFERS = {"latents_mean": 0.0, "latents_std": 1.0}
+"""Model buffers that pipelines read outside their models' calls (LTX-Video's VAE statistics), with the plain value
+they get on the CPU, where the pipelines' own arithmetic runs (their values do not change any FLOP count)."""
 """The methods of a pipeline's models that pipelines call (a VAE's `encode` and `decode` are not its forward)."""
 CPU = torch.device("cpu")
 
@@ -192,6 +197,9 @@ class _Tally:
         pipe.set_progress_bar_config(disable=True)
         _on_cpu(pipe)
         for name, component in pipe.components.items():
+            for buffer, value in PIPELINE_BUFFERS.items():
+                if isinstance(component, nn.Module) and isinstance(getattr(component, buffer, None), torch.Tensor):
+                    setattr(component, buffer, torch.full(getattr(component, buffer).shape, value))
             if isinstance(component, nn.Module) and id(component) not in self.wrapped:
                 self.wrapped.add(id(component))
                 for method in (method for method in MODEL_METHODS if hasattr(component, method)):
@@ -244,7 +252,10 @@ def _on_cpu(pipe: DiffusionPipeline) -> None:
 
 def count_workload(workload: Workload, size: str, seed: int = 0) -> list[ModelCalls]:
     """Every model call of one run of the workload, with its FLOPs, by stage."""
-    with FlopCounterMode(display=False) as counter:
+    # Text encoders always build their attention mask here: whether a padding mask may be skipped is read off its
+    # values, which a meta tensor has not (SDPA's FLOPs are the same with a mask and without).
+    with FlopCounterMode(display=False) as counter, mock.patch.object(
+            masking_utils, "_ignore_bidirectional_mask_sdpa", return_value=False):
         tally = _Tally(workload.name, counter)
         pipes = Pipelines(Configuration("count", tally.prepare), size, META)
         with torch.inference_mode():

@@ -68,7 +68,7 @@ def configurations(
 ) -> list[Configuration]:
     """The configurations a workload runs in, `ours` (the exact output) first."""
     chosen = [OURS]
-    if plan.reference:
+    if plan.reference and workload.paper:
         chosen.append(REFERENCE)
     if plan.approximate and workload.approximation is not None:
         chosen.append(approximate(*workload.approximation(settings)))

@@ -16,7 +16,8 @@ from PIL import Image
 
 from mora_agents.bench.configurations import Pipelines, Settings, merge
 from mora_agents.bench.measure import Recorder
-from mora_agents.tools.defaults import DEFAULTS, generator
+from mora_agents.tools.backends import BACKENDS
+from mora_agents.tools.defaults import BACKEND_DEFAULTS, DEFAULTS, generator
 
 PROMPT = "a red fox running through snow"
 INSTRUCTION = "make it look like winter"
@@ -39,8 +40,9 @@ SMOKE: Settings = {
 
 
 def settings_for(size: str) -> dict[str, dict[str, Any]]:
-    """The tool settings of a size: the paper's for `full`, the shrunk tiny preset's for `tiny`."""
-    return merge(DEFAULTS[size], SMOKE if size == "tiny" else {})
+    """The tool settings of a size, by tool (the paper's models) and by backend name (the others): their defaults for
+    `full`, the shrunk tiny preset's for `tiny`."""
+    return merge({**DEFAULTS[size], **BACKEND_DEFAULTS[size]}, SMOKE if size == "tiny" else {})
 
 
 def gradient_image(width: int, height: int, shift: int = 0) -> Image.Image:
@@ -185,6 +187,58 @@ def seine_transition(
     return np.asarray(frames, dtype=np.float32) / 255
 
 
+def flux_schnell_image(pipes: Pipelines, settings: Settings, recorder: Recorder, seed: int) -> np.ndarray:
+    """FLUX.1 [schnell], as `text_to_image` runs it; [1, H, W, 3]."""
+    p = settings["flux-schnell"]
+    pipe = pipes["flux_schnell"]
+    with recorder.stage("image", pipe.transformer):
+        return pipe(PROMPT, width=p["width"], height=p["height"], num_inference_steps=p["steps"], guidance_scale=0.0,
+                    max_sequence_length=BACKENDS["text_to_image"]["flux-schnell"].text.tokens, generator=generator(seed),
+                    output_type="np").images
+
+
+def flux_kontext_edit(pipes: Pipelines, settings: Settings, recorder: Recorder, seed: int) -> np.ndarray:
+    """FLUX.1 Kontext on an image of FLUX.1 [schnell]'s size, at that size, as `edit_image` runs it; [1, H, W, 3]."""
+    p, size = settings["flux-kontext"], settings["flux-schnell"]
+    pipe = pipes["flux_kontext"]
+    with recorder.stage("edit", pipe.transformer):
+        return pipe(image=gradient_image(size["width"], size["height"]), prompt=INSTRUCTION, width=size["width"],
+                    height=size["height"], max_area=size["width"] * size["height"], _auto_resize=False,
+                    num_inference_steps=p["steps"], guidance_scale=p["guidance_scale"],
+                    max_sequence_length=BACKENDS["edit_image"]["flux-kontext"].text.tokens, generator=generator(seed),
+                    output_type="np").images
+
+
+def _video_segment(key: str, backend: str, tool: str, pipes: Pipelines, settings: Settings, recorder: Recorder,
+                   seed: int, stage: str, **call: Any) -> np.ndarray:
+    """One clip of a text-conditioned video backend, as `image_to_video` (or `connect_images`) runs it."""
+    p = settings[backend]
+    pipe = pipes[key]
+    with recorder.stage(stage, pipe.transformer):
+        return pipe(gradient_image(p["width"], p["height"]), prompt=PROMPT, negative_prompt=p["negative_prompt"],
+                    width=p["width"], height=p["height"], num_frames=p["frames"], num_inference_steps=p["steps"],
+                    guidance_scale=p["guidance_scale"], max_sequence_length=BACKENDS[tool][backend].text.tokens,
+                    generator=generator(seed), output_type="np", **call).frames[0]
+
+
+def wan_ti2v_segment(pipes: Pipelines, settings: Settings, recorder: Recorder, seed: int) -> np.ndarray:
+    """One Wan 2.2 TI2V-5B segment from an image; [frames, H, W, 3]."""
+    return _video_segment("wan_ti2v", "wan2.2-ti2v-5b", "image_to_video", pipes, settings, recorder, seed, "segment")
+
+
+def ltx_segment(pipes: Pipelines, settings: Settings, recorder: Recorder, seed: int) -> np.ndarray:
+    """One LTX-Video segment from an image; [frames, H, W, 3]."""
+    return _video_segment("ltx_video", "ltx-video", "image_to_video", pipes, settings, recorder, seed, "segment",
+                          frame_rate=settings["ltx-video"]["fps"])
+
+
+def wan_flf2v_transition(pipes: Pipelines, settings: Settings, recorder: Recorder, seed: int) -> np.ndarray:
+    """A Wan 2.1 FLF2V clip between two frames; [frames, H, W, 3]."""
+    p = settings["wan2.1-flf2v"]
+    return _video_segment("wan_flf2v", "wan2.1-flf2v", "connect_videos", pipes, settings, recorder, seed, "transition",
+                          last_image=gradient_image(p["width"], p["height"], 1))
+
+
 def _fewer_svd_steps(settings: Settings) -> tuple[str, Settings]:
     steps = max(1, settings["image_to_video"]["steps"] // 2)
     return f"steps{steps}", {"image_to_video": {"steps": steps}}
@@ -202,6 +256,8 @@ class Workload:
     run: Callable[[Pipelines, Settings, Recorder, int], np.ndarray]
     approximation: Callable[[Settings], tuple[str, Settings]] | None = None
     """An approximate speed-up of the workload: its name and the settings it changes."""
+    paper: bool = True
+    """One of the paper's workloads; the others (newer backends) have no `reference` (the paper's code)."""
 
 
 WORKLOADS = {
@@ -214,5 +270,10 @@ WORKLOADS = {
             "text_to_video_12s", ("sdxl_base", "sdxl_refiner", "svd"), text_to_video_12s
         ),
         Workload("seine_transition", ("seine",), seine_transition, _seine_ddim),
+        Workload("flux_schnell_image", ("flux_schnell",), flux_schnell_image, paper=False),
+        Workload("flux_kontext_edit", ("flux_kontext",), flux_kontext_edit, paper=False),
+        Workload("wan_ti2v_segment", ("wan_ti2v",), wan_ti2v_segment, paper=False),
+        Workload("ltx_segment", ("ltx_video",), ltx_segment, paper=False),
+        Workload("wan_flf2v_transition", ("wan_flf2v",), wan_flf2v_transition, paper=False),
     )
 }

@@ -59,7 +59,7 @@ class Evaluator:
                 ctx.results[name] = unavailable(name, str(exc), video.fps)
             if on_metric:
                 on_metric(name)
-        return VideoEvaluation(target.source, str(target.video), target.prompt, target.task, ctx.results)
+        return VideoEvaluation(target.source, str(target.video), target.prompt, target.task, ctx.results, target.drift)
 
 
 def evaluate_video(

@@ -70,3 +70,32 @@ def write_chart(evaluations: list[VideoEvaluation], path: Path) -> list[str]:
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return list(shown)
+
+
+def write_drift_chart(evaluations: list[VideoEvaluation], path: Path) -> None:
+    """Each chain's drift over time: the colour shift from the first keyframe (delta E, left axis) and the
+    sharpness as a share of its (right axis), at each segment's start."""
+    matplotlib = require("matplotlib")
+    matplotlib.use("Agg")
+    plt = require("matplotlib.pyplot")
+
+    fig, colour_ax = plt.subplots(figsize=(7.0, 4.0))
+    sharp_ax = colour_ax.twinx()
+    for i, evaluation in enumerate(evaluations):
+        for step, rows in evaluation.drift.items():
+            label = f"{Path(evaluation.source).name} {step}"
+            times = [row["start"] for row in rows]
+            colour_ax.plot(times, [row["to_first"]["color"] for row in rows], f"C{i}-o", label=f"{label}: colour")
+            sharp_ax.plot(times, [row["to_first"]["sharpness"] for row in rows], f"C{i}--s",
+                          label=f"{label}: sharpness")
+    colour_ax.set_xlabel("segment start (s)")
+    colour_ax.set_ylabel("colour shift from the first keyframe (delta E)")
+    sharp_ax.set_ylabel("sharpness / first keyframe's")
+    sharp_ax.set_ylim(0, max(1.1, sharp_ax.get_ylim()[1]))
+    colour_ax.set_ylim(0, max(5.0, colour_ax.get_ylim()[1]))
+    lines = colour_ax.get_legend_handles_labels(), sharp_ax.get_legend_handles_labels()
+    colour_ax.legend(lines[0][0] + lines[1][0], lines[0][1] + lines[1][1], fontsize="small")
+    colour_ax.set_title("mora eval: drift over time")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -21,9 +21,9 @@ from rich.progress import (
 from mora_agents.errors import InputError, MoraError
 from mora_agents.eval._deps import MissingDependencyError
 from mora_agents.eval.api import Evaluator, resolve_metrics
-from mora_agents.eval.chart import write_chart
+from mora_agents.eval.chart import write_chart, write_drift_chart
 from mora_agents.eval.prompts import PromptEntry, load_prompts
-from mora_agents.eval.report import results_table, suite_markdown, write_json
+from mora_agents.eval.report import drift_table, results_table, suite_markdown, write_json
 from mora_agents.eval.result import VideoEvaluation
 from mora_agents.eval.targets import Target, load_target
 from mora_agents.eval.video import BadInputError
@@ -85,7 +85,7 @@ def eval_command(
         Path | None, typer.Option("--weights", envvar=ENV_VAR, help="VBench-layout weights directory.")
     ] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write results as JSON.")] = None,
-    chart: Annotated[Path | None, typer.Option("--chart", help="Write a PNG bar chart.")] = None,
+    chart: Annotated[Path | None, typer.Option("--chart", help="Write a PNG bar chart (for runs with chained segments, also their drift curves: NAME-drift.png).")] = None,
     suite: Annotated[str | None, typer.Option("--suite", help="Prompt-suite protocol: t2v.")] = None,
     report: Annotated[Path, typer.Option("--report", help="Markdown report path for --suite.")] = Path(
         "mora-eval-report.md"
@@ -140,6 +140,8 @@ def eval_command(
 
     for evaluation in evaluations:
         console.print(results_table(evaluation))
+        for step, rows in evaluation.drift.items():
+            console.print(drift_table(step, rows))
     if json_out is not None:
         write_json(evaluations, json_out)
         console.print(f"JSON written to {json_out}")
@@ -154,5 +156,11 @@ def eval_command(
             shown = write_chart(evaluations, chart)
         except MissingDependencyError as exc:
             raise _fail(str(exc), code=1) from None
+        except ValueError as exc:
+            raise _fail(f"--chart {chart}: {exc}") from None
         note = f"with paper rows: {', '.join(shown)}" if shown else "no paper rows for this task"
         console.print(f"Chart written to {chart} ({note})")
+        if any(e.drift for e in evaluations):
+            drift_chart = chart.with_name(f"{chart.stem}-drift{chart.suffix}")
+            write_drift_chart(evaluations, drift_chart)
+            console.print(f"Drift chart written to {drift_chart}")

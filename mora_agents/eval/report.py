@@ -40,6 +40,38 @@ def results_table(evaluation: VideoEvaluation) -> Table:
     return table
 
 
+SPARKS = "▁▂▃▄▅▆▇█"
+
+
+def sparkline(values: list[float], low: float | None = None, high: float | None = None) -> str:
+    """Values as a row of block characters, from `low` (default: their least) to `high` (their greatest)."""
+    low = min(values) if low is None else low
+    high = max(values) if high is None else high
+    span = (high - low) or 1.0
+    return "".join(SPARKS[min(len(SPARKS) - 1, max(0, round((v - low) / span * (len(SPARKS) - 1))))] for v in values)
+
+
+def drift_table(step: str, rows: list[dict]) -> Table:
+    """A chain's drift per segment (start time, against the first keyframe and the previous segment's end), and
+    its curves over time."""
+    to_first = [row["to_first"] for row in rows]
+    colour, sharp = [d["color"] for d in to_first], [d["sharpness"] for d in to_first]
+    caption = (f"over {rows[-1]['start']:g} s: colour shift {sparkline(colour, 0, max(5.0, *colour))} "
+               f"({colour[0]:.1f} -> {colour[-1]:.1f}), sharpness {sparkline(sharp, 0, max(1.0, *sharp))} "
+               f"({sharp[0]:.2f} -> {sharp[-1]:.2f})")
+    table = Table(title=f"drift of {step} (delta E of the mean colour; sharpness as a share of the reference's)",
+                  title_justify="left", caption=caption, caption_justify="left")
+    for column in ("segment", "start s", "colour vs first", "sharpness vs first", "colour vs previous",
+                   "sharpness vs previous"):
+        table.add_column(column, justify="right", no_wrap=True)
+    for row in rows:
+        previous = row["to_previous"] or {}
+        table.add_row(str(row["segment"]), f"{row['start']:g}", f"{row['to_first']['color']:.2f}",
+                      f"{row['to_first']['sharpness']:.3f}", f"{previous['color']:.2f}" if previous else "",
+                      f"{previous['sharpness']:.3f}" if previous else "")
+    return table
+
+
 def write_json(evaluations: list[VideoEvaluation], path: Path) -> None:
     payload = {"schema_version": SCHEMA_VERSION, "videos": [e.to_dict() for e in evaluations]}
     path.write_text(json.dumps(payload, indent=2, default=float) + "\n", encoding="utf-8")

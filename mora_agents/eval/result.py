@@ -56,6 +56,8 @@ class VideoEvaluation:
     prompt: str | None
     task: str | None
     results: dict[str, MetricResult]
+    drift: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    """For a run with chained segments: their drift, per chained step (from its run.json)."""
 
     def value(self, metric: str) -> float | None:
         result = self.results.get(metric)
@@ -68,4 +70,5 @@ class VideoEvaluation:
             "prompt": self.prompt,
             "task": self.task,
             "metrics": {name: r.to_dict() for name, r in self.results.items()},
+            **({"drift": self.drift} if self.drift else {}),
         }

@@ -9,7 +9,7 @@ from pathlib import Path
 from mora_agents.eval.video import BadInputError
 
 VIDEO_SUFFIXES = {".mp4", ".mov", ".webm", ".mkv", ".avi", ".gif", ".m4v"}
-PLAN, RESULT = "plan.json", "result.mp4"
+PLAN, RESULT, INFO = "plan.json", "result.mp4", "run.json"
 
 
 @dataclass
@@ -23,6 +23,8 @@ class Target:
     input_videos: list[Path] = field(default_factory=list)
     input_caption: str | None = None
     output_caption: str | None = None
+    drift: dict[str, list[dict]] = field(default_factory=dict)
+    """A run's drift per chained step (its `run.json`; see `mora_agents.eval.drift.chain_drift`)."""
 
 
 def load_target(path: str | Path) -> Target:
@@ -61,4 +63,15 @@ def _load_run(run: Path) -> Target:
         input_videos=input_videos,
         input_caption=inputs.get("input_caption"),
         output_caption=inputs.get("output_caption"),
+        drift=_run_drift(run),
     )
+
+
+def _run_drift(run: Path) -> dict[str, list[dict]]:
+    """The drift a run recorded in its run.json (none for a run from before it was measured)."""
+    try:
+        info = json.loads((run / INFO).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    drift = info.get("drift") if isinstance(info, dict) else None
+    return drift if isinstance(drift, dict) else {}

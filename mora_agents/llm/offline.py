@@ -18,6 +18,7 @@ from typing import Any
 
 from autogen_core import CancellationToken, FunctionCall
 from autogen_core.models import (
+    AssistantMessage,
     ChatCompletionClient,
     CreateResult,
     LLMMessage,
@@ -66,17 +67,26 @@ def _pick(table: list[tuple[tuple[str, ...], str]], text: str, default: str) -> 
     return next((phrase for words, phrase in table if any(w in text for w in words)), default)
 
 
-def enhance(prompt: str) -> str:
-    """Template-based prompt enhancement: the prompt plus setting, lighting, camera and style phrases."""
+def enhance(prompt: str, max_chars: int | None = None) -> str:
+    """Template-based prompt enhancement: the prompt plus setting, lighting, camera and style phrases; within
+    `max_chars`, the camera, then the lighting, then the setting and last the style are left out, and then the
+    prompt's own last words."""
     text = prompt.lower()
-    subject = prompt.strip().rstrip(".")
-    parts = [
-        _pick(SETTINGS, text, DEFAULTS["setting"]),
-        _pick(LIGHTING, text, DEFAULTS["lighting"]),
-        _pick(CAMERA, text, DEFAULTS["camera"]),
-        _pick(STYLE, text, DEFAULTS["style"]),
-    ]
-    return f"{subject[:1].upper()}{subject[1:]}, " + ", ".join(parts) + "."
+    words = prompt.strip().rstrip(".").split()
+    parts = {name: _pick(table, text, DEFAULTS[name])
+             for name, table in (("setting", SETTINGS), ("lighting", LIGHTING), ("camera", CAMERA), ("style", STYLE))}
+
+    def sentence() -> str:
+        subject = " ".join(words)
+        return ", ".join([subject[:1].upper() + subject[1:], *parts.values()]) + "."
+
+    for dropped in ("camera", "lighting", "setting", "style"):
+        if max_chars is None or len(sentence()) <= max_chars:
+            break
+        del parts[dropped]
+    while max_chars is not None and len(words) > 1 and len(sentence()) > max_chars:
+        words.pop()
+    return sentence()
 
 
 # The offline prompt writer's scenes: subject, action, place and time drawn independently.
@@ -146,6 +156,17 @@ def route(request: dict[str, Any], task_names: Sequence[str]) -> dict[str, Any]:
     return {"task": task, "prompt": text.strip(), "duration": duration, "reason": reason}
 
 
+def _shorter(messages: Sequence[LLMMessage], blocks: list[Any]) -> int | None:
+    """After an answer found too long (a JSON block of its `tokens` and the `budget`): a length in characters for
+    the next one, shorter in proportion (tokens are not characters: a next answer still too long is shortened
+    again)."""
+    feedback = [b for b in blocks if "tokens" in b]
+    answers = [m.content for m in messages if isinstance(m, AssistantMessage) and isinstance(m.content, str)]
+    if not feedback or not answers:
+        return None
+    return int(len(answers[-1]) * feedback[-1]["budget"] / feedback[-1]["tokens"])
+
+
 class OfflineChatCompletionClient(ChatCompletionClient):
     """A deterministic stand-in for an LLM; see the module docstring for what it answers."""
 
@@ -177,7 +198,8 @@ class OfflineChatCompletionClient(ChatCompletionClient):
             content = [FunctionCall(id=f"offline-{self._calls}", name=step["tool"],
                                     arguments=json.dumps(step["arguments"]))]
         else:
-            content = enhance(blocks[-1]["arguments"]["prompt"])
+            content = enhance(next(b for b in reversed(blocks) if "step" in b)["arguments"]["prompt"],
+                              _shorter(messages, blocks))
         return CreateResult(finish_reason="function_calls" if isinstance(content, list) else "stop",
                             content=content, usage=self._usage, cached=False)
 

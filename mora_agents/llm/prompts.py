@@ -41,11 +41,16 @@ class WrittenPrompts(BaseModel):
 _JSON_BLOCK = re.compile(r"```json\n(.*?)\n```", re.S)
 
 
-def step_prompt(step: str, tool: str | None, arguments: dict[str, Any]) -> str:
-    """The user message that gives a step to an agent; the JSON block is the machine-readable part."""
-    payload = json.dumps({"step": step, "tool": tool, "arguments": arguments}, indent=1)
+def step_prompt(step: str, tool: str | None, arguments: dict[str, Any], budget: dict[str, Any] | None = None) -> str:
+    """The user message that gives a step to an agent; the JSON block is the machine-readable part. `budget`: the
+    text encoder that will read a text answer (`tool`, `backend`, `encoder`, `tokens`), which cuts what is longer."""
+    payload = json.dumps({"step": step, "tool": tool, "arguments": arguments,
+                          **({"budget": budget} if budget else {})}, indent=1)
     if tool is None:
         what = "Answer this step in text, as your instructions say."
+        if budget:
+            what += (f" Your answer is read by {budget['tool']} ({budget['backend']}), whose {budget['encoder']} text "
+                     f"encoder reads at most {budget['tokens']} tokens and drops the rest: stay within them.")
     else:
         what = f"Call the tool `{tool}` with exactly these arguments."
     return f"Step `{step}`. {what}\n```json\n{payload}\n```"

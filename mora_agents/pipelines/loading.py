@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 from diffusers import DiffusionPipeline
+from transformers import PreTrainedTokenizerBase
 
 from mora_agents.errors import InputError, ModelNotAvailable
 from mora_agents.pipelines.adapters import apply_adapters, trained_models
@@ -25,6 +26,11 @@ MODEL_IDS: dict[str, str] = {
     "svd": "stabilityai/stable-video-diffusion-img2vid-xt",
     "seine": "Vchitect/SEINE",
     "sd_v1_4": "CompVis/stable-diffusion-v1-4",
+    "flux_schnell": "black-forest-labs/FLUX.1-schnell",
+    "flux_kontext": "black-forest-labs/FLUX.1-Kontext-dev",
+    "wan_ti2v": "Wan-AI/Wan2.2-TI2V-5B-Diffusers",
+    "ltx_video": "Lightricks/LTX-Video",
+    "wan_flf2v": "Wan-AI/Wan2.1-FLF2V-14B-720P-diffusers",
 }
 KEY_FILES = {"seine": "seine.pt"}
 """The file that shows a model is present (default: a diffusers pipeline's model_index.json)."""
@@ -32,6 +38,24 @@ PRESETS = ("full", "tiny")
 MEMORY_PROFILES = ("resident", "24gb")
 REFINER_SHARES = ("text_encoder_2", "vae")
 """The SDXL refiner's components taken from the base: one copy in memory, as in the paper's code."""
+PIPELINES = {"flux_schnell": "FluxPipeline", "flux_kontext": "FluxKontextPipeline",
+             "wan_ti2v": "WanImageToVideoPipeline", "ltx_video": "LTXImageToVideoPipeline",
+             "wan_flf2v": "WanImageToVideoPipeline"}
+"""The diffusers pipeline class of each newer backend's model (Wan 2.2 TI2V-5B takes its image as the first latent
+frame: its folder's `expand_timesteps`; FLF2V takes a first and a last image)."""
+DERIVED = {"sdxl_img2img": ("sdxl_base", "StableDiffusionXLImg2ImgPipeline"),
+           "flux_schnell_img2img": ("flux_schnell", "FluxImg2ImgPipeline")}
+"""Img2img pipelines made of another model's components, as they are (no second copy of any weight)."""
+BF16_MODELS = frozenset(PIPELINES)
+"""Models their authors run in bf16 (FLUX's activations overflow fp16); the paper's run in fp16."""
+FP32_VAE = frozenset({"wan_ti2v", "wan_flf2v"})
+"""Models whose VAE runs in float32, as their authors run it."""
+GROUP_OFFLOAD = frozenset({"flux_schnell", "flux_kontext", "wan_flf2v"})
+"""Under `24gb`: models whose denoiser alone exceeds 22 GiB in bf16 (FLUX: 11.9 B parameters, 23.8 GB; Wan 2.1
+FLF2V-14B: 16.4 B, 32.8 GB), so they move to the GPU a block at a time (group offloading) instead of a model at a
+time."""
+VAE_TILING = frozenset({"wan_ti2v", "ltx_video", "wan_flf2v"})
+"""Under `24gb`: video VAEs decoded in overlapping tiles (their activations at 720p exceed the budget)."""
 
 
 def model_source(key: str) -> str:
@@ -65,9 +89,11 @@ def check_available(keys: Iterable[str]) -> None:
             )
 
 
-def full_dtype(device: torch.device) -> torch.dtype:
-    """The `full` preset's weight dtype: fp16 on CUDA, fp32 elsewhere."""
-    return torch.float16 if device.type == "cuda" else torch.float32
+def full_dtype(device: torch.device, key: str | None = None) -> torch.dtype:
+    """The `full` preset's weight dtype for a model: fp16 on CUDA (bf16 for BF16_MODELS), fp32 elsewhere."""
+    if device.type != "cuda":
+        return torch.float32
+    return torch.bfloat16 if key in BF16_MODELS else torch.float16
 
 
 def finish_pipeline(key: str, pipe: DiffusionPipeline, device: str | torch.device,
@@ -80,7 +106,13 @@ def finish_pipeline(key: str, pipe: DiffusionPipeline, device: str | torch.devic
     pipe.set_progress_bar_config(disable=True)
     if memory_profile == "resident":
         return pipe.to(device)
-    pipe.enable_model_cpu_offload(device=device)
+    if key in GROUP_OFFLOAD:
+        pipe.enable_group_offload(onload_device=torch.device(device), offload_type="block_level",
+                                  num_blocks_per_group=1, use_stream=torch.device(device).type == "cuda")
+    else:
+        pipe.enable_model_cpu_offload(device=device)
+    if key in GROUP_OFFLOAD | VAE_TILING:
+        pipe.vae.enable_tiling()
     if key == "seine":
         pipe.vae.enable_slicing()
     if key == "svd":  # its temporal decoder can be neither sliced nor tiled; a smaller decode chunk changes the output
@@ -102,7 +134,14 @@ def _full(key: str, device: torch.device, dtype: torch.dtype | None = None) -> D
 
         check_available(["sd_v1_4"])
         return load_seine_pipeline(model_source("seine"), model_source("sd_v1_4"), device, dtype or full_dtype(device))
-    common = {"torch_dtype": dtype or full_dtype(device), "local_files_only": True}
+    common = {"torch_dtype": dtype or full_dtype(device, key), "local_files_only": True}
+    if key in PIPELINES:
+        import diffusers
+
+        if key in FP32_VAE:
+            common["vae"] = diffusers.AutoencoderKLWan.from_pretrained(
+                model_source(key), subfolder="vae", torch_dtype=torch.float32, local_files_only=True)
+        return getattr(diffusers, PIPELINES[key]).from_pretrained(model_source(key), **common)
     if key == "sdxl_base":
         return StableDiffusionXLPipeline.from_pretrained(model_source(key), **common)
     if key == "sdxl_refiner":
@@ -115,7 +154,7 @@ def _full(key: str, device: torch.device, dtype: torch.dtype | None = None) -> D
 
 
 def _tiny(key: str, device: torch.device) -> DiffusionPipeline:
-    from mora_agents.models import tiny
+    from mora_agents.models import tiny, tiny_backends
     from mora_agents.pipelines.seine import tiny_seine_pipeline
 
     builders: dict[str, Callable[[], DiffusionPipeline]] = {
@@ -124,6 +163,11 @@ def _tiny(key: str, device: torch.device) -> DiffusionPipeline:
         "instruct_pix2pix": tiny.instruct_pix2pix,
         "svd": tiny.stable_video_diffusion,
         "seine": tiny_seine_pipeline,
+        "flux_schnell": tiny_backends.flux_schnell,
+        "flux_kontext": tiny_backends.flux_kontext,
+        "wan_ti2v": tiny_backends.wan_ti2v,
+        "ltx_video": tiny_backends.ltx_video,
+        "wan_flf2v": tiny_backends.wan_flf2v,
     }
     return builders[key]()
 
@@ -135,6 +179,9 @@ def load_pipeline(key: str) -> DiffusionPipeline:
         raise InputError(f"preset '{s.preset}': unknown (choose from {', '.join(PRESETS)})")
     if s.memory_profile not in MEMORY_PROFILES:
         raise InputError(f"memory profile '{s.memory_profile}': unknown (choose from {', '.join(MEMORY_PROFILES)})")
+    if key in DERIVED:
+        base, cls = DERIVED[key]
+        return _derived(cls, load_pipeline(base))
     adapters = s.adapters.resolve() if s.adapters else None
     sha = trained_models(adapters).get(key)  # in the cache key: retrained adapters in the same folder reload
     return _load(key, s.preset, str(resolve_device(s.device)), model_source(key), s.memory_profile,
@@ -148,6 +195,31 @@ def _load(key: str, preset: str, device: str, source: str, memory_profile: str, 
     if adapters is not None:
         apply_adapters(pipe, key, adapters)
     return finish_pipeline(key, pipe, device, memory_profile)
+
+
+@cache
+def _derived(cls: str, base: DiffusionPipeline) -> DiffusionPipeline:
+    import diffusers
+
+    pipe = getattr(diffusers, cls)(**base.components)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def load_tokenizer(key: str, subfolder: str, pipeline_key: str) -> PreTrainedTokenizerBase:
+    """A text encoder's tokenizer without its model: `subfolder` of model `key`'s folder under `full`; under `tiny`,
+    the attribute `subfolder` of the (tiny) pipeline `pipeline_key`."""
+    if settings().preset == "tiny":
+        return getattr(load_pipeline(pipeline_key), subfolder)
+    check_available([key])
+    return _full_tokenizer(model_source(key), subfolder)
+
+
+@cache
+def _full_tokenizer(source: str, subfolder: str) -> PreTrainedTokenizerBase:
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(source, subfolder=subfolder, local_files_only=True)
 
 
 def build_pipeline(key: str, device: torch.device, dtype: torch.dtype) -> DiffusionPipeline:

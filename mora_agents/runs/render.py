@@ -52,7 +52,8 @@ def _describe(record: Record) -> str:
         what = f"call {content['tool']}" if content["tool"] else "answer"
         return f"step {step} -> {content['agent']}: {what}"
     if t.endswith("[StepResult]"):
-        return f"result of {content['step']}: {describe_output(content['output'])} in {content['seconds']:.1f}s"
+        notes = "".join(f"; note: {text}" for text in content.get("notes") or [])
+        return f"result of {content['step']}: {describe_output(content['output'])} in {content['seconds']:.1f}s{notes}"
     if t.endswith("[StepFailed]"):
         return f"step {content['step']} failed: {content['error']}"
     if t.endswith("[ReviewRequest]"):

@@ -75,7 +75,9 @@ from mora_agents.runs.state import (
 )
 from mora_agents.runs.transcript import Record, TranscriptWriter
 from mora_agents.settings import use_settings
+from mora_agents.sop.calls import check_calls
 from mora_agents.sop.loader import find_sops
+from mora_agents.sop.measures import run_measures
 from mora_agents.sop.messages import ReviewRequest, RunFinished, UserRequest
 from mora_agents.sop.schema import SOP
 from mora_agents.tools.registry import get_tool
@@ -123,6 +125,10 @@ def check_overrides(overrides: dict[str, dict[str, Any]]) -> None:
                 spec.validate_param(param, value)
             except ValidationError as e:
                 raise InputError(f"--set {tool}.{param}={value}: {validation_summary(e, locations=False)}") from None
+        try:
+            spec.check_combination(params)
+        except ValueError as e:
+            raise InputError(f"--set {tool}: {e}") from None
 
 
 def check_options(options: RunOptions) -> None:
@@ -194,6 +200,7 @@ def validate_request(text: str, images: list[Path], videos: list[Path], task: st
         if duration is not None:
             check_number(duration, f"--duration (task '{task}')", spec.min, spec.max)
         max_seconds = [s.max_seconds for s in sops[task].inputs.values() if s.type == "video"]
+        check_calls(sops[task], options.overrides, options.adapters and Path(options.adapters).resolve())
     for path in images:
         check_attachment(path, "image", f"--image {path}")
     for i, path in enumerate(videos):
@@ -538,7 +545,7 @@ class _Session:
         ok = finished.status == "finished"
         self.save_info(status=finished.status, error=None if ok else finished.error,
                        error_details=None if ok else finished.details, seconds=self._elapsed(),
-                       finished=datetime.now().isoformat())
+                       finished=datetime.now().isoformat(), **run_measures(self.conductor.execution, ok))
         if finished.status == "rejected":
             raise InputError(finished.error)
         if finished.status == "stopped":

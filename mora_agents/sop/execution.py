@@ -16,12 +16,13 @@ from typing import Any
 from mora_agents.errors import InputError, MoraError
 from mora_agents.inputs import MAX_SEED, check_attachment, check_number, check_text
 from mora_agents.media import Artifact, probe
+from mora_agents.sop.calls import prompt_budget, step_calls
 from mora_agents.sop.messages import StepRequest, StepResult, step_key
 from mora_agents.sop.schema import SOP, StepSpec
 from mora_agents.sop.template import render
+from mora_agents.tools.backends import default_backend
 from mora_agents.tools.registry import get_tool
 
-CHAIN_AGENT = "media_agent"
 MAX_ITERATIONS = 100
 """A repeated step runs at most this many times."""
 
@@ -100,9 +101,24 @@ class Execution:
     def _main_results(self, step_id: str) -> list[StepResult]:
         return [r for r in self.results.values() if r.step == step_id]
 
+    def segments(self, step_id: str) -> list[Any]:
+        """A step's outputs; for a chain that corrects its frames, each segment as eased into the next one's start."""
+        eased = {r.iteration - 1: r.output for r in self.results.values() if r.step == f"{step_id}.ease"}
+        return [eased.get(r.iteration, r.output) for r in self._main_results(step_id)]
+
     def context(self) -> dict[str, Any]:
-        steps = {s.id: StepView([r.output for r in self._main_results(s.id)]) for s in self.sop.steps}
+        steps = {s.id: StepView(self.segments(s.id)) for s in self.sop.steps}
         return {"inputs": self.inputs, "steps": steps}
+
+    def chains(self) -> dict[str, tuple[Artifact, list[Artifact]]]:
+        """Per chained step that ran: its first keyframe (the first iteration's `into`) and its segments."""
+        chains = {}
+        for step in self.sop.steps:
+            chain = step.repeat.chain if step.repeat else None
+            if chain is not None and self._main_results(step.id):
+                first = self._render(step.args.get(chain.into), f"step '{step.id}', field 'args.{chain.into}'")
+                chains[step.id] = (self._artifact(first), self.segments(step.id))
+        return chains
 
     def _render(self, value: Any, where: str) -> Any:
         """Render a field's templates; a failure (e.g. over a render limit) names `where` (step and field)."""
@@ -127,10 +143,10 @@ class Execution:
                 if step.when is not None and not self._render(step.when, f"step '{step.id}', field 'when'"):
                     self.skipped.add(step.id)
                     continue
-                return self._request(step.id, 0, step.agent, step.tool, self._render_args(step))
+                return self._iteration(step, done, None)
             if step.repeat is None or len(done) >= (count := self._repeat_count(step, done[0])):
                 continue
-            return self._next_iteration(step, done, count)
+            return self._iteration(step, done, count)
         return None
 
     def _repeat_count(self, step: StepSpec, first: StepResult) -> int:
@@ -148,24 +164,44 @@ class Execution:
                             f"(at most {MAX_ITERATIONS})")
         return count
 
-    def _next_iteration(self, step: StepSpec, done: list[StepResult], count: int) -> StepRequest:
-        i = len(done)
-        args = self._render_args(step)
-        if chain := step.repeat.chain:
-            chain_step = f"{step.id}.chain"
-            linked = self.results.get(step_key(chain_step, i))
-            if linked is None:
-                media_param = next(iter(get_tool(chain.tool).media))
-                return self._request(chain_step, i, CHAIN_AGENT, chain.tool, {media_param: done[-1].output}, count)
-            args[chain.into] = linked.output
+    def _iteration(self, step: StepSpec, done: list[StepResult], count: int | None) -> StepRequest:
+        """The next request of a step's iteration `len(done)`: the first of its chain's sub-steps still to run (from
+        the second iteration on, and the keyframe from the first), else the step itself."""
+        i, args = len(done), self._render_args(step)
+        chain = step.repeat.chain if step.repeat else None
+        if chain is None:
+            return self._request(step.id, i, step.agent, step.tool, args, count)
+        first, frame = args.get(chain.into), None
+        for call in step_calls(step):
+            kind = call.step.removeprefix(f"{step.id}.")
+            if call.step == step.id or (i == 0 and kind != "keyframe"):
+                continue
+            given = {"chain": {next(iter(get_tool(chain.tool).media)): done[-1].output if done else None},
+                     "match": {"image": frame, "reference": first}, "refine": {"image": frame},
+                     "ease": {"video": done[-1].output if done else None, "image": frame},
+                     "keyframe": {"image": first}}[kind]
+            result = self.results.get(step_key(call.step, i))
+            if result is None:
+                sub = {name: self._render(value, f"step '{step.id}', field '{call.field}'")
+                       for name, value in call.args.items()}
+                return self._request(call.step, i, call.agent, call.tool, {**sub, **given}, count)
+            if kind == "keyframe":
+                args[chain.keyframes.into] = result.output
+            elif kind != "ease":
+                frame = result.output
+        if i > 0:
+            args[chain.into] = frame
         return self._request(step.id, i, step.agent, step.tool, args, count)
 
     def _request(self, step: str, iteration: int, agent: str, tool: str | None, args: dict[str, Any],
                  iterations: int | None = None) -> StepRequest:
         media: dict[str, list[Artifact]] = {}
+        budget = prompt_budget(self.sop, step, self.overrides) if tool is None else None
         if tool is not None:
             spec = get_tool(tool)
             args = {**args, **self.overrides.get(tool, {})}
+            if spec.backends and args.get("backend") is None:  # recorded: the transcript names the model
+                args["backend"] = default_backend(spec.backends)
             for param in spec.media:
                 if args.get(param) is not None:
                     items = args[param] if isinstance(args[param], list) else [args[param]]
@@ -181,7 +217,7 @@ class Execution:
                     name = f"{name}-r{retry}"
                 args["output"] = str(self.run_dir / "artifacts" / f"{name}{spec.suffix}")
         return StepRequest(step=step, iteration=iteration, agent=agent, tool=tool,
-                           arguments=self._as_arguments(args), media=media, iterations=iterations)
+                           arguments=self._as_arguments(args), media=media, iterations=iterations, budget=budget)
 
     def _artifact(self, item: Artifact | str) -> Artifact:
         if isinstance(item, Artifact):

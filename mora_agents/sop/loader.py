@@ -16,8 +16,8 @@ from mora_agents.sop.roles import ROLES
 from mora_agents.sop.schema import SOP
 from mora_agents.sop.template import (
     expression,
+    has_template,
     is_expression,
-    is_template,
     reference,
     references,
 )
@@ -141,6 +141,7 @@ def check_references(sop: SOP, path: Path) -> None:
     """What can be checked without running: agents and tools exist; arguments exist and literal ones fit the tool's
     types and bounds (media paths inside the run directory); templates only read declared inputs and earlier
     steps; `repeat` fits a video step; `outputs.result` is a video."""
+    from mora_agents.sop.calls import step_calls
     from mora_agents.tools import REGISTRY
 
     produces: dict[str, str] = {}
@@ -156,11 +157,16 @@ def check_references(sop: SOP, path: Path) -> None:
                 raise fail(field, f"unknown tool '{name}' (registered: {', '.join(sorted(REGISTRY))})")
         if step.tool is None and not ROLES[step.agent].llm:
             raise fail("tool", f"agent '{step.agent}' has no LLM, so the step must name a tool")
-        if step.tool is not None:
-            _check_args(step, REGISTRY[step.tool], fail)
         if step.repeat is not None:
             _check_repeat(step, REGISTRY, fail)
+        for call in step_calls(step):
+            _check_call(call, fail)
+        if step.edit is not None and step.edit not in REGISTRY[step.tool].parameters:
+            raise fail("edit", f"tool '{step.tool}' has no parameter '{step.edit}' "
+                       f"(it has: {', '.join(REGISTRY[step.tool].parameters)})")
         fields = {f"args.{k}": v for k, v in step.args.items()}
+        fields.update({_arg_field(call, k): v for call in step_calls(step) if call.field != "args"
+                       for k, v in call.args.items()})
         fields.update({"when": step.when, "repeat.until_seconds": step.repeat.until_seconds if step.repeat else None})
         for field, value in fields.items():
             _check_template(value, sop, produces, lambda msg, field=field: fail(field, msg))
@@ -172,22 +178,42 @@ def check_references(sop: SOP, path: Path) -> None:
                        "steps.ID.output of a step that makes a video (or a video input)")
 
 
-def _check_args(step, spec, fail) -> None:
-    """A tool step's arguments and `edit` name the tool's parameters; literal values fit them."""
+def _arg_field(call, arg: str) -> str:
+    """Where an argument of a call is written in its step: `args.steps`, `repeat.chain.refine.prompt`, ..."""
+    if call.field == "args":
+        return f"args.{arg}"
+    if call.field == "repeat.chain":  # the chain's own options
+        return call.field
+    return f"{call.field}.{arg}" if arg in ("prompt", "strength") else f"{call.field}.args.{arg}"
+
+
+def _check_call(call, fail) -> None:
+    """A call's arguments name its tool's parameters (never its output, nor, in a chain, the media the chain
+    gives); literal values fit them, one by one and together (the backend's rules); a backend is literal."""
+    from mora_agents.tools import REGISTRY
+
+    spec = REGISTRY[call.tool]
     params = ", ".join(spec.parameters)
-    for arg, value in step.args.items():
+    for arg, value in call.args.items():
+        field = _arg_field(call, arg)
         if arg not in spec.parameters:
-            raise fail(f"args.{arg}", f"tool '{step.tool}' has no parameter '{arg}' (it has: {params})")
+            raise fail(field, f"tool '{call.tool}' has no parameter '{arg}' (it has: {params})")
         if arg == "output":
-            raise fail("args.output", "set by the run (artifacts/<step id>); leave it out")
-        _check_literal(spec, arg, value, lambda msg, arg=arg: fail(f"args.{arg}", msg))
-    if step.edit is not None and step.edit not in spec.parameters:
-        raise fail("edit", f"tool '{step.tool}' has no parameter '{step.edit}' (it has: {params})")
+            raise fail(field, "set by the run (artifacts/<step id>); leave it out")
+        if call.field != "args" and arg in spec.media:
+            raise fail(field, "set by the chain (the frame it works on); leave it out")
+        if arg == "backend" and has_template(value):
+            raise fail(field, "a backend is a name, not a template: it decides which models a run checks first")
+        _check_literal(spec, arg, value, lambda msg, field=field: fail(field, msg))
+    try:
+        spec.check_combination(call.known({}))
+    except ValueError as e:
+        raise fail(call.field, str(e)) from None
 
 
 def _check_literal(spec, arg: str, value, fail) -> None:
     """A literal argument (no template inside) fits the parameter: type and bounds, or a path inside the run."""
-    if _has_template(value):
+    if has_template(value):
         return
     if arg in spec.media:
         for item in value if isinstance(value, list) else [value]:
@@ -198,14 +224,6 @@ def _check_literal(spec, arg: str, value, fail) -> None:
         spec.validate_param(arg, value)
     except ValidationError as e:
         raise fail(validation_summary(e, locations=False)) from None
-
-
-def _has_template(value) -> bool:
-    if isinstance(value, dict):
-        return any(_has_template(v) for v in value.values())
-    if isinstance(value, list):
-        return any(_has_template(v) for v in value)
-    return is_template(value)
 
 
 def _check_repeat(step, registry, fail) -> None:
@@ -221,6 +239,10 @@ def _check_repeat(step, registry, fail) -> None:
             raise fail("repeat.chain.tool", f"tool '{chain.tool}' takes no media to chain from")
         if chain.into not in registry[step.tool].media:
             raise fail("repeat.chain.into", f"tool '{step.tool}' has no media parameter '{chain.into}'")
+        keyframes = chain.keyframes
+        if keyframes is not None and (keyframes.into not in registry[step.tool].media or keyframes.into == chain.into):
+            raise fail("repeat.chain.keyframes.into", f"tool '{step.tool}' has no other media parameter "
+                       f"'{keyframes.into}' for the end frames")
 
 
 def _check_template(value, sop: SOP, earlier: dict[str, str], fail) -> None:

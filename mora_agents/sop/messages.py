@@ -48,6 +48,18 @@ def step_key(step: str, iteration: int) -> str:
     return step if iteration == 0 else f"{step}#{iteration}"
 
 
+class PromptBudget(BaseModel):
+    """How long a text step's answer may be: the text encoder of the tool and backend that read it."""
+
+    tool: str
+    backend: str
+    encoder: str
+    tokens: int
+    """Tokens the encoder reads, its special ones included; beyond them the pipeline cuts the text."""
+    step: str
+    """The step that reads the answer."""
+
+
 class StepRequest(BaseModel):
     step: str
     iteration: int = 0
@@ -59,6 +71,8 @@ class StepRequest(BaseModel):
     """The media files among the arguments, with their sha256, by parameter."""
     iterations: int | None = None
     """A repeated step's number of runs, once known (from its second iteration on): segment 2 of `iterations`."""
+    budget: PromptBudget | None = None
+    """A text step's token budget (given to the agent, and its answer checked against it)."""
 
     @property
     def key(self) -> str:
@@ -74,6 +88,8 @@ class StepResult(BaseModel):
     """The arguments the tool actually ran with."""
     output: Artifact | str
     seconds: float
+    notes: list[str] = []
+    """What a person must know about the result, e.g. a prompt longer than its text encoder reads (what it cut)."""
 
     @property
     def key(self) -> str:

@@ -39,12 +39,52 @@ class InputSpec(_Strict):
         return self
 
 
+class RefineSpec(_Strict):
+    """A light redraw of each chain frame by the text-to-image agent (`text_to_image` from that image: img2img with
+    its backend), before the next segment starts from it."""
+
+    prompt: str
+    """What the frame shows (a template, e.g. `{{ steps.enhance.output }}`)."""
+    strength: float = Field(0.25, gt=0, le=0.5)
+    """How much of the frame is redrawn: low, so that the next segment continues the same picture."""
+    args: dict[str, Any] = {}
+    """More `text_to_image` arguments (e.g. `backend`, `steps`)."""
+
+
+class KeyframesSpec(_Strict):
+    """Keyframes planned ahead, for a first-last-frame tool: before each segment the text-to-image agent redraws the
+    first keyframe (img2img, from the chain's first `into` argument) into the segment's end frame, so every segment
+    ends on a clean picture and the drift of one segment does not carry into the next."""
+
+    into: str
+    """The media parameter of the step's tool that takes the end frame (e.g. `last_image`)."""
+    prompt: str
+    strength: float = Field(0.6, gt=0, le=1)
+    """How far each keyframe departs from the first one."""
+    args: dict[str, Any] = {}
+    """More `text_to_image` arguments."""
+
+
 class ChainSpec(_Strict):
     """Before each further iteration, the media agent calls `tool` on the previous iteration's output
-    (its first media parameter) and the result becomes the argument `into`."""
+    (its first media parameter) and the result becomes the argument `into`.
+
+    Against drift, the chain frame can then be matched to the first keyframe (the first iteration's `into`
+    argument): `color_match` (mean and spread of each CIELAB channel), `sharpen` (its sharpness, if lower), and
+    `refine`d; the previous segment is then eased into the corrected frame (`ease_into`), so each segment still ends
+    on the frame the next one starts from. `keyframes` plans each segment's end frame ahead."""
 
     tool: str
     into: str
+    color_match: bool = False
+    sharpen: bool = False
+    refine: RefineSpec | None = None
+    keyframes: KeyframesSpec | None = None
+
+    @property
+    def corrects(self) -> bool:
+        """Whether the chain frame is changed before the next segment starts from it."""
+        return self.color_match or self.sharpen or self.refine is not None
 
 
 class RepeatSpec(_Strict):

@@ -91,6 +91,15 @@ def is_template(value: Any) -> bool:
     return isinstance(value, str) and ("{{" in value or "{%" in value)
 
 
+def has_template(value: Any) -> bool:
+    """Whether a value (or any string inside a dict or list) is a template."""
+    if isinstance(value, dict):
+        return any(has_template(v) for v in value.values())
+    if isinstance(value, list):
+        return any(has_template(v) for v in value)
+    return is_template(value)
+
+
 def is_expression(value: Any) -> bool:
     """A template that is exactly one `{{ expression }}` (so it keeps its value's type)."""
     return isinstance(value, str) and _single_expression(value) is not None

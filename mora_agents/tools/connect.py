@@ -1,8 +1,9 @@
-"""Video connection: a SEINE transition between two videos, A + transition + B."""
+"""First-last-frame generation: a clip from one frame to another (SEINE by default, or Wan 2.1 FLF2V), and the video
+connection built on it, A + transition + B."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import numpy as np
 import torch
@@ -10,6 +11,7 @@ from PIL import Image
 
 from mora_agents.media import (
     Artifact,
+    load_image,
     probe,
     read_video,
     resample_fps,
@@ -17,50 +19,117 @@ from mora_agents.media import (
     write_video,
 )
 from mora_agents.pipelines.loading import load_pipeline
-from mora_agents.settings import output_path, settings
+from mora_agents.settings import denoise_callback, output_path, settings
+from mora_agents.tools.backends import BACKENDS, backend_named
 from mora_agents.tools.defaults import fill_defaults, generator
-from mora_agents.tools.params import Frames, Guidance, Sampler, Seed, Side, Steps, Text
+from mora_agents.tools.params import (
+    ConnectBackend,
+    Fps,
+    Frames,
+    Guidance,
+    OptionalText,
+    Sampler,
+    Seed,
+    Side,
+    Steps,
+    Text,
+)
 from mora_agents.tools.registry import register
+from mora_agents.tools.text_budget import note_cut_prompts
 
 
-@register(produces="video", media={"video_a": "video", "video_b": "video"}, models=("seine", "sd_v1_4"))
+def transition(first: Image.Image, last: Image.Image, prompt: str, backend: str | None, seed: int | None,
+               **given: Any) -> np.ndarray:
+    """Frames [N, H, W, 3] uint8 at the model size from `first` to `last` (both among them), by a first-last-frame
+    backend; `given`: its parameters (None: the backend's default)."""
+    spec = backend_named(BACKENDS["connect_videos"], backend)
+    p = fill_defaults("connect_videos", spec.name, **given)
+    pipe = load_pipeline(spec.models[0])
+    note_cut_prompts(pipe, spec, {"prompt": prompt, "negative_prompt": p["negative_prompt"]})
+    with torch.inference_mode():
+        if spec.name == "seine":
+            hook = settings().progress
+            hook.start("connect_videos", p["steps"])
+            frames = pipe([first, last], prompt=prompt, mask_type="onelast1", num_frames=p["frames"],
+                          height=p["height"], width=p["width"], sampler=p["sampler"], num_inference_steps=p["steps"],
+                          guidance_scale=p["guidance_scale"], generator=generator(seed), output_type="np",
+                          callback=lambda step, total: hook.advance()).frames
+            hook.stop()
+            return np.asarray(frames)
+        video = pipe(first, last_image=last, prompt=prompt, negative_prompt=p["negative_prompt"],
+                     num_frames=p["frames"], height=p["height"], width=p["width"], num_inference_steps=p["steps"],
+                     guidance_scale=p["guidance_scale"], max_sequence_length=spec.text.tokens,
+                     generator=generator(seed), output_type="np",
+                     callback_on_step_end=denoise_callback("connect_videos", p["steps"])).frames[0]
+    settings().progress.stop()
+    return (np.clip(video, 0, 1) * 255).round().astype(np.uint8)
+
+
+@register(produces="video", media={"video_a": "video", "video_b": "video"}, backends=BACKENDS["connect_videos"])
 def connect_videos(
     video_a: Annotated[str, "path of the first video"],
     video_b: Annotated[str, "path of the second video"],
     prompt: Annotated[Text, "what the transition shows"] = "smooth transition",
-    frames: Annotated[Frames | None, "frames of the transition"] = None,
-    width: Annotated[Side | None, "width the model works at, a multiple of 8"] = None,
-    height: Annotated[Side | None, "height the model works at, a multiple of 8"] = None,
-    sampler: Annotated[Sampler | None, "ddpm (the reference) or ddim (fewer steps)"] = None,
+    negative_prompt: Annotated[OptionalText | None, "what the transition should not show (wan2.1-flf2v)"] = None,
+    frames: Annotated[Frames | None, "frames of the transition (wan2.1-flf2v: 4k+1)"] = None,
+    width: Annotated[Side | None, "width the model works at (seine: a multiple of 8; wan2.1-flf2v: of 16)"] = None,
+    height: Annotated[Side | None, "height the model works at (seine: a multiple of 8; wan2.1-flf2v: of 16)"] = None,
+    sampler: Annotated[Sampler | None, "ddpm (the reference) or ddim (fewer steps) (seine)"] = None,
     steps: Annotated[Steps | None, "denoising steps"] = None,
     guidance_scale: Annotated[Guidance | None, "classifier-free guidance scale"] = None,
     seed: Annotated[Seed | None, "random seed"] = None,
+    backend: Annotated[ConnectBackend | None, "the model: seine (default) or wan2.1-flf2v"] = None,
     output: Annotated[str | None, "path of the MP4 to write"] = None,
 ) -> Artifact:
-    """Connect two videos with a generated transition (SEINE): the result is A, the transition, then B.
+    """Connect two videos with a generated transition (seine: SEINE; wan2.1-flf2v): the result is A, the
+    transition, then B.
 
     The transition is generated from A's last and B's first frame at the model size, then fitted to A's
     size. B is fitted to A's size and resampled to A's frame rate; the result has A's size and frame rate.
-    Unset parameters take the preset's defaults (full: 16 frames, 512x512, DDPM with 250 steps, guidance 8).
+    Unset parameters take the backend's defaults (seine: 16 frames, 512x512, DDPM with 250 steps, guidance 8).
     """
-    p = fill_defaults("connect_videos", frames=frames, width=width, height=height, sampler=sampler, steps=steps,
-                      guidance_scale=guidance_scale)
     a, fps = read_video(video_a)
     b, fps_b = read_video(video_b)
     if len(a) < 2 or len(b) < 2:
         raise ValueError(f"{video_a if len(a) < 2 else video_b}: a video needs at least 2 frames")
     size = (a.shape[2], a.shape[1])
     b = resample_fps(resize_frames(b, *size), fps_b, fps)
-    pipe = load_pipeline("seine")
-    hook = settings().progress
-    hook.start("connect_videos", p["steps"])
-    with torch.inference_mode():
-        transition = pipe([Image.fromarray(a[-1]), Image.fromarray(b[0])], prompt=prompt, mask_type="onelast1",
-                          num_frames=p["frames"], height=p["height"], width=p["width"], sampler=p["sampler"],
-                          num_inference_steps=p["steps"], guidance_scale=p["guidance_scale"],
-                          generator=generator(seed), output_type="np",
-                          callback=lambda step, total: hook.advance()).frames
-    hook.stop()
+    clip = transition(Image.fromarray(a[-1]), Image.fromarray(b[0]), prompt, backend, seed,
+                      negative_prompt=negative_prompt, frames=frames, width=width, height=height, sampler=sampler,
+                      steps=steps, guidance_scale=guidance_scale)
     path = output_path(output, "connect_videos", ".mp4")
-    write_video(np.concatenate([a, resize_frames(np.asarray(transition), *size), b]), fps, path)
+    write_video(np.concatenate([a, resize_frames(clip, *size), b]), fps, path)
+    return probe(path, noise=settings().preset == "tiny")
+
+
+@register(produces="video", media={"image": "image", "last_image": "image"}, backends=BACKENDS["connect_images"])
+def connect_images(
+    image: Annotated[str, "path of the first frame"],
+    last_image: Annotated[str, "path of the last frame"],
+    prompt: Annotated[Text, "what happens between them"] = "smooth transition",
+    negative_prompt: Annotated[OptionalText | None, "what the clip should not show (wan2.1-flf2v)"] = None,
+    frames: Annotated[Frames | None, "frames of the clip (wan2.1-flf2v: 4k+1)"] = None,
+    width: Annotated[Side | None, "width the model works at (seine: a multiple of 8; wan2.1-flf2v: of 16)"] = None,
+    height: Annotated[Side | None, "height the model works at (seine: a multiple of 8; wan2.1-flf2v: of 16)"] = None,
+    fps: Annotated[Fps | None, "frame rate the clip is written at"] = None,
+    sampler: Annotated[Sampler | None, "ddpm (the reference) or ddim (fewer steps) (seine)"] = None,
+    steps: Annotated[Steps | None, "denoising steps"] = None,
+    guidance_scale: Annotated[Guidance | None, "classifier-free guidance scale"] = None,
+    seed: Annotated[Seed | None, "random seed"] = None,
+    backend: Annotated[ConnectBackend | None, "the model: seine (default) or wan2.1-flf2v"] = None,
+    output: Annotated[str | None, "path of the MP4 to write"] = None,
+) -> Artifact:
+    """Generate a clip that starts at one image and ends at another (first-last-frame to video, by the backends of
+    connect_videos), written at the first image's size.
+
+    Chained with keyframes planned ahead (an SOP's `repeat.chain.keyframes`), each segment ends on a clean
+    keyframe. Unset parameters take the backend's defaults (seine: 16 frames at 512x512, 8 fps; wan2.1-flf2v: 81
+    frames at 1280x720, 16 fps).
+    """
+    first, last = load_image(image), load_image(last_image)
+    clip = transition(first, last, prompt, backend, seed, negative_prompt=negative_prompt, frames=frames,
+                      width=width, height=height, sampler=sampler, steps=steps, guidance_scale=guidance_scale)
+    rate = fill_defaults("connect_videos", backend_named(BACKENDS["connect_images"], backend).name, fps=fps)["fps"]
+    path = output_path(output, "connect_images", ".mp4")
+    write_video(resize_frames(clip, *first.size), rate, path)
     return probe(path, noise=settings().preset == "tiny")

@@ -1,4 +1,5 @@
-"""Per-preset parameter defaults of the model tools (the paper's settings under `full`)."""
+"""Per-preset parameter defaults of the model tools and their backends (the paper's settings under `full` for the
+default backends; each other backend's own recommended ones)."""
 
 from __future__ import annotations
 
@@ -10,28 +11,62 @@ from mora_agents.settings import settings
 
 DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
     "full": {
-        "text_to_image": {"width": 1024, "height": 576, "steps": 40, "high_noise_frac": 0.8, "guidance_scale": 5.0},
+        "text_to_image": {"width": 1024, "height": 576, "steps": 40, "high_noise_frac": 0.8, "guidance_scale": 5.0,
+                          "strength": 0.3},
         "edit_image": {"steps": 100, "guidance_scale": 7.5, "image_guidance_scale": 1.5, "max_side": 1024},
         "image_to_video": {"width": 1024, "height": 576, "frames": 25, "steps": 25, "fps": 7,
                            "motion_bucket_id": 180, "noise_aug_strength": 0.1, "decode_chunk_size": 12},
         "connect_videos": {"frames": 16, "width": 512, "height": 512, "sampler": "ddpm", "steps": 250,
-                           "guidance_scale": 8.0},
+                           "guidance_scale": 8.0, "fps": 8},
     },
     "tiny": {
-        "text_to_image": {"width": 64, "height": 64, "steps": 4, "high_noise_frac": 0.5, "guidance_scale": 5.0},
+        "text_to_image": {"width": 64, "height": 64, "steps": 4, "high_noise_frac": 0.5, "guidance_scale": 5.0,
+                          "strength": 0.3},
         "edit_image": {"steps": 3, "guidance_scale": 7.5, "image_guidance_scale": 1.5, "max_side": 128},
         "image_to_video": {"width": 64, "height": 64, "frames": 25, "steps": 2, "fps": 7,
                            "motion_bucket_id": 180, "noise_aug_strength": 0.1, "decode_chunk_size": 12},
         "connect_videos": {"frames": 16, "width": 64, "height": 64, "sampler": "ddim", "steps": 3,
-                           "guidance_scale": 8.0},
+                           "guidance_scale": 8.0, "fps": 8},
     },
 }
+"""Per preset, per model tool: the parameters of its default backend (the paper's model)."""
+_NEGATIVE_VIDEO = "static frame, blurry, overexposed, low quality, distorted, jittery motion, captions"
+"""Written for these backends from the artefacts their authors list in their own negative prompts (short enough for
+every budget, the tiny preset's character-level tokenizers included)."""
+BACKEND_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
+    "full": {
+        "flux-schnell": {"width": 1024, "height": 576, "steps": 4, "strength": 0.3},
+        "flux-kontext": {"steps": 28, "guidance_scale": 2.5, "max_side": 1024},
+        "wan2.2-ti2v-5b": {"width": 1280, "height": 704, "frames": 121, "steps": 50, "fps": 24, "guidance_scale": 5.0,
+                           "negative_prompt": _NEGATIVE_VIDEO},
+        "ltx-video": {"width": 704, "height": 480, "frames": 161, "steps": 50, "fps": 25, "guidance_scale": 3.0,
+                      "negative_prompt": _NEGATIVE_VIDEO},
+        "wan2.1-flf2v": {"frames": 81, "width": 1280, "height": 720, "steps": 50, "guidance_scale": 5.5, "fps": 16,
+                         "negative_prompt": _NEGATIVE_VIDEO},
+    },
+    "tiny": {
+        "flux-schnell": {"width": 64, "height": 64, "steps": 2, "strength": 0.3},
+        "flux-kontext": {"steps": 2, "guidance_scale": 2.5, "max_side": 128},
+        "wan2.2-ti2v-5b": {"width": 64, "height": 64, "frames": 9, "steps": 2, "fps": 8, "guidance_scale": 5.0,
+                           "negative_prompt": _NEGATIVE_VIDEO},
+        "ltx-video": {"width": 64, "height": 64, "frames": 9, "steps": 2, "fps": 8, "guidance_scale": 3.0,
+                      "negative_prompt": _NEGATIVE_VIDEO},
+        "wan2.1-flf2v": {"frames": 9, "width": 64, "height": 64, "steps": 2, "guidance_scale": 5.5, "fps": 8,
+                         "negative_prompt": _NEGATIVE_VIDEO},
+    },
+}
+"""Per preset, per backend other than the defaults: its recommended parameters (`full`: its authors')."""
 
 
-def fill_defaults(tool: str, **given: Any) -> dict[str, Any]:
-    """The given parameters, with each one left as None replaced by the current preset's default."""
-    defaults = DEFAULTS[settings().preset][tool]
-    return {name: defaults[name] if value is None else value for name, value in given.items()}
+def backend_defaults(preset: str, tool: str, backend: str) -> dict[str, Any]:
+    """The parameter defaults of a tool's backend under a preset."""
+    return BACKEND_DEFAULTS[preset].get(backend) or DEFAULTS[preset][tool]
+
+
+def fill_defaults(tool: str, backend: str, **given: Any) -> dict[str, Any]:
+    """The given parameters, with each one left as None replaced by the current preset's default for the backend."""
+    defaults = backend_defaults(settings().preset, tool, backend)
+    return {name: defaults.get(name) if value is None else value for name, value in given.items()}
 
 
 def generator(seed: int | None) -> torch.Generator:

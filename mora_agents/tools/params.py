@@ -19,8 +19,8 @@ MAX_PROMPT_CHARS = 10_000
 """A tool's text (an LLM's enhanced prompt may be longer than the request it came from)."""
 MAX_STEPS = 1000
 """Denoising steps (the schedulers are trained on 1000 timesteps)."""
-MAX_FRAMES = 128
-"""Frames one model call generates (SVD-XT makes 25, SEINE 16)."""
+MAX_FRAMES = 257
+"""Frames one model call generates (SVD-XT makes 25, SEINE 16, Wan 2.2 121, LTX-Video up to 257)."""
 
 
 def _text(value: str) -> str:
@@ -59,4 +59,12 @@ Guidance = _real(ge=0, le=50)
 """A classifier-free guidance scale (1 or less turns guidance off)."""
 Fraction = _real(gt=0, lt=1)
 Strength = _real(ge=0, le=1)
+Redraw = _real(gt=0, le=1)
+"""How much of a starting image img2img redraws (1: all of it)."""
 Sampler = Literal["ddpm", "ddim"]
+
+# The backends of each model tool (the first is the default; `mora_agents.tools.backends` has what each reads).
+TextToImageBackend = Literal["sdxl", "flux-schnell"]
+EditImageBackend = Literal["instruct-pix2pix", "flux-kontext"]
+ImageToVideoBackend = Literal["svd-xt", "wan2.2-ti2v-5b", "ltx-video"]
+ConnectBackend = Literal["seine", "wan2.1-flf2v"]

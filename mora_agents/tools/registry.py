@@ -11,14 +11,16 @@ from __future__ import annotations
 import asyncio
 import inspect
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Annotated, Any, Literal
 
 from autogen_core import CancellationToken
 from autogen_core.tools import BaseTool
-from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
+
+from mora_agents.tools.backends import Backend, backend_named, check_backend_args
 
 Produces = Literal["image", "video", "text"]
 SUFFIXES = {"image": ".png", "video": ".mp4", "text": ".txt"}
@@ -32,7 +34,9 @@ class ToolSpec:
     media: dict[str, str] = field(default_factory=dict)
     """Parameters that take media paths, with their kind: {"image": "image"} or {"videos": "video"}."""
     models: tuple[str, ...] = ()
-    """Model keys the tool loads (see mora_agents.pipelines.loading.MODEL_IDS)."""
+    """Model keys the tool loads (see mora_agents.pipelines.loading.MODEL_IDS), for a tool without backends."""
+    backends: Mapping[str, Backend] = field(default_factory=dict)
+    """The models a tool with a `backend` parameter can run, by name, the default first (`tools.backends`)."""
 
     @property
     def description(self) -> str:
@@ -40,8 +44,9 @@ class ToolSpec:
 
     @cached_property
     def args_model(self) -> type[BaseModel]:
-        """The arguments as a pydantic model: each parameter's type with its bounds, description and default."""
-        return args_model(self.name, self.func)
+        """The arguments as a pydantic model: each parameter's type with its bounds, description and default, and
+        the backend's rules over the arguments given (`check_combination`)."""
+        return args_model(self.name, self.func, self.check_combination)
 
     @cached_property
     def function_tool(self) -> SchemaTool:
@@ -62,14 +67,32 @@ class ToolSpec:
         return {name: getattr(model, name) for name in arguments}
 
     def validate_param(self, name: str, value: Any) -> Any:
-        """Check one parameter's value against its type and bounds (pydantic errors raise)."""
+        """Check one parameter's value against its type and bounds (pydantic errors raise); `check_combination`
+        checks several together."""
         partial = self.args_model.model_construct()
         self.args_model.__pydantic_validator__.validate_assignment(partial, name, value)
         return getattr(partial, name)
 
+    def check_combination(self, values: Mapping[str, Any]) -> None:
+        """Check arguments together (some of them: those known so far) against the backend they choose, if the tool
+        has backends: what it reads, its frame and size rules. Raises ValueError."""
+        if self.backends:
+            check_backend_args(self.backends, values)
 
-def args_model(name: str, func: Callable[..., Any]) -> type[BaseModel]:
-    """A function's parameters as a pydantic model; `Annotated[type, "description"]` gives the description.
+    def backend(self, arguments: Mapping[str, Any]) -> Backend | None:
+        """The backend that arguments choose (the default if they name none); None for a tool without backends."""
+        return backend_named(self.backends, arguments.get("backend")) if self.backends else None
+
+    def models_for(self, arguments: Mapping[str, Any]) -> tuple[str, ...]:
+        """The model keys a call with these arguments loads."""
+        backend = self.backend(arguments)
+        return backend.models if backend is not None else self.models
+
+
+def args_model(name: str, func: Callable[..., Any],
+               check: Callable[[Mapping[str, Any]], None] | None = None) -> type[BaseModel]:
+    """A function's parameters as a pydantic model; `Annotated[type, "description"]` gives the description, and
+    `check` (of the arguments given, raising ValueError) runs after the fields are valid.
 
     (autogen's FunctionTool keeps only the first argument of `Annotated` and so drops bounds written beside
     the description, e.g. `Annotated[int, Field(ge=1), "steps"]`; this keeps them.)
@@ -84,7 +107,14 @@ def args_model(name: str, func: Callable[..., Any]) -> type[BaseModel]:
         base = typing.get_args(hint)[0] if metadata else hint
         default = ... if param.default is inspect.Parameter.empty else param.default
         fields[param.name] = (Annotated[(base, *bounds)] if bounds else base, Field(default, description=description))
-    return create_model(f"{name}_args", __config__=ConfigDict(extra="forbid"), **fields)
+    validators = {}
+    if check is not None:
+        def _check(model: BaseModel) -> BaseModel:
+            check({name: getattr(model, name) for name in model.model_fields_set})
+            return model
+
+        validators["check_combination"] = model_validator(mode="after")(_check)
+    return create_model(f"{name}_args", __config__=ConfigDict(extra="forbid"), __validators__=validators, **fields)
 
 
 class SchemaTool(BaseTool[BaseModel, BaseModel]):
@@ -103,11 +133,13 @@ REGISTRY: dict[str, ToolSpec] = {}
 
 
 def register(produces: Produces, media: dict[str, str] | None = None, models: tuple[str, ...] = (),
-             name: str | None = None) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Decorator: register a plain function as a tool (the function itself is returned unchanged)."""
+             name: str | None = None, backends: Mapping[str, Backend] | None = None
+             ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Decorator: register a plain function as a tool (the function itself is returned unchanged). A tool with
+    `backends` has a `backend` parameter naming one of them."""
 
     def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
-        spec = ToolSpec(name or func.__name__, func, produces, media or {}, models)
+        spec = ToolSpec(name or func.__name__, func, produces, media or {}, models, backends or {})
         REGISTRY[spec.name] = spec
         return func
 

@@ -1,4 +1,4 @@
-"""Image-to-video: Stable Video Diffusion (SVD-XT) animates one image into a short clip."""
+"""Image-to-video: a backend (SVD-XT by default, Wan 2.2 TI2V-5B or LTX-Video) animates one image into a clip."""
 
 from __future__ import annotations
 
@@ -11,53 +11,72 @@ from mora_agents.media import Artifact, fit_image, load_image, probe, write_vide
 from mora_agents.pipelines.adapters import adapters_scope
 from mora_agents.pipelines.loading import load_pipeline
 from mora_agents.settings import denoise_callback, output_path, settings
+from mora_agents.tools.backends import BACKENDS, backend_named
 from mora_agents.tools.defaults import fill_defaults, generator
 from mora_agents.tools.params import (
     Chunk,
     Fps,
     Frames,
+    Guidance,
+    ImageToVideoBackend,
     MotionBucket,
+    OptionalText,
     Seed,
     Side,
     Steps,
     Strength,
 )
 from mora_agents.tools.registry import register
+from mora_agents.tools.text_budget import note_cut_prompts
 
 
-@register(produces="video", media={"image": "image"}, models=("svd",))
+@register(produces="video", media={"image": "image"}, backends=BACKENDS["image_to_video"])
 def image_to_video(
     image: Annotated[str, "path of the first frame"],
-    width: Annotated[Side | None, "width in pixels, a multiple of 8"] = None,
-    height: Annotated[Side | None, "height in pixels, a multiple of 8"] = None,
-    frames: Annotated[Frames | None, "frames of the clip"] = None,
+    prompt: Annotated[OptionalText, "what the clip shows (read by wan2.2-ti2v-5b and ltx-video; svd-xt reads no "
+                      "text)"] = "",
+    negative_prompt: Annotated[OptionalText | None, "what the clip should not show (wan2.2-ti2v-5b, ltx-video)"] = None,
+    width: Annotated[Side | None, "width in pixels (svd-xt: a multiple of 8; the others: of 32)"] = None,
+    height: Annotated[Side | None, "height in pixels (svd-xt: a multiple of 8; the others: of 32)"] = None,
+    frames: Annotated[Frames | None, "frames of the clip (wan2.2-ti2v-5b: 4k+1, ltx-video: 8k+1)"] = None,
     steps: Annotated[Steps | None, "denoising steps"] = None,
-    fps: Annotated[Fps | None, "frame rate the model is conditioned on and the clip is written at"] = None,
-    motion_bucket_id: Annotated[MotionBucket | None, "amount of motion, 0-255"] = None,
-    noise_aug_strength: Annotated[Strength | None, "noise added to the first frame, 0-1"] = None,
-    decode_chunk_size: Annotated[Chunk | None, "frames the VAE decodes at once"] = None,
+    fps: Annotated[Fps | None, "frame rate the clip is written at (svd-xt and ltx-video are conditioned on it)"] = None,
+    guidance_scale: Annotated[Guidance | None, "classifier-free guidance scale (wan2.2-ti2v-5b, ltx-video)"] = None,
+    motion_bucket_id: Annotated[MotionBucket | None, "amount of motion, 0-255 (svd-xt)"] = None,
+    noise_aug_strength: Annotated[Strength | None, "noise added to the first frame, 0-1 (svd-xt)"] = None,
+    decode_chunk_size: Annotated[Chunk | None, "frames the VAE decodes at once (svd-xt)"] = None,
     seed: Annotated[Seed | None, "random seed"] = None,
-    adapters: Annotated[str | None, "a `mora train` output folder (default: the run's)"] = None,
+    backend: Annotated[ImageToVideoBackend | None, "the model: svd-xt (default), wan2.2-ti2v-5b or ltx-video"] = None,
+    adapters: Annotated[str | None, "a `mora train` output folder (default: the run's; svd-xt)"] = None,
     output: Annotated[str | None, "path of the MP4 to write"] = None,
 ) -> Artifact:
-    """Animate an image into a video clip with Stable Video Diffusion; the image is fitted (cover + centre crop).
+    """Animate an image into a video clip (svd-xt: Stable Video Diffusion XT; wan2.2-ti2v-5b; ltx-video).
 
-    Unset parameters take the preset's defaults (full: 25 frames, 1024x576, 25 steps, fps 7,
-    motion_bucket_id 180, noise_aug_strength 0.1, decode_chunk_size 12). The clip is written at `fps`.
-    `adapters`: with the image-to-video agent's fine-tuned weights and modulation token from that folder.
+    The image is fitted (cover + centre crop) and is the clip's first frame. Unset parameters take the backend's
+    defaults (`mora_agents.tools.defaults`; svd-xt: 25 frames, 1024x576, 25 steps, fps 7, motion_bucket_id 180,
+    noise_aug_strength 0.1, decode_chunk_size 12). The clip is written at `fps`. `adapters`: with the image-to-video
+    agent's fine-tuned weights and modulation token from that folder.
     """
-    p = fill_defaults("image_to_video", width=width, height=height, frames=frames, steps=steps, fps=fps,
-                      motion_bucket_id=motion_bucket_id, noise_aug_strength=noise_aug_strength,
-                      decode_chunk_size=decode_chunk_size)
+    spec = backend_named(BACKENDS["image_to_video"], backend)
+    p = fill_defaults("image_to_video", spec.name, width=width, height=height, frames=frames, steps=steps, fps=fps,
+                      negative_prompt=negative_prompt, guidance_scale=guidance_scale, motion_bucket_id=motion_bucket_id,
+                      noise_aug_strength=noise_aug_strength, decode_chunk_size=decode_chunk_size)
     start = fit_image(load_image(image), p["width"], p["height"])
     with adapters_scope(adapters):
-        pipe = load_pipeline("svd")
+        pipe = load_pipeline(spec.models[0])
+    if spec.name == "svd-xt":
+        specific = dict(fps=p["fps"], motion_bucket_id=p["motion_bucket_id"], noise_aug_strength=p["noise_aug_strength"],
+                        decode_chunk_size=p["decode_chunk_size"])
+    else:
+        note_cut_prompts(pipe, spec, {"prompt": prompt, "negative_prompt": p["negative_prompt"]})
+        specific = dict(prompt=prompt, negative_prompt=p["negative_prompt"], guidance_scale=p["guidance_scale"],
+                        max_sequence_length=spec.text.tokens)
+        if spec.name == "ltx-video":
+            specific["frame_rate"] = p["fps"]
     with torch.inference_mode():
         video = pipe(start, width=p["width"], height=p["height"], num_frames=p["frames"],
-                     num_inference_steps=p["steps"], fps=p["fps"], motion_bucket_id=p["motion_bucket_id"],
-                     noise_aug_strength=p["noise_aug_strength"], decode_chunk_size=p["decode_chunk_size"],
-                     generator=generator(seed), output_type="np",
-                     callback_on_step_end=denoise_callback("image_to_video", p["steps"])).frames[0]
+                     num_inference_steps=p["steps"], generator=generator(seed), output_type="np",
+                     callback_on_step_end=denoise_callback("image_to_video", p["steps"]), **specific).frames[0]
     settings().progress.stop()
     path = output_path(output, "image_to_video", ".mp4")
     write_video((np.clip(video, 0, 1) * 255).round().astype(np.uint8), p["fps"], path)

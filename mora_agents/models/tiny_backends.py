@@ -1,0 +1,142 @@
+"""Tiny random-weight versions of the other backends' pipelines (Wan, LTX-Video, FLUX), for tests and demos.
+
+As in `tiny.py`: the pipeline classes are exactly those of the `full` preset, only the configs are small, the
+weights random (seeded) and the tokenizers in memory. The compression factors of the video VAEs are the real
+ones in time (Wan: 4, LTX: 8), so the frame-count rules (4k+1, 8k+1) are those of the real models.
+"""
+
+from __future__ import annotations
+
+import torch
+from diffusers import (
+    AutoencoderKL,
+    AutoencoderKLLTXVideo,
+    AutoencoderKLWan,
+    FlowMatchEulerDiscreteScheduler,
+    FluxKontextPipeline,
+    FluxPipeline,
+    FluxTransformer2DModel,
+    LTXImageToVideoPipeline,
+    LTXVideoTransformer3DModel,
+    WanImageToVideoPipeline,
+    WanTransformer3DModel,
+)
+from transformers import (
+    CLIPImageProcessorPil,
+    CLIPTextModel,
+    CLIPVisionConfig,
+    CLIPVisionModel,
+    T5Config,
+    T5EncoderModel,
+    UMT5Config,
+    UMT5EncoderModel,
+)
+
+from mora_agents.models.tiny import TEXT_DIM, _text_config
+from mora_agents.models.tokenizer import tiny_clip_tokenizer, tiny_t5_tokenizer
+
+LATENTS = 4
+"""Latent channels of the tiny video VAEs."""
+
+
+def _t5_config(**kwargs) -> dict:
+    tokenizer = tiny_t5_tokenizer()
+    return dict(vocab_size=len(tokenizer), d_model=TEXT_DIM, d_kv=8, d_ff=37, num_layers=2, num_heads=4,
+                relative_attention_num_buckets=8, pad_token_id=tokenizer.pad_token_id,
+                eos_token_id=tokenizer.eos_token_id, **kwargs)
+
+
+def _umt5() -> UMT5EncoderModel:
+    return UMT5EncoderModel(UMT5Config(**_t5_config(feed_forward_proj="gated-gelu")))
+
+
+def _t5() -> T5EncoderModel:
+    return T5EncoderModel(T5Config(**_t5_config(feed_forward_proj="gated-gelu")))
+
+
+def _wan_transformer(in_channels: int, image_dim: int | None = None, image_tokens: int | None = None
+                     ) -> WanTransformer3DModel:
+    return WanTransformer3DModel(
+        patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=8, in_channels=in_channels,
+        out_channels=LATENTS, text_dim=TEXT_DIM, freq_dim=32, ffn_dim=32, num_layers=2, rope_max_seq_len=32,
+        image_dim=image_dim, added_kv_proj_dim=16 if image_dim else None, pos_embed_seq_len=image_tokens,
+    )
+
+
+def _wan_vae(**kwargs) -> AutoencoderKLWan:
+    return AutoencoderKLWan(base_dim=8, z_dim=LATENTS, dim_mult=[1, 1, 1, 1], num_res_blocks=1,
+                            latents_mean=[0.0] * LATENTS, latents_std=[1.0] * LATENTS, **kwargs)
+
+
+def _flow_scheduler(**kwargs) -> FlowMatchEulerDiscreteScheduler:
+    return FlowMatchEulerDiscreteScheduler(**kwargs)
+
+
+def wan_ti2v(seed: int = 10) -> WanImageToVideoPipeline:
+    """Wan 2.2 TI2V-5B's structure: a residual VAE with 2x2 patches (16x spatial, 4x temporal compression), the image
+    as the first latent frame (`expand_timesteps`), no image encoder."""
+    torch.manual_seed(seed)
+    vae = _wan_vae(is_residual=True, patch_size=2, in_channels=12, out_channels=12, scale_factor_spatial=16)
+    return WanImageToVideoPipeline(
+        tokenizer=tiny_t5_tokenizer(), text_encoder=_umt5(), vae=vae, scheduler=_flow_scheduler(shift=5.0),
+        transformer=_wan_transformer(LATENTS), expand_timesteps=True,
+    )
+
+
+def wan_flf2v(seed: int = 11) -> WanImageToVideoPipeline:
+    """Wan 2.1 FLF2V's structure: the Wan 2.1 VAE (8x spatial, 4x temporal), a CLIP image encoder reading the first
+    and last frames, and a transformer taking noise, mask and condition latents."""
+    torch.manual_seed(seed)
+    vision = CLIPVisionConfig(hidden_size=16, projection_dim=16, num_hidden_layers=2, num_attention_heads=2,
+                              image_size=32, intermediate_size=16, patch_size=8)
+    image_tokens = 2 * ((32 // 8) ** 2 + 1)  # two images of 16 patches and a class token
+    return WanImageToVideoPipeline(
+        tokenizer=tiny_t5_tokenizer(), text_encoder=_umt5(), vae=_wan_vae(), scheduler=_flow_scheduler(shift=5.0),
+        image_processor=CLIPImageProcessorPil(crop_size=32, size=32), image_encoder=CLIPVisionModel(vision),
+        transformer=_wan_transformer(2 * LATENTS + 4, image_dim=16, image_tokens=image_tokens),
+    )
+
+
+def ltx_video(seed: int = 12) -> LTXImageToVideoPipeline:
+    """LTX-Video's structure: a VAE with 8x temporal compression (three spatio-temporal scalings) and a T5 encoder."""
+    torch.manual_seed(seed)
+    vae = AutoencoderKLLTXVideo(
+        latent_channels=LATENTS, block_out_channels=(8,) * 4, decoder_block_out_channels=(8,) * 4,
+        layers_per_block=(1,) * 5, decoder_layers_per_block=(1,) * 5, spatio_temporal_scaling=(True, True, True, False),
+        decoder_spatio_temporal_scaling=(True, True, True, False), decoder_inject_noise=(False,) * 5,
+        patch_size=1, patch_size_t=1,
+    )
+    transformer = LTXVideoTransformer3DModel(
+        in_channels=LATENTS, out_channels=LATENTS, num_attention_heads=2, attention_head_dim=8,
+        cross_attention_dim=16, num_layers=1, caption_channels=TEXT_DIM,
+    )
+    return LTXImageToVideoPipeline(scheduler=_flow_scheduler(), vae=vae, text_encoder=_t5(),
+                                   tokenizer=tiny_t5_tokenizer(), transformer=transformer)
+
+
+def _flux_components(guidance: bool) -> dict:
+    vae = AutoencoderKL(
+        block_out_channels=(16, 32), down_block_types=("DownEncoderBlock2D",) * 2,
+        up_block_types=("UpDecoderBlock2D",) * 2, latent_channels=LATENTS, norm_num_groups=8, sample_size=64,
+        use_quant_conv=False, use_post_quant_conv=False, shift_factor=0.1159, scaling_factor=0.3611,
+    )
+    transformer = FluxTransformer2DModel(
+        in_channels=4 * LATENTS, num_layers=1, num_single_layers=1, attention_head_dim=16, num_attention_heads=2,
+        joint_attention_dim=TEXT_DIM, pooled_projection_dim=TEXT_DIM, guidance_embeds=guidance, axes_dims_rope=(4, 6, 6),
+    )
+    return dict(vae=vae, text_encoder=CLIPTextModel(_text_config()), tokenizer=tiny_clip_tokenizer(),
+                text_encoder_2=_t5(), tokenizer_2=tiny_t5_tokenizer(), transformer=transformer)
+
+
+def flux_schnell(seed: int = 13) -> FluxPipeline:
+    """FLUX.1-schnell's structure: timestep-distilled (no guidance embedding), a fixed shift."""
+    torch.manual_seed(seed)
+    return FluxPipeline(scheduler=_flow_scheduler(), **_flux_components(guidance=False))
+
+
+def flux_kontext(seed: int = 14) -> FluxKontextPipeline:
+    """FLUX.1 Kontext [dev]'s structure: a guidance-distilled transformer (guidance embedding), resolution-dependent
+    shift."""
+    torch.manual_seed(seed)
+    scheduler = _flow_scheduler(shift=3.0, use_dynamic_shifting=True)
+    return FluxKontextPipeline(scheduler=scheduler, **_flux_components(guidance=True))

@@ -1,0 +1,136 @@
+"""Backends as data: the models each model tool can run, the parameters each reads, its rules and its text budget.
+
+A model tool's `backend` parameter picks one; the first of a tool's backends is its default, the paper's model.
+Parameters that a backend does not read are errors when set, and its rules (frame counts, size multiples) are
+checked with the other arguments (`check_backend_args`, part of each tool's argument model), so `--set`,
+`mora sops validate` and the agents' tool calls refuse a bad combination before anything runs. The parameter
+defaults of each backend are in `mora_agents.tools.defaults`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class TextBudget:
+    """The text encoder that reads a backend's prompts, and how many tokens of a prompt it reads."""
+
+    encoder: str
+    """Its name, for messages: CLIP, T5, UMT5."""
+    tokenizer: str
+    """The pipeline's attribute holding its tokenizer; also the tokenizer's subfolder in the model folder."""
+    tokens: int
+    """The tokens it reads (special tokens included); the pipeline cuts a longer prompt there."""
+    model: str
+    """The model key whose folder holds that tokenizer."""
+
+
+@dataclass(frozen=True)
+class Backend:
+    name: str
+    label: str
+    """The model, in words (role descriptions, messages)."""
+    models: tuple[str, ...]
+    """The model keys it loads (`mora_agents.pipelines.loading.MODEL_IDS`)."""
+    params: frozenset[str]
+    """The tool parameters it reads, of those that not every backend of the tool reads."""
+    side: int = 8
+    """Widths and heights are multiples of this (the VAE's factor times the denoiser's patch)."""
+    frames_step: int = 1
+    """Frame counts are `frames_step * k + 1` (the VAE's temporal factor); 1: any count."""
+    text: TextBudget | None = None
+    """None: it reads no text."""
+    adapters: bool = False
+    """Whether `mora train` adapters apply to it (they are trained on the paper's models)."""
+
+
+CLIP_77 = 77
+"""CLIP's context: 75 tokens of text between its start and end tokens."""
+_VIDEO = {"width", "height", "frames", "steps", "fps"}
+
+
+def _params(*names: str, more: set[str] | frozenset[str] = frozenset()) -> frozenset[str]:
+    return frozenset(names) | frozenset(more)
+
+
+BACKENDS: dict[str, dict[str, Backend]] = {
+    "text_to_image": {
+        "sdxl": Backend(
+            "sdxl", "SDXL base + refiner", ("sdxl_base", "sdxl_refiner"),
+            _params("negative_prompt", "width", "height", "steps", "high_noise_frac", "guidance_scale", "adapters"),
+            text=TextBudget("CLIP", "tokenizer", CLIP_77, "sdxl_base"), adapters=True),
+        "flux-schnell": Backend(
+            "flux-schnell", "FLUX.1 [schnell]", ("flux_schnell",), _params("width", "height", "steps"), side=16,
+            text=TextBudget("T5", "tokenizer_2", 256, "flux_schnell")),
+    },
+    "edit_image": {
+        "instruct-pix2pix": Backend(
+            "instruct-pix2pix", "InstructPix2Pix", ("instruct_pix2pix",),
+            _params("steps", "guidance_scale", "image_guidance_scale", "max_side", "adapters"),
+            text=TextBudget("CLIP", "tokenizer", CLIP_77, "instruct_pix2pix"), adapters=True),
+        "flux-kontext": Backend(
+            "flux-kontext", "FLUX.1 Kontext [dev]", ("flux_kontext",), _params("steps", "guidance_scale", "max_side"),
+            side=16, text=TextBudget("T5", "tokenizer_2", 512, "flux_kontext")),
+    },
+    "image_to_video": {
+        "svd-xt": Backend(
+            "svd-xt", "Stable Video Diffusion XT", ("svd",),
+            _params("motion_bucket_id", "noise_aug_strength", "decode_chunk_size", "adapters", more=_VIDEO),
+            adapters=True),
+        "wan2.2-ti2v-5b": Backend(
+            "wan2.2-ti2v-5b", "Wan 2.2 TI2V-5B", ("wan_ti2v",),
+            _params("negative_prompt", "guidance_scale", more=_VIDEO), side=32, frames_step=4,
+            text=TextBudget("UMT5", "tokenizer", 512, "wan_ti2v")),
+        "ltx-video": Backend(
+            "ltx-video", "LTX-Video", ("ltx_video",), _params("negative_prompt", "guidance_scale", more=_VIDEO),
+            side=32, frames_step=8, text=TextBudget("T5", "tokenizer", 128, "ltx_video")),
+    },
+    "connect_videos": {
+        "seine": Backend(
+            "seine", "SEINE", ("seine", "sd_v1_4"),
+            _params("frames", "width", "height", "sampler", "steps", "guidance_scale"),
+            text=TextBudget("CLIP", "tokenizer", CLIP_77, "sd_v1_4")),
+        "wan2.1-flf2v": Backend(
+            "wan2.1-flf2v", "Wan 2.1 FLF2V-14B", ("wan_flf2v",),
+            _params("negative_prompt", "frames", "width", "height", "steps", "guidance_scale"), side=16,
+            frames_step=4, text=TextBudget("UMT5", "tokenizer", 512, "wan_flf2v")),
+    },
+}
+"""Per model tool, its backends by name; the first is the default."""
+BACKENDS["connect_images"] = BACKENDS["connect_videos"]
+PROMPTS = {"text_to_image": "prompt", "edit_image": "instruction", "image_to_video": "prompt",
+           "connect_videos": "prompt", "connect_images": "prompt"}
+"""The parameter of each model tool that its backend's text encoder reads (with `negative_prompt`)."""
+
+
+def default_backend(backends: Mapping[str, Backend]) -> str:
+    return next(iter(backends))
+
+
+def backend_named(backends: Mapping[str, Backend], name: str | None) -> Backend:
+    """The backend called `name` (None: the default)."""
+    return backends[name or default_backend(backends)]
+
+
+def check_backend_args(backends: Mapping[str, Backend], values: Mapping[str, Any]) -> None:
+    """Check the given arguments of a tool against its backend (`values["backend"]`, else the default): every
+    parameter set is one the backend reads, and frame counts and sizes follow its rules. Raises ValueError."""
+    backend = backend_named(backends, values.get("backend"))
+    specific = frozenset().union(*(b.params for b in backends.values()))
+    for param, value in values.items():
+        if value is not None and param in specific and param not in backend.params:
+            readers = [b.name for b in backends.values() if param in b.params]
+            raise ValueError(f"{param}: backend {backend.name} does not take it (only {', '.join(readers)})")
+    frames = values.get("frames")
+    if isinstance(frames, int) and (frames - 1) % backend.frames_step:
+        step = backend.frames_step
+        below = (frames - 1) // step * step + 1
+        raise ValueError(f"frames {frames}: backend {backend.name} makes {step}k+1 frames "
+                         f"(e.g. {below} or {below + step})")
+    for side in ("width", "height"):
+        value = values.get(side)
+        if isinstance(value, int) and value % backend.side:
+            raise ValueError(f"{side} {value}: backend {backend.name} needs a multiple of {backend.side}")
