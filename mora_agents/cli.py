@@ -191,6 +191,7 @@ def batch(
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:1, ...")] = "auto",
     sops: Annotated[Optional[Path], typer.Option(help="A folder of your own SOP files.")] = None,
     memory_profile: Annotated[str, typer.Option(help="resident: models stay on the GPU; 24gb: offloaded between uses to fit a 24 GB GPU.")] = "resident",
+    adapters: Annotated[Optional[Path], typer.Option(help="A `mora train` output: every run (but lines with their own) uses the agents it fine-tuned.")] = None,
 ) -> None:
     """Run many requests, each a normal run in OUT; again with the same file skips finished runs and resumes the rest."""
     from mora_agents.batch import check_requests, read_requests, run_batch
@@ -200,7 +201,8 @@ def batch(
     summary = out_dir / "summary.jsonl"
     try:
         check_preset(preset)
-        options = RunOptions(preset=preset, device=device, out=out_dir, sops_dir=sops, memory_profile=memory_profile)
+        options = RunOptions(preset=preset, device=device, out=out_dir, sops_dir=sops, memory_profile=memory_profile,
+                             adapters=adapters)
         found, errors = read_requests(requests)
         if errors and not skip_invalid:  # name every bad line at once, in the file's order
             errors += [f"{r.label}: {r.error}" for r in check_requests(found, options) if r.status == "invalid"]

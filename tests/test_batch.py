@@ -184,6 +184,7 @@ def test_bad_lines_are_named_one_each_and_nothing_runs(tmp_path: Path) -> None:
         {"text": "a red fox", "task": "dance"},
         {"text": "a red fox", "duration": 0},
         {"text": "a red fox", "colour": "red"},
+        {"text": "a red fox", "adapters": "no-adapters"},
     ])
     with path.open("a") as f:
         f.write("not json\n")
@@ -191,9 +192,10 @@ def test_bad_lines_are_named_one_each_and_nothing_runs(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, args, env={"COLUMNS": "300"})
     assert result.exit_code == 2
     lines = result.output.strip().splitlines()
-    assert [line.removeprefix(f"mora: error: {path}:").split(":")[0] for line in lines] == ["2", "3", "4", "5", "6"]
+    assert [line.removeprefix(f"mora: error: {path}:").split(":")[0] for line in lines] == ["2", "3", "4", "5", "6", "7"]
     assert "missing.png" in lines[0] and "--task dance" in lines[1] and "--duration 0" in lines[2]
-    assert "unknown field 'colour'" in lines[3] and "not valid JSON" in lines[4]
+    assert "unknown field 'colour'" in lines[3] and "no-adapters: no such folder" in lines[4]
+    assert "not valid JSON" in lines[5]
     assert not (tmp_path / "out").exists()
 
     skipping = CliRunner().invoke(app, [*args, "--skip-invalid"], env={"COLUMNS": "300"})
@@ -201,7 +203,7 @@ def test_bad_lines_are_named_one_each_and_nothing_runs(tmp_path: Path) -> None:
     assert skipping.output.count("skipped:") == 2  # the lines that are no request; the others are in the table
     summary = [json.loads(line) for line in (tmp_path / "out" / "summary.jsonl").read_text().splitlines()]
     assert [(s["request"].rsplit(":", 1)[1], s["status"]) for s in summary] == [
-        ("1", "finished"), ("2", "invalid"), ("3", "invalid"), ("4", "invalid")]
+        ("1", "finished"), ("2", "invalid"), ("3", "invalid"), ("4", "invalid"), ("6", "invalid")]
 
 
 def test_ray_without_ray_installed_is_one_line(tmp_path: Path, monkeypatch) -> None:

@@ -287,6 +287,29 @@ def test_a_run_with_adapters_differs_and_records_them(trained: Path, tmp_path: P
     check_adapters_change_a_run(trained, tmp_path)
 
 
+def test_a_batch_line_runs_with_its_own_adapters_and_they_are_part_of_its_key(trained: Path, tmp_path: Path):
+    shutil.copytree(trained, tmp_path / "adapters")  # a line's path is relative to the requests file
+    request = {"text": "a red fox in the snow", "duration": 1, "seed": 3, "set": {"image_to_video.frames": 6}}
+    path = tmp_path / "requests.jsonl"
+    path.write_text(json.dumps({**request, "adapters": "adapters"}) + "\n" + json.dumps({**request, "seed": 4}) + "\n")
+    args = ["batch", str(path), "--out", str(tmp_path / "out"), "--preset", "tiny", "--device", "cpu"]
+
+    def summary() -> list[dict]:
+        return [json.loads(line) for line in (tmp_path / "out" / "summary.jsonl").read_text().splitlines()]
+
+    assert (result := CliRunner().invoke(app, args)).exit_code == 0, result.output
+    tuned, plain = summary()
+    infos = [json.loads((Path(s["run_dir"]) / "run.json").read_text()) for s in (tuned, plain)]
+    assert infos[0]["adapters"] == str(tmp_path / "adapters") and infos[1]["adapters"] is None
+    assert infos[0]["adapters_sha256"] == card_sha256(trained) and tuned["status"] == plain["status"] == "finished"
+    # The whole batch with --adapters: the line with its own is already made; the other is now another run.
+    assert (result := CliRunner().invoke(app, [*args, "--adapters", str(trained)])).exit_code == 0, result.output
+    again = summary()
+    assert again[0]["run_dir"] == tuned["run_dir"] and again[0]["skipped"]
+    assert again[1]["run_dir"] != plain["run_dir"] and not again[1]["skipped"] and again[1]["status"] == "finished"
+    assert json.loads((Path(again[1]["run_dir"]) / "run.json").read_text())["adapters"] == str(trained)
+
+
 def test_mismatched_or_missing_adapters_stop_before_a_run_exists(trained: Path, tmp_path: Path):
     runs = tmp_path / "runs"
     result = CliRunner().invoke(app, ["run", "a fox", "--preset", "full", "--adapters", str(trained), "--out", str(runs)])

@@ -2,8 +2,8 @@
 
 Every request becomes a normal run, made by the runner's `prepare_run` (status `queued`) and run by its
 `resume_run`, the code path of `mora run` and `mora resume`. Its directory is `OUT/<slug>-<key>`, where the
-key is a digest of the request's content (text, task, the sha256 of its files, duration, overrides, preset)
-and its seed; a request without a seed gets one derived from its content. So a second batch with the same
+key is a digest of the request's content (text, task, the sha256 of its files, duration, overrides, preset,
+adapters' card) and its seed; a request without a seed gets one derived from its content. So a second batch with the same
 requests finds their runs: finished ones are skipped, the others continue from their last checkpoint.
 """
 
@@ -23,6 +23,7 @@ from typing import Any
 from mora_agents.batch.requests import BatchRequest
 from mora_agents.errors import InputError
 from mora_agents.media import atomic_path, sha256_file
+from mora_agents.pipelines.adapters import card_sha256
 from mora_agents.runs.catalog import read_info, run_status
 from mora_agents.runs.runner import RunOptions, prepare_run, resume_run, slug, validate_request
 from mora_agents.settings import use_settings
@@ -68,16 +69,23 @@ def _digest(data: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def _content(request: BatchRequest, preset: str) -> dict[str, Any]:
+def _run_options(request: BatchRequest, options: RunOptions, seed: int | None) -> RunOptions:
+    """The batch's options with what the request itself sets: seed, overrides and adapters."""
+    return replace(options, seed=seed, overrides=request.overrides, adapters=request.adapters or options.adapters)
+
+
+def _content(request: BatchRequest, options: RunOptions) -> dict[str, Any]:
     """What makes the request's result, its seed aside; files by their sha256, not their paths."""
-    return {"text": request.text, "task": request.task, "images": [sha256_file(p) for p in request.images],
-            "videos": [sha256_file(p) for p in request.videos], "overrides": request.overrides, "preset": preset,
-            "duration": None if request.duration is None else float(request.duration)}
+    adapters = _run_options(request, options, None).adapters
+    content = {"text": request.text, "task": request.task, "images": [sha256_file(p) for p in request.images],
+               "videos": [sha256_file(p) for p in request.videos], "overrides": request.overrides,
+               "preset": options.preset, "duration": None if request.duration is None else float(request.duration)}
+    return content | ({"adapters": card_sha256(adapters)} if adapters else {})  # no adapters: keys as before
 
 
-def _seed_and_key(request: BatchRequest, preset: str, copies: Counter[str]) -> tuple[int, str]:
+def _seed_and_key(request: BatchRequest, options: RunOptions, copies: Counter[str]) -> tuple[int, str]:
     """The request's seed (given, or derived from its content and the copies of it counted so far) and key."""
-    content = _content(request, preset)
+    content = _content(request, options)
     seed = request.seed
     if seed is None:
         same = _digest(content)
@@ -101,8 +109,8 @@ def check_requests(requests: Sequence[BatchRequest], options: RunOptions) -> lis
         try:
             with use_settings(preset=options.preset, device=options.device, memory_profile=options.memory_profile):
                 validate_request(request.text, list(request.images), list(request.videos), request.task,
-                                 request.duration, replace(options, overrides=request.overrides, seed=request.seed))
-            seed, key = _seed_and_key(request, options.preset, copies)
+                                 request.duration, _run_options(request, options, request.seed))
+            seed, key = _seed_and_key(request, options, copies)
             if key in keys:
                 raise InputError(f"the same request as {keys[key].label} (same content and seed); give it another seed")
         except InputError as e:
@@ -136,8 +144,7 @@ def _prepare(result: BatchResult, options: RunOptions) -> None:
         shutil.rmtree(result.run_dir)
     request = result.request
     prepare_run(request.text, images=request.images, videos=request.videos, task=request.task,
-                duration=request.duration, options=replace(options, seed=result.seed, overrides=request.overrides),
-                run_dir=result.run_dir)
+                duration=request.duration, options=_run_options(request, options, result.seed), run_dir=result.run_dir)
     result.status = "queued"
 
 

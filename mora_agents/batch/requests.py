@@ -4,8 +4,9 @@
     {"text": "the cat starts to dance", "images": ["cat.png"], "set": {"image_to_video.motion_bucket_id": 127}}
 
 Fields (as the flags of `mora run`): `text` (the request, required), `task`, `images`, `videos` (paths,
-relative to the file's folder), `duration`, `seed`, `set` (`{"TOOL.PARAM": value}`, as `--set`) and `name`
-(a label for the progress display and the summary). Unknown fields are errors.
+relative to the file's folder), `duration`, `seed`, `set` (`{"TOOL.PARAM": value}`, as `--set`), `adapters` (a
+`mora train` output, relative to the file's folder; default: the batch's `--adapters`) and `name` (a label for the
+progress display and the summary). Unknown fields are errors.
 """
 
 from __future__ import annotations
@@ -36,12 +37,14 @@ class BatchRequest:
     seed: int | None = None
     overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Tool parameters, {tool: {param: value}}, as `RunOptions.overrides` (`--set tool.param=value`)."""
+    adapters: Path | None = None
+    """A `mora train` output this request runs with (None: the batch's `RunOptions.adapters`)."""
     name: str | None = None
     label: str = ""
 
 
 class _Line(BaseModel):
-    """One line of a requests file. A new field of `mora run` (e.g. adapters) is one more field here."""
+    """One line of a requests file. A new field of `mora run` is one more field here."""
 
     model_config = ConfigDict(extra="forbid")
     text: str
@@ -51,6 +54,7 @@ class _Line(BaseModel):
     duration: float | None = None
     seed: StrictInt | None = None
     set: dict[str, Any] = Field(default_factory=dict)
+    adapters: str | None = None
     name: str | None = None
 
 
@@ -85,7 +89,9 @@ def parse_line(text: str, base: Path, label: str) -> BatchRequest:
         raise InputError(validation_summary(e)) from None
     return BatchRequest(text=line.text, task=line.task, images=[base / Path(p).expanduser() for p in line.images],
                         videos=[base / Path(p).expanduser() for p in line.videos], duration=line.duration,
-                        seed=line.seed, overrides=_overrides(line.set), name=line.name, label=label)
+                        seed=line.seed, overrides=_overrides(line.set),
+                        adapters=base / Path(line.adapters).expanduser() if line.adapters else None, name=line.name,
+                        label=label)
 
 
 def read_requests(path: Path) -> tuple[list[BatchRequest], list[str]]:
