@@ -337,7 +337,7 @@ def train_command(
     candidates: Annotated[int, typer.Option(help="--iterations: candidates per prompt.")] = 4,
     duration: Annotated[Optional[float], typer.Option(help="--iterations: seconds per candidate (default: one segment).")] = None,
     set_: Annotated[list[str], typer.Option("--set", help="--iterations: a tool parameter of every run: TOOL.PARAM=VALUE.")] = [],
-    judge: Annotated[list[str], typer.Option(help="--iterations: a judge, metric:NAME or [NAME=]MODEL[@URL] (repeatable).")] = [],
+    judge: Annotated[list[str], typer.Option(help="--iterations: a judge, metric:NAME or [NAME=]MODEL\\[@URL] (repeatable).")] = [],
     judges: Annotated[Optional[Path], typer.Option(help="--iterations: a JSON or YAML file of judges.")] = None,
     judge_frames: Annotated[int, typer.Option(help="--iterations: frames per candidate shown to the judges.")] = 4,
     no_human: Annotated[bool, typer.Option("--no-human", help="--iterations: discard the sets the judges disagree on.")] = False,
@@ -490,7 +490,7 @@ def data_make(
 @data_app.command("select")
 def data_select(
     data: Annotated[Path, typer.Argument(help="A data folder made by `mora data make`.")],
-    judge: Annotated[list[str], typer.Option(help="A judge: metric:NAME or [NAME=]MODEL[@URL] (repeatable; default: MORA_JUDGES, else two metric judges).")] = [],
+    judge: Annotated[list[str], typer.Option(help="A judge: metric:NAME or [NAME=]MODEL\\[@URL] (repeatable; default: MORA_JUDGES, else two metric judges).")] = [],
     judges: Annotated[Optional[Path], typer.Option(help="A JSON or YAML file of judges.")] = None,
     judge_frames: Annotated[int, typer.Option(help="Frames per candidate shown to the judges.")] = 4,
     no_human: Annotated[bool, typer.Option("--no-human", help="Discard the sets the judges disagree on.")] = False,

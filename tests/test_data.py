@@ -253,6 +253,21 @@ def test_judges_that_fail_abstain_and_people_decide_in_the_terminal(made: Simple
     assert [s.set for s in read_dataset(data / "dataset")] == ["p001", "p002"]
 
 
+def test_a_judge_refused_midway_stops_with_one_line_and_keeps_what_was_accepted(made: SimpleNamespace, tmp_path: Path):
+    data = copy(made.data, tmp_path / "data")
+    with FakeOpenAI([ranking(1, 2), http_error(401, "key revoked")]) as a, FakeOpenAI([ranking(1, 2)] * 3) as b:
+        judges = ["--judge", f"a=vlm@{a.base_url}", "--judge", f"b=vlm@{b.base_url}"]
+        _error(["data", "select", str(data), *judges], 1, "judge a: the endpoint refused the request (HTTP 401: key revoked)")
+        assert [s.set for s in read_dataset(data / "dataset")] == ["p001"]
+        assert json.loads((data / "selection.json").read_text())["sets"]["p001"]["status"] == "accepted"
+        a.replies.append(ranking(2, 1))  # the key works again: the same command goes on with the set left
+        result = CliRunner().invoke(app, ["data", "select", str(data), *judges, "--no-human"])
+    assert result.exit_code == 0, result.output
+    assert len(a.requests) == len(b.requests) == 3  # p001 was not judged again; p002 from the start
+    assert json.loads((data / "selection.json").read_text())["sets"]["p002"]["status"] == "discarded"  # 2 vs 1
+    assert [s.set for s in read_dataset(data / "dataset")] == ["p001"]
+
+
 def test_no_human_discards_the_set_the_judges_disagree_on(made: SimpleNamespace, tmp_path: Path):
     data = copy(made.data, tmp_path / "data")
     with FakeOpenAI([ranking(1, 2), ranking(1, 2)]) as a, FakeOpenAI([ranking(1, 2), ranking(2, 1)]) as b:
@@ -293,6 +308,7 @@ def test_bad_input_is_one_line_and_writes_nothing(made: SimpleNamespace, tmp_pat
            "was started with other settings (count: 2, now 3)")
 
     _error(["data", "select", str(made.data), "--judge", "metric:beauty"], 2, "unknown metric 'beauty'")
+    _error(["data", "select", str(made.data), "--judge-frames", "20"], 2, "--judge-frames 20: from 1 to 16")
     _error(["data", "select", str(made.data), "--judge", "gpt-4o", "--judge", "metric:imaging_quality"], 2,
            "judge gpt-4o: no base URL, and no key for OpenAI's API")
     _error(["data", "select", str(made.data), "--judges", str(judges_file(tmp_path / "j.yaml", "metric: dynamic_degree",
@@ -312,6 +328,9 @@ def test_bad_input_is_one_line_and_writes_nothing(made: SimpleNamespace, tmp_pat
     _error(["train", "--iterations", "1", "--out", str(out)], 2, "--iterations needs --prompts SEEDS and --out DIR")
     _error(["train", "--iterations", "2", "--prompts", str(made.seeds), "--out", str(out), "--eval-metrics", "nope",
             "--preset", "tiny"], 2, "--eval-metrics: unknown metric(s) nope")
+    # a device the runs take but training does not: refused before the first stage, not after it
+    _error(["train", "--iterations", "1", "--prompts", str(made.seeds), "--out", str(out), "--preset", "tiny",
+            "--device", "cpu:0"], 2, "--device cpu:0: training takes auto, cpu or cuda")
     assert not out.exists()
     with pytest.raises(InputError, match="cannot both feed the writer"):
         split_seeds(read_seeds(made.seeds)[:1], 0.25, 0)

@@ -183,6 +183,11 @@ def test_the_modulation_token_lengthens_the_conditioning_by_one(dataset: Path):
                 agent([0])
             assert seen == [agent.cache["embeds"].shape[1] + modulation]
             assert (agent.modulation is not None) == modulation
+    # the ablation's random start: another direction, the norm of the [Mod] embedding (so alpha starts the same)
+    text, random = (build_agents(TrainConfig(**FAST, modulation_init=init, agents=["text_to_image"]), samples, dataset,
+                                 torch.device("cpu"), torch.float32)[0].modulation.z.detach() for init in ("text", "random"))
+    assert random.norm().item() == pytest.approx(text.norm().item(), rel=1e-6)
+    assert torch.nn.functional.cosine_similarity(text.flatten(), random.flatten(), dim=0).abs() < 0.5
 
 
 def test_the_24gb_profile_trains_the_same_weights(dataset: Path, tmp_path: Path):

@@ -317,8 +317,10 @@ class OpenAIJudge:
                 body = e.body if isinstance(e.body, dict) else {}
                 message = " ".join(str(body.get("message") or e.message).split())[:300]
                 if e.status_code in CONFIG_ERRORS:
+                    hint = ("; if it has no JSON-schema output, set structured_output: false"
+                            if self.spec.structured_output and e.status_code == 400 else "")
                     raise MoraError(f"judge {self.spec.label}: the endpoint refused the request (HTTP {e.status_code}: "
-                                    f"{message}); check its model, key and limits") from None
+                                    f"{message}); check its model, key and limits{hint}") from None
                 return vote.model_copy(update={"tries": attempt, "error": f"HTTP {e.status_code}: {message}"})
             except self.openai.APIConnectionError as e:
                 return vote.model_copy(update={"tries": attempt, "error": f"no connection to {self.spec.base_url} ({e})"})

@@ -38,7 +38,7 @@ from mora_agents.eval.report import write_json
 from mora_agents.media import atomic_path
 from mora_agents.runs.runner import RunOptions
 from mora_agents.train import TrainConfig, resume, train
-from mora_agents.train.trainer import TRAIN_JSON, StepCallback
+from mora_agents.train.trainer import TRAIN_JSON, StepCallback, check_device
 
 LOOP, SCORES = "loop.json", "scores.json"
 MAX_ITERATIONS = 100
@@ -206,6 +206,7 @@ def run_loop(seeds: Sequence[Seed], out: Path, config: LoopConfig, options: RunO
         train_seeds, heldout = split_seeds(seeds, config.eval_share, config.make.seed)
     train_config = config.train.model_copy(update={"preset": options.preset, "device": options.device,
                                                    "memory_profile": options.memory_profile})
+    check_device(train_config.device)  # the runs take cuda:N too; training, after them, would not
     config = replace(config, train=train_config)
     record = {"seeds": _texts(train_seeds), "heldout": _texts(heldout),
               "make": {k: v for k, v in asdict(config.make).items() if k != "iteration"},

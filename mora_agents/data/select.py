@@ -308,7 +308,7 @@ def select(data_dir: Path, judges: Sequence[JudgeSpec] | None = None, *, reviewe
     `on_set` is called with each set's record as it changes.
     """
     if not 1 <= frames <= 16:
-        raise InputError(f"--frames {frames}: from 1 to 16")
+        raise InputError(f"--judge-frames {frames}: from 1 to 16")
     specs = list(judges) if judges is not None else judge_specs()
     data_dir = Path(data_dir).resolve()
     return _run(data_dir, specs, reviewer, no_human, frames, _made(data_dir)["seed"] if seed is None else seed, on_set)

@@ -304,7 +304,8 @@ def _initial_token(agent: TrainableAgent, config: TrainConfig) -> torch.Tensor:
     z = agent.token_embedding()
     if config.modulation_init == "random":
         agent.generator.manual_seed(config.seed)
-        z = agent.randn(z.shape) * z.norm() / z.numel() ** 0.5
+        direction = agent.randn(z.shape)
+        z = direction / direction.norm() * z.norm()
     return z
 
 
@@ -403,6 +404,15 @@ class Stepper:
         return losses
 
 
+def check_device(device: str) -> None:
+    """Training's `--device`: auto, cpu or cuda (one GPU per process); raises InputError."""
+    if device not in ("auto", "cpu", "cuda"):
+        raise InputError(f"--device {device}: training takes auto, cpu or cuda (choose GPUs with "
+                         f"CUDA_VISIBLE_DEVICES, several with `accelerate launch`)")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise InputError("--device cuda: no CUDA device here")
+
+
 class _Training:
     def __init__(self, dataset_dir: Path, out_dir: Path, config: TrainConfig, samples: list[Sample], dataset_sha: str,
                  on_step: StepCallback | None) -> None:
@@ -414,13 +424,8 @@ class _Training:
     def _accelerator(self):
         from accelerate import Accelerator, DataLoaderConfiguration
 
-        device = self.config.device
-        if device not in ("auto", "cpu", "cuda"):
-            raise InputError(f"--device {device}: training takes auto, cpu or cuda (choose GPUs with "
-                             f"CUDA_VISIBLE_DEVICES, several with `accelerate launch`)")
-        if device == "cuda" and not torch.cuda.is_available():
-            raise InputError("--device cuda: no CUDA device here")
-        cpu = device == "cpu" or not torch.cuda.is_available()
+        check_device(self.config.device)
+        cpu = self.config.device == "cpu" or not torch.cuda.is_available()
         accelerator = Accelerator(
             cpu=cpu, mixed_precision="no" if cpu else "bf16",
             dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=self.config.seed))
