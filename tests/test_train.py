@@ -150,6 +150,17 @@ def test_thirty_steps_overfit_two_samples(dataset: Path, tmp_path: Path):
     assert [entry["step"] for entry in result.losses] == list(range(1, 31))
 
 
+def test_thirty_lora_steps_lower_every_agents_loss(dataset: Path, tmp_path: Path):
+    """The default path (LoRA rank 16 with modulation) learns too: at lr 3e-3 each agent's fixed-noise loss falls
+    by more than 3 % (measured: 5 %, 12 %, 25 % for text-to-image, image-to-image, image-to-video)."""
+    config = TrainConfig(**FAST, steps=30, lr=3e-3, lr_modulation=1e-3, checkpoint_every=30)
+    before = validation_loss(dataset, config, seed=7, repeats=4)
+    after = validation_loss(dataset, config, adapters=train(dataset, tmp_path / "out", config).out_dir, seed=7,
+                            repeats=4)
+    for agent in AGENTS:
+        assert after[agent] < 0.97 * before[agent], (agent, before[agent], after[agent])
+
+
 def test_alpha_scales_each_agents_rate_and_z_learns(dataset: Path):
     """After a step, agent i's weights learn at lr * ||z_i|| / n, with z_i updated by its own (non-zero) gradient."""
     config = TrainConfig(**FAST)
