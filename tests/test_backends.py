@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import make_video
+from PIL import Image
 from pydantic import ValidationError
 from typer.testing import CliRunner
 
@@ -98,10 +99,25 @@ def test_set_checks_a_backend_and_its_rules(overrides: dict, message: str) -> No
     assert message in str(error.value) and "\n" not in str(error.value)
 
 
+def test_library_calls_follow_the_backend_rules_too(tmp_path: Path) -> None:
+    """A tool called from Python checks what `--set` checks, before any model loads (nothing is rounded)."""
+    start = tmp_path / "start.png"
+    Image.new("RGB", (64, 64), (90, 60, 30)).save(start)
+    with use_settings(preset="tiny", device="cpu"):
+        with pytest.raises(ValueError, match=r"frames 24: backend ltx-video makes 8k\+1 frames \(e.g. 17 or 25\)"):
+            image_to_video(str(start), backend="ltx-video", frames=24)
+        with pytest.raises(ValueError, match="guidance_scale: backend flux-schnell does not take it"):
+            text_to_image("a fox", backend="flux-schnell", guidance_scale=3.0)
+        with pytest.raises(ValueError, match="backend sd3: unknown"):
+            edit_image(str(start), "make it winter", backend="sd3")
+    assert not list(tmp_path.glob("*.mp4"))
+
+
 def test_the_agents_schema_and_their_calls_carry_the_backends() -> None:
+    for tool, backends in BACKENDS.items():  # the parameter's type and the table name the same backends
+        enum = REGISTRY[tool].args_model.model_json_schema()["properties"]["backend"]["anyOf"][0]["enum"]
+        assert enum == list(backends), tool
     spec = REGISTRY["image_to_video"]
-    schema = spec.args_model.model_json_schema()["properties"]
-    assert schema["backend"]["anyOf"][0]["enum"] == ["svd-xt", "wan2.2-ti2v-5b", "ltx-video"]
     with pytest.raises(ValidationError, match="frames 24: backend wan2.2-ti2v-5b makes 4k\\+1 frames"):
         spec.validate_args({"image": "a.png", "backend": "wan2.2-ti2v-5b", "frames": 24})
     assert spec.validate_args({"image": "a.png", "frames": 24}) == {"image": "a.png", "frames": 24}  # svd-xt: any

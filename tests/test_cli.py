@@ -40,7 +40,7 @@ def test_done_when_command_writes_result_and_transcript(tmp_path: Path) -> None:
     (lambda d: ["--video", str(make_video(d / "one.mp4", frames=1))], "has 1 frame"),
     (lambda d: ["--task", "paint"], "--task paint: unknown task"),
     (lambda d: ["--task", "text_to_video", "--duration", "500"], "out of range"),
-    (lambda d: ["--duration", "500"], "input 'duration': 500 is out of range"),
+    (lambda d: ["--duration", "500"], "--duration (any task): 500 is out of range"),
     (lambda d: ["--set", "image_to_video.motion=3"], "no such parameter"),
     (lambda d: ["--set", "image_to_video.frames=many"], "frames=many"),
     (lambda d: ["--set", "nothing"], "expected TOOL.PARAM=VALUE"),

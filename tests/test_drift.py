@@ -35,7 +35,7 @@ def drifting_clip(
     seed: Annotated[int | None, "random seed"] = None,
     output: Annotated[str | None, "path of the MP4 to write"] = None,
 ) -> Artifact:
-    """A stand-in for an image-to-video model: 2 s that start on the image and darken and blur a little."""
+    """A stand-in for an image-to-video model: 4 s that start on the image and darken and blur a little."""
     start = np.asarray(load_image(image)).astype(np.float64)
     frames = []
     for t in range(CLIP_FRAMES):
@@ -140,6 +140,6 @@ def test_mora_eval_shows_a_runs_drift_over_time(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert "drift of segments" in result.output and "colour shift" in result.output
     curves = result.output.replace(" ", "")
-    assert "over12s:colourshift▁▃▆█(0.0->9.0),sharpness█▇▅▄(1.00->0.40)" in curves  # drifting: up, and down
+    assert "4segments,thelastfrom12s:colourshift▁▃▆█(0.0->9.0),sharpness█▇▅▄(1.00->0.40)" in curves  # drifting: up, and down
     assert json.loads(out.read_text())["videos"][0]["drift"] == {"segments": rows}
     assert (tmp_path / "chart-drift.png").stat().st_size > 0

@@ -171,7 +171,7 @@ def test_a_video_longer_than_its_sop_allows_is_refused(tmp_path: Path) -> None:
     (["--duration", "inf"], "--duration: inf is not a finite number"),
     (["--duration", "-1"], "--duration -1: must be positive"),
     (["--duration", "abc"], "Invalid value for '--duration'"),
-    (["--duration", "500"], "input 'duration': 500 is out of range [1, 120]"),  # the task's range: after planning
+    (["--duration", "500"], "--duration (any task): 500 is out of range [1, 120]"),  # no task takes it
     (["--seed", str(2**70)], f"--seed: {2**70} is not a whole number from 0 to 4294967295"),
     (["--seed", "-1"], "--seed: -1 is not a whole number"),
     (["--device", "banana"], "--device banana:"),
@@ -179,6 +179,16 @@ def test_a_video_longer_than_its_sop_allows_is_refused(tmp_path: Path) -> None:
 ])
 def test_bad_numbers_are_one_line(tmp_path: Path, args: list[str], message: str) -> None:
     assert message in bad_run(tmp_path, *args)
+
+
+def test_a_duration_outside_the_planned_tasks_range_is_one_line(tmp_path: Path) -> None:
+    """60 s fits some task, so it passes the checks before planning; the planner's text_to_video (here at most
+    30 s) refuses it, and the run directory made for the planning is gone."""
+    sops = tmp_path / "sops"
+    sops.mkdir()
+    shipped = (BUILTIN_DIR / "text_to_video.yaml").read_text()
+    (sops / "text_to_video.yaml").write_text(shipped.replace("min: 1, max: 120", "min: 1, max: 30"))
+    assert "input 'duration': 60 is out of range [1, 30]" in bad_run(tmp_path, "--duration", "60", "--sops", str(sops))
 
 
 @pytest.mark.parametrize("request_text, message", [

@@ -37,10 +37,10 @@ from mora_agents.bench.workloads import Workload, settings_for
 from mora_agents.settings import ProgressHook
 
 MODEL_METHODS = ("forward", "encode", "decode")
+"""The methods of a pipeline's models that pipelines call (a VAE's `encode` and `decode` are not its forward)."""
 PIPELINE_BUFFERS = {"latents_mean": 0.0, "latents_std": 1.0}
 """Model buffers that pipelines read outside their models' calls (LTX-Video's VAE statistics), with the plain value
 they get on the CPU, where the pipelines' own arithmetic runs (their values do not change any FLOP count)."""
-"""The methods of a pipeline's models that pipelines call (a VAE's `encode` and `decode` are not its forward)."""
 CPU = torch.device("cpu")
 
 

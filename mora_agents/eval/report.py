@@ -56,7 +56,7 @@ def drift_table(step: str, rows: list[dict]) -> Table:
     its curves over time."""
     to_first = [row["to_first"] for row in rows]
     colour, sharp = [d["color"] for d in to_first], [d["sharpness"] for d in to_first]
-    caption = (f"over {rows[-1]['start']:g} s: colour shift {sparkline(colour, 0, max(5.0, *colour))} "
+    caption = (f"{len(rows)} segments, the last from {rows[-1]['start']:g} s: colour shift {sparkline(colour, 0, max(5.0, *colour))} "
                f"({colour[0]:.1f} -> {colour[-1]:.1f}), sharpness {sparkline(sharp, 0, max(1.0, *sharp))} "
                f"({sharp[0]:.2f} -> {sharp[-1]:.2f})")
     table = Table(title=f"drift of {step} (delta E of the mean colour; sharpness as a share of the reference's)",

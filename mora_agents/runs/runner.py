@@ -181,9 +181,9 @@ def validate_request(text: str, images: list[Path], videos: list[Path], task: st
                      options: RunOptions) -> dict:
     """Everything that can be checked before any work; raises InputError. Returns the SOPs by name.
 
-    The request text, every attached file (decoded in full), the duration, the task and the options; what
-    depends on the task the planner picks (its duration range, its videos' `max_seconds`) is checked again
-    against that SOP before any step runs.
+    The request text, every attached file (decoded in full), the duration, the task and the options. Without a
+    task, the duration and the videos' lengths must fit at least one SOP (the widest range); the planner's task
+    is checked again against its own SOP before any step runs.
     """
     check_text(text, "REQUEST")
     if duration is not None:
@@ -201,6 +201,14 @@ def validate_request(text: str, images: list[Path], videos: list[Path], task: st
             check_number(duration, f"--duration (task '{task}')", spec.min, spec.max)
         max_seconds = [s.max_seconds for s in sops[task].inputs.values() if s.type == "video"]
         check_calls(sops[task], options.overrides, options.adapters and Path(options.adapters).resolve())
+    else:
+        durations = [spec for sop in sops.values() if (spec := sop.inputs.get("duration")) is not None]
+        if duration is not None and durations:
+            lows, highs = [d.min for d in durations], [d.max for d in durations]
+            check_number(duration, "--duration (any task)", None if None in lows else min(lows),
+                         None if None in highs else max(highs))
+        longest = [s.max_seconds for sop in sops.values() for s in sop.inputs.values() if s.type == "video"]
+        max_seconds = [None if not longest or None in longest else max(longest)] * len(videos)
     for path in images:
         check_attachment(path, "image", f"--image {path}")
     for i, path in enumerate(videos):

@@ -111,7 +111,9 @@ def default_backend(backends: Mapping[str, Backend]) -> str:
 
 
 def backend_named(backends: Mapping[str, Backend], name: str | None) -> Backend:
-    """The backend called `name` (None: the default)."""
+    """The backend called `name` (None: the default); raises ValueError for an unknown name."""
+    if name is not None and name not in backends:
+        raise ValueError(f"backend {name}: unknown (choose from {', '.join(backends)})")
     return backends[name or default_backend(backends)]
 
 

@@ -8,6 +8,7 @@ from typing import Any
 import torch
 
 from mora_agents.settings import settings
+from mora_agents.tools.backends import BACKENDS, check_backend_args
 
 DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
     "full": {
@@ -64,7 +65,11 @@ def backend_defaults(preset: str, tool: str, backend: str) -> dict[str, Any]:
 
 
 def fill_defaults(tool: str, backend: str, **given: Any) -> dict[str, Any]:
-    """The given parameters, with each one left as None replaced by the current preset's default for the backend."""
+    """The given parameters, with each one left as None replaced by the current preset's default for the backend.
+
+    The given ones are first checked against the backend's rules (as `--set` and SOP arguments are), so that a
+    library call with, say, 24 frames for a 4k+1-frame backend raises ValueError instead of being rounded."""
+    check_backend_args(BACKENDS[tool], {"backend": backend, **given})
     defaults = backend_defaults(settings().preset, tool, backend)
     return {name: defaults.get(name) if value is None else value for name, value in given.items()}
 
