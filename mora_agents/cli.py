@@ -220,7 +220,7 @@ def batch(
         raise typer.Exit(2) from None
     except KeyboardInterrupt:
         raise fail(f"interrupted; finished runs are kept ({summary}); the same command continues the batch", 130) from None
-    out.print(results_table(results, out_dir))
+    print_table(results_table(results, out_dir))
     bad = [r for r in results if r.status not in ("finished", "invalid")]  # invalid ones: skipped as asked
     if bad:
         raise fail(f"{len(bad)} of {len(results)} requests did not finish (see {summary})", 1)

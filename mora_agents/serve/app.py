@@ -331,8 +331,11 @@ def create_app(config: ServeConfig) -> FastAPI:
             run_options = replace(options, seed=asked.seed, overrides=asked.set, max_repeats=asked.max_repeats,
                                   review=asked.review)
             try:
-                run_dir = prepare_run(asked.text, images=files["image"], videos=files["video"], task=asked.task,
-                                      duration=asked.duration, previous=previous, options=run_options)
+                # decoding and copying the inputs takes a while for a long video: off the event loop, which serves
+                # the other clients and the event streams meanwhile
+                run_dir = await asyncio.to_thread(
+                    prepare_run, asked.text, images=files["image"], videos=files["video"], task=asked.task,
+                    duration=asked.duration, previous=previous, options=run_options)
             except InputError as e:  # name the client's file, not the temporary one
                 raise InputError(re.sub(re.escape(folder) + r"/\d+/", "", str(e))) from None
         worker.submit(run_dir)

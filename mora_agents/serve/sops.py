@@ -9,7 +9,7 @@ from pydantic import BaseModel
 
 from mora_agents.errors import InputError
 from mora_agents.media import atomic_path
-from mora_agents.sop.loader import BUILTIN_DIR, SOPError, find_sops, load_sop, sop_dirs
+from mora_agents.sop.loader import BUILTIN_DIR, SOPError, find_sops, load_sop, read_sop_text, sop_dirs
 from mora_agents.sop.schema import SOP
 
 
@@ -56,7 +56,7 @@ def read_sop(name: str, user_dir: Path, origin: str | None = None) -> tuple[SopE
     """The entry and the text of the SOP `name` runs use (or the one of `origin`)."""
     for entry in list_sops(user_dir):
         if entry.name == name and (entry.active if origin is None else entry.origin == origin):
-            return entry, Path(entry.file).read_text(encoding="utf-8")
+            return entry, read_sop_text(Path(entry.file))  # bounded: a pipe or a huge file never blocks the server
     raise KeyError(name)
 
 
