@@ -191,6 +191,20 @@ def test_a_duration_outside_the_planned_tasks_range_is_one_line(tmp_path: Path) 
     assert "input 'duration': 60 is out of range [1, 30]" in bad_run(tmp_path, "--duration", "60", "--sops", str(sops))
 
 
+@pytest.mark.parametrize("edit, args, message", [
+    (('"{{ inputs.duration }}"', "100000"), [], "100000 s of 3.57143 s clips would run 28000 times (at most 100)"),
+    (None, ["--duration", "120", "--set", "image_to_video.frames=8"], "120 s of 1.14286 s clips would run 105 times"),
+])
+def test_a_repeat_that_would_run_too_often_is_refused_before_any_step(tmp_path: Path, edit, args, message) -> None:
+    """Its count is told from the inputs and the clip length its frames and fps give, before the first clip."""
+    sops = tmp_path / "sops"
+    sops.mkdir()
+    shipped = (BUILTIN_DIR / "text_to_video.yaml").read_text()
+    (sops / "text_to_video.yaml").write_text(shipped.replace(*edit) if edit else shipped)
+    line = bad_run(tmp_path, "--task", "text_to_video", "--sops", str(sops), *args)
+    assert f"step 'segments', field 'repeat.until_seconds': {message}" in line
+
+
 @pytest.mark.parametrize("request_text, message", [
     (" \t\n ", "REQUEST: empty (only spaces)"),
     ("a fox " * 400, "REQUEST: 2400 characters; at most 2000"),

@@ -110,10 +110,12 @@ class ConductorAgent(StreamingAgent):
                 check_calls(sop, self.overrides, settings().adapters)
                 if settings().preset == "full":
                     check_available(required_models(sop, self.overrides))
+                self.execution = Execution(sop, inputs, self.run_dir, self.seed, self.overrides)
+                self.execution.check_repeats()
             except InputError as e:
+                self.execution = None
                 yield self._finish("rejected", error=str(e))
                 return
-            self.execution = Execution(sop, inputs, self.run_dir, self.seed, self.overrides)
         elif isinstance(last, StepResultMessage) and self.execution is not None:
             self.execution.record(last.content)
             if self.execution.is_review_point(last.content):

@@ -19,8 +19,10 @@ from mora_agents.media import Artifact, probe
 from mora_agents.sop.calls import prompt_budget, step_calls
 from mora_agents.sop.messages import StepRequest, StepResult, step_key
 from mora_agents.sop.schema import SOP, StepSpec
-from mora_agents.sop.template import render
+from mora_agents.sop.template import references, render
+from mora_agents.settings import settings
 from mora_agents.tools.backends import default_backend
+from mora_agents.tools.defaults import backend_defaults
 from mora_agents.tools.registry import get_tool
 
 MAX_ITERATIONS = 100
@@ -150,14 +152,35 @@ class Execution:
         return None
 
     def _repeat_count(self, step: StepSpec, first: StepResult) -> int:
+        clip = first.output.seconds if isinstance(first.output, Artifact) else 0.0
+        if clip <= 0:
+            raise MoraError(f"step '{step.id}': repeat needs a video output with a duration")
+        return self._count(step, clip)
+
+    def check_repeats(self) -> None:
+        """Before any step: each repeated step whose count can be told beforehand (its target from the inputs, its
+        clip length from its frames and fps, given or its backend's defaults) runs at most MAX_ITERATIONS times.
+        Raises InputError."""
+        for step in self.sop.steps:
+            if step.repeat is None or any(root == "steps" for root, *_ in references(step.repeat.until_seconds)):
+                continue
+            known = next(step_calls(step)).known(self.overrides)
+            backend = get_tool(step.tool).backend(known)
+            defaults = backend_defaults(settings().preset, step.tool, backend.name) if backend else {}
+            frames, fps = known.get("frames", defaults.get("frames")), known.get("fps", defaults.get("fps"))
+            if isinstance(frames, int) and isinstance(fps, int | float) and fps > 0:
+                try:
+                    self._count(step, frames / fps)
+                except MoraError as e:
+                    raise InputError(str(e)) from None
+
+    def _count(self, step: StepSpec, clip: float) -> int:
+        """How many clips of `clip` seconds the step's `repeat.until_seconds` asks for."""
         where = f"step '{step.id}', field 'repeat.until_seconds'"
         try:
             target = check_number(self._render(step.repeat.until_seconds, where), where, 0)
         except InputError as e:
             raise MoraError(str(e)) from None
-        clip = first.output.seconds if isinstance(first.output, Artifact) else 0.0
-        if clip <= 0:
-            raise MoraError(f"step '{step.id}': repeat needs a video output with a duration")
         count = max(1, round(target / clip))
         if count > MAX_ITERATIONS:
             raise MoraError(f"{where}: {target:g} s of {clip:g} s clips would run {count} times "

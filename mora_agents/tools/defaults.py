@@ -60,8 +60,8 @@ BACKEND_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
 
 
 def backend_defaults(preset: str, tool: str, backend: str) -> dict[str, Any]:
-    """The parameter defaults of a tool's backend under a preset."""
-    return BACKEND_DEFAULTS[preset].get(backend) or DEFAULTS[preset][tool]
+    """The parameter defaults of a tool's backend under a preset (`connect_images` runs `connect_videos`' models)."""
+    return BACKEND_DEFAULTS[preset].get(backend) or DEFAULTS[preset]["connect_videos" if tool == "connect_images" else tool]
 
 
 def fill_defaults(tool: str, backend: str, **given: Any) -> dict[str, Any]:
