@@ -143,3 +143,28 @@ def test_mora_eval_shows_a_runs_drift_over_time(tmp_path: Path) -> None:
     assert "4segments,thelastfrom12s:colourshift▁▃▆█(0.0->9.0),sharpness█▇▅▄(1.00->0.40)" in curves  # drifting: up, and down
     assert json.loads(out.read_text())["videos"][0]["drift"] == {"segments": rows}
     assert (tmp_path / "chart-drift.png").stat().st_size > 0
+
+
+def test_match_frame_undoes_a_darkening_and_ease_into_ends_on_the_corrected_frame(tmp_path: Path) -> None:
+    from mora_agents.eval.drift import frame_drift
+    from mora_agents.tools.chain import ease_into, match_frame
+
+    reference = keyframe(tmp_path / "first.png")
+    picture = np.asarray(Image.open(reference)).astype(np.float64)
+    dark = gaussian_filter(picture * 0.7, sigma=(BLUR, BLUR, 0))  # 30 % darker and one clip's blur
+    Image.fromarray(dark.round().astype(np.uint8)).save(tmp_path / "dark.png")
+    before = frame_drift(dark.round().astype(np.uint8), picture.astype(np.uint8))
+    fixed = match_frame(str(tmp_path / "dark.png"), str(reference), sharpen=True, output=str(tmp_path / "fixed.png"))
+    after = frame_drift(np.asarray(Image.open(fixed.path)), picture.astype(np.uint8))
+    assert before["color"] > 10 and after["color"] < 1.5, (before, after)
+    assert before["sharpness"] < MIN_SHARPNESS < after["sharpness"] < 1.2, (before, after)
+
+    clip = np.stack([dark.round().astype(np.uint8)] * 9)
+    write_video(clip, 8.0, tmp_path / "segment.mp4")
+    eased, _ = read_video(ease_into(str(tmp_path / "segment.mp4"), fixed.path, output=str(tmp_path / "eased.mp4")).path)
+    original, _ = read_video(tmp_path / "segment.mp4")
+    target = np.asarray(Image.open(fixed.path)).astype(int)
+    assert np.abs(eased[0].astype(int) - original[0].astype(int)).mean() < 2.0  # starts as it did
+    assert np.abs(eased[-1].astype(int) - target).mean() < 3.0  # ends on the corrected frame (after H.264)
+    steps = [np.abs(eased[k].astype(int) - target).mean() for k in range(len(eased))]
+    assert all(a >= b - 0.5 for a, b in zip(steps, steps[1:]))  # and gets there step by step
