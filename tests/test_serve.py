@@ -338,7 +338,8 @@ def test_a_damaged_run_directory_is_listed_as_damaged_and_never_breaks_the_list(
 def test_serve_checks_its_run_options_before_serving(tmp_path: Path) -> None:
     for args, message in ((["--adapters", str(tmp_path / "nowhere")], "nowhere"),
                           (["--memory-profile", "8gb"], "--memory-profile 8gb: unknown"),
-                          (["--out", str(tmp_path / "missing" / "runs")], "does not exist")):
+                          (["--out", str(tmp_path / "missing" / "runs")], "does not exist"),
+                          (["--sops", str(BUILTIN_DIR)], "the shipped SOPs' folder")):
         refused = CliRunner().invoke(app, ["serve", "--preset", "tiny", "--sops", str(tmp_path / "sops"),
                                            "--out", str(tmp_path / "runs"), *args])
         assert refused.exit_code == 2 and message in refused.stderr, (args, refused.output)

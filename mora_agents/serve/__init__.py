@@ -6,8 +6,8 @@
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Callable
 import logging
+from collections.abc import Callable
 from dataclasses import replace
 
 import uvicorn
@@ -15,6 +15,7 @@ import uvicorn
 from mora_agents.errors import InputError
 from mora_agents.runs.runner import check_options
 from mora_agents.serve.app import ServeConfig, create_app
+from mora_agents.sop.loader import BUILTIN_DIR
 
 __all__ = ["ServeConfig", "create_app", "is_loopback", "serve"]
 
@@ -39,6 +40,9 @@ def serve(config: ServeConfig, host: str = "127.0.0.1", port: int = 7860,
         raise InputError(f"--host {host}: serving beyond this machine needs --token (every request must carry it)")
     check_options(config.options)
     assert config.options.sops_dir is not None
+    if config.options.sops_dir.resolve() == BUILTIN_DIR.resolve():
+        raise InputError(f"--sops {config.options.sops_dir}: the shipped SOPs' folder; the page saves SOPs into "
+                         "--sops, so give a folder of your own")
     try:
         config.options.sops_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
