@@ -46,10 +46,12 @@ def review_and_accept(page: Page, other: Page, step: str, shot: Path) -> None:
 def test_chat_review_video_sop_editor_and_transcript_in_chromium(server: Server, shots: Path) -> None:
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=chromium(), headless=True)
-        context = browser.new_context(viewport={"width": 1280, "height": 860}, bypass_csp=True)
+        context = browser.new_context(viewport={"width": 1280, "height": 860})
         page, other = context.new_page(), context.new_page()
         errors: list[str] = []
         page.on("pageerror", lambda e: errors.append(str(e)))
+        # under the page's own content security policy: anything it refuses would be a console error
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
         try:
             page.goto(server.url)
             expect(page.locator("#banner")).to_contain_text("preset tiny")
