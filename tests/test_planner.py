@@ -30,7 +30,7 @@ def plan(request: UserRequest, client=None):
     (UserRequest(text="the cat starts dancing", images=["inputs/1-cat.png"]), "image_to_video",
      {"image": "inputs/1-cat.png", "prompt": "the cat starts dancing"}),
     (UserRequest(text="extend this by 4 seconds", videos=["inputs/1-a.mp4"]), "extend_video",
-     {"video": "inputs/1-a.mp4", "duration": 4.0}),
+     {"video": "inputs/1-a.mp4", "prompt": "extend this by 4 seconds", "duration": 4.0}),
     (UserRequest(text="make it look like a 1920s film", videos=["inputs/1-a.mp4"]), "edit_video",
      {"video": "inputs/1-a.mp4", "prompt": "make it look like a 1920s film"}),
     (UserRequest(text="a village in Minecraft at sunset"), "digital_world",
@@ -43,7 +43,7 @@ def plan(request: UserRequest, client=None):
      {"prompt": "a fox", "duration": 8}),
     # chat follow-ups: "it" is the previous turn's result
     (UserRequest(text="extend it by 4 seconds", previous="inputs/1-result.mp4"), "extend_video",
-     {"video": "inputs/1-result.mp4", "duration": 4.0}),
+     {"video": "inputs/1-result.mp4", "prompt": "extend it by 4 seconds", "duration": 4.0}),
     (UserRequest(text="now make it 1920s style", previous="inputs/1-result.mp4"), "edit_video",
      {"video": "inputs/1-result.mp4", "prompt": "now make it 1920s style"}),
     (UserRequest(text="connect it with clip.mp4", videos=["inputs/1-clip.mp4"], previous="inputs/2-result.mp4"),
