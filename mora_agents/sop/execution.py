@@ -164,10 +164,11 @@ class Execution:
         for step in self.sop.steps:
             if step.repeat is None or any(root == "steps" for root, *_ in references(step.repeat.until_seconds)):
                 continue
-            known = next(step_calls(step)).known(self.overrides)
-            backend = get_tool(step.tool).backend(known)
+            call = next(step_calls(step))
+            backend = call.backend(self.overrides)
             defaults = backend_defaults(settings().preset, step.tool, backend.name) if backend else {}
-            frames, fps = known.get("frames", defaults.get("frames")), known.get("fps", defaults.get("fps"))
+            params = {**defaults, **call.known(self.overrides)}
+            frames, fps = params.get("frames"), params.get("fps")
             if isinstance(frames, int) and isinstance(fps, int | float) and fps > 0:
                 try:
                     self._count(step, frames / fps)
