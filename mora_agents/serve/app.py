@@ -11,6 +11,8 @@
     GET  /api/sops[/{name}], POST /api/sops/validate, PUT /api/sops/{name}   the SOP editor's files
     GET  /files/{id}/transcript.html  the transcript page (`mora transcript --html`)
     GET  /files/{id}/{path}           a file of the run directory (HTTP range requests, so videos seek)
+    /v1/videos...                     OpenAI's Videos API over the same runs (`openai_videos`)
+    /mcp                              the MCP server over the same runs, streamable HTTP (`mora_agents.mcp_server`)
 
 FastAPI documents them at /docs.
 """
@@ -23,7 +25,7 @@ import json
 import re
 import tempfile
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager, suppress
+from contextlib import AsyncExitStack, asynccontextmanager, suppress
 from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
@@ -43,8 +45,11 @@ from mora_agents.runs.progress import ProgressReport
 from mora_agents.runs.render import describe, record_media
 from mora_agents.runs.runner import RunOptions, can_resume, prepare_run
 from mora_agents.runs.transcript import Record, read_transcript
+from mora_agents.serve.hub import Hub
+from mora_agents.serve.openai_videos import ErrorShape, videos_router
 from mora_agents.serve.sops import SopEntry, list_sops, read_sop, save_sop, validate_text
 from mora_agents.serve.uploads import UploadTooLarge, read_multipart
+from mora_agents.serve.webhooks import Sender, Webhook
 from mora_agents.serve.worker import Conflict, PendingReview, Worker
 
 STATIC = Path(__file__).parent / "static"
@@ -67,6 +72,8 @@ class ServeConfig:
     """Bound to a loopback address: requests must name a loopback host (no DNS rebinding)."""
     max_image_bytes: int = 50 * 2**20
     max_video_bytes: int = 2 * 2**30
+    webhook: Webhook | None = None
+    """Where completed and failed videos are announced (signed), if anywhere."""
 
 
 class RunCreate(BaseModel):
@@ -226,20 +233,33 @@ def create_app(config: ServeConfig) -> FastAPI:
     out, user_sops = options.out, options.sops_dir
     assert user_sops is not None, "the server needs a user SOP folder"
     worker = Worker()
+    hub = Hub(options, worker)
+    try:
+        from mora_agents.mcp_server import http_routes
+    except ImportError:  # the `mcp` extra is not installed: no /mcp
+        mcp_routes, mcp_sessions = [], None
+    else:
+        mcp_routes, mcp_sessions = http_routes(hub)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        worker.recover(out)
-        task = asyncio.create_task(worker.run_forever())
-        yield
-        task.cancel()
-        with suppress(asyncio.CancelledError):
-            await task
+        async with AsyncExitStack() as stack:
+            await stack.enter_async_context(worker.running(out))
+            if config.webhook is not None:
+                sender = Sender(config.webhook)
+                hub.on_end.append(sender.send)
+                stack.push_async_callback(sender.close)
+            if mcp_sessions is not None:
+                await stack.enter_async_context(mcp_sessions())
+            yield
 
     app = FastAPI(title="mora serve", lifespan=lifespan,
                   description="Runs, review, SOPs and transcripts of mora-agents over HTTP; the page is at /.")
     app.add_middleware(Guard, token=config.token, local_only=config.local_only)
+    app.add_middleware(ErrorShape)  # outside the guard: its refusals of /v1 requests take the API's shape
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    app.include_router(videos_router(hub, config.max_image_bytes, config.max_video_bytes))
+    app.router.routes.extend(mcp_routes)
 
     @app.exception_handler(InputError)
     async def input_error(request: Request, e: InputError) -> JSONResponse:
