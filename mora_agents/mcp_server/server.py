@@ -28,7 +28,7 @@ from mcp_types import Resource
 from mora_agents.errors import InputError
 from mora_agents.media import VIDEO_SUFFIXES
 from mora_agents.serve.hub import RUN_ID, Hub, NotFound, Snapshot
-from mora_agents.serve.openai_videos import CHARACTER_ID, Characters, video_object, video_request
+from mora_agents.serve.openai_videos import CHARACTER_ID, Characters, merged, video_object, video_request
 from mora_agents.serve.sops import list_sops, read_sop
 from mora_agents.serve.worker import Conflict
 
@@ -99,8 +99,8 @@ def build_server(hub: Hub, *, local_files: bool) -> MoraMCP:
 
     async def start(ctx: Context, prompt: str, *, task: str | None, seconds: float | None = None,
                     size: str | None = None, model: str | None = None, images: dict[str, str] | None = None,
-                    videos: dict[str, str] | None = None, seed: int | None = None, wait: bool = True
-                    ) -> dict[str, Any]:
+                    videos: dict[str, str] | None = None, seed: int | None = None,
+                    settings: dict[str, dict[str, Any]] | None = None, wait: bool = True) -> dict[str, Any]:
         with _tool_errors(), hub.uploads() as folder:
             named = {media(v, "image", folder, k): k for k, v in (images or {}).items()}
             image_paths = list(named)
@@ -113,6 +113,7 @@ def build_server(hub: Hub, *, local_files: bool) -> MoraMCP:
                 duration = hub.duration(seconds, task) if task else None
                 overrides = hub.size_overrides(size, task) if size and task else {}
                 meta = {"model": task, "size": size or hub.default_size(task)}
+            overrides = merged(overrides, settings or {})
             try:
                 state = await hub.create(prompt, images=image_paths, videos=video_paths, task=task,
                                          duration=duration, seed=seed, overrides=overrides, extra={"openai": meta})
@@ -160,40 +161,47 @@ def build_server(hub: Hub, *, local_files: bool) -> MoraMCP:
 
     @server.tool()
     async def generate(prompt: str, ctx: Context, seconds: float | None = None, size: str | None = None,
-                       model: str = "mora", seed: int | None = None, wait: bool = True) -> dict[str, Any]:
+                       model: str = "mora", seed: int | None = None, settings: dict[str, dict[str, Any]] | None = None,
+                       wait: bool = True) -> dict[str, Any]:
         """Make a video from text. `model`: mora (the planner picks the task) or an SOP's name; `seconds`: its
         length (4 by default); `size`: WIDTHxHEIGHT (the models' own by default); `seed`: the same seed, the same
-        video."""
-        return await start(ctx, prompt, task=None, seconds=seconds, size=size, model=model, seed=seed, wait=wait)
+        video; `settings`: tool parameters as `mora run --set` takes them ({"image_to_video": {"frames": 8}});
+        `wait`: false returns the video id at once."""
+        return await start(ctx, prompt, task=None, seconds=seconds, size=size, model=model, seed=seed,
+                           settings=settings, wait=wait)
 
     @server.tool()
     async def image_to_video(prompt: str, image: str, ctx: Context, seconds: float | None = None,
-                             size: str | None = None, seed: int | None = None, wait: bool = True) -> dict[str, Any]:
+                             size: str | None = None, seed: int | None = None,
+                             settings: dict[str, dict[str, Any]] | None = None, wait: bool = True) -> dict[str, Any]:
         """Animate an image as the text says (image_to_video). `image`: a character id, a data: URL, or (stdio) a
-        file path."""
+        file path; the other arguments as generate's."""
         return await start(ctx, prompt, task=None, seconds=seconds, size=size, model="image_to_video",
-                           images={"image": image}, seed=seed, wait=wait)
+                           images={"image": image}, seed=seed, settings=settings, wait=wait)
 
     @server.tool()
     async def extend(video: str, ctx: Context, prompt: str = "the scene goes on", seconds: float = 4.0,
-                     seed: int | None = None, wait: bool = True) -> dict[str, Any]:
+                     seed: int | None = None, settings: dict[str, dict[str, Any]] | None = None, wait: bool = True
+                     ) -> dict[str, Any]:
         """Continue a video by `seconds` (extend_video). `video`: a completed video's id, a data: URL, or (stdio)
         a file path."""
         return await start(ctx, prompt, task="extend_video", seconds=seconds, videos={"video": video}, seed=seed,
+                           settings=settings, wait=wait)
+
+    @server.tool()
+    async def edit(video: str, prompt: str, ctx: Context, seed: int | None = None,
+                   settings: dict[str, dict[str, Any]] | None = None, wait: bool = True) -> dict[str, Any]:
+        """Edit a video as the text says (edit_video: its first frame edited, then animated to its length)."""
+        return await start(ctx, prompt, task="edit_video", videos={"video": video}, seed=seed, settings=settings,
                            wait=wait)
 
     @server.tool()
-    async def edit(video: str, prompt: str, ctx: Context, seed: int | None = None, wait: bool = True
-                   ) -> dict[str, Any]:
-        """Edit a video as the text says (edit_video: its first frame edited, then animated to its length)."""
-        return await start(ctx, prompt, task="edit_video", videos={"video": video}, seed=seed, wait=wait)
-
-    @server.tool()
     async def connect(video_a: str, video_b: str, ctx: Context, prompt: str = "smooth transition",
-                      seed: int | None = None, wait: bool = True) -> dict[str, Any]:
+                      seed: int | None = None, settings: dict[str, dict[str, Any]] | None = None, wait: bool = True
+                      ) -> dict[str, Any]:
         """Join two videos with a generated transition (connect_videos)."""
         return await start(ctx, prompt, task="connect_videos", videos={"video_a": video_a, "video_b": video_b},
-                           seed=seed, wait=wait)
+                           seed=seed, settings=settings, wait=wait)
 
     @server.tool()
     def status(video_id: str) -> dict[str, Any]:
@@ -209,7 +217,7 @@ def build_server(hub: Hub, *, local_files: bool) -> MoraMCP:
             return await follow(ctx, hub.snapshot(video_id))
 
     @server.tool()
-    def cancel(video_id: str) -> dict[str, Any]:
+    async def cancel(video_id: str) -> dict[str, Any]:  # in the event loop, as the worker's queue is
         """Take a queued video off the queue, or stop a running one at its next checkpoint (resumable)."""
         with _tool_errors():
             return {"id": video_id, "cancel": hub.cancel(video_id)}

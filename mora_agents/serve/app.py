@@ -244,11 +244,11 @@ def create_app(config: ServeConfig) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
-            await stack.enter_async_context(worker.running(out))
-            if config.webhook is not None:
+            if config.webhook is not None:  # closed after the worker stops
                 sender = Sender(config.webhook)
                 hub.on_end.append(sender.send)
                 stack.push_async_callback(sender.close)
+            await stack.enter_async_context(worker.running(out))
             if mcp_sessions is not None:
                 await stack.enter_async_context(mcp_sessions())
             yield
@@ -410,7 +410,7 @@ def create_app(config: ServeConfig) -> FastAPI:
                 await asyncio.wait_for(changed.wait(), timeout=1.0)
 
     @app.post("/api/runs/{run_id}/review", summary="Decide a review point")
-    def review(run_id: str, answer: ReviewAnswer) -> dict[str, Any]:
+    async def review(run_id: str, answer: ReviewAnswer) -> dict[str, Any]:  # in the loop: it wakes the worker
         """The first decision for a review wins; a second one (another tab, another client) gets 409."""
         run_path(run_id)
         try:
@@ -420,7 +420,7 @@ def create_app(config: ServeConfig) -> FastAPI:
         return decision.model_dump()
 
     @app.post("/api/runs/{run_id}/resume", summary="Queue an interrupted, failed, waiting or stopped run again")
-    def resume(run_id: str) -> RunView:
+    async def resume(run_id: str) -> RunView:  # in the event loop, as the worker's queue is
         run_dir = run_path(run_id)
         current = view(run_dir)
         if not current.resumable:
@@ -430,7 +430,7 @@ def create_app(config: ServeConfig) -> FastAPI:
         return view(run_dir)
 
     @app.post("/api/runs/{run_id}/cancel", summary="Cancel a queued run, or stop a running one at its next checkpoint")
-    def cancel(run_id: str) -> dict[str, str]:
+    async def cancel(run_id: str) -> dict[str, str]:  # in the event loop, as the worker's queue is
         run_path(run_id)
         return {"id": run_id, "cancel": worker.cancel(run_id)}
 

@@ -98,7 +98,8 @@ class Hub:
     def __init__(self, options: RunOptions, worker: Worker) -> None:
         self.options, self.worker, self.out = options, worker, options.out
         self.on_end: list[Callable[[Snapshot], None]] = []
-        """Called when a run leaves the worker (finished, failed, stopped: whatever its status then)."""
+        """Called when a run leaves the worker completed or failed (not when the server's stop interrupts it, as it
+        continues at the next start); maybe from another thread than the event loop's."""
         self._progress: dict[str, int] = {}
         self._steps: dict[str, list[str]] = {}
         self._seen: set[str] = set()
@@ -275,8 +276,9 @@ class Hub:
                 state = self.snapshot(run_id)
             except (NotFound, InputError):
                 return
-            for listener in self.on_end:
-                listener(state)
+            if state.phase in ("completed", "failed"):
+                for listener in self.on_end:
+                    listener(state)
 
     def _percent(self, run_dir: Path, report: ProgressReport) -> int | None:
         """How far the run is: its finished steps and the working one's part (segment k of K, loop step i of N)."""

@@ -145,14 +145,14 @@ class ErrorShape:
                     detail = json.loads(body)["detail"]
                 except (ValueError, KeyError, TypeError):
                     detail = None
-                status = start["status"]
                 if detail is not None:
-                    status = 400 if status == 422 else status
+                    status = 400 if start["status"] == 422 else start["status"]
                     body = json.dumps(error_body(status, str(detail))).encode()
-                kept = [(k, v) for k, v in start.get("headers", []) if k != b"content-length"]
-                await send({**start, "status": status, "headers": [
-                    *kept, (b"content-length", str(len(body)).encode()), (b"x-should-retry", b"false")]})
-                message = {**message, "body": body}
+                    kept = [(k, v) for k, v in start.get("headers", []) if k != b"content-length"]
+                    start = {**start, "status": status, "headers": [
+                        *kept, (b"content-length", str(len(body)).encode()), (b"x-should-retry", b"false")]}
+                    message = {**message, "body": body}
+                await send(start)
                 start = None
             await send(message)
 

@@ -81,17 +81,24 @@ def event(state: Snapshot) -> dict[str, Any]:
 
 
 class Sender:
-    """Delivers events in the background; `close()` waits for none (a delivery cut short is recorded as such)."""
+    """Delivers events in the background, in the event loop it was made in (`send` may be called from any thread);
+    `close()` cancels the deliveries under way (their attempts so far are recorded)."""
 
     def __init__(self, webhook: Webhook) -> None:
         self.webhook = webhook
-        self.tasks: set[asyncio.Task[None]] = set()
+        self.loop = asyncio.get_running_loop()
+        self.tasks: set[asyncio.Task[bool]] = set()
         self.client = httpx.AsyncClient(timeout=10, follow_redirects=False)
 
     def send(self, state: Snapshot) -> None:
-        task = asyncio.get_running_loop().create_task(self.deliver(state.run_dir, event(state)))
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
+        payload = event(state)
+        self.loop.call_soon_threadsafe(self._start, state.run_dir, payload)
+
+    def _start(self, run_dir: Path, payload: dict[str, Any]) -> None:
+        if not self.client.is_closed:
+            task = self.loop.create_task(self.deliver(run_dir, payload))
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
 
     async def deliver(self, run_dir: Path, payload: dict[str, Any]) -> bool:
         """POST the event until a 2xx answer or the attempts run out; True once delivered."""
@@ -126,10 +133,3 @@ def record(run_dir: Path, entry: dict[str, Any]) -> None:
     if run_dir.is_dir():
         with open(run_dir / RECORD, "a", encoding="utf-8") as f:
             f.write(json.dumps({"at": datetime.now().isoformat(), **entry}) + "\n")
-
-
-def deliveries(run_dir: Path) -> list[dict[str, Any]]:
-    path = run_dir / RECORD
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
