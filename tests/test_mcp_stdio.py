@@ -98,3 +98,17 @@ def test_mora_mcp_over_stdio(tmp_path: Path) -> None:
     asyncio.run(session())
     stopped = [p for p in out.iterdir() if (p / "run.json").exists() and run_status(read_info(p)) == "stopped"]
     assert len(stopped) == 1 and read_info(stopped[0])["resumable"]
+
+
+def test_mora_mcp_refuses_a_bad_configuration(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from mora_agents.cli import app
+
+    for args, message in ((["--transport", "http", "--host", "0.0.0.0"], "serving beyond this machine needs --token"),
+                          (["--transport", "pigeon"], "--transport pigeon: unknown"),
+                          (["--preset", "huge"], "--preset huge: unknown")):
+        refused = CliRunner().invoke(app, ["mcp", "--out", str(tmp_path / "runs"), "--sops", str(tmp_path / "sops"),
+                                           *args], env={"MORA_TOKEN": ""})
+        assert refused.exit_code == 2 and message in refused.stderr, (args, refused.output)
+    assert not (tmp_path / "runs").exists()
