@@ -25,7 +25,6 @@ from mora_agents.media import read_video
 from mora_agents.runs.catalog import read_info
 from mora_agents.serve.webhooks import new_secret
 
-pytest.importorskip("mcp")
 warnings.filterwarnings("ignore", category=DeprecationWarning)  # the client marks the Videos API deprecated
 
 TOKEN = "s3cret-token"
@@ -234,6 +233,7 @@ def test_image_reference_character_remix_extend_edit(server: Server, client: ope
 
 
 def test_mcp_over_streamable_http_with_the_token(server: Server) -> None:
+    pytest.importorskip("mcp")
     import httpx2  # the MCP SDK's HTTP client
     from mcp import Client
     from mcp.client.streamable_http import streamable_http_client

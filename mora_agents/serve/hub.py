@@ -104,6 +104,7 @@ class Hub:
         self._steps: dict[str, list[str]] = {}
         self._seen: set[str] = set()
         self._results: dict[str, dict[str, Any]] = {}
+        self._sizes: dict[str | None, str | None] = {}
         worker.listeners.append(self._changed)
 
     # -- looking up ------------------------------------------------------------------------------
@@ -206,6 +207,11 @@ class Hub:
 
     def default_size(self, task: str | None) -> str | None:
         """The size the task's last sized call makes under this preset (its backend's default), if it has one."""
+        if task not in self._sizes:
+            self._sizes[task] = self._default_size(task)
+        return self._sizes[task]
+
+    def _default_size(self, task: str | None) -> str | None:
         sop = self.sops().get(task or "")
         calls = [c for c in sop_calls(sop) if {"width", "height"} <= set(get_tool(c.tool).parameters)] if sop else []
         if not calls:

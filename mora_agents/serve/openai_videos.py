@@ -44,11 +44,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mora_agents.errors import InputError
 from mora_agents.inputs import MAX_WORK_SIDE, check_attachment, check_seed, check_text, parse_sets
-from mora_agents.media import IMAGE_SUFFIXES, atomic_path, media_kind, save_image, shrink_image
+from mora_agents.media import atomic_path, media_kind, save_image, shrink_image
 from mora_agents.runs.lock import RunLocked
 from mora_agents.runs.runner import check_overrides
 from mora_agents.serve.hub import BadRequest, Hub, NotFound, Snapshot, timestamp
-from mora_agents.serve.uploads import UploadTooLarge, read_multipart, safe_name
+from mora_agents.serve.uploads import UploadTooLarge, read_multipart
 from mora_agents.serve.worker import Conflict
 
 SYSTEMS = ("mora",)
