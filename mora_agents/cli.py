@@ -545,21 +545,58 @@ def serve(
     max_video_mb: Annotated[float, typer.Option(min=0, help="Size limit of an uploaded video, in MB.")] = 2048,
     memory_profile: Annotated[str, typer.Option(help="resident: models stay on the GPU; 24gb: offloaded between uses to fit a 24 GB GPU.")] = "resident",
     adapters: Annotated[Optional[Path], typer.Option(help="A `mora train` output: every run uses the agents it fine-tuned.")] = None,
+    webhook: Annotated[Optional[str], typer.Option(help="POST video.completed / video.failed events here (signed; needs --webhook-secret).")] = None,
+    webhook_secret: Annotated[Optional[str], typer.Option(envvar="MORA_WEBHOOK_SECRET", help="The webhooks' signing secret (whsec_ and base64, as Standard Webhooks).")] = None,
 ) -> None:
-    """Serve the web page and the HTTP API (docs at /docs): chat, review, SOP editor, runs; one run at a time."""
+    """Serve the web page, the HTTP API (docs at /docs), OpenAI's Videos API (/v1) and MCP (/mcp); one run at a time."""
     from mora_agents.runs.runner import RunOptions
 
     try:
         from mora_agents.serve import ServeConfig, serve as run_server
+        from mora_agents.serve.webhooks import Webhook
     except ImportError as e:
         raise fail(f"mora serve needs {e.name}: pip install 'mora-agents[serve]'", 2) from None
     options = RunOptions(preset=preset, device=device, out=out_dir, sops_dir=sops, memory_profile=memory_profile,
                          adapters=adapters)
-    config = ServeConfig(options, token=token, max_image_bytes=int(max_image_mb * 2**20),
-                         max_video_bytes=int(max_video_mb * 2**20))
     try:
         check_preset(preset)
+        config = ServeConfig(options, token=token, max_image_bytes=int(max_image_mb * 2**20),
+                             max_video_bytes=int(max_video_mb * 2**20),
+                             webhook=Webhook(webhook, webhook_secret or "") if webhook else None)
         run_server(config, host, port, on_start=lambda: _noise_warning(preset))
+    except InputError as e:
+        raise fail(str(e), 2) from None
+
+
+@app.command()
+def mcp(
+    transport: Annotated[str, typer.Option(help="stdio (for a host that starts the server) or http (streamable HTTP at /mcp).")] = "stdio",
+    host: Annotated[str, typer.Option(help="With --transport http: address to bind; any but a loopback one needs --token.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="With --transport http: port.")] = 7861,
+    preset: Annotated[str, typer.Option(help="full: real weights; tiny: random small models (noise, for tests).")] = "full",
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:1, ...")] = "auto",
+    out_dir: Annotated[Path, typer.Option("--out", help="Base folder of run directories.")] = Path("runs"),
+    sops: Annotated[Path, typer.Option(help="Your SOP folder: runs use it.")] = Path.home() / ".mora" / "sops",
+    token: Annotated[Optional[str], typer.Option(envvar="MORA_TOKEN", help="With --transport http: bearer token every request must carry.")] = None,
+    memory_profile: Annotated[str, typer.Option(help="resident: models stay on the GPU; 24gb: offloaded between uses to fit a 24 GB GPU.")] = "resident",
+    adapters: Annotated[Optional[Path], typer.Option(help="A `mora train` output: every run uses the agents it fine-tuned.")] = None,
+) -> None:
+    """Serve the tasks as MCP tools (generate, image_to_video, extend, edit, connect, status, result, cancel) and the
+    SOPs and runs as resources, for an MCP host; one run at a time."""
+    from mora_agents.runs.runner import RunOptions
+
+    try:
+        from mora_agents.mcp_server import serve_mcp
+        from mora_agents.serve import ServeConfig
+    except ImportError as e:
+        raise fail(f"mora mcp needs {e.name}: pip install 'mora-agents[serve,mcp]'", 2) from None
+    options = RunOptions(preset=preset, device=device, out=out_dir, sops_dir=sops, memory_profile=memory_profile,
+                         adapters=adapters)
+    try:
+        check_preset(preset)
+        if transport not in ("stdio", "http"):
+            raise InputError(f"--transport {transport}: unknown (choose stdio or http)")
+        serve_mcp(ServeConfig(options, token=token), transport, host, port)
     except InputError as e:
         raise fail(str(e), 2) from None
 

@@ -25,9 +25,10 @@ def free_port() -> int:
 class Server:
     """`mora serve` on a free port, runs in `out`, user SOPs in `sops`; `start()` returns once it answers."""
 
-    def __init__(self, root: Path, *args: str, host: str = "127.0.0.1", token: str | None = None) -> None:
+    def __init__(self, root: Path, *args: str, host: str = "127.0.0.1", token: str | None = None,
+                 env: dict[str, str] | None = None) -> None:
         self.out, self.sops, self.log = root / "runs", root / "sops", root / "server.log"
-        self.host, self.token, self.args = host, token, args
+        self.host, self.token, self.args, self.env = host, token, args, env or {}
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.process: subprocess.Popen | None = None
@@ -37,7 +38,7 @@ class Server:
                 "--port", str(self.port), "--out", str(self.out), "--sops", str(self.sops), *self.args]
 
     def start(self) -> Server:
-        env = {**os.environ, "OMP_NUM_THREADS": "1", **({"MORA_TOKEN": self.token} if self.token else {})}
+        env = {**os.environ, "OMP_NUM_THREADS": "1", **({"MORA_TOKEN": self.token} if self.token else {}), **self.env}
         with open(self.log, "ab") as log:
             self.process = subprocess.Popen(self.command(), env=env, stdout=log, stderr=subprocess.STDOUT)
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}

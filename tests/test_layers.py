@@ -10,7 +10,7 @@ import mora_agents
 PACKAGE = Path(mora_agents.__file__).parent
 FLOORS = [
     ("__main__", "cli"),
-    ("ui", "serve", "bench"),
+    ("ui", "serve", "mcp_server", "bench"),
     ("runs", "batch", "data"),
     ("agents",),
     ("sop", "train"),

@@ -27,7 +27,7 @@ import shutil
 import socket
 import time
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -218,12 +218,12 @@ def validate_request(text: str, images: list[Path], videos: list[Path], task: st
 
 def prepare_run(text: str, *, images: Sequence[Path] = (), videos: Sequence[Path] = (), task: str | None = None,
                 duration: float | None = None, previous: Path | None = None, options: RunOptions | None = None,
-                run_dir: Path | None = None) -> Path:
+                run_dir: Path | None = None, extra: Mapping[str, Any] | None = None) -> Path:
     """Check a request and make its run directory (inputs copied, run.json with status `queued`); nothing runs yet.
 
     Bad input raises InputError with nothing left on disk. `run_dir`: the exact directory to make (it must not
     exist; its folder must be writable), else a new `<time>-<slug>` folder under `options.out`. `resume_run` then
-    runs it from the start.
+    runs it from the start. `extra`: more fields for run.json (what an API was asked, say); its own fields win.
     """
     options = options or RunOptions()
     images, videos = [Path(p) for p in images], [Path(p) for p in videos]
@@ -249,8 +249,8 @@ def prepare_run(text: str, *, images: Sequence[Path] = (), videos: Sequence[Path
         request = UserRequest(text=text, images=copied[:n_images], videos=copied[n_images:n_files], task=task,
                               duration=duration, previous=copied[-1] if previous else None)
         _write_json(run_dir / "run.json", {
-            "request": request.model_dump(), "task": None, "preset": options.preset, "device": options.device,
-            "memory_profile": options.memory_profile, "seed": seed, "overrides": options.overrides,
+            **(extra or {}), "request": request.model_dump(), "task": None, "preset": options.preset,
+            "device": options.device, "memory_profile": options.memory_profile, "seed": seed, "overrides": options.overrides,
             "max_repeats": options.max_repeats, "review": options.review, "sops_dir": str(options.sops_dir or ""),
             "noise": options.preset == "tiny", "status": "queued", "seconds": 0.0, **adapters,
             "created": datetime.now().isoformat()})

@@ -17,7 +17,7 @@ from mora_agents.runs.runner import check_options
 from mora_agents.serve.app import ServeConfig, create_app
 from mora_agents.sop.loader import BUILTIN_DIR
 
-__all__ = ["ServeConfig", "create_app", "is_loopback", "serve"]
+__all__ = ["ServeConfig", "check_config", "create_app", "is_loopback", "serve"]
 
 
 def is_loopback(host: str) -> bool:
@@ -29,13 +29,9 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def serve(config: ServeConfig, host: str = "127.0.0.1", port: int = 7860,
-          on_start: Callable[[], None] | None = None) -> None:
-    """Serve until interrupted (Ctrl-C: the running run is interrupted and resumes at the next start).
-
-    A host other than a loopback address needs a token, and the run options are checked as `mora run` checks them
-    (else InputError). The user SOP folder is created; then `on_start` is called (e.g. to print a notice).
-    """
+def check_config(config: ServeConfig, host: str) -> None:
+    """Before serving: a host other than a loopback address needs a token, and the run options are checked as
+    `mora run` checks them (else InputError). The user SOP folder is created."""
     if not is_loopback(host) and not config.token:
         raise InputError(f"--host {host}: serving beyond this machine needs --token (every request must carry it)")
     check_options(config.options)
@@ -47,13 +43,28 @@ def serve(config: ServeConfig, host: str = "127.0.0.1", port: int = 7860,
         config.options.sops_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise InputError(f"--sops {config.options.sops_dir}: cannot make the folder ({e.strerror})") from None
-    if on_start is not None:
-        on_start()
+
+
+def log_to_stderr() -> logging.Logger:
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter("%(levelname)s:     %(message)s"))
     logger = logging.getLogger("mora.serve")
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
+    return logger
+
+
+def serve(config: ServeConfig, host: str = "127.0.0.1", port: int = 7860,
+          on_start: Callable[[], None] | None = None) -> None:
+    """Serve until interrupted (Ctrl-C: the running run is interrupted and resumes at the next start).
+
+    The configuration is checked first (`check_config`: InputError); then `on_start` is called (e.g. to print a
+    notice).
+    """
+    check_config(config, host)
+    if on_start is not None:
+        on_start()
+    logger = log_to_stderr()
     app = create_app(replace(config, local_only=is_loopback(host)))
     address = f"http://{f'[{host}]' if ':' in host else host}:{port}/"
     logger.info("mora serve: the page at %s%s, the API's docs at %sdocs", address,

@@ -11,6 +11,8 @@
     GET  /api/sops[/{name}], POST /api/sops/validate, PUT /api/sops/{name}   the SOP editor's files
     GET  /files/{id}/transcript.html  the transcript page (`mora transcript --html`)
     GET  /files/{id}/{path}           a file of the run directory (HTTP range requests, so videos seek)
+    /v1/videos...                     OpenAI's Videos API over the same runs (`openai_videos`)
+    /mcp                              the MCP server over the same runs, streamable HTTP (`mora_agents.mcp_server`)
 
 FastAPI documents them at /docs.
 """
@@ -23,7 +25,7 @@ import json
 import re
 import tempfile
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager, suppress
+from contextlib import AsyncExitStack, asynccontextmanager, suppress
 from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
@@ -43,8 +45,11 @@ from mora_agents.runs.progress import ProgressReport
 from mora_agents.runs.render import describe, record_media
 from mora_agents.runs.runner import RunOptions, can_resume, prepare_run
 from mora_agents.runs.transcript import Record, read_transcript
+from mora_agents.serve.hub import Hub
+from mora_agents.serve.openai_videos import ErrorShape, videos_router
 from mora_agents.serve.sops import SopEntry, list_sops, read_sop, save_sop, validate_text
 from mora_agents.serve.uploads import UploadTooLarge, read_multipart
+from mora_agents.serve.webhooks import Sender, Webhook
 from mora_agents.serve.worker import Conflict, PendingReview, Worker
 
 STATIC = Path(__file__).parent / "static"
@@ -67,6 +72,8 @@ class ServeConfig:
     """Bound to a loopback address: requests must name a loopback host (no DNS rebinding)."""
     max_image_bytes: int = 50 * 2**20
     max_video_bytes: int = 2 * 2**30
+    webhook: Webhook | None = None
+    """Where completed and failed videos are announced (signed), if anywhere."""
 
 
 class RunCreate(BaseModel):
@@ -226,20 +233,33 @@ def create_app(config: ServeConfig) -> FastAPI:
     out, user_sops = options.out, options.sops_dir
     assert user_sops is not None, "the server needs a user SOP folder"
     worker = Worker()
+    hub = Hub(options, worker)
+    try:
+        from mora_agents.mcp_server import http_routes
+    except ImportError:  # the `mcp` extra is not installed: no /mcp
+        mcp_routes, mcp_sessions = [], None
+    else:
+        mcp_routes, mcp_sessions = http_routes(hub)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        worker.recover(out)
-        task = asyncio.create_task(worker.run_forever())
-        yield
-        task.cancel()
-        with suppress(asyncio.CancelledError):
-            await task
+        async with AsyncExitStack() as stack:
+            if config.webhook is not None:  # closed after the worker stops
+                sender = Sender(config.webhook)
+                hub.on_end.append(sender.send)
+                stack.push_async_callback(sender.close)
+            await stack.enter_async_context(worker.running(out))
+            if mcp_sessions is not None:
+                await stack.enter_async_context(mcp_sessions())
+            yield
 
     app = FastAPI(title="mora serve", lifespan=lifespan,
                   description="Runs, review, SOPs and transcripts of mora-agents over HTTP; the page is at /.")
     app.add_middleware(Guard, token=config.token, local_only=config.local_only)
+    app.add_middleware(ErrorShape)  # outside the guard: its refusals of /v1 requests take the API's shape
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    app.include_router(videos_router(hub, config.max_image_bytes, config.max_video_bytes))
+    app.router.routes.extend(mcp_routes)
 
     @app.exception_handler(InputError)
     async def input_error(request: Request, e: InputError) -> JSONResponse:
@@ -390,7 +410,7 @@ def create_app(config: ServeConfig) -> FastAPI:
                 await asyncio.wait_for(changed.wait(), timeout=1.0)
 
     @app.post("/api/runs/{run_id}/review", summary="Decide a review point")
-    def review(run_id: str, answer: ReviewAnswer) -> dict[str, Any]:
+    async def review(run_id: str, answer: ReviewAnswer) -> dict[str, Any]:  # in the loop: it wakes the worker
         """The first decision for a review wins; a second one (another tab, another client) gets 409."""
         run_path(run_id)
         try:
@@ -400,7 +420,7 @@ def create_app(config: ServeConfig) -> FastAPI:
         return decision.model_dump()
 
     @app.post("/api/runs/{run_id}/resume", summary="Queue an interrupted, failed, waiting or stopped run again")
-    def resume(run_id: str) -> RunView:
+    async def resume(run_id: str) -> RunView:  # in the event loop, as the worker's queue is
         run_dir = run_path(run_id)
         current = view(run_dir)
         if not current.resumable:
@@ -410,7 +430,7 @@ def create_app(config: ServeConfig) -> FastAPI:
         return view(run_dir)
 
     @app.post("/api/runs/{run_id}/cancel", summary="Cancel a queued run, or stop a running one at its next checkpoint")
-    def cancel(run_id: str) -> dict[str, str]:
+    async def cancel(run_id: str) -> dict[str, str]:  # in the event loop, as the worker's queue is
         run_path(run_id)
         return {"id": run_id, "cancel": worker.cancel(run_id)}
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -56,6 +58,8 @@ class Worker:
         self.live: dict[str, LiveRun] = {}
         self._signals: dict[str, asyncio.Event] = {}
         self._wake = asyncio.Event()
+        self.listeners: list[Callable[[str], None]] = []
+        """Called with the run id at each change of a run (as `signal`'s events are set), in the event loop."""
 
     def signal(self, run_id: str) -> asyncio.Event:
         """An event set at the run's next change (a record, progress, status); take it before reading the state."""
@@ -64,6 +68,8 @@ class Worker:
     def notify(self, run_id: str) -> None:
         if (event := self._signals.pop(run_id, None)) is not None:
             event.set()
+        for listener in self.listeners:
+            listener(run_id)
 
     def position(self, run_id: str) -> int | None:
         """1 for the next run to start, 2 after it, ...; None when the run is not queued."""
@@ -114,6 +120,18 @@ class Worker:
         decision = parse_decision(answer, pending.request, "web")
         pending.decision.set_result(decision)
         return decision
+
+    @asynccontextmanager
+    async def running(self, out: Path) -> AsyncIterator[None]:
+        """Queue again what a stopped server left under `out`, and drive the queue while the block runs."""
+        self.recover(out)
+        task = asyncio.create_task(self.run_forever())
+        try:
+            yield
+        finally:
+            task.cancel()
+            with suppress(asyncio.CancelledError):
+                await task
 
     async def run_forever(self) -> None:
         while True:
