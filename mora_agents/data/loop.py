@@ -25,7 +25,6 @@ from typing import Any
 
 from mora_agents.batch import BatchRequest, run_batch
 from mora_agents.batch.engine import Notify
-from mora_agents.data.judges import JudgeSpec
 from mora_agents.data.make import MakeConfig, check_inputs, check_settings, make_data
 from mora_agents.data.report import summarise, write_report
 from mora_agents.data.seeds import Seed
@@ -35,6 +34,7 @@ from mora_agents.errors import InputError, MoraError
 from mora_agents.eval import Evaluator, load_target, resolve_metrics
 from mora_agents.eval.metrics.summary import VIDEO_QUALITY
 from mora_agents.eval.report import write_json
+from mora_agents.judges import JudgeSpec
 from mora_agents.media import atomic_path
 from mora_agents.runs.runner import RunOptions
 from mora_agents.train import TrainConfig, resume, train
