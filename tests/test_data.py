@@ -136,11 +136,13 @@ def test_a_model_writer_gets_its_errors_back(monkeypatch):
     good = {"prompts": ["a kite over a stormy sea", "a tram climbing a hill at night"]}
     replies = [text_reply("Here are some prompts!"), text_reply(json.dumps({"prompts": ["A red fox, running through snow."]})),
                text_reply(json.dumps(good))]
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-openai-secret")  # for OpenAI's API only, never for this server
     with FakeOpenAI(replies) as server:
         monkeypatch.setenv("MORA_LLM_BASE_URL", server.base_url)
         monkeypatch.setenv("MORA_LLM_MODEL", "writer")
         prompts = asyncio.run(write_prompts(["a red fox running through snow"], 2, 0, client_from_env()))
         assert prompts == good["prompts"]
+        assert all("sk-openai-secret" not in str(r["headers"]) for r in server.requests)
         errors = [texts(r["body"]) for r in server.requests[1:]]
         assert "does not match the schema" in errors[0] and "copies an example" in errors[1]
     with FakeOpenAI([text_reply("no")] * 3) as server:

@@ -162,8 +162,22 @@ def _record(config: MakeConfig, options: RunOptions, seeds: Sequence[Seed], task
                       for s in seeds]}
 
 
-def _checked(seeds: Sequence[Seed], config: MakeConfig, options: RunOptions) -> tuple[list[_Task], dict[str, Any]]:
-    """Everything `check_inputs` checks; also the tasks."""
+@dataclass
+class Checked:
+    """A make's inputs, checked: its tasks, and the record a later call must match (make.json)."""
+
+    tasks: list[_Task]
+    record: dict[str, Any]
+
+    def run_of(self, seed: Seed) -> tuple[str, float | None]:
+        """The task (the first whose inputs the seed's media fit) and the duration of a run from `seed`."""
+        task = next(task for task in self.tasks if seed in task.seeds)
+        return task.name, task.duration
+
+
+def check_inputs(seeds: Sequence[Seed], config: MakeConfig, options: RunOptions) -> Checked:
+    """The seeds, counts, tasks, duration, `--set` values and run options (`options.out` included), as the
+    candidates' runs will be checked; InputError."""
     if not 1 <= config.count <= MAX_COUNT:
         raise InputError(f"--count {config.count}: from 1 to {MAX_COUNT}")
     if not 2 <= config.candidates <= MAX_CANDIDATES:
@@ -176,13 +190,7 @@ def _checked(seeds: Sequence[Seed], config: MakeConfig, options: RunOptions) -> 
         with use_settings(preset=options.preset, device=options.device, memory_profile=options.memory_profile):
             validate_request(seed.text, seed.images, seed.videos, task.name, task.duration,
                              replace(options, overrides=config.overrides))
-    return tasks, _record(config, options, seeds, tasks)
-
-
-def check_inputs(seeds: Sequence[Seed], config: MakeConfig, options: RunOptions) -> dict[str, Any]:
-    """The seeds, counts, tasks, duration, `--set` values and run options (`options.out` included), as the
-    candidates' runs will be checked; InputError. Returns the record a later call must match (make.json)."""
-    return _checked(seeds, config, options)[1]
+    return Checked(tasks, _record(config, options, seeds, tasks))
 
 
 def check_settings(path: Path, record: dict[str, Any], maker: str) -> None:
@@ -242,7 +250,8 @@ def make_data(seeds: Sequence[Seed], data_dir: Path, config: MakeConfig, options
     Candidates that failed are in the result (`failed`); the same call runs them again.
     """
     data_dir = Path(data_dir).resolve()
-    tasks, record = _checked(seeds, config, replace(options, out=data_dir))
+    checked = check_inputs(seeds, config, replace(options, out=data_dir))
+    tasks, record = checked.tasks, checked.record
     check_settings(data_dir / MAKE, record, "`mora data make`")
     if not (data_dir / MAKE).is_file():
         _write_json(data_dir / MAKE, {**record, "created": datetime.now().isoformat()})
