@@ -49,7 +49,8 @@ def texts(body: dict[str, Any]) -> str:
 class FakeOpenAI:
     """Serves `replies` in order (one per request) and keeps every request's path, body and headers in `requests`.
 
-    A reply is a chat message dict, `http_error(...)`, `raw_reply(...)`, or a function of the request body that returns one (it may
+    A reply is a chat message dict, `http_error(...)`, `raw_reply(...)`, or a function of the request body that
+    returns one (it may
     sleep past the client's timeout: the late answer is dropped).
     """
 
@@ -81,7 +82,8 @@ class FakeOpenAI:
                     "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
                 })
 
-            def _send(self, status: int, payload: dict[str, Any] | bytes, content_type: str = "application/json") -> None:
+            def _send(self, status: int, payload: dict[str, Any] | bytes,
+                      content_type: str = "application/json") -> None:
                 data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
                 try:
                     self.send_response(status)

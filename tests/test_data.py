@@ -265,7 +265,8 @@ def test_judges_that_fail_abstain_and_people_decide_in_the_terminal(made: Simple
         time.sleep(1.0)
         return ranking(1, 2)
 
-    servers = [FakeOpenAI([prefer(data, 2, 1), prefer(data, 1, 2)]), FakeOpenAI([prefer(data, 2, 1), prefer(data, 2, 1)]),
+    servers = [FakeOpenAI([prefer(data, 2, 1), prefer(data, 1, 2)]),
+               FakeOpenAI([prefer(data, 2, 1), prefer(data, 2, 1)]),
                FakeOpenAI(garbage * 2), FakeOpenAI([http_error(500)] * 2), FakeOpenAI([late, late])]
     names = ["a", "b", "garbage", "broken", "slow"]
     with servers[0], servers[1], servers[2], servers[3], servers[4]:
@@ -342,6 +343,11 @@ def test_bad_input_is_one_line_and_writes_nothing(made: SimpleNamespace, tmp_pat
     _error([*make, str(tmp_path / "missing.txt")], 2, "missing.txt: no such file")
     _error([*make, str(made.seeds), "--task", "connect_videos"], 2, "has no image_to_video step")
     _error([*make, str(made.seeds), "--candidates", "1"], 2, "--candidates 1: from 2 to 16")
+    _error([*make, str(made.seeds), "--task", "text_to_video,text_to_video"], 2, "several different ones")
+    _error([*make, str(made.seeds), "--task", "text_to_video,edit_video"], 2,
+           "--task edit_video: no seed fits it (task 'edit_video' takes 1 to 1 video(s) (JSONL field 'videos')")
+    _error([*make, str(made.seeds), "--task", "text_to_video,image_to_video", "--count", "1"], 2,
+           "--count 1: a mix of 2 tasks needs a prompt for each")
     assert not out.exists()
     _error(["data", "make", "--prompts", str(made.seeds), "--out", str(made.data), "--count", "3", *FAST_RUNS], 2,
            "was started with other settings (count: 2, now 3)")

@@ -83,7 +83,7 @@ class MakeResult:
 
 
 @dataclass
-class _Task:
+class MakeTask:
     """One task of a make, checked: its SOP, the seeds that fit its inputs, its duration and its kind of prompt."""
 
     name: str
@@ -111,13 +111,15 @@ def _prompt_kind(sop: SOP) -> str:
                          for step in sop.steps) else "scene"
 
 
-def _tasks(config: MakeConfig, options: RunOptions, seeds: Sequence[Seed]) -> list[_Task]:
+def _tasks(config: MakeConfig, options: RunOptions, seeds: Sequence[Seed]) -> list[MakeTask]:
     """Check the tasks (SOPs with an image-to-video step; every seed fits one, each has a seed that fits it), the
     seeds' media and the duration."""
     sops = {name: sop for name, (sop, _) in find_sops(options.sops_dir).items()}
     names = config.tasks
     if not names or len(set(names)) < len(names):
         raise InputError(f"--task {config.task}: give one task, or several different ones separated by commas")
+    if config.count < len(names):
+        raise InputError(f"--count {config.count}: a mix of {len(names)} tasks needs a prompt for each")
     for name in names:
         if name not in sops:
             raise InputError(f"--task {name}: unknown task (tasks: {', '.join(sorted(sops))})")
@@ -146,11 +148,11 @@ def _tasks(config: MakeConfig, options: RunOptions, seeds: Sequence[Seed]) -> li
         if spec is not None:
             duration = check_number(1.0 if config.duration is None else config.duration,
                                     f"--duration (task '{name}')", spec.min, spec.max)
-        tasks.append(_Task(name, fit, duration, _prompt_kind(sops[name])))
+        tasks.append(MakeTask(name, fit, duration, _prompt_kind(sops[name])))
     return tasks
 
 
-def _record(config: MakeConfig, options: RunOptions, seeds: Sequence[Seed], tasks: Sequence[_Task]
+def _record(config: MakeConfig, options: RunOptions, seeds: Sequence[Seed], tasks: Sequence[MakeTask]
             ) -> dict[str, Any]:
     """What a rerun must match."""
     duration = next((task.duration for task in tasks if task.duration is not None), None)
@@ -166,7 +168,7 @@ def _record(config: MakeConfig, options: RunOptions, seeds: Sequence[Seed], task
 class Checked:
     """A make's inputs, checked: its tasks, and the record a later call must match (make.json)."""
 
-    tasks: list[_Task]
+    tasks: list[MakeTask]
     record: dict[str, Any]
 
     def run_of(self, seed: Seed) -> tuple[str, float | None]:
@@ -214,14 +216,15 @@ def _write_json(path: Path, data: Any) -> None:
         tmp.write_text(json.dumps(data, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
-def _prompts(data_dir: Path, tasks: Sequence[_Task], config: MakeConfig, client: ChatCompletionClient | None,
+def _prompts(data_dir: Path, tasks: Sequence[MakeTask], config: MakeConfig, client: ChatCompletionClient | None,
              avoid: Sequence[str]) -> list[str]:
     """The written prompts, prompt i for task i mod k of k: read back if written before, else asked of the LLM
     (for each task, from the seeds that fit it, of its kind) and recorded."""
     path = data_dir / PROMPTS
     if path.is_file():
         prompts = read_json_object(path, ("prompts",))["prompts"]
-        if not isinstance(prompts, list) or len(prompts) != config.count or not all(isinstance(p, str) for p in prompts):
+        if not (isinstance(prompts, list) and len(prompts) == config.count
+                and all(isinstance(prompt, str) for prompt in prompts)):
             raise InputError(f"{path}: damaged (not a list of {config.count} prompts); delete it to write them again")
         return prompts
     from mora_agents.llm import client_from_env

@@ -5,9 +5,9 @@ accepted; otherwise a person picks one or discards the set (with `no_human`, the
 ablation). A set with fewer than two finished candidates is discarded. Judges that abstain do not vote.
 
 `DATA/selection.json` records every set: the criteria and the orders of the candidates drawn per judge (and the
-draw's seed), every vote, the decision, who made it and when, and the sample it became. It is written after every change, atomically, so a stopped selection
-continues without asking judges (or people) again. Accepted candidates are written into `DATA/dataset/` with
-`mora_agents.train.write_sample`.
+draw's seed), every vote, the decision, who made it and when, and the sample it became. It is written after every
+change, atomically, so a stopped selection continues without asking judges (or people) again. Accepted candidates
+are written into `DATA/dataset/` with `mora_agents.train.write_sample`.
 
 People: any callable of a `PendingSet` that returns a candidate number, None (discard) or `SKIP` (decide later) is
 a reviewer: `scripted_choices([...])`, `TextChooser(input)`, `mora data review` (a terminal with thumbnails), a

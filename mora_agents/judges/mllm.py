@@ -114,8 +114,9 @@ class OpenAIJudge:
     def rank(self, showing: Showing, criterion: int) -> Vote:
         vote = Vote(judge=self.spec.label, kind="mllm", criterion=criterion, model=self.spec.model)
         messages = judge_messages(showing, criterion, self.spec.max_side)
-        extra = {"response_format": {"type": "json_schema", "json_schema": {
-            "name": "candidate_ranking", "strict": True, "schema": RANKING_SCHEMA}}} if self.spec.structured_output else {}
+        schema = {"name": "candidate_ranking", "strict": True, "schema": RANKING_SCHEMA}
+        extra = {"response_format": {"type": "json_schema", "json_schema": schema}} if self.spec.structured_output \
+            else {}
         error = ""
         for attempt in range(1, TRIES + 1):
             try:

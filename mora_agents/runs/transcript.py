@@ -5,8 +5,9 @@
 
 `message` is the autogen message's own `dump()`, so `Record.to_message()` rebuilds the message object.
 `duration` is the time since the previous record (for a tool result: how long the tool ran).
-Each record is appended with one write and fsynced; lines end at `\n` only (`mora_agents.jsonl`). Reading skips damaged lines (invalid UTF-8 or JSON, a
-last line cut short by a crash) and says which; a writer that opens the file drops such a half-written last line.
+Each record is appended with one write and fsynced; lines end at `\n` only (`mora_agents.jsonl`). Reading skips
+damaged lines (invalid UTF-8 or JSON, a last line cut short by a crash) and says which; a writer that opens the file
+drops such a half-written last line.
 """
 
 from __future__ import annotations
