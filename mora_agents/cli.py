@@ -21,6 +21,7 @@ from typer.core import TyperGroup
 from mora_agents.bench.cli import bench_command
 from mora_agents.errors import InputError, MoraError
 from mora_agents.eval.cli import eval_command
+from mora_agents.jsonl import escape_separators
 from mora_agents.ui.terminal import TerminalUI
 
 if TYPE_CHECKING:
@@ -450,7 +451,7 @@ def _train_loop(prompts: Path, out_dir: Path, config: LoopConfig, preset: str, d
 def data_make(
     prompts: Annotated[Path, typer.Option(help="Seed prompts: text (one per line), JSONL or CSV with a prompt column.")],
     out_dir: Annotated[Path, typer.Option("--out", help="The data folder (new, or the one a stopped make left).")],
-    task: Annotated[str, typer.Option(help="The task (SOP) every candidate runs.")] = "text_to_video",
+    task: Annotated[str, typer.Option(help="The task (SOP) every candidate runs, or a mix: text_to_video,edit_video.")] = "text_to_video",
     count: Annotated[int, typer.Option(help="Prompts the LLM writes from the seeds.")] = 16,
     candidates: Annotated[int, typer.Option(help="Candidate runs per prompt, each with its own seed.")] = 4,
     duration: Annotated[Optional[float], typer.Option(help="Seconds per candidate (default: one segment).")] = None,
@@ -490,7 +491,7 @@ def data_make(
 @data_app.command("select")
 def data_select(
     data: Annotated[Path, typer.Argument(help="A data folder made by `mora data make`.")],
-    judge: Annotated[list[str], typer.Option(help="A judge: metric:NAME or [NAME=]MODEL\\[@URL] (repeatable; default: MORA_JUDGES, else two metric judges).")] = [],
+    judge: Annotated[list[str], typer.Option(help="A judge: metric:NAME or [NAME=]MODEL\\[@URL]\\[#KEY_VARIABLE] (repeatable; default: MORA_JUDGES, else two metric judges).")] = [],
     judges: Annotated[Optional[Path], typer.Option(help="A JSON or YAML file of judges.")] = None,
     judge_frames: Annotated[int, typer.Option(help="Frames per candidate shown to the judges.")] = 4,
     no_human: Annotated[bool, typer.Option("--no-human", help="Discard the sets the judges disagree on.")] = False,
@@ -639,7 +640,7 @@ def transcript(
         return
     for record in records:
         if as_json:
-            sys.stdout.write(record.model_dump_json() + "\n")
+            sys.stdout.write(escape_separators(record.model_dump_json()) + "\n")
         else:
             out.print(f"[dim]{record.seq:>3} +{record.elapsed:7.2f}s[/] [bold cyan]{escape(record.source)}[/] "
                       f"{escape(describe(record))}")

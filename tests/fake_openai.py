@@ -29,6 +29,11 @@ def http_error(status: int, message: str = "scripted failure") -> dict[str, Any]
     return {"_status": status, "_message": message}
 
 
+def raw_reply(body: str, content_type: str = "text/html") -> dict[str, Any]:
+    """A reply that is HTTP 200 with this body as it is (an HTML page, a JSON that is no chat completion, ...)."""
+    return {"_raw": body, "_content_type": content_type}
+
+
 def image_urls(body: dict[str, Any]) -> list[str]:
     """The image URLs of a request's messages (multimodal content parts), in order."""
     return [part["image_url"]["url"] for message in body["messages"] if isinstance(message["content"], list)
@@ -42,9 +47,10 @@ def texts(body: dict[str, Any]) -> str:
 
 
 class FakeOpenAI:
-    """Serves `replies` in order (one per request) and keeps every request body in `requests`.
+    """Serves `replies` in order (one per request) and keeps every request's path, body and headers in `requests`.
 
-    A reply is a chat message dict, `http_error(...)`, or a function of the request body that returns one (it may
+    A reply is a chat message dict, `http_error(...)`, `raw_reply(...)`, or a function of the request body that
+    returns one (it may
     sleep past the client's timeout: the late answer is dropped).
     """
 
@@ -55,7 +61,7 @@ class FakeOpenAI:
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:  # noqa: N802 (http.server's name)
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                fake.requests.append({"path": self.path, "body": body})
+                fake.requests.append({"path": self.path, "body": body, "headers": dict(self.headers)})
                 if not fake.replies:
                     self.send_error(500, "no scripted reply left")
                     return
@@ -65,6 +71,9 @@ class FakeOpenAI:
                 if "_status" in message:
                     self._send(message["_status"], {"error": {"message": message["_message"], "type": "server_error"}})
                     return
+                if "_raw" in message:
+                    self._send(200, message["_raw"].encode(), message["_content_type"])
+                    return
                 self._send(200, {
                     "id": f"chatcmpl-{len(fake.requests)}", "object": "chat.completion", "created": 0,
                     "model": body.get("model", "fake"),
@@ -73,11 +82,12 @@ class FakeOpenAI:
                     "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
                 })
 
-            def _send(self, status: int, payload: dict[str, Any]) -> None:
-                data = json.dumps(payload).encode()
+            def _send(self, status: int, payload: dict[str, Any] | bytes,
+                      content_type: str = "application/json") -> None:
+                data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
                 try:
                     self.send_response(status)
-                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Type", content_type)
                     self.send_header("Content-Length", str(len(data)))
                     self.end_headers()
                     self.wfile.write(data)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import codecs
 import hashlib
 import json
 import os
@@ -186,24 +187,84 @@ def test_bad_lines_are_named_one_each_and_nothing_runs(tmp_path: Path) -> None:
         {"text": "a red fox", "colour": "red"},
         {"text": "a red fox", "adapters": "no-adapters"},
     ])
+    deep = "[" * 100_000 + "]" * 100_000
     with path.open("a") as f:
         f.write("not json\n")
+        f.write('{"text": "a red fox", "set": {"image_to_video.frames": ' + deep + '}}\n')
+    path.write_bytes(codecs.BOM_UTF8 + path.read_bytes())  # saved by an editor that marks UTF-8: line 1 still reads
     args = ["batch", str(path), "--out", str(tmp_path / "out"), "--preset", "tiny", "--device", "cpu"]
     result = CliRunner().invoke(app, args, env={"COLUMNS": "300"})
     assert result.exit_code == 2
     lines = result.output.strip().splitlines()
-    assert [line.removeprefix(f"mora: error: {path}:").split(":")[0] for line in lines] == ["2", "3", "4", "5", "6", "7"]
+    assert [line.removeprefix(f"mora: error: {path}:").split(":")[0] for line in lines] == [
+        "2", "3", "4", "5", "6", "7", "8"]
     assert "missing.png" in lines[0] and "--task dance" in lines[1] and "--duration 0" in lines[2]
     assert "unknown field 'colour'" in lines[3] and "no-adapters: no such folder" in lines[4]
-    assert "not valid JSON" in lines[5]
+    assert "not valid JSON" in lines[5] and lines[6].endswith(":8: nested deeper than 20 levels")
     assert not (tmp_path / "out").exists()
 
     skipping = CliRunner().invoke(app, [*args, "--skip-invalid"], env={"COLUMNS": "300"})
     assert skipping.exit_code == 0, skipping.output
-    assert skipping.output.count("skipped:") == 2  # the lines that are no request; the others are in the table
+    assert skipping.output.count("skipped:") == 3  # the lines that are no request; the others are in the table
     summary = [json.loads(line) for line in (tmp_path / "out" / "summary.jsonl").read_text().splitlines()]
     assert [(s["request"].rsplit(":", 1)[1], s["status"]) for s in summary] == [
         ("1", "finished"), ("2", "invalid"), ("3", "invalid"), ("4", "invalid"), ("6", "invalid")]
+
+
+@pytest.mark.parametrize("make, expected", [
+    (lambda d: d.joinpath("r.jsonl").write_bytes(b'{"text": "a red fox"}\n{"text": "caf\xe9"}\n') and d / "r.jsonl",
+     "r.jsonl:2: not UTF-8 text (byte 0xe9 at column 14)"),
+    (lambda d: os.mkfifo(d / "r.jsonl") or d / "r.jsonl", "r.jsonl: not a regular file (a folder, pipe or device)"),
+    (lambda d: Path("/dev/zero"), "/dev/zero: not a regular file (a folder, pipe or device)"),
+])
+def test_a_requests_file_that_cannot_be_read_is_one_line_at_once(tmp_path: Path, make, expected) -> None:
+    path = make(tmp_path)
+    result = CliRunner().invoke(app, ["batch", str(path), "--out", str(tmp_path / "out")], env={"COLUMNS": "300"})
+    assert result.exit_code == 2 and result.output.count("\n") == 1 and expected in result.output, result.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_second_batch_on_the_same_out_is_refused_naming_the_first(tmp_path: Path) -> None:
+    path = write_requests(tmp_path, [LINES[0]])
+    out = tmp_path / "out"
+    out.mkdir()
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys; from pathlib import Path; from mora_agents.runs.lock import file_lock\n"
+        f"with file_lock(Path({str(out / 'batch.lock')!r}), RuntimeError):\n"
+        "    print('held', flush=True); sys.stdin.read()")], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == "held\n"
+        result = CliRunner().invoke(app, ["batch", str(path), "--out", str(out), "--preset", "tiny", "--device",
+                                          "cpu"], env={"COLUMNS": "300"})
+    finally:
+        holder.communicate("")
+    [error] = [line for line in result.output.splitlines() if "error" in line]
+    assert result.exit_code == 2 and f"another batch is running in this folder (process {holder.pid} on " in error
+    assert sorted(p.name for p in out.iterdir()) == ["batch.lock"]  # no run made, no summary written
+
+
+def test_a_finished_run_that_lost_its_run_json_is_recovered_not_made_again(tmp_path: Path) -> None:
+    """run.json deleted: the run's record is rebuilt from its transcript and the batch's request, and the run ends
+    as finished at once; a run directory with work but no request in its transcript is left alone, as damaged."""
+    found, _ = read_requests(write_requests(tmp_path, [LINES[0], LINES[5]]))
+    out = tmp_path / "out"
+    [first] = run_batch(found[:1], options(out))
+    assert first.status == "finished"
+    video, info = first.result.read_bytes(), read_info(first.run_dir)
+    (first.run_dir / "run.json").unlink()
+    damaged = check_requests(found, options(out))[1].run_dir
+    damaged.mkdir()
+    (damaged / "transcript.jsonl").write_text('{"seq": 0}\n')
+
+    again, left = run_batch(found, options(out))
+    assert (again.status, again.run_dir, again.result.read_bytes()) == ("finished", first.run_dir, video)
+    assert tool_runs(first.run_dir, "image_to_video") == 1 and tool_runs(first.run_dir, "text_to_image") == 1
+    recovered = read_info(first.run_dir)
+    assert recovered["recovered"].startswith("run.json was missing") and recovered["status"] == "finished"
+    assert {k: recovered[k] for k in ("request", "seed", "task", "overrides")} == {
+        k: info[k] for k in ("request", "seed", "task", "overrides")}
+    assert left.status == "damaged" and "no request in its transcript" in left.error
+    assert (damaged / "transcript.jsonl").read_text() == '{"seq": 0}\n' and not (damaged / "run.json").exists()
 
 
 def test_ray_without_ray_installed_is_one_line(tmp_path: Path, monkeypatch) -> None:

@@ -8,6 +8,7 @@ import asyncio
 import base64
 import io
 import json
+import os
 import shutil
 import time
 from contextlib import contextmanager
@@ -15,6 +16,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from conftest import make_video
 from fake_openai import FakeOpenAI, http_error, image_urls, text_reply, texts
 from PIL import Image
 from test_train import check_adapters_change_a_run
@@ -32,13 +34,16 @@ from mora_agents.data import (
     select,
 )
 from mora_agents.data.loop import LoopConfig, LoopUI, run_loop, split_seeds
+from mora_agents.data.sets import sample_frames
 from mora_agents.data.writer import normal, write_prompts
 from mora_agents.errors import InputError, MoraError
+from mora_agents.judges.mllm import data_url
 from mora_agents.llm import client_from_env
-from mora_agents.llm.offline import OfflineChatCompletionClient
+from mora_agents.llm.offline import CHANGES, OfflineChatCompletionClient
 from mora_agents.media import read_video
 from mora_agents.runs.runner import RunOptions
 from mora_agents.train import TrainConfig, load_hf_dataset, read_dataset
+from mora_agents.train.agents import ImageToImageAgent
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 SEEDS = "a red fox running through snow\n# a comment\n\na lighthouse in a storm\na paper boat on a pond\n"
@@ -50,6 +55,19 @@ FAST_TRAINING = ["--batch-size", "2", "--frames", "4", "--resolution", "32x32"]
 
 def ranking(*order: int):
     return text_reply(json.dumps({"ranking": list(order), "reason": "the steadiest frames"}))
+
+
+def prefer(data: Path, *order: int):
+    """A judge that ranks the candidates `order` (their own numbers) however they are shown: it knows each by its
+    first frame, as it sees it (the shown labels are mapped back by the selection)."""
+    firsts = {data_url(sample_frames(data / str(c.video), 4)[0][0], 512): c.number
+              for cset in read_sets(data) for c in cset.finished()}
+
+    def reply(body: dict) -> dict:
+        labels = [firsts[url] for url in image_urls(body) if url in firsts]  # the candidate shown as label k
+        return ranking(*(labels.index(number) + 1 for number in order))
+
+    return reply
 
 
 def judges_file(path: Path, *entries: str) -> Path:
@@ -118,11 +136,13 @@ def test_a_model_writer_gets_its_errors_back(monkeypatch):
     good = {"prompts": ["a kite over a stormy sea", "a tram climbing a hill at night"]}
     replies = [text_reply("Here are some prompts!"), text_reply(json.dumps({"prompts": ["A red fox, running through snow."]})),
                text_reply(json.dumps(good))]
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-openai-secret")  # for OpenAI's API only, never for this server
     with FakeOpenAI(replies) as server:
         monkeypatch.setenv("MORA_LLM_BASE_URL", server.base_url)
         monkeypatch.setenv("MORA_LLM_MODEL", "writer")
         prompts = asyncio.run(write_prompts(["a red fox running through snow"], 2, 0, client_from_env()))
         assert prompts == good["prompts"]
+        assert all("sk-openai-secret" not in str(r["headers"]) for r in server.requests)
         errors = [texts(r["body"]) for r in server.requests[1:]]
         assert "does not match the schema" in errors[0] and "copies an example" in errors[1]
     with FakeOpenAI([text_reply("no")] * 3) as server:
@@ -157,18 +177,32 @@ def test_make_writes_candidates_and_a_stopped_make_resumes(made: SimpleNamespace
             assert made_.fps == 7 and made_.motion_bucket_id == 180
 
 
-def test_an_edit_task_keeps_the_edit_steps_intermediates(tmp_path: Path):
-    Image.new("RGB", (64, 64), (30, 120, 200)).save(tmp_path / "sky.png")
-    (tmp_path / "seeds.jsonl").write_text('{"prompt": "make it snow", "images": ["sky.png"]}\n')
+def test_a_task_mix_makes_edit_samples_for_instructpix2pix(tmp_path: Path):
+    """`--task text_to_video,edit_video`: prompt 1 a scene from the text seed, prompt 2 an edit instruction from the
+    seed with a video; the edit run's sample carries the image-to-image agent's step (source, edited frame and
+    instruction, and what made them), so that InstructPix2Pix trains on it."""
+    make_video(tmp_path / "clip.mp4", frames=4)
+    (tmp_path / "seeds.jsonl").write_text('{"prompt": "a red fox running through snow"}\n'
+                                          '{"prompt": "make it look like winter", "videos": ["clip.mp4"]}\n')
     made = make_data(read_seeds(tmp_path / "seeds.jsonl"), tmp_path / "data",
-                     MakeConfig(task="image_to_video", count=1, candidates=2, overrides=OVERRIDES),
+                     MakeConfig(task="text_to_video, edit_video", count=2, candidates=2,
+                                overrides={**OVERRIDES, "edit_image": {"steps": 1}}),
                      RunOptions(preset="tiny", device="cpu"))
-    candidate = made.sets[0].candidates[0]
-    assert candidate.intermediates.first_frame is None and candidate.intermediates.instruction == made.sets[0].prompt
-    assert candidate.intermediates.source_frame.endswith("inputs/1-sky.png")
-    select(tmp_path / "data", reviewer=scripted_choices([1]))
-    [sample] = read_dataset(tmp_path / "data" / "dataset")
-    assert sample.clip_start == sample.edited_frame and sample.instruction == made.sets[0].prompt
+    assert not made.failed and [s.task for s in made.sets] == ["text_to_video", "edit_video"]
+    written = json.loads((tmp_path / "data" / "prompts.json").read_text())
+    assert written["tasks"] == ["text_to_video", "edit_video"]
+    assert written["prompts"][1].lower().startswith(tuple(CHANGES))  # an edit instruction, not a scene
+    edit = made.sets[1].candidates[0].intermediates
+    assert edit.first_frame is None and edit.instruction == made.sets[1].prompt
+    assert edit.source_frame.endswith(".png") and (tmp_path / "data" / edit.edited_frame).is_file()
+    select(tmp_path / "data", reviewer=scripted_choices([1, 1]))
+    scene, edited = read_dataset(tmp_path / "data" / "dataset")
+    assert edited.clip_start == edited.edited_frame and edited.instruction == made.sets[1].prompt
+    assert [(m["field"], m["agent"], m["tool"]) for m in edited.made_by] == [
+        ("edited_frame", "image_to_image_agent", "edit_image"), ("clip", "image_to_video_agent", "image_to_video")]
+    assert scene.made_by[0] == {"field": "first_frame", "step": "image", "agent": "text_to_image_agent",
+                                "tool": "text_to_image"}
+    assert [ImageToImageAgent.uses(sample) for sample in (scene, edited)] == [False, True]
 
 
 # -- selection ------------------------------------------------------------------------------------------------
@@ -178,7 +212,8 @@ def test_one_full_iteration_with_two_judges_a_person_and_training(made: SimpleNa
     """Two MLLM judges (one with structured output) agree on one set, not on the other; a person stops, then
     decides; the two accepted samples train 4 steps; a run with the adapters differs from one without."""
     data = copy(made.data, tmp_path / "data")
-    with FakeOpenAI([ranking(1, 2), ranking(1, 2)]) as qwen, FakeOpenAI([ranking(1, 2), ranking(2, 1)]) as llava:
+    with FakeOpenAI([prefer(data, 1, 2), prefer(data, 1, 2)]) as qwen, \
+            FakeOpenAI([prefer(data, 1, 2), prefer(data, 2, 1)]) as llava:
         specs = read_judges_file(judges_file(
             tmp_path / "judges.yaml", f"name: qwen, model: Qwen/Qwen2-VL-7B-Instruct, base_url: '{qwen.base_url}'",
             f"name: llava, model: llava-onevision, base_url: '{llava.base_url}', structured_output: false"))
@@ -195,10 +230,12 @@ def test_one_full_iteration_with_two_judges_a_person_and_training(made: SimpleNa
             urls = image_urls(body)
             assert len(urls) == 2 * 4 and all(u.startswith("data:image/jpeg;base64,") for u in urls)
             assert Image.open(io.BytesIO(base64.b64decode(urls[0].partition(",")[2]))).size == (64, 64)
-            assert CRITERIA[log[cset.id].draw["criteria"][label]] in text
+            assert CRITERIA[log[cset.id].draw.criteria[label]] in text
             assert cset.candidates[0].intermediates.enhanced_prompt in text and "Candidate 2, frame 4 of 4" in text
             assert ("response_format" in body) == structured
-    assert isinstance(log["p002"].draw["seed"], int) and set(log["p002"].draw["criteria"]) == {"qwen", "llava"}
+    draw = log["p002"].draw
+    assert isinstance(draw.seed, int) and set(draw.criteria) == set(draw.orders) == {"qwen", "llava"}
+    assert [vote.shown for vote in log["p002"].votes] == [draw.orders["qwen"], draw.orders["llava"]]
     samples = read_dataset(data / "dataset")
     assert [(s.set, s.candidate, s.decision["by"], s.iteration) for s in samples] == [
         ("p001", 1, "judges", 0), ("p002", 2, "person:alice", 0)]
@@ -228,7 +265,8 @@ def test_judges_that_fail_abstain_and_people_decide_in_the_terminal(made: Simple
         time.sleep(1.0)
         return ranking(1, 2)
 
-    servers = [FakeOpenAI([ranking(2, 1), ranking(1, 2)]), FakeOpenAI([ranking(2, 1), ranking(2, 1)]),
+    servers = [FakeOpenAI([prefer(data, 2, 1), prefer(data, 1, 2)]),
+               FakeOpenAI([prefer(data, 2, 1), prefer(data, 2, 1)]),
                FakeOpenAI(garbage * 2), FakeOpenAI([http_error(500)] * 2), FakeOpenAI([late, late])]
     names = ["a", "b", "garbage", "broken", "slow"]
     with servers[0], servers[1], servers[2], servers[3], servers[4]:
@@ -255,12 +293,13 @@ def test_judges_that_fail_abstain_and_people_decide_in_the_terminal(made: Simple
 
 def test_a_judge_refused_midway_stops_with_one_line_and_keeps_what_was_accepted(made: SimpleNamespace, tmp_path: Path):
     data = copy(made.data, tmp_path / "data")
-    with FakeOpenAI([ranking(1, 2), http_error(401, "key revoked")]) as a, FakeOpenAI([ranking(1, 2)] * 3) as b:
+    with FakeOpenAI([prefer(data, 1, 2), http_error(401, "key revoked")]) as a, \
+            FakeOpenAI([prefer(data, 1, 2)] * 3) as b:
         judges = ["--judge", f"a=vlm@{a.base_url}", "--judge", f"b=vlm@{b.base_url}"]
         _error(["data", "select", str(data), *judges], 1, "judge a: the endpoint refused the request (HTTP 401: key revoked)")
         assert [s.set for s in read_dataset(data / "dataset")] == ["p001"]
         assert json.loads((data / "selection.json").read_text())["sets"]["p001"]["status"] == "accepted"
-        a.replies.append(ranking(2, 1))  # the key works again: the same command goes on with the set left
+        a.replies.append(prefer(data, 2, 1))  # the key works again: the same command goes on with the set left
         result = CliRunner().invoke(app, ["data", "select", str(data), *judges, "--no-human"])
     assert result.exit_code == 0, result.output
     assert len(a.requests) == len(b.requests) == 3  # p001 was not judged again; p002 from the start
@@ -270,7 +309,8 @@ def test_a_judge_refused_midway_stops_with_one_line_and_keeps_what_was_accepted(
 
 def test_no_human_discards_the_set_the_judges_disagree_on(made: SimpleNamespace, tmp_path: Path):
     data = copy(made.data, tmp_path / "data")
-    with FakeOpenAI([ranking(1, 2), ranking(1, 2)]) as a, FakeOpenAI([ranking(1, 2), ranking(2, 1)]) as b:
+    with FakeOpenAI([prefer(data, 1, 2), prefer(data, 1, 2)]) as a, \
+            FakeOpenAI([prefer(data, 1, 2), prefer(data, 2, 1)]) as b:
         result = CliRunner().invoke(app, ["data", "select", str(data), "--judge", f"a=vlm@{a.base_url}",
                                           "--judge", f"b=vlm@{b.base_url}", "--no-human"])
     assert result.exit_code == 0, result.output
@@ -303,6 +343,11 @@ def test_bad_input_is_one_line_and_writes_nothing(made: SimpleNamespace, tmp_pat
     _error([*make, str(tmp_path / "missing.txt")], 2, "missing.txt: no such file")
     _error([*make, str(made.seeds), "--task", "connect_videos"], 2, "has no image_to_video step")
     _error([*make, str(made.seeds), "--candidates", "1"], 2, "--candidates 1: from 2 to 16")
+    _error([*make, str(made.seeds), "--task", "text_to_video,text_to_video"], 2, "several different ones")
+    _error([*make, str(made.seeds), "--task", "text_to_video,edit_video"], 2,
+           "--task edit_video: no seed fits it (task 'edit_video' takes 1 to 1 video(s) (JSONL field 'videos')")
+    _error([*make, str(made.seeds), "--task", "text_to_video,image_to_video", "--count", "1"], 2,
+           "--count 1: a mix of 2 tasks needs a prompt for each")
     assert not out.exists()
     _error(["data", "make", "--prompts", str(made.seeds), "--out", str(made.data), "--count", "3", *FAST_RUNS], 2,
            "was started with other settings (count: 2, now 3)")
@@ -334,6 +379,46 @@ def test_bad_input_is_one_line_and_writes_nothing(made: SimpleNamespace, tmp_pat
     assert not out.exists()
     with pytest.raises(InputError, match="cannot both feed the writer"):
         split_seeds(read_seeds(made.seeds)[:1], 0.25, 0)
+
+
+def test_damaged_records_pipes_and_refused_settings_are_one_line_and_write_nothing(made: SimpleNamespace,
+                                                                                    tmp_path: Path):
+    data = copy(made.data, tmp_path / "data")
+    sets = (data / "sets.json").read_bytes()
+    (data / "sets.json").write_bytes(sets[:len(sets) // 2])
+    _error(["data", "select", str(data)], 2, f"{data / 'sets.json'}: damaged (not valid JSON")
+    (data / "sets.json").write_text('[{"id": "p001"}]')
+    _error(["data", "select", str(data)], 2, "sets.json: damaged (0.prompt: Field required")
+    (data / "sets.json").write_bytes(sets)
+    (data / "selection.json").write_text('{"judges": [], "sets": {"p001": {"id": "p0')
+    _error(["data", "select", str(data)], 2, "selection.json: damaged (not valid JSON")
+    _error(["data", "review", str(data)], 2, "selection.json: damaged (not valid JSON")
+    (data / "selection.json").unlink()
+    make = (data / "make.json").read_bytes()
+    (data / "make.json").write_text("[1, 2]")
+    _error(["data", "select", str(data)], 2, "make.json: damaged (not a JSON object)")
+    again = ["data", "make", "--prompts", str(made.seeds), "--out", str(data), "--count", "2", "--candidates", "2",
+             *FAST_RUNS]
+    _error(again, 2, "make.json: damaged (not a JSON object)")
+    (data / "make.json").write_bytes(make)
+    (data / "prompts.json").write_text('{"prompts": ["a kite"')
+    _error(again, 2, "prompts.json: damaged (not valid JSON")
+    (data / "prompts.json").write_text('{"prompts": ["a kite"]}')
+    _error(again, 2, "prompts.json: damaged (not a list of 2 prompts)")
+
+    os.mkfifo(tmp_path / "pipe.txt")  # would block a reader for ever
+    out = tmp_path / "out"
+    _error(["data", "make", "--prompts", str(tmp_path / "pipe.txt"), "--out", str(out)], 2, "not a regular file")
+    _error(["train", "--iterations", "1", "--prompts", str(tmp_path / "pipe.txt"), "--out", str(out)], 2,
+           "not a regular file")
+    # refused by the backend's rules for its calls, as the batch would refuse each run: nothing is written, so
+    # the same command with a good value later is a new make, not "other settings"
+    bad_set = ["--set", "image_to_video.backend=wan2.2-ti2v-5b", "--set", "image_to_video.frames=7"]
+    _error(["data", "make", "--prompts", str(made.seeds), "--out", str(out), *FAST_RUNS[:4], *bad_set], 2,
+           "frames 7: backend wan2.2-ti2v-5b makes 4k+1 frames")
+    _error(["data", "make", "--prompts", str(made.seeds), "--out", str(out), *FAST_RUNS[:4], "--set",
+            "image_to_video.frames=0"], 2, "--set image_to_video.frames=0")
+    assert not out.exists()
 
 
 # -- the loop -------------------------------------------------------------------------------------------------

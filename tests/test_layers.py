@@ -14,9 +14,9 @@ FLOORS = [
     ("runs", "batch", "data"),
     ("agents",),
     ("sop", "train"),
-    ("tools", "pipelines"),
+    ("tools", "pipelines", "judges"),
     ("models", "llm", "media", "inputs", "eval"),
-    ("settings", "errors"),
+    ("settings", "errors", "jsonl"),
 ]
 FLOOR = {part: level for level, parts in enumerate(FLOORS) for part in parts}
 

@@ -4,7 +4,9 @@ Every request becomes a normal run, made by the runner's `prepare_run` (status `
 `resume_run`, the code path of `mora run` and `mora resume`. Its directory is `OUT/<slug>-<key>`, where the
 key is a digest of the request's content (text, task, the sha256 of its files, duration, overrides, preset,
 adapters' card) and its seed; a request without a seed gets one derived from its content. So a second batch with the same
-requests finds their runs: finished ones are skipped, the others continue from their last checkpoint.
+requests finds their runs: finished ones are skipped, the others continue from their last checkpoint. A run
+directory that lost its run.json but holds work gets it back from its transcript (`recover_run`): nothing
+finished is made again. One batch at a time per `--out`: it holds `OUT/batch.lock` while it runs.
 """
 
 from __future__ import annotations
@@ -21,14 +23,17 @@ from pathlib import Path
 from typing import Any
 
 from mora_agents.batch.requests import BatchRequest
-from mora_agents.errors import InputError
+from mora_agents.errors import InputError, MoraError
+from mora_agents.jsonl import dumps
 from mora_agents.media import atomic_path, sha256_file
 from mora_agents.pipelines.adapters import card_sha256
 from mora_agents.runs.catalog import read_info, run_status
-from mora_agents.runs.runner import RunOptions, prepare_run, resume_run, slug, validate_request
+from mora_agents.runs.lock import file_lock
+from mora_agents.runs.runner import RunOptions, prepare_run, recover_run, resume_run, slug, validate_request
 from mora_agents.settings import use_settings
 
-FAILED = ("failed", "rejected", "stopped")
+FAILED = ("failed", "rejected", "stopped", "damaged")
+LOCK = "batch.lock"
 
 
 @dataclass
@@ -39,7 +44,8 @@ class BatchResult:
     label: str
     """The request's label, or `request N` (its place in the batch, from 1)."""
     status: str = "queued"
-    """queued, running, finished, failed (rejected, stopped: as the runner says), interrupted or invalid."""
+    """queued, running, finished, failed (rejected, stopped: as the runner says), interrupted, invalid, or damaged
+    (a run directory without run.json whose transcript holds no request: left alone, see `error`)."""
     run_dir: Path | None = None
     result: Path | None = None
     """The run's result.mp4, once finished."""
@@ -136,13 +142,19 @@ def refresh(result: BatchResult, error: str | None = None) -> None:
 def _prepare(result: BatchResult, options: RunOptions) -> None:
     """Make the request's run directory (status queued), or find the one an earlier batch made."""
     assert result.run_dir is not None and result.key is not None
+    request = result.request
+    if not (result.run_dir / "run.json").is_file() and (result.run_dir / "transcript.jsonl").is_file():
+        try:  # work was done, and run.json lost: rebuilt, and the run goes on from its transcript and state
+            recover_run(result.run_dir, _run_options(request, options, result.seed))
+        except MoraError as e:
+            result.status, result.error = "damaged", str(e)
+            return
     if (result.run_dir / "run.json").is_file():
         refresh(result)
         result.skipped = result.status == "finished"
         return
     if result.run_dir.exists():  # left by a process killed inside prepare_run, before run.json was written
         shutil.rmtree(result.run_dir)
-    request = result.request
     prepare_run(request.text, images=request.images, videos=request.videos, task=request.task,
                 duration=request.duration, options=_run_options(request, options, result.seed), run_dir=result.run_dir)
     result.status = "queued"
@@ -172,7 +184,7 @@ async def _run_here(jobs: list[BatchResult], notify: Notify) -> None:
 
 def write_summary(results: Sequence[BatchResult], path: Path) -> None:
     with atomic_path(path) as tmp:
-        tmp.write_text("".join(json.dumps(r.record()) + "\n" for r in results), encoding="utf-8")
+        tmp.write_text("".join(dumps(r.record()) + "\n" for r in results), encoding="utf-8")
 
 
 def run_batch(requests: Sequence[BatchRequest], options: RunOptions, *, ray: str | None = None,
@@ -183,7 +195,8 @@ def run_batch(requests: Sequence[BatchRequest], options: RunOptions, *, ray: str
     `options`: preset, device, memory profile and SOP folder of every run; seeds and overrides are each
     request's own. All requests are checked first: bad ones raise one InputError naming each (one line each),
     and nothing runs, unless `skip_invalid` (then their results say `invalid`). Runs finished by an earlier
-    batch are skipped; interrupted or failed ones continue from their last checkpoint.
+    batch are skipped; interrupted or failed ones continue from their last checkpoint. InputError if another batch
+    runs in `options.out` (its lock, `OUT/batch.lock`, names the process).
 
     `ray`: None runs here, one run after another; else on Ray (`local`: a Ray instance started here; `auto`:
     the running cluster, or the one this process already joined with `ray.init`; or a cluster's address),
@@ -210,13 +223,16 @@ def run_batch(requests: Sequence[BatchRequest], options: RunOptions, *, ray: str
     if invalid and not skip_invalid:
         raise InputError("\n".join(f"{r.label}: {r.error}" for r in invalid))
     notify = on_update or (lambda result: None)
-    with session:
+    options.out.mkdir(parents=True, exist_ok=True)
+    with file_lock(options.out / LOCK, lambda owner: InputError(
+            f"--out {options.out}: another batch is running in this folder ({owner}); wait for it to end, or use "
+            "another folder")), session:
         try:
             for result in results:
                 if result.status != "invalid":
                     _prepare(result, options)
                 notify(result)
-            jobs = [r for r in results if r.status not in ("invalid", "finished")]
+            jobs = [r for r in results if r.status not in ("invalid", "finished", "damaged")]
             for result in jobs:
                 result.status = "queued"
             if jobs and ray is None:

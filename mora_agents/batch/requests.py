@@ -19,6 +19,9 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
 
 from mora_agents.errors import InputError, validation_summary
+from mora_agents.jsonl import loads_line, read_lines
+
+MAX_REQUESTS_BYTES = 64 * 2**20
 
 
 @dataclass
@@ -75,9 +78,11 @@ def _overrides(items: dict[str, Any]) -> dict[str, dict[str, Any]]:
 def parse_line(text: str, base: Path, label: str) -> BatchRequest:
     """A request from one line of JSON; file paths are relative to `base`. Raises InputError."""
     try:
-        item = json.loads(text)
+        item = loads_line(text)
     except json.JSONDecodeError as e:
         raise InputError(f"not valid JSON ({e.msg}, column {e.colno})") from None
+    except ValueError as e:  # nested too deeply
+        raise InputError(str(e)) from None
     if not isinstance(item, dict):
         raise InputError("expected a JSON object, e.g. {\"text\": \"a red fox\"}")
     unknown = [key for key in item if key not in FIELDS]
@@ -97,14 +102,10 @@ def parse_line(text: str, base: Path, label: str) -> BatchRequest:
 def read_requests(path: Path) -> tuple[list[BatchRequest], list[str]]:
     """The requests of a JSONL file, and a `FILE:LINE: problem` message for each line that is no request.
 
-    Raises InputError if the file cannot be read or holds no lines.
+    Lines end at `\n` only (see `mora_agents.jsonl`). Raises InputError if the file is not a regular file of at
+    most 64 MiB, a line is not UTF-8, or it holds no lines.
     """
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        raise InputError(f"{path}: no such file") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise InputError(f"{path}: cannot read it ({e})") from None
+    lines = read_lines(path, MAX_REQUESTS_BYTES)
     requests, errors = [], []
     for number, text in enumerate(lines, 1):
         if not text.strip():

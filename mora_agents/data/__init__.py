@@ -5,7 +5,6 @@
     selected = select("data", reviewer=TextChooser(input))     # accepted samples in data/dataset
 """
 
-from mora_agents.data.judges import CRITERIA, JudgeSpec, Vote, judge_specs, parse_judge, read_judges_file
 from mora_agents.data.make import MakeConfig, MakeResult, make_data
 from mora_agents.data.seeds import Seed, read_seeds
 from mora_agents.data.select import (
@@ -19,6 +18,7 @@ from mora_agents.data.select import (
     select,
 )
 from mora_agents.data.sets import CandidateSet, read_sets
+from mora_agents.judges import CRITERIA, JudgeSpec, Vote, judge_specs, parse_judge, read_judges_file
 
 __all__ = ["CRITERIA", "SKIP", "CandidateSet", "JudgeSpec", "MakeConfig", "MakeResult", "PendingSet",
            "ReviewStopped", "Seed", "SelectionResult", "TextChooser", "Vote", "judge_specs", "make_data",

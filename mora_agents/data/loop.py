@@ -25,7 +25,6 @@ from typing import Any
 
 from mora_agents.batch import BatchRequest, run_batch
 from mora_agents.batch.engine import Notify
-from mora_agents.data.judges import JudgeSpec
 from mora_agents.data.make import MakeConfig, check_inputs, check_settings, make_data
 from mora_agents.data.report import summarise, write_report
 from mora_agents.data.seeds import Seed
@@ -35,6 +34,7 @@ from mora_agents.errors import InputError, MoraError
 from mora_agents.eval import Evaluator, load_target, resolve_metrics
 from mora_agents.eval.metrics.summary import VIDEO_QUALITY
 from mora_agents.eval.report import write_json
+from mora_agents.judges import JudgeSpec
 from mora_agents.media import atomic_path
 from mora_agents.runs.runner import RunOptions
 from mora_agents.train import TrainConfig, resume, train
@@ -105,8 +105,7 @@ class _Loop:
                  ray: str | None, ui: LoopUI) -> None:
         self.out, self.config, self.options, self.seeds, self.heldout = out, config, options, train_seeds, heldout
         self.judges, self.reviewer, self.ray, self.ui = judges, reviewer, ray, ui
-        checked = check_inputs([*train_seeds, *heldout], self.make_config(1), replace(options, out=out))
-        self.duration = checked["duration"]
+        self.checked = check_inputs([*train_seeds, *heldout], self.make_config(1), replace(options, out=out))
 
     def make_config(self, n: int) -> MakeConfig:
         return replace(self.config.make, seed=self.config.make.seed + n, iteration=n)
@@ -162,10 +161,10 @@ class _Loop:
         if not (folder / SCORES).is_file():
             self.ui.stage(f"iteration {n}: held-out prompts ({len(self.heldout)})"
                           + (f" with {adapters}" if adapters else ", untrained"))
-            requests = [BatchRequest(s.text, task=self.config.make.task, images=s.images, videos=s.videos,
-                                     duration=self.duration, seed=self.config.make.seed + 1000 * i,
-                                     overrides=self.config.make.overrides, name=f"held-out {i + 1}")
-                        for i, s in enumerate(self.heldout)]
+            runs = [(s, *self.checked.run_of(s)) for s in self.heldout]  # each seed's task (of a mix) and duration
+            requests = [BatchRequest(s.text, task, images=s.images, videos=s.videos, duration=duration,
+                                     seed=self.config.make.seed + 1000 * i, overrides=self.config.make.overrides,
+                                     name=f"held-out {i + 1}") for i, (s, task, duration) in enumerate(runs)]
             folder.parent.mkdir(exist_ok=True)
             with self.ui.batch() as on_update:
                 results = run_batch(requests, replace(self.options, out=folder, adapters=adapters), ray=self.ray,

@@ -6,7 +6,8 @@
 - JSON (`.json`): a list of such objects or of strings;
 - CSV (`.csv`): a header row with a `prompt` (or `text`) column; other columns are ignored.
 
-Any problem is one InputError naming the file (and the line); an empty file is one too.
+Lines end at `\n` only (`mora_agents.jsonl`); the file must be a regular file of at most 16 MiB. Any problem is
+one InputError naming the file (and the line); an empty file is one too.
 """
 
 from __future__ import annotations
@@ -19,8 +20,10 @@ from typing import Any
 
 from mora_agents.errors import InputError
 from mora_agents.inputs import text_problem
+from mora_agents.jsonl import loads_line, read_lines
 
 TEXT_FIELDS = ("prompt", "text")
+MAX_SEEDS_BYTES = 16 * 2**20
 
 
 @dataclass
@@ -52,8 +55,8 @@ def _seed(item: Any, base: Path, label: str) -> Seed:
                 label)
 
 
-def _csv_seeds(text: str, path: Path) -> list[Seed]:
-    rows = list(csv.reader(text.splitlines()))
+def _csv_seeds(lines: list[str], path: Path) -> list[Seed]:
+    rows = list(csv.reader(f"{line}\n" for line in lines))
     header = [name.strip().lower() for name in rows[0]] if rows else []
     column = next((header.index(k) for k in TEXT_FIELDS if k in header), None)
     if column is None:
@@ -65,37 +68,31 @@ def _csv_seeds(text: str, path: Path) -> list[Seed]:
 def read_seeds(path: Path) -> list[Seed]:
     """The prompts of a seed file (see the module docstring); raises InputError naming the file and line."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise InputError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise InputError(f"{path}: is a folder, not a prompt file") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise InputError(f"{path}: cannot read it as UTF-8 text ({e})") from None
+    lines = read_lines(path, MAX_SEEDS_BYTES)
     suffix, base = path.suffix.lower(), path.parent
     if suffix == ".csv":
-        seeds = _csv_seeds(text, path)
+        seeds = _csv_seeds(lines, path)
     elif suffix == ".json":
+        text = "\n".join(lines)
         try:
             items = json.loads(text) if text.strip() else []
             if not isinstance(items, list):
                 raise ValueError("expected a JSON list of prompts")
             seeds = [_seed(item, base, f"{path}[{n}]") for n, item in enumerate(items)]
-        except (json.JSONDecodeError, ValueError) as e:
+        except (json.JSONDecodeError, ValueError, RecursionError) as e:
             raise InputError(f"{path}: {e}") from None
     elif suffix == ".jsonl":
         seeds = []
-        for number, line in enumerate(text.splitlines(), 1):
+        for number, line in enumerate(lines, 1):
             if line.strip():
                 try:
-                    seeds.append(_seed(json.loads(line), base, f"{path}:{number}"))
+                    seeds.append(_seed(loads_line(line), base, f"{path}:{number}"))
                 except json.JSONDecodeError as e:
                     raise InputError(f"{path}:{number}: not valid JSON ({e.msg}, column {e.colno})") from None
                 except ValueError as e:
                     raise InputError(f"{path}:{number}: {e}") from None
     else:
-        seeds = [Seed(line.strip(), label=f"{path}:{number}") for number, line in enumerate(text.splitlines(), 1)
+        seeds = [Seed(line.strip(), label=f"{path}:{number}") for number, line in enumerate(lines, 1)
                  if line.strip() and not line.lstrip().startswith("#")]
     if not seeds:
         raise InputError(f"{path}: no prompts (one per line; or JSONL / CSV with a 'prompt' field)")

@@ -4,10 +4,10 @@ The rule (the paper's): when at least two judges voted and all their top-1 candi
 accepted; otherwise a person picks one or discards the set (with `no_human`, the set is discarded: the paper's
 ablation). A set with fewer than two finished candidates is discarded. Judges that abstain do not vote.
 
-`DATA/selection.json` records every set: the criteria drawn (and the draw's seed), every vote, the decision, who
-made it and when, and the sample it became. It is written after every change, atomically, so a stopped selection
-continues without asking judges (or people) again. Accepted candidates are written into `DATA/dataset/` with
-`mora_agents.train.write_sample`.
+`DATA/selection.json` records every set: the criteria and the orders of the candidates drawn per judge (and the
+draw's seed), every vote, the decision, who made it and when, and the sample it became. It is written after every
+change, atomically, so a stopped selection continues without asking judges (or people) again. Accepted candidates
+are written into `DATA/dataset/` with `mora_agents.train.write_sample`.
 
 People: any callable of a `PendingSet` that returns a candidate number, None (discard) or `SKIP` (decide later) is
 a reviewer: `scripted_choices([...])`, `TextChooser(input)`, `mora data review` (a terminal with thumbnails), a
@@ -30,7 +30,10 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from mora_agents.data.judges import (
+from mora_agents.data.make import MAKE
+from mora_agents.data.sets import Candidate, CandidateSet, read_sets, sample_frames
+from mora_agents.errors import InputError, MoraError, read_problem
+from mora_agents.judges import (
     CRITERIA,
     Judge,
     JudgeSpec,
@@ -39,10 +42,9 @@ from mora_agents.data.judges import (
     build_judges,
     describe_judges,
     judge_specs,
+    rank_shown,
 )
-from mora_agents.data.make import MAKE
-from mora_agents.data.sets import Candidate, CandidateSet, read_sets, sample_frames
-from mora_agents.errors import InputError, MoraError
+from mora_agents.jsonl import read_json_object, text_lines
 from mora_agents.media import atomic_path
 from mora_agents.train import write_sample
 from mora_agents.train.dataset import IMAGE_FIELDS, METADATA
@@ -62,6 +64,17 @@ class Decision(BaseModel):
     time: str = Field(default_factory=lambda: datetime.now().isoformat())
 
 
+class Draw(BaseModel):
+    """What was drawn for a set's judges, from one seed (of the selection's seed and the set)."""
+
+    seed: int
+    criteria: dict[str, int]
+    """Judge -> the criterion it ranks by."""
+    orders: dict[str, list[int]] = {}
+    """Judge -> the candidates in the order it is shown them (each judge its own; none in selections made before
+    the shuffle)."""
+
+
 class SetRecord(BaseModel):
     """Everything about one candidate set's selection."""
 
@@ -71,8 +84,7 @@ class SetRecord(BaseModel):
     excluded: dict[str, str] = {}
     """Candidate -> why it was not shown (its run did not finish)."""
     frames: int
-    draw: dict[str, int | dict[str, int]]
-    """{"seed": the draw's seed, "criteria": {judge: criterion number}}."""
+    draw: Draw
     votes: list[Vote] = []
     status: Literal["undecided", "accepted", "discarded"] = "undecided"
     decision: Decision | None = None
@@ -177,8 +189,15 @@ def _log_path(data_dir: Path) -> Path:
 
 
 def read_log(data_dir: Path) -> SelectionLog:
+    """The selection log (empty before the first set is judged); InputError naming the file if it is damaged."""
     path = _log_path(data_dir)
-    return SelectionLog.model_validate_json(path.read_text(encoding="utf-8")) if path.is_file() else SelectionLog()
+    if not path.is_file():
+        return SelectionLog()
+    try:
+        return SelectionLog.model_validate(json.loads(path.read_bytes()))
+    except (OSError, ValueError) as e:
+        raise InputError(f"{path}: damaged ({read_problem(e)}); restore it, or delete it to judge every set "
+                         "again") from None
 
 
 def _save(data_dir: Path, log: SelectionLog) -> None:
@@ -207,16 +226,30 @@ def _shared_prompt(cset: CandidateSet) -> tuple[str, dict[int, str]]:
     return cset.prompt, enhanced
 
 
-def _draw(seed: int, set_id: str, specs: Sequence[JudgeSpec]) -> dict[str, int | dict[str, int]]:
-    """One criterion per judge, drawn independently from a seed of (selection seed, set)."""
+def draw_set(seed: int, set_id: str, specs: Sequence[JudgeSpec], candidates: Sequence[int]) -> Draw:
+    """One criterion per judge, then one order of the candidates per judge, drawn independently from a seed of
+    (selection seed, set)."""
     draw_seed = int(hashlib.sha256(f"{seed}:{set_id}".encode()).hexdigest()[:8], 16)
     rng = random.Random(draw_seed)
-    return {"seed": draw_seed, "criteria": {spec.label: rng.randint(1, len(CRITERIA)) for spec in specs}}
+    criteria = {spec.label: rng.randint(1, len(CRITERIA)) for spec in specs}
+    return Draw(seed=draw_seed, criteria=criteria,
+                orders={spec.label: rng.sample(list(candidates), len(candidates)) for spec in specs})
+
+
+def judge_set(showing: Showing, judges: Sequence[Judge], draw: Draw) -> list[Vote]:
+    """Every judge's vote on one set, at once: each by its drawn criterion, shown the candidates in its drawn order
+    (its answer mapped back to the candidates' numbers)."""
+    def vote(judge: Judge) -> Vote:
+        label = judge.spec.label
+        return rank_shown(judge, showing, draw.criteria[label], draw.orders[label])
+
+    with ThreadPoolExecutor(len(judges)) as pool:
+        return list(pool.map(vote, judges))
 
 
 def _judge(data_dir: Path, cset: CandidateSet, judges: Sequence[Judge], frames: int, seed: int) -> SetRecord:
     finished = cset.finished()
-    draw = _draw(seed, cset.id, [judge.spec for judge in judges])
+    draw = draw_set(seed, cset.id, [judge.spec for judge in judges], [c.number for c in finished])
     record = SetRecord(id=cset.id, candidates=[c.number for c in finished], frames=frames, draw=draw,
                        excluded={str(c.number): c.error or c.status for c in cset.candidates if not c.finished})
     if len(finished) < 2:
@@ -227,10 +260,7 @@ def _judge(data_dir: Path, cset: CandidateSet, judges: Sequence[Judge], frames: 
     prompt, own = _shared_prompt(cset)
     videos = {c.number: data_dir / str(c.video) for c in finished}
     showing = Showing(prompt, videos, {n: sample_frames(path, frames) for n, path in videos.items()}, own)
-    criteria = draw["criteria"]
-    assert isinstance(criteria, dict)
-    with ThreadPoolExecutor(len(judges)) as pool:
-        record.votes = list(pool.map(lambda judge: judge.rank(showing, criteria[judge.spec.label]), judges))
+    record.votes = judge_set(showing, judges, draw)
     tops = {vote.judge: vote.top for vote in record.votes if vote.top is not None}
     if len(tops) >= 2 and len(set(tops.values())) == 1:
         top = next(iter(tops.values()))
@@ -273,8 +303,14 @@ def _ask(reviewer: Reviewer, pending: PendingSet, record: SetRecord) -> bool:
 def _existing_sample(dataset: Path, set_id: str) -> str | None:
     """The id of the sample a set already became (a write finished just before a stop), if any."""
     path = dataset / METADATA
-    lines = path.read_text(encoding="utf-8").splitlines() if path.is_file() else []
-    return next((item["id"] for item in map(json.loads, filter(str.strip, lines)) if item.get("set") == set_id), None)
+    for number, line in enumerate(text_lines(path.read_bytes(), path) if path.is_file() else [], 1):
+        try:
+            item = json.loads(line) if line.strip() else {}
+        except ValueError as e:
+            raise InputError(f"{path}:{number}: damaged ({read_problem(e)})") from None
+        if isinstance(item, dict) and item.get("set") == set_id:
+            return str(item.get("id"))
+    return None
 
 
 def _write(data_dir: Path, cset: CandidateSet, record: SetRecord, iteration: int) -> str:
@@ -291,7 +327,7 @@ def _write(data_dir: Path, cset: CandidateSet, record: SetRecord, iteration: int
         dataset, clip=data_dir / candidate.intermediates.clip, task=cset.task, prompt=cset.prompt, seed=candidate.seed,
         **{k: v for k, v in made.items() if v is not None}, **media, iteration=iteration,
         votes=[vote.model_dump(mode="json") for vote in record.votes], decision=record.decision.model_dump(mode="json"),
-        criteria=record.draw, run_dir=os.path.relpath(data_dir / candidate.run_dir, dataset), set=cset.id,
+        criteria=record.draw.model_dump(), run_dir=os.path.relpath(data_dir / candidate.run_dir, dataset), set=cset.id,
         candidate=candidate.number)
     return sample.id
 
@@ -325,7 +361,7 @@ def review(data_dir: Path, reviewer: Reviewer, on_set: Callable[[SetRecord], Non
 def _made(data_dir: Path) -> dict:
     """The make's record (make.json)."""
     read_sets(data_dir)  # a data folder: InputError otherwise
-    return json.loads((data_dir / MAKE).read_text(encoding="utf-8"))
+    return read_json_object(data_dir / MAKE, ("seed", "iteration"))
 
 
 def _run(data_dir: Path, specs: Sequence[JudgeSpec] | None, reviewer: Reviewer | None, no_human: bool, frames: int,

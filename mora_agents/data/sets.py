@@ -12,9 +12,9 @@ import json
 from pathlib import Path
 
 import numpy as np
-from pydantic import BaseModel
+from pydantic import BaseModel, TypeAdapter
 
-from mora_agents.errors import InputError
+from mora_agents.errors import InputError, read_problem
 from mora_agents.media import atomic_path, read_video
 from mora_agents.runs.transcript import read_transcript
 from mora_agents.sop.messages import StepResult
@@ -29,6 +29,9 @@ class Made(Intermediates):
 
     clip: str
     """The image-to-video agent's first clip (its first segment)."""
+    made_by: list[dict[str, str]] = []
+    """What made each of them: `{"field": "edited_frame", "step": "edit", "agent": "image_to_image_agent", "tool":
+    "edit_image"}` (the clip's `field` is `clip`); a sample keeps it, so that training sees every agent's step."""
 
 
 class Candidate(BaseModel):
@@ -103,7 +106,10 @@ def intermediates(run_dir: Path, data_dir: Path, preset: str) -> Made:
     paths = {name: str(Path(value).relative_to(data_dir)) if isinstance(value, Path) else value
              for name, value in found.items()}
     assert not isinstance(video.output, str)
-    return Made(clip=str(output(video).relative_to(data_dir)), fps=video.output.fps, **paths,
+    steps = {"first_frame": image, "edited_frame": edit, "clip": video}
+    made_by = [{"field": name, "step": result.key, "agent": result.agent, "tool": str(result.tool)}
+               for name, result in steps.items() if result is not None]
+    return Made(clip=str(output(video).relative_to(data_dir)), fps=video.output.fps, made_by=made_by, **paths,
                          **{name: defaults[name] if video.arguments.get(name) is None else video.arguments[name]
                             for name in ("motion_bucket_id", "noise_aug_strength")})
 
@@ -118,7 +124,11 @@ def read_sets(data_dir: Path) -> list[CandidateSet]:
     path = Path(data_dir) / SETS
     if not path.is_file():
         raise InputError(f"{data_dir}: no {SETS} (make the candidates first: `mora data make --out {data_dir}`)")
-    return [CandidateSet.model_validate(item) for item in json.loads(path.read_text(encoding="utf-8"))]
+    try:
+        return TypeAdapter(list[CandidateSet]).validate_python(json.loads(path.read_bytes()))
+    except (OSError, ValueError) as e:
+        raise InputError(f"{path}: damaged ({read_problem(e)}); the same `mora data make` command writes it "
+                         "again") from None
 
 
 def sample_frames(video: Path, count: int) -> tuple[list[np.ndarray], list[float]]:

@@ -42,15 +42,16 @@ def check_written(content: object, count: int, taken: set[str]) -> list[str]:
 
 
 async def write_prompts(seeds: Sequence[str], count: int, seed: int, client: ChatCompletionClient,
-                        avoid: Sequence[str] = ()) -> list[str]:
-    """`count` new prompts in the manner of `seeds`, none a copy of a seed, of `avoid` or of each other.
+                        avoid: Sequence[str] = (), kind: str = "scene") -> list[str]:
+    """`count` new prompts of a kind (`scene`, or `edit`: instructions) in the manner of `seeds`, none a copy of a
+    seed, of `avoid` or of each other.
 
     Malformed answers go back to the model with the error; after 3 tries MoraError. `seed` picks the examples
     (at most 20) and is given to the model (the offline writer draws from it).
     """
     examples = random.Random(seed).sample(list(seeds), min(MAX_EXAMPLES, len(seeds)))
     history: list[LLMMessage] = [SystemMessage(content=PROMPT_WRITER_SYSTEM),
-                                 UserMessage(content=writer_prompt(examples, count, seed), source="user")]
+                                 UserMessage(content=writer_prompt(examples, count, seed, kind), source="user")]
     taken = {normal(text) for text in [*seeds, *avoid]}
     error = ""
     for _ in range(TRIES):

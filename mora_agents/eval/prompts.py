@@ -10,7 +10,11 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from mora_agents.errors import InputError
 from mora_agents.eval.video import BadInputError
+from mora_agents.jsonl import read_lines
+
+MAX_PROMPTS_BYTES = 16 * 2**20
 
 TYPES = {"1": "I", "2": "II", "3": "III", "i": "I", "ii": "II", "iii": "III"}
 
@@ -51,17 +55,18 @@ def load_prompts(path: str | Path) -> list[PromptEntry]:
     """Entries of a prompt file; :class:`BadInputError` names the file on any problem."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        lines = read_lines(path, MAX_PROMPTS_BYTES)  # a regular file, split at \n only (U+2028 is valid in JSON)
+        text = "\n".join(lines)
         if path.suffix == ".json":
             items = json.loads(text)
             if not isinstance(items, list):
                 raise ValueError("expected a JSON list")
         elif path.suffix == ".jsonl":
-            items = [json.loads(line) for line in text.splitlines() if line.strip()]
+            items = [json.loads(line) for line in lines if line.strip()]
         else:
-            items = [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
+            items = [line.strip() for line in lines if line.strip() and not line.startswith("#")]
         return [_entry(item, path.parent) for item in items]
-    except FileNotFoundError:
-        raise BadInputError(f"{path}: no such prompts file") from None
-    except (ValueError, UnicodeDecodeError) as exc:
+    except InputError as exc:  # the file itself: it names it
+        raise BadInputError(str(exc)) from None
+    except ValueError as exc:
         raise BadInputError(f"{path}: invalid prompts file ({exc})") from None

@@ -16,8 +16,8 @@ DEFAULT_OPENAI_MODEL = "gpt-4o-mini"
 def client_from_env() -> ChatCompletionClient:
     """The configured LLM client.
 
-    - `MORA_LLM_BASE_URL` + `MORA_LLM_MODEL` (+ `MORA_LLM_API_KEY`): an OpenAI-compatible server (vLLM,
-      Ollama, LM Studio...); `MORA_LLM_MODEL_INFO` (JSON) describes a non-OpenAI model's abilities.
+    - `MORA_LLM_BASE_URL` + `MORA_LLM_MODEL` (+ `MORA_LLM_API_KEY`, the only key it is sent): an OpenAI-compatible
+      server (vLLM, Ollama, LM Studio...); `MORA_LLM_MODEL_INFO` (JSON) describes a non-OpenAI model's abilities.
     - `OPENAI_API_KEY` alone: OpenAI, model `MORA_LLM_MODEL` (default gpt-4o-mini).
     - neither: the embedded offline client.
     """
@@ -37,5 +37,5 @@ def client_from_env() -> ChatCompletionClient:
             info.update(json.loads(raw))
         except (json.JSONDecodeError, TypeError, ValueError) as e:
             raise InputError(f"MORA_LLM_MODEL_INFO: not a JSON object ({e})") from None
-    api_key = os.environ.get("MORA_LLM_API_KEY") or os.environ.get("OPENAI_API_KEY") or "not-needed"
+    api_key = os.environ.get("MORA_LLM_API_KEY") or "not-needed"  # never OpenAI's key: it is for OpenAI's API only
     return OpenAIChatCompletionClient(model=model, base_url=base_url, api_key=api_key, model_info=info)

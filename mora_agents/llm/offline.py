@@ -5,12 +5,14 @@ It plays the three LLM roles well enough to run every SOP with no model server:
 - prompt agent (asked for text): enhances a prompt from keyword tables (subject, setting, lighting,
   camera, style);
 - tool agents (given tools): emit the tool call that the step's JSON block prescribes;
-- prompt writer (asked for `WrittenPrompts` JSON): new scenes drawn, seeded, from its own tables.
+- prompt writer (asked for `WrittenPrompts` JSON): new scenes or edit instructions drawn, seeded, from its own
+  tables.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import random
 import re
 from collections.abc import AsyncGenerator, Mapping, Sequence
@@ -103,17 +105,28 @@ PLACES = ["in a snowy pine forest", "on a windswept beach", "on a neon-lit city 
           "in a flooded cave lit by lanterns"]
 TIMES = ["at dawn", "at golden hour", "as a storm rolls in", "in thick fog", "at midnight", "on a bright afternoon",
          "in light snowfall", "at dusk"]
+# Its edit instructions: a change, and a look, drawn independently.
+CHANGES = ["make it snow", "turn it into a watercolour painting", "make it night time", "cover the ground in autumn "
+           "leaves", "make it look like an old film photograph", "add heavy rain", "turn the sky a deep orange",
+           "make it look like a pencil sketch", "flood the scene with warm sunset light", "add drifting fog",
+           "turn it into a claymation scene", "make everything look frozen in ice"]
+LOOKS = ["with soft pastel colours", "with strong contrast", "in muted tones", "with a cinematic grade",
+         "with vivid saturated colours", "with a gentle film grain", "in cool blue tones", "with a dreamy glow"]
+TABLES = {"scene": (SUBJECTS, ACTIONS, PLACES, TIMES), "edit": (CHANGES, LOOKS)}
+"""The writer's tables for each kind of prompt (`mora_agents.llm.prompts.PROMPT_KINDS`)."""
 
 
-def write_prompts(examples: Sequence[str], count: int, seed: int) -> list[str]:
-    """`count` distinct scenes, none equal to an example: a seeded draw of subject, action, place and time."""
+def write_prompts(examples: Sequence[str], count: int, seed: int, kind: str = "scene") -> list[str]:
+    """`count` distinct prompts of a kind, none equal to an example: a seeded draw of subject, action, place and
+    time (scenes), or of a change and a look (edit instructions)."""
     rng, taken = random.Random(seed), {e.strip().lower().rstrip(".") for e in examples}
+    tables = TABLES[kind]
     prompts: list[str] = []
-    while len(prompts) < min(count, len(SUBJECTS) * len(ACTIONS) * len(PLACES) * len(TIMES) // 2):
-        scene = " ".join(rng.choice(table) for table in (SUBJECTS, ACTIONS, PLACES, TIMES))
-        if scene.lower() not in taken:
-            taken.add(scene.lower())
-            prompts.append(scene[:1].upper() + scene[1:] + ".")
+    while len(prompts) < min(count, math.prod(map(len, tables)) // 2):
+        text = " ".join(rng.choice(table) for table in tables)
+        if text.lower() not in taken:
+            taken.add(text.lower())
+            prompts.append(text[:1].upper() + text[1:] + ".")
     return prompts
 
 
@@ -188,7 +201,7 @@ class OfflineChatCompletionClient(ChatCompletionClient):
         if json_output is WrittenPrompts:
             task = blocks[-1]
             content: str | list[FunctionCall] = json.dumps(
-                {"prompts": write_prompts(task["examples"], task["count"], task["seed"])})
+                {"prompts": write_prompts(task["examples"], task["count"], task["seed"], task.get("kind", "scene"))})
         elif isinstance(json_output, type):
             sops, request = blocks[-2], blocks[-1]
             content = json.dumps(route(request, [s["name"] for s in sops]))

@@ -25,11 +25,15 @@ When you are given a step, call the named tool exactly once with the arguments g
 Paths must stay as given: they are inside the run directory."""
 
 PROMPT_WRITER_SYSTEM = """You write prompts for a video generation system, to make its training data.
-From the example prompts, learn their kind and length, then write the requested number of new prompts. Each
-new prompt describes one short scene that a camera could film: a concrete subject, what it does and where.
-Vary subjects, actions, places, times of day and moods across your prompts; never copy or lightly reword an
-example, and never repeat yourself. One sentence each, under 40 words.
+From the example prompts, learn their style and length, then write the requested number of new prompts of the
+requested kind. A `scene` prompt describes one short scene that a camera could film: a concrete subject, what it
+does and where. An `edit` prompt is an instruction that changes a given picture or video: its weather, season,
+time of day, light, style, or an object in it.
+Vary subjects, actions, places, times of day, changes and moods across your prompts; never copy or lightly reword
+an example, and never repeat yourself. One sentence each, under 40 words.
 Answer with JSON only, matching the given schema."""
+PROMPT_KINDS = ("scene", "edit")
+"""What the prompt writer writes: scenes (text-to-video tasks) or edit instructions (tasks that edit an input)."""
 
 
 class WrittenPrompts(BaseModel):
@@ -61,10 +65,11 @@ def planner_prompt(request: dict[str, Any], sops: list[dict[str, Any]]) -> str:
             f"Request:\n```json\n{json.dumps(request, indent=1)}\n```")
 
 
-def writer_prompt(examples: list[str], count: int, seed: int) -> str:
-    """The prompt writer's task: `count` new prompts in the manner of `examples` (`seed` varies the offline one)."""
-    payload = json.dumps({"examples": examples, "count": count, "seed": seed}, indent=1)
-    return f"Write {count} new prompts in the manner of these examples.\n```json\n{payload}\n```"
+def writer_prompt(examples: list[str], count: int, seed: int, kind: str = "scene") -> str:
+    """The prompt writer's task: `count` new prompts of a kind (`PROMPT_KINDS`) in the manner of `examples` (`seed`
+    varies the offline one)."""
+    payload = json.dumps({"examples": examples, "count": count, "seed": seed, "kind": kind}, indent=1)
+    return f"Write {count} new {kind} prompts in the manner of these examples.\n```json\n{payload}\n```"
 
 
 def json_blocks(text: str) -> list[Any]:

@@ -73,7 +73,7 @@ from mora_agents.runs.state import (
     reconcile,
     write_state,
 )
-from mora_agents.runs.transcript import Record, TranscriptWriter
+from mora_agents.runs.transcript import Record, TranscriptWriter, read_transcript
 from mora_agents.settings import use_settings
 from mora_agents.sop.calls import check_calls
 from mora_agents.sop.loader import find_sops
@@ -248,16 +248,51 @@ def prepare_run(text: str, *, images: Sequence[Path] = (), videos: Sequence[Path
         n_images, n_files = len(images), len(images) + len(videos)
         request = UserRequest(text=text, images=copied[:n_images], videos=copied[n_images:n_files], task=task,
                               duration=duration, previous=copied[-1] if previous else None)
-        _write_json(run_dir / "run.json", {
-            **(extra or {}), "request": request.model_dump(), "task": None, "preset": options.preset,
-            "device": options.device, "memory_profile": options.memory_profile, "seed": seed, "overrides": options.overrides,
-            "max_repeats": options.max_repeats, "review": options.review, "sops_dir": str(options.sops_dir or ""),
-            "noise": options.preset == "tiny", "status": "queued", "seconds": 0.0, **adapters,
-            "created": datetime.now().isoformat()})
+        _write_json(run_dir / "run.json", {**(extra or {}), **_run_info(request, options, seed, adapters)})
     except BaseException:
         shutil.rmtree(run_dir, ignore_errors=True)
         raise
     return run_dir
+
+
+def _run_info(request: UserRequest, options: RunOptions, seed: int, adapters: dict[str, Any]) -> dict[str, Any]:
+    """A new run's run.json (status queued)."""
+    return {"request": request.model_dump(), "task": None, "preset": options.preset, "device": options.device,
+            "memory_profile": options.memory_profile, "seed": seed, "overrides": options.overrides,
+            "max_repeats": options.max_repeats, "review": options.review, "sops_dir": str(options.sops_dir or ""),
+            "noise": options.preset == "tiny", "status": "queued", "seconds": 0.0, **adapters,
+            "created": datetime.now().isoformat()}
+
+
+def recover_run(run_dir: Path, options: RunOptions) -> None:
+    """Write run.json anew for a run directory that lost it but holds work (a transcript): the request as the
+    transcript recorded it, the task as plan.json has it, the rest from `options` (those the run was made with, its
+    seed included), and status interrupted, so that `resume_run` goes on from the transcript and the saved state:
+    a finished run ends at once as finished, nothing is made again. MoraError (the run is damaged) when the
+    transcript holds no request."""
+    path = run_dir / "transcript.jsonl"
+    request = None
+    for record in read_transcript(path) if path.is_file() else []:
+        try:
+            message = record.to_message() if record.kind == "message" else None
+        except ValueError:
+            continue
+        if isinstance(message, RequestMessage):
+            request = message.content
+            break
+    if request is None:
+        raise MoraError(f"{run_dir}: damaged: no run.json, and no request in its transcript; move it away to run "
+                        "the request again")
+    assert options.seed is not None
+    try:
+        task = json.loads((run_dir / "plan.json").read_bytes()).get("task")
+    except (OSError, ValueError, AttributeError):  # no plan yet (or a damaged one: the resumed run plans again)
+        task = None
+    _write_json(run_dir / "run.json", _run_info(request, options, options.seed, run_adapters(options.adapters,
+                                                                                            options.preset))
+                | {"task": task, "status": "interrupted",
+                   "recovered": "run.json was missing: rebuilt from the transcript and the options the run was "
+                                "made with"})
 
 
 async def run_request(text: str, *, images: Sequence[Path] = (), videos: Sequence[Path] = (), task: str | None = None,

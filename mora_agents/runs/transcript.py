@@ -5,8 +5,9 @@
 
 `message` is the autogen message's own `dump()`, so `Record.to_message()` rebuilds the message object.
 `duration` is the time since the previous record (for a tool result: how long the tool ran).
-Each record is appended with one write and fsynced. Reading skips damaged lines (invalid UTF-8 or JSON, a
-last line cut short by a crash) and says which; a writer that opens the file drops such a half-written last line.
+Each record is appended with one write and fsynced; lines end at `\n` only (`mora_agents.jsonl`). Reading skips
+damaged lines (invalid UTF-8 or JSON, a last line cut short by a crash) and says which; a writer that opens the file
+drops such a half-written last line.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from pydantic import BaseModel, ValidationError
 
 from mora_agents.agents.messages import load_message
 from mora_agents.errors import read_problem
+from mora_agents.jsonl import escape_separators
 
 
 class Record(BaseModel):
@@ -114,7 +116,7 @@ class TranscriptWriter:
     def append(self, record: Record) -> Record:
         """Write one record as one line (a single write, fsynced)."""
         with open(self.path, "ab") as f:
-            f.write(record.model_dump_json().encode("utf-8") + b"\n")
+            f.write(escape_separators(record.model_dump_json()).encode("utf-8") + b"\n")
             f.flush()
             os.fsync(f.fileno())
         self.seq = max(self.seq, record.seq + 1)

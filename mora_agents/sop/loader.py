@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import codecs
 import os
-import stat
 from pathlib import Path
 
 import yaml
@@ -12,6 +11,7 @@ from jinja2 import nodes
 from pydantic import ValidationError
 
 from mora_agents.errors import InputError, validation_summary
+from mora_agents.jsonl import read_bounded
 from mora_agents.sop.roles import ROLES
 from mora_agents.sop.schema import SOP
 from mora_agents.sop.template import (
@@ -60,15 +60,7 @@ MAX_VALUES = 10_000
 
 def read_sop_text(path: Path) -> str:
     """An SOP file's text: a regular file (never a pipe, which would block) of at most MAX_SOP_BYTES, in UTF-8."""
-    try:
-        if not stat.S_ISREG(path.stat().st_mode):
-            raise SOPError(f"{path}: not a regular file (a folder, pipe or device)")
-        with open(path, "rb") as f:
-            data = f.read(MAX_SOP_BYTES + 1)
-    except OSError as e:
-        raise SOPError(f"{path}: cannot read ({e.strerror or e})") from None
-    if len(data) > MAX_SOP_BYTES:
-        raise SOPError(f"{path}: larger than {MAX_SOP_BYTES // 1024} KiB; an SOP file is a short YAML text")
+    data = read_bounded(path, MAX_SOP_BYTES, SOPError)
     if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)) or b"\x00" in data:
         raise SOPError(f"{path}: UTF-16 or binary, not UTF-8 text; save it as UTF-8")
     try:

@@ -16,13 +16,13 @@ it reads the folder with `read_dataset`, which checks every file.
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from mora_agents.errors import InputError, validation_summary
+from mora_agents.jsonl import dumps, text_lines
 from mora_agents.media import atomic_copy, atomic_path, load_image, media_kind, read_video, sha256_file
 
 METADATA = "metadata.jsonl"
@@ -97,7 +97,7 @@ class Sample(Intermediates):
 
 def _lines(data_dir: Path) -> list[str]:
     path = data_dir / METADATA
-    return path.read_text(encoding="utf-8").splitlines() if path.is_file() else []
+    return text_lines(path.read_bytes(), path) if path.is_file() else []
 
 
 def write_sample(data_dir: Path, *, clip: Path, task: str, prompt: str, seed: int,
@@ -128,7 +128,7 @@ def write_sample(data_dir: Path, *, clip: Path, task: str, prompt: str, seed: in
     try:
         sample = Sample(id=sample_id, task=task, prompt=prompt, seed=seed, enhanced_prompt=enhanced_prompt,
                         instruction=instruction, **relative, **fields)
-        line = json.dumps(sample.model_dump(mode="json"), ensure_ascii=False)
+        line = dumps(sample.model_dump(mode="json"))
     except ValidationError as e:
         raise InputError(f"sample for {data_dir}: {validation_summary(e)}") from None
     except TypeError as e:
