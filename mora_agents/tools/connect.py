@@ -129,7 +129,7 @@ def connect_images(
     first, last = load_image(image), load_image(last_image)
     clip = transition(first, last, prompt, backend, seed, negative_prompt=negative_prompt, frames=frames,
                       width=width, height=height, sampler=sampler, steps=steps, guidance_scale=guidance_scale)
-    rate = fill_defaults("connect_videos", backend_named(BACKENDS["connect_images"], backend).name, fps=fps)["fps"]
+    rate = fill_defaults("connect_images", backend_named(BACKENDS["connect_images"], backend).name, fps=fps)["fps"]
     path = output_path(output, "connect_images", ".mp4")
     write_video(resize_frames(clip, *first.size), rate, path)
     return probe(path, noise=settings().preset == "tiny")

@@ -11,7 +11,7 @@ import torch
 
 from mora_agents.pipelines.loading import resolve_device
 from mora_agents.settings import settings
-from mora_agents.tools.backends import BACKENDS, check_backend_args
+from mora_agents.tools.registry import get_tool
 
 DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
     "full": {
@@ -68,13 +68,15 @@ def backend_defaults(preset: str, tool: str, backend: str) -> dict[str, Any]:
 
 
 def fill_defaults(tool: str, backend: str, **given: Any) -> dict[str, Any]:
-    """The given parameters, with each one left as None replaced by the current preset's default for the backend.
+    """The given parameters, typed, with each one left as None replaced by the current preset's default for the
+    backend.
 
-    The given ones are first checked against the backend's rules (as `--set` and SOP arguments are), so that a
-    library call with, say, 24 frames for a 4k+1-frame backend raises ValueError instead of being rounded."""
-    check_backend_args(BACKENDS[tool], {"backend": backend, **given})
+    The given ones are first typed and checked against the backend's rules (`ToolSpec.check_combination`, as
+    `--set` and SOP arguments are), so that a library call with, say, 24 frames for a 4k+1-frame backend raises
+    ValueError instead of being rounded, and 25.0 frames reach the model as 25."""
+    given = get_tool(tool).check_combination({"backend": backend, **given})
     defaults = backend_defaults(settings().preset, tool, backend)
-    return {name: defaults.get(name) if value is None else value for name, value in given.items()}
+    return {name: defaults.get(name) if value is None else value for name, value in given.items() if name != "backend"}
 
 
 def generator(seed: int | None, device: str | torch.device = "cpu") -> torch.Generator:
