@@ -86,7 +86,8 @@ def _sdxl_scheduler() -> EulerDiscreteScheduler:
 def sdxl_base(seed: int = 0) -> StableDiffusionXLPipeline:
     with random_weights(seed):
         return StableDiffusionXLPipeline(
-            vae=_vae(), text_encoder=CLIPTextModel(_text_config()), text_encoder_2=CLIPTextModelWithProjection(_text_config()),
+            vae=_vae(), text_encoder=CLIPTextModel(_text_config()),
+            text_encoder_2=CLIPTextModelWithProjection(_text_config()),
             tokenizer=tiny_clip_tokenizer(), tokenizer_2=tiny_clip_tokenizer(),
             unet=_sdxl_unet(2 * TEXT_DIM, time_ids=6), scheduler=_sdxl_scheduler(),
         )

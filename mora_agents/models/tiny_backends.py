@@ -105,7 +105,8 @@ def ltx_video(seed: int = 12, decoder_noise: bool = False) -> LTXImageToVideoPip
     with random_weights(seed):
         vae = AutoencoderKLLTXVideo(
             latent_channels=LATENTS, block_out_channels=(8,) * 4, decoder_block_out_channels=(8,) * 4,
-            layers_per_block=(1,) * 5, decoder_layers_per_block=(1,) * 5, spatio_temporal_scaling=(True, True, True, False),
+            layers_per_block=(1,) * 5, decoder_layers_per_block=(1,) * 5,
+            spatio_temporal_scaling=(True, True, True, False),
             decoder_spatio_temporal_scaling=(True, True, True, False), decoder_inject_noise=(decoder_noise,) * 5,
             timestep_conditioning=decoder_noise, patch_size=1, patch_size_t=1,
         )
