@@ -74,9 +74,9 @@ def fill_defaults(tool: str, backend: str, **given: Any) -> dict[str, Any]:
     The given ones are first typed and checked against the backend's rules (`ToolSpec.check_combination`, as
     `--set` and SOP arguments are), so that a library call with, say, 24 frames for a 4k+1-frame backend raises
     ValueError instead of being rounded, and 25.0 frames reach the model as 25."""
-    given = get_tool(tool).check_combination({"backend": backend, **given})
+    typed = get_tool(tool).check_combination({"backend": backend, **given})
     defaults = backend_defaults(settings().preset, tool, backend)
-    return {name: defaults.get(name) if value is None else value for name, value in given.items() if name != "backend"}
+    return {name: defaults.get(name) if typed[name] is None else typed[name] for name in given}
 
 
 def generator(seed: int | None, device: str | torch.device = "cpu") -> torch.Generator:
