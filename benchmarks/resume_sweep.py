@@ -15,6 +15,7 @@ run's work and no start-up.
     python benchmarks/resume_sweep.py                    # every moment
     python benchmarks/resume_sweep.py --sample           # one moment of each kind (the test suite's)
     python benchmarks/resume_sweep.py --json sweep.json  # also every moment's facts
+    python benchmarks/resume_sweep.py --sops             # each shipped SOP, killed once (see `sop_resume`)
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import argparse
 import asyncio
 import dataclasses
 import functools
+import hashlib
 import json
 import os
 import signal
@@ -37,15 +39,17 @@ from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
 
 from mora_agents.cli import main as mora_main
-from mora_agents.media import read_video
+from mora_agents.media import read_video, write_video
 from mora_agents.runs import runner
 from mora_agents.runs.catalog import read_info
 from mora_agents.runs.runner import RunOptions, run_request
 from mora_agents.runs.state import SavedState, write_state
 from mora_agents.runs.transcript import Record, read_transcript
 from mora_agents.settings import configure
+from mora_agents.sop.loader import BUILTIN_DIR
 from mora_agents.tools.registry import REGISTRY
 
 REQUEST = "a red fox running through snow"
@@ -182,6 +186,91 @@ def try_moment(moment: Moment, base: Path, reference: dict[str, Any], frames: np
     return row
 
 
+SVD_2S = {"image_to_video": {"frames": 4, "fps": 2, "steps": 1}}
+"""2 s segments of the default image-to-video backend (its tiny default is 25 frames)."""
+SOP_REQUESTS: dict[str, dict[str, Any]] = {
+    "text_to_video": {"duration": 4, "overrides": SVD_2S},
+    "text_to_video_wan": {"duration": 2},
+    "text_to_video_keyframes": {"duration": 2},
+    "digital_world": {"duration": 4, "overrides": SVD_2S},
+    "image_to_video": {"images": ["still.png"], "duration": 4, "overrides": SVD_2S},
+    "extend_video": {"videos": ["a.mp4"], "duration": 4, "overrides": SVD_2S},
+    "edit_video": {"videos": ["a.mp4"], "overrides": SVD_2S},
+    "connect_videos": {"videos": ["a.mp4", "b.mp4"]},
+    "connect_videos_flf2v": {"videos": ["a.mp4", "b.mp4"]},
+}
+"""Per shipped SOP: a tiny request that runs it in seconds, its repeated step (if any) twice."""
+
+
+def sop_inputs(base: Path) -> None:
+    """The files the SOP requests attach: a still and two 4 s clips, into `base`."""
+    ramp = np.linspace(0, 255, 64, dtype=np.uint8)
+    Image.fromarray(np.stack([ramp[None, :].repeat(48, 0)] * 3, -1)).save(base / "still.png")
+    for name, shift in (("a.mp4", 0), ("b.mp4", 90)):
+        write_video(np.stack([np.roll(np.asarray(Image.open(base / "still.png")), 3 * i + shift, 1)
+                              for i in range(28)]), 7.0, base / name)
+
+
+def run_sop(task: str, base: Path, out: Path, kill_after: tuple[str, int] | None) -> int:
+    """The SOP's request in this process, SIGKILLed right after the step result `kill_after` (step, iteration)."""
+    request = SOP_REQUESTS[task]
+
+    def on_record(record: Record, run_dir: Path) -> None:
+        content = record.message.get("content") if isinstance(record.message, dict) else None
+        if (kill_after and record.type.endswith("[StepResult]") and isinstance(content, dict)
+                and (content.get("step"), content.get("iteration")) == kill_after):
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    options = RunOptions(preset="tiny", device="cpu", out=out, seed=SEED, overrides=request.get("overrides", {}))
+    asyncio.run(run_request(REQUEST, task=task, duration=request.get("duration"), options=options,
+                            images=[base / f for f in request.get("images", [])],
+                            videos=[base / f for f in request.get("videos", [])], on_record=on_record))
+    return 3 if kill_after else 0
+
+
+def kill_point(run_dir: Path) -> tuple[str, int]:
+    """Where the SOP check kills a run: right after the first iteration of its repeated step, so that the resumed
+    process runs the next iteration with nothing run before it, unlike the uninterrupted one; else right after
+    its first tool step."""
+    results = [r.message["content"] for r in read_transcript(run_dir / "transcript.jsonl")
+               if r.type.endswith("[StepResult]")]
+    done = {(r["step"], r["iteration"]) for r in results}
+    repeated = [(r["step"], 0) for r in results if r["iteration"] == 0 and (r["step"], 1) in done]
+    return (repeated or [(r["step"], r["iteration"]) for r in results if r["tool"]])[0]
+
+
+def sha256(path: Path) -> str | None:
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
+
+
+def sop_resume(base: Path) -> list[dict[str, Any]]:
+    """Each shipped SOP: an uninterrupted run, and one SIGKILLed at `kill_point` and resumed by `mora resume` in a
+    new process; the two results' sha256 must be equal."""
+    sop_inputs(base)
+    rows = []
+    for task in sorted(path.stem for path in BUILTIN_DIR.glob("*.yaml")):
+        start = time.perf_counter()
+        whole, killed, log = base / task / "whole", base / task / "killed", base / f"{task}.log"
+        (base / task).mkdir()
+        row: dict[str, Any] = {"sop": task, "whole_exit": in_child(lambda: run_sop(task, base, whole, None), log)}
+        if row["whole_exit"] == 0:
+            (whole_dir,) = whole.iterdir()
+            row["kill_after"] = kill_point(whole_dir)
+            row["killed"] = in_child(lambda: run_sop(task, base, killed, row["kill_after"]), log)
+            (killed_dir,) = killed.iterdir()
+            row["resume_exit"] = in_child(lambda: mora_main_with(["resume", str(killed_dir)]), log)
+            row["whole"], row["resumed"] = sha256(whole_dir / "result.mp4"), sha256(killed_dir / "result.mp4")
+        row["passed"] = (row.get("killed") == -signal.SIGKILL and row.get("resume_exit") == 0
+                         and row["whole"] is not None and row["whole"] == row["resumed"])
+        if not row["passed"]:
+            row["log_tail"] = log.read_text(errors="replace")[-3000:] if log.is_file() else ""
+        row["seconds"] = round(time.perf_counter() - start, 2)
+        rows.append(row)
+        print(f"{task:26} killed after {row.get('kill_after')}: {'ok' if row['passed'] else 'FAILED'} "
+              f"{row['seconds']:6.2f}s", flush=True)
+    return rows
+
+
 def mora_main_with(argv: list[str]) -> None:
     sys.argv = ["mora", *argv]
     mora_main()
@@ -205,6 +294,7 @@ def sample(found: list[Moment]) -> list[Moment]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sample", action="store_true", help="one moment of each kind, not all of them")
+    parser.add_argument("--sops", action="store_true", help="each shipped SOP killed once, not every moment")
     parser.add_argument("--json", type=Path, help="write every moment's facts here")
     parser.add_argument("--keep", type=Path, help="keep the run directories here (default: a temporary folder)")
     args = parser.parse_args()
@@ -213,28 +303,37 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         base = args.keep or Path(tmp)
         base.mkdir(parents=True, exist_ok=True)
-        seen_file = base / "seen.json"
-        if in_child(lambda: run(base / "uninterrupted", None, seen_file), base / "uninterrupted.log") != 0:
-            sys.exit("the uninterrupted run failed:\n" + (base / "uninterrupted.log").read_text()[-3000:])
-        (reference_dir,) = (base / "uninterrupted").iterdir()
-        reference = facts(reference_dir)
-        frames = read_video(reference_dir / "result.mp4")[0]
-        found = moments(reference_dir, json.loads(seen_file.read_text()))
-        chosen = sample(found) if args.sample else found
-        rows = []
-        for moment in chosen:
-            rows.append(try_moment(moment, base, reference, frames))
-            row = rows[-1]
-            print(f"{moment.name:12} {moment.what:28} {'ok' if row['passed'] else 'FAILED'} {row['seconds']:6.2f}s",
-                  flush=True)
+        if args.sops:
+            rows = sop_resume(base)
+            found, report = rows, {}
+        else:
+            found, rows, report = sweep(base, args.sample)
     passed = sum(row["passed"] for row in rows)
     seconds = round(time.perf_counter() - start, 1)
-    print(f"moments tried: {len(rows)} of {len(found)}; passed: {passed}; failed: {len(rows) - passed}; "
-          f"time: {seconds} s")
+    print(f"{'SOPs' if args.sops else 'moments'} tried: {len(rows)} of {len(found)}; passed: {passed}; "
+          f"failed: {len(rows) - passed}; time: {seconds} s")
     if args.json:
         args.json.write_text(json.dumps({"moments": len(found), "tried": len(rows), "passed": passed,
-                                         "seconds": seconds, "reference": reference, "rows": rows}, indent=1))
+                                         "seconds": seconds, **report, "rows": rows}, indent=1))
     sys.exit(0 if passed == len(rows) else 1)
+
+
+def sweep(base: Path, only_sample: bool) -> tuple[list[Moment], list[dict[str, Any]], dict[str, Any]]:
+    """The moments of the uninterrupted run, the rows of those tried (all, or a sample), and the reference facts."""
+    seen_file = base / "seen.json"
+    if in_child(lambda: run(base / "uninterrupted", None, seen_file), base / "uninterrupted.log") != 0:
+        sys.exit("the uninterrupted run failed:\n" + (base / "uninterrupted.log").read_text()[-3000:])
+    (reference_dir,) = (base / "uninterrupted").iterdir()
+    reference = facts(reference_dir)
+    frames = read_video(reference_dir / "result.mp4")[0]
+    found = moments(reference_dir, json.loads(seen_file.read_text()))
+    rows = []
+    for moment in sample(found) if only_sample else found:
+        rows.append(try_moment(moment, base, reference, frames))
+        row = rows[-1]
+        print(f"{moment.name:12} {moment.what:28} {'ok' if row['passed'] else 'FAILED'} {row['seconds']:6.2f}s",
+              flush=True)
+    return found, rows, {"reference": reference}
 
 
 if __name__ == "__main__":

@@ -10,9 +10,11 @@ import os
 import re
 import shutil
 import stat
+import struct
 import subprocess
 import tempfile
 import warnings
+import zlib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -126,7 +128,8 @@ MAX_IMAGE_PIXELS = 150_000_000
 
 def load_image(path: str | Path, label: str | None = None) -> Image.Image:
     """Decode a whole image as RGB, EXIF orientation applied; a missing, truncated, corrupt or too large file
-    raises InputError naming `label` (default: the path).
+    raises InputError naming `label` (default: the path). Decoding is strict: an image whose data ends before its
+    last pixel is refused, also where Pillow would fill the rest in (`data_ends_early`).
 
     Transparency is laid over white, 16-bit greys are scaled (not clipped) to 8 bits, palette and CMYK
     images are converted; only the first frame of an animated file is read.
@@ -142,6 +145,8 @@ def load_image(path: str | Path, label: str | None = None) -> Image.Image:
                     raise InputError(f"{name}: {im.width}x{im.height} pixels is over the limit of "
                                      f"{MAX_IMAGE_PIXELS / 1e6:g} megapixels")
                 im.load()  # every pixel: a truncated file fails here, not later in a tool
+                if (problem := data_ends_early(path, im.format)) is not None:
+                    raise InputError(f"{name}: truncated {im.format} image: {problem}")
                 return _to_rgb(ImageOps.exif_transpose(im, in_place=True) or im)
     except Image.DecompressionBombError:
         raise InputError(f"{name}: declares a size over the limit of {MAX_IMAGE_PIXELS / 1e6:g} megapixels") from None
@@ -149,6 +154,60 @@ def load_image(path: str | Path, label: str | None = None) -> Image.Image:
         raise
     except Exception as e:  # Pillow raises many kinds on damaged files; all mean the same to a person
         raise InputError(f"{name}: not a readable image ({_first_line(e)})") from None
+
+
+def data_ends_early(path: Path, image_format: str | None) -> str | None:
+    """How an image file's data ends before its pixels do, for the formats whose decoder then fills the missing
+    pixels in without an error (PNG: a compressed stream that ends early, or no end chunk; JPEG: a scan cut
+    short); None if it is whole. The other formats' decoders refuse such files themselves."""
+    if image_format == "PNG":
+        return _png_ends_early(path)
+    if image_format in ("JPEG", "MPO"):
+        import simplejpeg
+
+        try:  # libjpeg-turbo's warnings as errors; it decoded the data that Pillow's libjpeg did
+            simplejpeg.decode_jpeg(path.read_bytes(), colorspace="GRAY", strict=True)
+        except ValueError as e:
+            if "premature end" in str(e).lower():
+                return _first_line(e)
+    return None
+
+
+PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}
+"""Samples per pixel of each PNG colour type."""
+ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2))
+"""The passes of an interlaced PNG: first column and row, column and row step."""
+
+
+def _png_ends_early(path: Path) -> str | None:
+    """Whether the chunks of a PNG (that Pillow decoded) run to its IEND chunk, and its image data inflates to
+    every row that the header declares (Pillow zero-fills the rows that a short stream lacks)."""
+    with open(path, "rb") as f:
+        f.seek(8)
+        header, stream, inflated = b"", zlib.decompressobj(), 0
+        while len(head := f.read(8)) == 8:
+            length, kind = struct.unpack(">I4s", head)
+            body = f.read(length)
+            if len(body) < length:
+                return f"the file ends inside its {kind.decode('latin-1')} chunk"
+            if kind == b"IHDR":
+                header = body
+            elif kind == b"IDAT":
+                while body:  # only counted, a MiB at a time
+                    inflated += len(stream.decompress(body, 1 << 20))
+                    body = stream.unconsumed_tail
+            elif kind == b"IEND":
+                break
+            f.seek(4, os.SEEK_CUR)  # the CRC
+        else:
+            return "the file ends before its IEND chunk"
+    width, height, depth, color, _, _, interlace = struct.unpack(">IIBBBBB", header[:13])
+    bits = depth * PNG_CHANNELS[color]
+    needed = sum(rows * (1 + (columns * bits + 7) // 8) for x, y, dx, dy in (ADAM7 if interlace else ((0, 0, 1, 1),))
+                 if (columns := (width - x + dx - 1) // dx) and (rows := (height - y + dy - 1) // dy))
+    if inflated < needed:
+        return f"its image data holds {inflated} of the {needed} bytes of its {width}x{height} pixels"
+    return None
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:

@@ -19,7 +19,10 @@ from mora_agents.cli import app
 from mora_agents.errors import InputError, ModelNotAvailable
 from mora_agents.pipelines.adapters import CARD
 from mora_agents.pipelines.loading import check_available
-from mora_agents.runs.runner import RunOptions, check_overrides, run_request
+from mora_agents.batch.engine import check_requests
+from mora_agents.batch.requests import parse_line
+from mora_agents.runs.runner import RunOptions, check_overrides, prepare_run, run_request
+from mora_agents.serve.app import RunCreate
 from mora_agents.settings import use_settings
 from mora_agents.sop.calls import check_calls
 from mora_agents.sop.loader import BUILTIN_DIR, SOPError, get_sop, load_sop
@@ -150,6 +153,60 @@ def test_a_run_whose_settings_do_not_fit_the_planned_backend_is_refused_before_a
     with pytest.raises(InputError, match="task 'text_to_video_wan', step 'segments': frames 24: backend wan2.2-ti2v-5b"):
         asyncio.run(run_request("a fox", task="text_to_video_wan", options=options))
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+WAN = {"image_to_video.backend": "wan2.2-ti2v-5b"}
+COERCED = [  # a float that is whole, or a text: typed as the tool call types it, then the backend's rules
+    ({"image_to_video.frames": 24.0}, "frames 24: backend wan2.2-ti2v-5b makes 4k+1 frames"),
+    ({"image_to_video.frames": "24"}, "frames 24: backend wan2.2-ti2v-5b makes 4k+1 frames"),
+    ({"image_to_video.width": 104.0}, "width 104: backend wan2.2-ti2v-5b needs a multiple of 32"),
+    ({"image_to_video.height": "104"}, "height 104: backend wan2.2-ti2v-5b needs a multiple of 32"),
+    ({"image_to_video.frames": 24.5}, "Input should be a valid integer, got a number with a fractional part"),
+]
+
+
+def _overrides(flat: dict) -> dict[str, dict]:
+    overrides: dict[str, dict] = {}
+    for key, value in {**WAN, **flat}.items():
+        tool, _, param = key.partition(".")
+        overrides.setdefault(tool, {})[param] = value
+    return overrides
+
+
+@pytest.mark.parametrize(("given", "message"), COERCED)
+def test_numbers_are_typed_before_the_backend_rules_on_every_path_in(tmp_path: Path, given: dict, message: str
+                                                                     ) -> None:
+    """`--set`, SOP files (`mora sops validate`), batch lines and the server (both through `validate_request`)."""
+    (key, value), = given.items()
+    cli = CliRunner().invoke(app, ["run", "a fox", "--preset", "tiny", "--device", "cpu", "--out", str(tmp_path / "runs"),
+                                   *[f"--set={k}={json.dumps(v)}" for k, v in {**WAN, **given}.items()]])
+    assert cli.exit_code == 2 and message in cli.output and len(cli.output.strip().splitlines()) == 1, cli.output
+    param = key.partition(".")[2]
+    sop = _sop(tmp_path, backend="wan2.2-ti2v-5b", **{param: value})
+    validated = CliRunner().invoke(app, ["sops", "validate", str(sop)])
+    assert validated.exit_code == 2 and "step 'segments'" in validated.output and message in validated.output
+    line = parse_line(json.dumps({"text": "a fox", "set": {**WAN, **given}}), tmp_path, "requests.jsonl:1")
+    (checked,) = check_requests([line], RunOptions(preset="tiny", device="cpu", out=tmp_path / "batch"))
+    assert checked.status == "invalid" and message in checked.error
+    asked = RunCreate(text="a fox", set=_overrides(given))  # what POST /api/runs reads, then gives prepare_run
+    with pytest.raises(InputError, match=None) as error:
+        prepare_run(asked.text, options=RunOptions(preset="tiny", device="cpu", out=tmp_path / "served",
+                                                   overrides=asked.set))
+    assert message in str(error.value)
+    assert not any(tmp_path.glob("*/*/run.json"))
+
+
+def test_numbers_that_fit_are_recorded_and_used_typed(tmp_path: Path) -> None:
+    options = RunOptions(preset="tiny", device="cpu", out=tmp_path / "runs",
+                         overrides=_overrides({"image_to_video.frames": "9", "image_to_video.guidance_scale": 4}))
+    run_dir = prepare_run("a fox", task="text_to_video_wan", options=options)
+    assert json.loads((run_dir / "run.json").read_text())["overrides"] == {
+        "image_to_video": {"backend": "wan2.2-ti2v-5b", "frames": 9, "guidance_scale": 4.0}}
+    sop = _sop(tmp_path, backend="wan2.2-ti2v-5b", frames=9.0, guidance_scale=4)
+    assert CliRunner().invoke(app, ["sops", "validate", str(sop)]).exit_code == 0
+    with use_settings(preset="tiny", device="cpu", out_dir=tmp_path / "out"):
+        start = text_to_image("a fox", seed=1).path
+        assert image_to_video(start, backend="ltx-video", frames=9.0, width="64", steps=1).frames == 9
 
 
 def test_missing_weights_of_a_backend_fail_fast(tmp_path: Path, monkeypatch) -> None:

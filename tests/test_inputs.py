@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 from mora_agents.cli import app
 from mora_agents.errors import InputError, MoraError
 from mora_agents.inputs import MAX_WORK_SIDE, check_attachment, copy_input
-from mora_agents.media import load_image, sha256_file
+from mora_agents.media import ADAM7, data_ends_early, load_image, sha256_file
 from mora_agents.runs.runner import RunOptions, prepare_run
 from mora_agents.sop.execution import Execution, validate_inputs
 from mora_agents.sop.loader import BUILTIN_DIR, SOPError, load_sop
@@ -54,6 +54,33 @@ def cut(path: Path, size: int) -> Path:
     return copy
 
 
+def noisy(path: Path, **save) -> Path:
+    """A 64x48 picture of noise (every byte of its data matters), in the format its suffix names."""
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (48, 64, 3), dtype=np.uint8)).save(path, **save)
+    return path
+
+
+def ended_early(path: Path) -> Path:
+    """A copy of a JPEG cut in the middle of its scan and then ended by an end marker (libjpeg fills the rest)."""
+    copy = path.with_name(f"ended{path.suffix}")
+    data = path.read_bytes()
+    copy.write_bytes(data[:len(data) // 2] + b"\xff\xd9")
+    return copy
+
+
+def interlaced_png(path: Path, pixels: np.ndarray, keep: float = 1.0) -> Path:
+    """An 8-bit grey Adam7-interlaced PNG of `pixels` (Pillow writes none); `keep`: the share of its image data
+    that the file holds."""
+    passes = [pixels[y::dy, x::dx] for x, y, dx, dy in ADAM7]
+    raw = b"".join(b"\0" + row.tobytes() for part in passes if part.size for row in part)
+    raw = raw[:round(len(raw) * keep)]
+    header = struct.pack(">IIBBBBB", pixels.shape[1], pixels.shape[0], 8, 0, 0, 0, 1)
+    chunks = [(b"IHDR", header), (b"IDAT", zlib.compress(raw)), (b"IEND", b"")]
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + b"".join(
+        struct.pack(">I", len(d)) + k + d + struct.pack(">I", zlib.crc32(k + d)) for k, d in chunks))
+    return path
+
+
 def bad_run(tmp_path: Path, *args: str, files: tuple[Path, ...] = (), request: str = "a fox") -> str:
     """Run `mora run` with bad input: exit 2, one line on stderr, no run directory, files unchanged."""
     before = {f: sha256_file(f) for f in files if f.is_file()}
@@ -75,6 +102,16 @@ def bad_run(tmp_path: Path, *args: str, files: tuple[Path, ...] = (), request: s
     ("--image", lambda d: png(d / "bomb.png", 100_000, 100_000, rows=1), "over the limit of 150 megapixels"),
     ("--image", lambda d: png(d / "big.png", 13_000, 13_000, rows=1), "13000x13000 pixels is over the limit"),
     ("--image", lambda d: cut(png(d / "x.png", 64, 64, row=bytes(range(192))), 40), "not a readable image"),
+    ("--image", lambda d: png(d / "short.png", 64, 64, rows=1), "truncated PNG image: its image data holds 193 of the "
+     "12352 bytes of its 64x64 pixels"),
+    ("--image", lambda d: cut(png(d / "x.png", 64, 64), 12), "truncated PNG image: the file ends before its IEND"),
+    ("--image", lambda d: cut(png(d / "x.png", 64, 64), 20), "truncated PNG image: the file ends inside its IDAT"),
+    ("--image", lambda d: ended_early(noisy(d / "x.jpg")), "truncated JPEG image: Corrupt JPEG data: premature end"),
+    ("--image", lambda d: ended_early(noisy(d / "x.jpg", progressive=True)), "truncated JPEG image: Corrupt JPEG"),
+    ("--image", lambda d: cut(noisy(d / "x.jpg"), 100), "not a readable image (image file is truncated"),
+    ("--image", lambda d: cut(noisy(d / "x.webp"), 100), "not a readable image"),
+    ("--image", lambda d: cut(noisy(d / "x.bmp"), 100), "not a readable image (image file is truncated"),
+    ("--image", lambda d: cut(noisy(d / "gif.png", format="GIF"), 100), "not a readable image (image file is"),
     ("--image", lambda d: png(d / "dot.png", 1, 1), "1x1 pixels is too small (at least 16 px per side)"),
     ("--image", lambda d: png(d / "wide.png", 2000, 100), "2000x100 pixels is wider than 4:1"),
     ("--image", lambda d: os.mkfifo(d / "pipe.png") or d / "pipe.png", "not a regular file"),
@@ -127,6 +164,28 @@ def test_odd_images_are_converted_to_the_rgb_they_show(tmp_path: Path) -> None:
 
     for name in ("grey16.png", "palette.png", "la.png", "cmyk.jpg", "turned.jpg"):
         assert check_attachment(tmp_path / name, "image", name).kind == "image"
+
+
+def test_every_kind_of_png_and_jpeg_with_all_its_data_decodes_and_one_short_of_it_is_refused(tmp_path: Path) -> None:
+    """The strict decode counts the data each PNG layout needs (bit depths, colour types, interlacing)."""
+    picture = np.random.default_rng(1).integers(0, 256, (37, 53, 3), dtype=np.uint8)
+    kinds = {"bits1.png": Image.fromarray(picture).convert("1"), "rgba16.png": Image.fromarray(picture).convert("RGBA"),
+             "palette4.png": Image.fromarray(picture).quantize(16), "grey.png": Image.fromarray(picture).convert("L")}
+    for name, image in kinds.items():
+        image.save(tmp_path / name, **({"bits": 4} if name == "palette4.png" else {}))
+    grey = np.asarray(kinds["grey.png"])
+    whole = interlaced_png(tmp_path / "interlaced.png", grey)
+    assert np.array_equal(np.asarray(Image.open(whole)), grey)  # the file is what Pillow reads as interlaced
+    for name in [*kinds, "interlaced.png", "cmyk.jpg", "progressive.jpg"]:
+        if name.endswith(".jpg"):
+            noisy(tmp_path / name, **({"progressive": True} if name == "progressive.jpg" else {}))
+        assert check_attachment(tmp_path / name, "image", name).width in (53, 64)
+    size = sum(part.shape[0] * (1 + part.shape[1]) for x, y, dx, dy in ADAM7 if (part := grey[y::dy, x::dx]).size)
+    short = interlaced_png(tmp_path / "short.png", grey, keep=0.99)
+    assert data_ends_early(short, "PNG") == (f"its image data holds {round(size * 0.99)} of the {size} bytes of its "
+                                             "53x37 pixels")
+    with pytest.raises(InputError, match="short.png: "):
+        load_image(short)
 
 
 def test_a_huge_image_is_copied_at_model_size_and_tools_bound_their_working_size(tmp_path: Path, tiny) -> None:

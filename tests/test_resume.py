@@ -20,6 +20,7 @@ from mora_agents.media import read_video
 from mora_agents.runs.catalog import read_info, run_status
 from mora_agents.runs.runner import RunOptions, resume_run, run_request
 from mora_agents.runs.transcript import read_transcript
+from mora_agents.sop.loader import BUILTIN_DIR
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 FOX = "a red fox running through snow"
@@ -138,6 +139,25 @@ def test_killed_at_a_moment_of_every_kind_resumes_without_doing_anything_twice(t
         assert row["results"] == reference["results"] and set(row["results"].values()) == {1}, failure
         assert row["tool_runs"] == reference["tool_runs"] and row["frames_equal"], failure
     assert sweep["passed"] == len(rows) and done.returncode == 0
+
+
+def test_a_resumed_run_of_every_shipped_sop_equals_the_uninterrupted_one(tmp_path: Path) -> None:
+    """Each SOP killed right after the first iteration of its repeated step (else its first tool step) and resumed in
+    a new process, which runs the rest with nothing run before it: the result is byte for byte the uninterrupted
+    one's (`python benchmarks/resume_sweep.py --sops`)."""
+    report = tmp_path / "sops.json"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, str(SWEEP), "--sops", "--json", str(report)], env=env,
+                          capture_output=True, text=True, timeout=900)
+    assert report.is_file(), done.stdout + done.stderr
+    rows = json.loads(report.read_text())["rows"]
+    assert {row["sop"] for row in rows} == {path.stem for path in BUILTIN_DIR.glob("*.yaml")}
+    for row in rows:
+        assert row["passed"], f"{row['sop']}: {row.get('log_tail', '')}"
+        assert row["killed"] == -signal.SIGKILL and row["resume_exit"] == 0 and row["whole"] == row["resumed"]
+    assert {row["sop"]: row["kill_after"][0] for row in rows if row["kill_after"][0] != "segments"} == {
+        "connect_videos": "connect", "connect_videos_flf2v": "connect", "text_to_video_keyframes": "segments.keyframe"}
+    assert done.returncode == 0
 
 
 KILL_AT = """

@@ -61,7 +61,7 @@ from transformers import (
 from mora_agents.models import tiny, tiny_backends
 from mora_agents.models.seine_unet import SEINE_CONFIG_PATH, SEINEUNet3D
 from mora_agents.models.tokenizer import tiny_clip_tokenizer, tiny_t5_tokenizer
-from mora_agents.pipelines.loading import FP32_VAE, REFINER_SHARES, full_dtype
+from mora_agents.pipelines.loading import FP32_VAE, REFINER_SHARES, eval_mode, full_dtype
 from mora_agents.pipelines.seine import (
     SEINEPipeline,
     seine_scheduler,
@@ -304,7 +304,8 @@ def _build_on_meta(key: str, size: str, depends: tuple[DiffusionPipeline, ...]) 
 def build_pipeline(
     key: str, size: str, device: torch.device, *depends: DiffusionPipeline
 ) -> DiffusionPipeline:
-    """The `size` pipeline for a model key, built on `device` in the `full` preset's dtype, seeded random weights.
+    """The `size` pipeline for a model key, built on `device` in the `full` preset's dtype, seeded random weights,
+    in eval mode (as `from_pretrained` leaves a pipeline, for `reference` and `ours` alike).
 
     `depends` are the pipelines DEPENDS names for `key`; their shared components are left as they are. On the
     meta device (for counting FLOPs) the modules have shapes and no data; at full size, the dtype the preset has
@@ -320,4 +321,4 @@ def build_pipeline(
     for name, component in pipe.components.items():
         if isinstance(component, nn.Module) and id(component) not in shared:
             randomize_(component, seed=zlib.crc32(f"{key}.{name}".encode()))
-    return pipe
+    return eval_mode(pipe)

@@ -32,7 +32,7 @@ from transformers import (
     UMT5EncoderModel,
 )
 
-from mora_agents.models.tiny import TEXT_DIM, _text_config
+from mora_agents.models.tiny import TEXT_DIM, _text_config, random_weights
 from mora_agents.models.tokenizer import tiny_clip_tokenizer, tiny_t5_tokenizer
 
 LATENTS = 4
@@ -75,43 +75,50 @@ def _flow_scheduler(**kwargs) -> FlowMatchEulerDiscreteScheduler:
 def wan_ti2v(seed: int = 10) -> WanImageToVideoPipeline:
     """Wan 2.2 TI2V-5B's structure: a residual VAE with 2x2 patches (16x spatial, 4x temporal compression), the image
     as the first latent frame (`expand_timesteps`), no image encoder."""
-    torch.manual_seed(seed)
-    vae = _wan_vae(is_residual=True, patch_size=2, in_channels=12, out_channels=12, scale_factor_spatial=16)
-    return WanImageToVideoPipeline(
-        tokenizer=tiny_t5_tokenizer(), text_encoder=_umt5(), vae=vae, scheduler=_flow_scheduler(shift=5.0),
-        transformer=_wan_transformer(LATENTS), expand_timesteps=True,
-    )
+    with random_weights(seed):
+        vae = _wan_vae(is_residual=True, patch_size=2, in_channels=12, out_channels=12, scale_factor_spatial=16)
+        return WanImageToVideoPipeline(
+            tokenizer=tiny_t5_tokenizer(), text_encoder=_umt5(), vae=vae, scheduler=_flow_scheduler(shift=5.0),
+            transformer=_wan_transformer(LATENTS), expand_timesteps=True,
+        )
 
 
 def wan_flf2v(seed: int = 11) -> WanImageToVideoPipeline:
     """Wan 2.1 FLF2V's structure: the Wan 2.1 VAE (8x spatial, 4x temporal), a CLIP image encoder reading the first
     and last frames, and a transformer taking noise, mask and condition latents."""
-    torch.manual_seed(seed)
-    vision = CLIPVisionConfig(hidden_size=16, projection_dim=16, num_hidden_layers=2, num_attention_heads=2,
-                              image_size=32, intermediate_size=16, patch_size=8)
-    image_tokens = 2 * ((32 // 8) ** 2 + 1)  # two images of 16 patches and a class token
-    return WanImageToVideoPipeline(
-        tokenizer=tiny_t5_tokenizer(), text_encoder=_umt5(), vae=_wan_vae(), scheduler=_flow_scheduler(shift=5.0),
-        image_processor=CLIPImageProcessorPil(crop_size=32, size=32), image_encoder=CLIPVisionModel(vision),
-        transformer=_wan_transformer(2 * LATENTS + 4, image_dim=16, image_tokens=image_tokens),
-    )
+    with random_weights(seed):
+        vision = CLIPVisionConfig(hidden_size=16, projection_dim=16, num_hidden_layers=2, num_attention_heads=2,
+                                  image_size=32, intermediate_size=16, patch_size=8)
+        image_tokens = 2 * ((32 // 8) ** 2 + 1)  # two images of 16 patches and a class token
+        return WanImageToVideoPipeline(
+            tokenizer=tiny_t5_tokenizer(), text_encoder=_umt5(), vae=_wan_vae(), scheduler=_flow_scheduler(shift=5.0),
+            image_processor=CLIPImageProcessorPil(crop_size=32, size=32), image_encoder=CLIPVisionModel(vision),
+            transformer=_wan_transformer(2 * LATENTS + 4, image_dim=16, image_tokens=image_tokens),
+        )
 
 
-def ltx_video(seed: int = 12) -> LTXImageToVideoPipeline:
-    """LTX-Video's structure: a VAE with 8x temporal compression (three spatio-temporal scalings) and a T5 encoder."""
-    torch.manual_seed(seed)
-    vae = AutoencoderKLLTXVideo(
-        latent_channels=LATENTS, block_out_channels=(8,) * 4, decoder_block_out_channels=(8,) * 4,
-        layers_per_block=(1,) * 5, decoder_layers_per_block=(1,) * 5, spatio_temporal_scaling=(True, True, True, False),
-        decoder_spatio_temporal_scaling=(True, True, True, False), decoder_inject_noise=(False,) * 5,
-        patch_size=1, patch_size_t=1,
-    )
-    transformer = LTXVideoTransformer3DModel(
-        in_channels=LATENTS, out_channels=LATENTS, num_attention_heads=2, attention_head_dim=8,
-        cross_attention_dim=16, num_layers=1, caption_channels=TEXT_DIM,
-    )
-    return LTXImageToVideoPipeline(scheduler=_flow_scheduler(), vae=vae, text_encoder=_t5(),
-                                   tokenizer=tiny_t5_tokenizer(), transformer=transformer)
+def ltx_video(seed: int = 12, decoder_noise: bool = False) -> LTXImageToVideoPipeline:
+    """LTX-Video's structure: a VAE with 8x temporal compression (three spatio-temporal scalings) and a T5 encoder.
+
+    `decoder_noise`: the decoder of LTX-Video 0.9.1 and later, conditioned on a timestep and injecting noise, which
+    it draws from the global random state (the pipeline passes it no generator)."""
+    with random_weights(seed):
+        vae = AutoencoderKLLTXVideo(
+            latent_channels=LATENTS, block_out_channels=(8,) * 4, decoder_block_out_channels=(8,) * 4,
+            layers_per_block=(1,) * 5, decoder_layers_per_block=(1,) * 5,
+            spatio_temporal_scaling=(True, True, True, False),
+            decoder_spatio_temporal_scaling=(True, True, True, False), decoder_inject_noise=(decoder_noise,) * 5,
+            timestep_conditioning=decoder_noise, patch_size=1, patch_size_t=1,
+        )
+        for name, param in vae.decoder.named_parameters():
+            if "per_channel_scale" in name:  # the noise's scales: zeros when built, not when trained
+                torch.nn.init.normal_(param, std=0.5)
+        transformer = LTXVideoTransformer3DModel(
+            in_channels=LATENTS, out_channels=LATENTS, num_attention_heads=2, attention_head_dim=8,
+            cross_attention_dim=16, num_layers=1, caption_channels=TEXT_DIM,
+        )
+        return LTXImageToVideoPipeline(scheduler=_flow_scheduler(), vae=vae, text_encoder=_t5(),
+                                       tokenizer=tiny_t5_tokenizer(), transformer=transformer)
 
 
 def _flux_components(guidance: bool) -> dict:
@@ -130,13 +137,13 @@ def _flux_components(guidance: bool) -> dict:
 
 def flux_schnell(seed: int = 13) -> FluxPipeline:
     """FLUX.1-schnell's structure: timestep-distilled (no guidance embedding), a fixed shift."""
-    torch.manual_seed(seed)
-    return FluxPipeline(scheduler=_flow_scheduler(), **_flux_components(guidance=False))
+    with random_weights(seed):
+        return FluxPipeline(scheduler=_flow_scheduler(), **_flux_components(guidance=False))
 
 
 def flux_kontext(seed: int = 14) -> FluxKontextPipeline:
     """FLUX.1 Kontext [dev]'s structure: a guidance-distilled transformer (guidance embedding), resolution-dependent
     shift."""
-    torch.manual_seed(seed)
-    scheduler = _flow_scheduler(shift=3.0, use_dynamic_shifting=True)
-    return FluxKontextPipeline(scheduler=scheduler, **_flux_components(guidance=True))
+    with random_weights(seed):
+        scheduler = _flow_scheduler(shift=3.0, use_dynamic_shifting=True)
+        return FluxKontextPipeline(scheduler=scheduler, **_flux_components(guidance=True))

@@ -103,6 +103,7 @@ def finish_pipeline(key: str, pipe: DiffusionPipeline, device: str | torch.devic
 
     `mora bench` applies it to its random-weight pipelines, so its `ours` rows are what `load_pipeline` returns.
     """
+    eval_mode(pipe)
     pipe.set_progress_bar_config(disable=True)
     if memory_profile == "resident":
         return pipe.to(device)
@@ -117,6 +118,16 @@ def finish_pipeline(key: str, pipe: DiffusionPipeline, device: str | torch.devic
         pipe.vae.enable_slicing()
     if key == "svd":  # its temporal decoder can be neither sliced nor tiled; a smaller decode chunk changes the output
         pipe.unet.enable_forward_chunking()
+    return pipe
+
+
+def eval_mode(pipe: DiffusionPipeline) -> DiffusionPipeline:
+    """Every model of the pipeline in inference mode (no dropout), as `from_pretrained` leaves them. Models built from
+    a config (the tiny preset) and layers added later (adapters) start in training mode, where the T5 and UMT5
+    encoders' dropout draws from the global random state: the same seed would give other frames on each call."""
+    for component in pipe.components.values():
+        if isinstance(component, torch.nn.Module):
+            component.eval()
     return pipe
 
 
@@ -169,7 +180,7 @@ def _tiny(key: str, device: torch.device) -> DiffusionPipeline:
         "ltx_video": tiny_backends.ltx_video,
         "wan_flf2v": tiny_backends.wan_flf2v,
     }
-    return builders[key]()
+    return eval_mode(builders[key]())
 
 
 def load_pipeline(key: str) -> DiffusionPipeline:

@@ -110,8 +110,11 @@ class RunOutcome:
     noise: bool
 
 
-def check_overrides(overrides: dict[str, dict[str, Any]]) -> None:
-    """`--set` values: known tools and settable parameters, each value within the parameter's type and bounds."""
+def check_overrides(overrides: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """`--set` values: known tools and settable parameters, each value within the parameter's type and bounds, all
+    of a tool's together within its backend's rules. Returns them typed ("24" and 24.0 frames as 24: the numbers
+    the rules checked, which the run then records and uses)."""
+    typed = {}
     for tool, params in overrides.items():
         try:
             spec = get_tool(tool)
@@ -126,13 +129,15 @@ def check_overrides(overrides: dict[str, dict[str, Any]]) -> None:
             except ValidationError as e:
                 raise InputError(f"--set {tool}.{param}={value}: {validation_summary(e, locations=False)}") from None
         try:
-            spec.check_combination(params)
+            typed[tool] = spec.check_combination(params)
         except ValueError as e:
             raise InputError(f"--set {tool}: {e}") from None
+    return typed
 
 
 def check_options(options: RunOptions) -> None:
-    """The options a person gives (`--out`, `--seed`, `--device`, `--memory-profile`, `--set`); raises InputError."""
+    """The options a person gives (`--out`, `--seed`, `--device`, `--memory-profile`, `--set`: typed in place);
+    raises InputError."""
     check_output_dir(options.out, "--out")
     if options.seed is not None:
         check_seed(options.seed)
@@ -145,7 +150,7 @@ def check_options(options: RunOptions) -> None:
     if options.memory_profile not in MEMORY_PROFILES:
         raise InputError(f"--memory-profile {options.memory_profile}: unknown "
                          f"(choose from {', '.join(MEMORY_PROFILES)})")
-    check_overrides(options.overrides)
+    options.overrides = check_overrides(options.overrides)
     run_adapters(options.adapters, options.preset)
 
 

@@ -167,7 +167,7 @@ class Execution:
             call = next(step_calls(step))
             backend = call.backend(self.overrides)
             defaults = backend_defaults(settings().preset, step.tool, backend.name) if backend else {}
-            params = {**defaults, **call.known(self.overrides)}
+            params = {**defaults, **get_tool(call.tool).check_combination(call.known(self.overrides))}
             frames, fps = params.get("frames"), params.get("fps")
             if isinstance(frames, int) and isinstance(fps, int | float) and fps > 0:
                 try:

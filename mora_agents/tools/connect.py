@@ -21,7 +21,7 @@ from mora_agents.media import (
 from mora_agents.pipelines.loading import load_pipeline
 from mora_agents.settings import denoise_callback, output_path, settings
 from mora_agents.tools.backends import BACKENDS, backend_named
-from mora_agents.tools.defaults import fill_defaults, generator
+from mora_agents.tools.defaults import fill_defaults, seeded
 from mora_agents.tools.params import (
     ConnectBackend,
     Fps,
@@ -46,20 +46,20 @@ def transition(first: Image.Image, last: Image.Image, prompt: str, backend: str 
     p = fill_defaults("connect_videos", spec.name, **given)
     pipe = load_pipeline(spec.models[0])
     note_cut_prompts(pipe, spec, {"prompt": prompt, "negative_prompt": p["negative_prompt"]})
-    with torch.inference_mode():
+    with torch.inference_mode(), seeded(seed) as gen:
         if spec.name == "seine":
             hook = settings().progress
             hook.start("connect_videos", p["steps"])
             frames = pipe([first, last], prompt=prompt, mask_type="onelast1", num_frames=p["frames"],
                           height=p["height"], width=p["width"], sampler=p["sampler"], num_inference_steps=p["steps"],
-                          guidance_scale=p["guidance_scale"], generator=generator(seed), output_type="np",
+                          guidance_scale=p["guidance_scale"], generator=gen, output_type="np",
                           callback=lambda step, total: hook.advance()).frames
             hook.stop()
             return np.asarray(frames)
         video = pipe(first, last_image=last, prompt=prompt, negative_prompt=p["negative_prompt"],
                      num_frames=p["frames"], height=p["height"], width=p["width"], num_inference_steps=p["steps"],
                      guidance_scale=p["guidance_scale"], max_sequence_length=spec.text.tokens,
-                     generator=generator(seed), output_type="np",
+                     generator=gen, output_type="np",
                      callback_on_step_end=denoise_callback("connect_videos", p["steps"])).frames[0]
     settings().progress.stop()
     return (np.clip(video, 0, 1) * 255).round().astype(np.uint8)
@@ -129,7 +129,7 @@ def connect_images(
     first, last = load_image(image), load_image(last_image)
     clip = transition(first, last, prompt, backend, seed, negative_prompt=negative_prompt, frames=frames,
                       width=width, height=height, sampler=sampler, steps=steps, guidance_scale=guidance_scale)
-    rate = fill_defaults("connect_videos", backend_named(BACKENDS["connect_images"], backend).name, fps=fps)["fps"]
+    rate = fill_defaults("connect_images", backend_named(BACKENDS["connect_images"], backend).name, fps=fps)["fps"]
     path = output_path(output, "connect_images", ".mp4")
     write_video(resize_frames(clip, *first.size), rate, path)
     return probe(path, noise=settings().preset == "tiny")

@@ -3,12 +3,15 @@ default backends; each other backend's own recommended ones)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
 
+from mora_agents.pipelines.loading import resolve_device
 from mora_agents.settings import settings
-from mora_agents.tools.backends import BACKENDS, check_backend_args
+from mora_agents.tools.registry import get_tool
 
 DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
     "full": {
@@ -65,20 +68,36 @@ def backend_defaults(preset: str, tool: str, backend: str) -> dict[str, Any]:
 
 
 def fill_defaults(tool: str, backend: str, **given: Any) -> dict[str, Any]:
-    """The given parameters, with each one left as None replaced by the current preset's default for the backend.
+    """The given parameters, typed, with each one left as None replaced by the current preset's default for the
+    backend.
 
-    The given ones are first checked against the backend's rules (as `--set` and SOP arguments are), so that a
-    library call with, say, 24 frames for a 4k+1-frame backend raises ValueError instead of being rounded."""
-    check_backend_args(BACKENDS[tool], {"backend": backend, **given})
+    The given ones are first typed and checked against the backend's rules (`ToolSpec.check_combination`, as
+    `--set` and SOP arguments are), so that a library call with, say, 24 frames for a 4k+1-frame backend raises
+    ValueError instead of being rounded, and 25.0 frames reach the model as 25."""
+    typed = get_tool(tool).check_combination({"backend": backend, **given})
     defaults = backend_defaults(settings().preset, tool, backend)
-    return {name: defaults.get(name) if value is None else value for name, value in given.items()}
+    return {name: defaults.get(name) if typed[name] is None else typed[name] for name in given}
 
 
-def generator(seed: int | None) -> torch.Generator:
-    """A seeded generator (a random seed when None). CPU generators keep results equal across devices."""
-    gen = torch.Generator("cpu")
+def generator(seed: int | None, device: str | torch.device = "cpu") -> torch.Generator:
+    """A generator on `device` seeded by `seed` (a random seed when None)."""
+    gen = torch.Generator(device)
     if seed is None:
         gen.seed()
     else:
         gen.manual_seed(seed)
     return gen
+
+
+@contextmanager
+def seeded(seed: int | None) -> Iterator[torch.Generator]:
+    """All the randomness of one model call, drawn from `seed` (a random one when None): the generator it passes to
+    the pipeline, on the device the models run on (where the pipelines draw their noise with it), and, for the
+    call, the global random state, forked and seeded from the same seed, for library code that draws without a
+    generator (LTX-Video 0.9.1's decoder noise). So a call gives the same frames whatever ran before it in the
+    process, and changes nothing for the calls after it (tool calls run one at a time)."""
+    device = resolve_device(settings().device)
+    gen = generator(seed, device)
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(gen.initial_seed())
+        yield gen

@@ -14,7 +14,7 @@ from mora_agents.pipelines.adapters import adapters_scope
 from mora_agents.pipelines.loading import load_pipeline
 from mora_agents.settings import denoise_callback, output_path, settings
 from mora_agents.tools.backends import BACKENDS, Backend, backend_named
-from mora_agents.tools.defaults import fill_defaults, generator
+from mora_agents.tools.defaults import fill_defaults, seeded
 from mora_agents.tools.params import (
     EditImageBackend,
     Fraction,
@@ -75,11 +75,10 @@ def text_to_image(
         if width is None and height is None:
             p["width"], p["height"] = work_size(source, spec)
     start = source.resize((p["width"], p["height"]), Image.Resampling.LANCZOS) if source else None
-    gen = generator(seed)
     with adapters_scope(adapters):
         pipe = load_pipeline(spec.models[0])
         note_cut_prompts(pipe, spec, {"prompt": prompt, "negative_prompt": negative_prompt})
-        with torch.inference_mode():
+        with torch.inference_mode(), seeded(seed) as gen:
             if spec.name == "flux-schnell":
                 result = _flux_schnell(prompt, start, p, gen)
             else:
@@ -150,14 +149,15 @@ def edit_image(
     with adapters_scope(adapters):
         pipe = load_pipeline(spec.models[0])
     common = dict(image=work, num_inference_steps=p["steps"], guidance_scale=p["guidance_scale"],
-                  generator=generator(seed), callback_on_step_end=denoise_callback("edit_image", p["steps"]))
+                  callback_on_step_end=denoise_callback("edit_image", p["steps"]))
     note_cut_prompts(pipe, spec, {"instruction": instruction})
-    with torch.inference_mode():
+    with torch.inference_mode(), seeded(seed) as gen:
         if spec.name == "flux-kontext":  # at the work size, not Kontext's preferred ones
             edited = pipe(prompt=instruction, width=width, height=height, max_area=width * height, _auto_resize=False,
-                          max_sequence_length=spec.text.tokens, **common).images[0]
+                          max_sequence_length=spec.text.tokens, generator=gen, **common).images[0]
         else:
-            edited = pipe(instruction, image_guidance_scale=p["image_guidance_scale"], **common).images[0]
+            edited = pipe(instruction, image_guidance_scale=p["image_guidance_scale"], generator=gen,
+                          **common).images[0]
     settings().progress.stop()
     path = output_path(output, "edit_image", ".png")
     save_image(edited.resize(source.size), path)

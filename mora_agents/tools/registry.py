@@ -18,8 +18,9 @@ from typing import Annotated, Any, Literal
 
 from autogen_core import CancellationToken
 from autogen_core.tools import BaseTool
-from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
 
+from mora_agents.errors import validation_summary
 from mora_agents.tools.backends import Backend, backend_named, check_backend_args
 
 Produces = Literal["image", "video", "text"]
@@ -46,7 +47,12 @@ class ToolSpec:
     def args_model(self) -> type[BaseModel]:
         """The arguments as a pydantic model: each parameter's type with its bounds, description and default, and
         the backend's rules over the arguments given (`check_combination`)."""
-        return args_model(self.name, self.func, self.check_combination)
+        return args_model(self.name, self.func, self._check_rules)
+
+    @cached_property
+    def params_model(self) -> type[BaseModel]:
+        """The parameters' types and bounds alone, for checking them one at a time (`validate_param`)."""
+        return args_model(self.name, self.func)
 
     @cached_property
     def function_tool(self) -> SchemaTool:
@@ -67,17 +73,34 @@ class ToolSpec:
         return {name: getattr(model, name) for name in arguments}
 
     def validate_param(self, name: str, value: Any) -> Any:
-        """Check one parameter's value against its type and bounds (pydantic errors raise); `check_combination`
-        checks several together."""
-        partial = self.args_model.model_construct()
-        self.args_model.__pydantic_validator__.validate_assignment(partial, name, value)
+        """Check one parameter's value against its type and bounds, and return it typed (pydantic errors raise);
+        `check_combination` checks several together."""
+        partial = self.params_model.model_construct()
+        self.params_model.__pydantic_validator__.validate_assignment(partial, name, value)
         return getattr(partial, name)
 
-    def check_combination(self, values: Mapping[str, Any]) -> None:
+    def typed_args(self, values: Mapping[str, Any]) -> dict[str, Any]:
+        """Arguments as the tool call types them: pydantic's coercion, the same on every path in ("24", "24.0" and
+        24.0 become 24; 24.5 and true are refused). Raises ValueError naming the first that does not fit."""
+        typed = {}
+        for name, value in values.items():
+            try:
+                typed[name] = self.validate_param(name, value)
+            except ValidationError as e:
+                raise ValueError(f"{name}={value!r}: {validation_summary(e, locations=False)}") from None
+        return typed
+
+    def check_combination(self, values: Mapping[str, Any]) -> dict[str, Any]:
         """Check arguments together (some of them: those known so far) against the backend they choose, if the tool
-        has backends: what it reads, its frame and size rules. Raises ValueError."""
+        has backends: what it reads, its frame and size rules. The values are typed first (`typed_args`), so the
+        rules see the numbers the tool will get; returns them. Raises ValueError."""
+        typed = self.typed_args(values)
+        self._check_rules(typed)
+        return typed
+
+    def _check_rules(self, typed: Mapping[str, Any]) -> None:
         if self.backends:
-            check_backend_args(self.backends, values)
+            check_backend_args(self.backends, typed)
 
     def backend(self, arguments: Mapping[str, Any]) -> Backend | None:
         """The backend that arguments choose (the default if they name none); None for a tool without backends."""

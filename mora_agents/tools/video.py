@@ -12,7 +12,7 @@ from mora_agents.pipelines.adapters import adapters_scope
 from mora_agents.pipelines.loading import load_pipeline
 from mora_agents.settings import denoise_callback, output_path, settings
 from mora_agents.tools.backends import BACKENDS, backend_named
-from mora_agents.tools.defaults import fill_defaults, generator
+from mora_agents.tools.defaults import fill_defaults, seeded
 from mora_agents.tools.params import (
     Chunk,
     Fps,
@@ -73,9 +73,9 @@ def image_to_video(
                         max_sequence_length=spec.text.tokens)
         if spec.name == "ltx-video":
             specific["frame_rate"] = p["fps"]
-    with torch.inference_mode():
+    with torch.inference_mode(), seeded(seed) as gen:
         video = pipe(start, width=p["width"], height=p["height"], num_frames=p["frames"],
-                     num_inference_steps=p["steps"], generator=generator(seed), output_type="np",
+                     num_inference_steps=p["steps"], generator=gen, output_type="np",
                      callback_on_step_end=denoise_callback("image_to_video", p["steps"]), **specific).frames[0]
     settings().progress.stop()
     path = output_path(output, "image_to_video", ".mp4")
