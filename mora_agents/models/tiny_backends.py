@@ -26,6 +26,8 @@ from transformers import (
     CLIPTextModel,
     CLIPVisionConfig,
     CLIPVisionModel,
+    MT5Config,
+    MT5EncoderModel,
     T5Config,
     T5EncoderModel,
     UMT5Config,
@@ -52,6 +54,11 @@ def _umt5() -> UMT5EncoderModel:
 
 def _t5() -> T5EncoderModel:
     return T5EncoderModel(T5Config(**_t5_config(feed_forward_proj="gated-gelu")))
+
+
+def tiny_mt5_encoder() -> MT5EncoderModel:
+    """mT5's encoder (Open-Sora-Plan's text encoder) at the tiny T5 size, over the in-memory tokenizer."""
+    return MT5EncoderModel(MT5Config(**_t5_config(feed_forward_proj="gated-gelu")))
 
 
 def _wan_transformer(in_channels: int, image_dim: int | None = None, image_tokens: int | None = None
