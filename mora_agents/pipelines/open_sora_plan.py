@@ -281,7 +281,7 @@ def tiny_open_sora_plan_pipeline(seed: int = 15) -> OpenSoraPlanPipeline:
         vae = OpenSoraCausalVAE.from_config(TINY_VAE)
         transformer = OpenSoraInpaintTransformer3D.from_config(TINY_TRANSFORMER)
     vae.enable_tiling()
-    pipe = OpenSoraPlanPipeline(tiny_t5_tokenizer(), text_encoder.eval(), vae.eval(), transformer.eval(),
+    pipe = OpenSoraPlanPipeline(tiny_t5_tokenizer(), text_encoder, vae.eval(), transformer.eval(),
                                 PNDMScheduler())
     pipe.set_progress_bar_config(disable=True)
     return pipe
