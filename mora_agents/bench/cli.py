@@ -81,8 +81,8 @@ def bench_command(
     workloads: Annotated[
         str | None,
         typer.Option(
-            help=f"Comma-separated workloads (default: all): {WORKLOAD_HELP} (the last five: the other backends, "
-            "without reference)."
+            help=f"Comma-separated workloads (default: all): {WORKLOAD_HELP} (from flux_schnell_image on: the other "
+            "backends and the OSP system's models, without reference)."
         ),
     ] = None,
     repeats: Annotated[

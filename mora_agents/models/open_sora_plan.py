@@ -269,9 +269,9 @@ class OpenSoraInpaintTransformer3D(ModelMixin, ConfigMixin):
         if attention_mask is not None:
             pooled = F.max_pool3d(attention_mask.to(dtype)[:, None], kernel_size=(1, p, p), stride=(1, p, p))
             video_mask = _additive_mask(pooled.flatten(1)[:, None], dtype)
-        text_mask = None
+        text_mask = None  # the padded text's mask is kept as it is (whether it drops any token is not looked at)
         if encoder_attention_mask is not None:
-            text_mask = _additive_mask(encoder_attention_mask.reshape(batch, 1, -1), dtype)
+            text_mask = (1 - encoder_attention_mask.reshape(batch, 1, -1).bool().to(dtype)) * MASK_BIAS
         if encoder_hidden_states.ndim == 4:
             encoder_hidden_states = encoder_hidden_states[:, 0]
 
