@@ -18,6 +18,7 @@ from mora_agents.models.open_sora_vae import OpenSoraCausalVAE
 from mora_agents.pipelines.open_sora_plan import (
     OpenSoraPlanPipeline,
     load_open_sora_plan_pipeline,
+    tiny_open_sora_plan_pipeline,
 )
 
 FIXTURES = Path(__file__).parent / "fixtures" / "osp"
@@ -193,6 +194,26 @@ def test_published_folders_load_strictly(tmp_path):
     (osp / "vae" / "checkpoint.ckpt").unlink()
     with pytest.raises(FileNotFoundError, match=r"lacks vae/\*\.ckpt or .*hf download LanguageBind/Open-Sora-Plan"):
         load_open_sora_plan_pipeline(str(osp), "nowhere/mt5")
+
+
+def test_the_full_loader_reads_the_published_layouts(tmp_path):
+    """`load_open_sora_plan_pipeline` (what `--preset full` runs) on the tiny pipeline's weights saved as the
+    published repositories lay them out: the same frames as the pipeline they came from."""
+    tiny = tiny_open_sora_plan_pipeline()
+    osp, mt5 = tmp_path / "Open-Sora-Plan-v1.2.0", tmp_path / "mt5-xxl"
+    tiny.transformer.save_pretrained(osp / "93x480p_i2v")
+    (osp / "vae").mkdir()
+    (osp / "vae" / "config.json").write_text(json.dumps(dict(tiny.vae.config)))
+    torch.save({"state_dict": tiny.vae.state_dict()}, osp / "vae" / "checkpoint.ckpt")
+    tiny.text_encoder.save_pretrained(mt5)
+    tiny.tokenizer.save_pretrained(mt5)
+    loaded = load_open_sora_plan_pipeline(str(osp), str(mt5), device="cpu")
+    loaded.set_progress_bar_config(disable=True)
+    assert loaded.vae.use_tiling and isinstance(loaded.scheduler, PNDMScheduler)
+    image = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    frames = [pipe(image, prompt="a red fox", num_frames=5, height=64, width=64, num_inference_steps=4,
+                   generator=torch.Generator().manual_seed(1), output_type="np").frames for pipe in (tiny, loaded)]
+    assert frames[0].shape == (5, 64, 64, 3) and np.array_equal(*frames)
 
 
 @pytest.mark.parametrize(("change", "message"), [
