@@ -54,19 +54,6 @@ STUBBED = {"cv2", "decord", "pytorchvideo", "pytorch_lightning", "torchvision", 
            "omegaconf", "albumentations", "av", "torchdiffeq", "timm", "h5py", "moviepy", "imageio", "scipy",
            "sklearn", "pandas", "test_tube", "ftfy", "bs4", "torch_npu", "deepspeed", "gradio"}
 
-TINY_TRANSFORMER = dict(
-    num_layers=2, attention_head_dim=24, num_attention_heads=2, patch_size_t=1, patch_size=2,
-    norm_type="ada_norm_single", caption_channels=16, cross_attention_dim=48, in_channels=4, out_channels=4,
-    sample_size=[8, 8], sample_size_t=3, activation_fn="gelu-approximate", attention_bias=True,
-    norm_elementwise_affine=False, norm_eps=1e-6, use_rope=True, interpolation_scale_t=2.0,
-    interpolation_scale_h=1.5, interpolation_scale_w=1.0, attention_mode="math", num_embeds_ada_norm=1000,
-)
-"""Two blocks of 2 heads of 24 channels; RoPE interpolation scales other than 1 so that each axis's shows. (The
-reference caches each axis's RoPE table by its length alone, so axes of equal length would share the first one's
-scale: the inputs have 3 x 4 x 6 patches. The published models set all three scales to 1.)"""
-PIPELINE_TRANSFORMER = {**TINY_TRANSFORMER, "interpolation_scale_t": 1.0, "interpolation_scale_h": 1.0,
-                        "interpolation_scale_w": 1.0}
-"""For the pipeline's 3 x 2 x 2 patches, the published models' RoPE scales (see above)."""
 FULL_TRANSFORMER = dict(
     num_layers=32, attention_head_dim=96, num_attention_heads=24, patch_size_t=1, patch_size=2,
     norm_type="ada_norm_single", caption_channels=4096, cross_attention_dim=2304, in_channels=4, out_channels=4,
@@ -75,6 +62,14 @@ FULL_TRANSFORMER = dict(
     interpolation_scale_h=1.0, interpolation_scale_w=1.0, attention_mode="xformers", num_embeds_ada_norm=1000,
 )
 """OpenSoraInpaint-ROPE-L/122 with the arguments of the reference's `train_inpaint.sh` (93x480x640, RoPE)."""
+TINY_TRANSFORMER = {**FULL_TRANSFORMER, "num_layers": 2, "attention_head_dim": 24, "num_attention_heads": 2,
+                    "caption_channels": 16, "cross_attention_dim": 48, "sample_size": [8, 8], "sample_size_t": 3,
+                    "interpolation_scale_t": 2.0, "interpolation_scale_h": 1.5, "attention_mode": "math"}
+"""Two blocks of 2 heads of 24 channels; RoPE interpolation scales other than 1 so that each axis's shows. (The
+reference caches each axis's RoPE table by its length alone, so axes of equal length would share the first one's
+scale: the inputs have 3 x 4 x 6 patches. The published models set all three scales to 1.)"""
+PIPELINE_TRANSFORMER = {**TINY_TRANSFORMER, "interpolation_scale_t": 1.0, "interpolation_scale_h": 1.0}
+"""For the pipeline's 3 x 2 x 2 patches, the published models' RoPE scales (see above)."""
 FULL_VAE = dict(
     hidden_size=128, z_channels=4, hidden_size_mult=[1, 2, 4, 4], attn_resolutions=[], dropout=0.0, resolution=256,
     double_z=True, embed_dim=4, num_res_blocks=2, q_conv="CausalConv3d", encoder_conv_in="Conv2d",
@@ -227,7 +222,8 @@ def pipeline_fixture(out: Path, OpenSoraInpaint, vae: torch.nn.Module, modules: 
             max_sequence_length=7, clean_caption=False).images
     meta = {"transformer": PIPELINE_TRANSFORMER, "num_frames": 9, "height": 32, "width": 32, "num_inference_steps": 5,
             "guidance_scale": 7.5,
-            "positions": [0, -1], "posterior_seed": SEED + 5, "scheduler": dict(PNDMScheduler().config)}
+            "positions": [0, -1], "posterior_seed": SEED + 5,
+            "scheduler": {k: v for k, v in PNDMScheduler().config.items() if not k.startswith("_")}}
     save(out, "pipeline", meta, dict(
         first=first, last=last, latents=latents, prompt_embeds=prompt_embeds, prompt_attention_mask=prompt_mask,
         negative_prompt_embeds=negative_prompt_embeds, negative_prompt_attention_mask=negative_mask,
