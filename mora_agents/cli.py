@@ -92,6 +92,11 @@ def print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=1, default=str) + "\n")
 
 
+SystemOption = Annotated[Optional[str], typer.Option(
+    help="The paper's system for every agent: svd (SDXL, InstructPix2Pix, SVD-XT, SEINE) or osp (SD3, SD3 "
+         "image-to-image, Open-Sora-Plan v1.2); default: the SOPs' backends.")]
+
+
 NOISE_WARNING = ("[yellow]preset tiny: random-weight models, the video will be noise (this checks the code paths, "
                  "not the quality)[/]")
 
@@ -144,6 +149,7 @@ def run(
     max_repeats: Annotated[int, typer.Option(min=0, help="Repeats (and edits) allowed per reviewed step.")] = 3,
     memory_profile: Annotated[str, typer.Option(help="resident: models stay on the GPU; 24gb: offloaded between uses to fit a 24 GB GPU.")] = "resident",
     adapters: Annotated[Optional[Path], typer.Option(help="A `mora train` output: run the agents it fine-tuned.")] = None,
+    system: SystemOption = None,
 ) -> None:
     """Run a request through the agents; writes runs/<time>-<slug>/ with result.mp4 and transcript.jsonl."""
     from mora_agents.inputs import parse_sets
@@ -153,7 +159,7 @@ def run(
         check_preset(preset)
         options = RunOptions(preset=preset, device=device, out=out_dir, sops_dir=sops, seed=seed,
                              overrides=parse_sets(set_), max_repeats=max_repeats, memory_profile=memory_profile,
-                             adapters=adapters)
+                             adapters=adapters, system=system)
     except InputError as e:
         raise fail(str(e), 2) from None
     _drive(lambda ui, reviewer: run_request(request, images=image, videos=video, task=task, duration=duration,
@@ -193,6 +199,7 @@ def batch(
     sops: Annotated[Optional[Path], typer.Option(help="A folder of your own SOP files.")] = None,
     memory_profile: Annotated[str, typer.Option(help="resident: models stay on the GPU; 24gb: offloaded between uses to fit a 24 GB GPU.")] = "resident",
     adapters: Annotated[Optional[Path], typer.Option(help="A `mora train` output: every run (but lines with their own) uses the agents it fine-tuned.")] = None,
+    system: SystemOption = None,
 ) -> None:
     """Run many requests, each a normal run in OUT; again with the same file skips finished runs and resumes the rest."""
     from mora_agents.batch import check_requests, read_requests, run_batch
@@ -203,7 +210,7 @@ def batch(
     try:
         check_preset(preset)
         options = RunOptions(preset=preset, device=device, out=out_dir, sops_dir=sops, memory_profile=memory_profile,
-                             adapters=adapters)
+                             adapters=adapters, system=system)
         found, errors = read_requests(requests)
         if errors and not skip_invalid:  # name every bad line at once, in the file's order
             errors += [f"{r.label}: {r.error}" for r in check_requests(found, options) if r.status == "invalid"]
@@ -291,13 +298,14 @@ def chat(
     max_repeats: Annotated[int, typer.Option(min=0, help="Repeats (and edits) allowed per reviewed step.")] = 3,
     memory_profile: Annotated[str, typer.Option(help="resident: models stay on the GPU; 24gb: offloaded between uses to fit a 24 GB GPU.")] = "resident",
     adapters: Annotated[Optional[Path], typer.Option(help="A `mora train` output: run the agents it fine-tuned.")] = None,
+    system: SystemOption = None,
 ) -> None:
     """Chat requests into the group chat; follow-ups refer to the last result. /help lists the commands."""
     from mora_agents.runs.runner import RunOptions, check_options
     from mora_agents.ui.chat import ChatSession, chat_loop, enable_line_editing
 
     options = RunOptions(preset=preset, device=device, out=out_dir, sops_dir=sops, seed=seed, max_repeats=max_repeats,
-                         memory_profile=memory_profile, adapters=adapters)
+                         memory_profile=memory_profile, adapters=adapters, system=system)
     try:
         check_preset(preset)
         check_options(options)
@@ -463,6 +471,7 @@ def data_make(
     sops: Annotated[Optional[Path], typer.Option(help="A folder of your own SOP files.")] = None,
     adapters: Annotated[Optional[Path], typer.Option(help="A `mora train` output: generate with the agents it fine-tuned.")] = None,
     ray: Annotated[Optional[str], typer.Option(help="Run on Ray: local, auto or ADDRESS (see mora batch).")] = None,
+    system: SystemOption = None,
 ) -> None:
     """Write new prompts from seed prompts and make candidate runs of each (one batch); again: continues."""
     from mora_agents.batch.display import BatchDisplay
@@ -475,7 +484,7 @@ def data_make(
         config = MakeConfig(task=task, count=count, candidates=candidates, duration=duration, seed=seed,
                             overrides=parse_sets(set_))
         options = RunOptions(preset=preset, device=device, sops_dir=sops, memory_profile=memory_profile,
-                             adapters=adapters)
+                             adapters=adapters, system=system)
         seeds = read_seeds(prompts)
         _noise_warning(preset)
         with BatchDisplay(console) as display:
@@ -548,6 +557,7 @@ def serve(
     adapters: Annotated[Optional[Path], typer.Option(help="A `mora train` output: every run uses the agents it fine-tuned.")] = None,
     webhook: Annotated[Optional[str], typer.Option(help="POST video.completed / video.failed events here (signed; needs --webhook-secret).")] = None,
     webhook_secret: Annotated[Optional[str], typer.Option(envvar="MORA_WEBHOOK_SECRET", help="The webhooks' signing secret (whsec_ and base64, as Standard Webhooks).")] = None,
+    system: SystemOption = None,
 ) -> None:
     """Serve the web page, the HTTP API (docs at /docs), OpenAI's Videos API (/v1) and MCP (/mcp); one run at a time."""
     from mora_agents.runs.runner import RunOptions
@@ -558,7 +568,7 @@ def serve(
     except ImportError as e:
         raise fail(f"mora serve needs {e.name}: pip install 'mora-agents[serve]'", 2) from None
     options = RunOptions(preset=preset, device=device, out=out_dir, sops_dir=sops, memory_profile=memory_profile,
-                         adapters=adapters)
+                         adapters=adapters, system=system)
     try:
         check_preset(preset)
         config = ServeConfig(options, token=token, max_image_bytes=int(max_image_mb * 2**20),

@@ -97,6 +97,19 @@ def denoise_callback(label: str, total: int) -> Callable:
     return callback
 
 
+def steps_callback(label: str) -> Callable[[int, int], None]:
+    """A `callback(step, total)` for this project's own pipelines (SEINE, Open-Sora-Plan): the progress hook counts
+    their denoiser calls (with PNDM's warm-up, more than the steps), started at the first."""
+    hook = _settings.progress
+
+    def callback(step: int, total: int) -> None:
+        if step == 1:
+            hook.start(label, total)
+        hook.advance()
+
+    return callback
+
+
 _notes: ContextVar[list[str] | None] = ContextVar("mora_tool_notes", default=None)
 
 

@@ -65,7 +65,7 @@ def test_edit_image_backends(tiny, start: str, backend: str) -> None:
     assert (edited.width, edited.height) == (64, 64)
 
 
-@pytest.mark.parametrize("backend", ["wan2.2-ti2v-5b", "ltx-video"])
+@pytest.mark.parametrize("backend", ["wan2.2-ti2v-5b", "ltx-video", "open-sora-plan"])
 def test_image_to_video_backends_follow_their_frame_rules(tiny, start: str, backend: str) -> None:
     defaults = backend_defaults("tiny", "image_to_video", backend)
     with use_settings(memory_profile="24gb"):
@@ -93,8 +93,13 @@ def test_first_last_frame_backends_connect_videos_and_images(tiny, tmp_path: Pat
     ({"image_to_video": {"backend": "ltx-video", "motion_bucket_id": 127}},
      "motion_bucket_id: backend ltx-video does not take it (only svd-xt)"),
     ({"text_to_image": {"backend": "flux-schnell", "guidance_scale": 3}},
-     "guidance_scale: backend flux-schnell does not take it (only sdxl)"),
-    ({"image_to_video": {"backend": "cogvideox"}}, "Input should be 'svd-xt', 'wan2.2-ti2v-5b' or 'ltx-video'"),
+     "guidance_scale: backend flux-schnell does not take it (only sdxl, sd3, sd3.5-large, sd3.5-medium)"),
+    ({"image_to_video": {"backend": "cogvideox"}},
+     "Input should be 'svd-xt', 'wan2.2-ti2v-5b', 'ltx-video' or 'open-sora-plan'"),
+    ({"image_to_video": {"backend": "open-sora-plan", "frames": 16}},
+     "frames 16: backend open-sora-plan makes 4k+1 frames (e.g. 13 or 17)"),
+    ({"connect_videos": {"backend": "open-sora-plan", "steps": 3}}, "steps 3: backend open-sora-plan takes at least 4"),
+    ({"edit_image": {"strength": 0.5}}, "strength: backend instruct-pix2pix does not take it (only sd3)"),
 ])
 def test_set_checks_a_backend_and_its_rules(overrides: dict, message: str) -> None:
     with pytest.raises(InputError, match=None) as error:
@@ -111,8 +116,8 @@ def test_library_calls_follow_the_backend_rules_too(tmp_path: Path) -> None:
             image_to_video(str(start), backend="ltx-video", frames=24)
         with pytest.raises(ValueError, match="guidance_scale: backend flux-schnell does not take it"):
             text_to_image("a fox", backend="flux-schnell", guidance_scale=3.0)
-        with pytest.raises(ValueError, match="backend sd3: unknown"):
-            edit_image(str(start), "make it winter", backend="sd3")
+        with pytest.raises(ValueError, match="backend sd5: unknown"):
+            edit_image(str(start), "make it winter", backend="sd5")
     assert not list(tmp_path.glob("*.mp4"))
 
 
@@ -212,7 +217,7 @@ def test_numbers_that_fit_are_recorded_and_used_typed(tmp_path: Path) -> None:
 def test_missing_weights_of_a_backend_fail_fast(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
     with pytest.raises(ModelNotAvailable, match="model 'wan_ti2v' \\(Wan-AI/Wan2.2-TI2V-5B-Diffusers\\) is not on this "
-                       "machine: download it with `huggingface-cli download Wan-AI/Wan2.2-TI2V-5B-Diffusers` or set "
+                       "machine: download it with `hf download Wan-AI/Wan2.2-TI2V-5B-Diffusers` or set "
                        "MORA_MODEL_WAN_TI2V"):
         check_available(["wan_ti2v"])
     result = CliRunner().invoke(app, ["run", "a fox", "--task", "text_to_video_wan", "--out", str(tmp_path / "runs")])

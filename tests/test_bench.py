@@ -90,6 +90,11 @@ PUBLISHED_PARAMETERS = {
     ("seine", "unet"): 909_138_756 - 256,
     ("seine", "vae"): 83_653_863,
     ("seine", "text_encoder"): 123_060_480,
+    # Open-Sora-Plan v1.2's image-to-video DiT and VAE: the reference code's counts at the published configs
+    # (tests/fixtures/osp/full_keys.json); the DiT is its text-to-video one, 2,771,907,856, plus the mask and
+    # masked-video embeddings, 2 x (4 x 2304 x 2 x 2 + 2304 + 2304 x 2304).
+    ("open_sora_plan", "transformer"): 2_771_907_856 + 2 * (4 * 2304 * 4 + 2304 + 2304 * 2304),
+    ("open_sora_plan", "vae"): 239_189_991,
 }
 APPROXIMATE_PARAMETERS = {
     # The newer backends, against the sizes their names and cards give: FLUX.1 12B (11.9B), its T5-XXL encoder 4.76B
@@ -104,6 +109,9 @@ APPROXIMATE_PARAMETERS = {
     ("ltx_video", "transformer"): 1.92e9,
     ("wan_flf2v", "transformer"): 14.3e9 + 40 * 2 * 5120 * 5120,
     ("wan_flf2v", "image_encoder"): 632e6,
+    # SD3 Medium's 2B MMDiT (2.03B) and mT5-XXL's encoder (5.66B + its own 1.02B input embedding).
+    ("sd3", "transformer"): 2.03e9,
+    ("open_sora_plan", "text_encoder"): 5.66e9 + 250112 * 4096,
 }
 
 

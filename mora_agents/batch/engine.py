@@ -3,9 +3,9 @@
 Every request becomes a normal run, made by the runner's `prepare_run` (status `queued`) and run by its
 `resume_run`, the code path of `mora run` and `mora resume`. Its directory is `OUT/<slug>-<key>`, where the
 key is a digest of the request's content (text, task, the sha256 of its files, duration, overrides, preset,
-adapters' card) and its seed; a request without a seed gets one derived from its content. So a second batch with the same
-requests finds their runs: finished ones are skipped, the others continue from their last checkpoint. A run
-directory that lost its run.json but holds work gets it back from its transcript (`recover_run`): nothing
+system, adapters' card) and its seed; a request without a seed gets one derived from its content. So a second batch
+with the same requests finds their runs: finished ones are skipped, the others continue from their last checkpoint.
+A run directory that lost its run.json but holds work gets it back from its transcript (`recover_run`): nothing
 finished is made again. One batch at a time per `--out`: it holds `OUT/batch.lock` while it runs.
 """
 
@@ -86,6 +86,7 @@ def _content(request: BatchRequest, options: RunOptions) -> dict[str, Any]:
     content = {"text": request.text, "task": request.task, "images": [sha256_file(p) for p in request.images],
                "videos": [sha256_file(p) for p in request.videos], "overrides": request.overrides,
                "preset": options.preset, "duration": None if request.duration is None else float(request.duration)}
+    content |= {"system": options.system} if options.system else {}  # no system: keys as before
     return content | ({"adapters": card_sha256(adapters)} if adapters else {})  # no adapters: keys as before
 
 

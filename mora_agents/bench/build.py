@@ -32,6 +32,9 @@ from diffusers import (
     FluxTransformer2DModel,
     LTXImageToVideoPipeline,
     LTXVideoTransformer3DModel,
+    PNDMScheduler,
+    SD3Transformer2DModel,
+    StableDiffusion3Pipeline,
     StableDiffusionInstructPix2PixPipeline,
     StableDiffusionXLImg2ImgPipeline,
     StableDiffusionXLPipeline,
@@ -52,6 +55,8 @@ from transformers import (
     CLIPVisionConfig,
     CLIPVisionModel,
     CLIPVisionModelWithProjection,
+    MT5Config,
+    MT5EncoderModel,
     T5Config,
     T5EncoderModel,
     UMT5Config,
@@ -59,9 +64,12 @@ from transformers import (
 )
 
 from mora_agents.models import tiny, tiny_backends
+from mora_agents.models.open_sora_plan import OpenSoraInpaintTransformer3D
+from mora_agents.models.open_sora_vae import OpenSoraCausalVAE
 from mora_agents.models.seine_unet import SEINE_CONFIG_PATH, SEINEUNet3D
 from mora_agents.models.tokenizer import tiny_clip_tokenizer, tiny_t5_tokenizer
 from mora_agents.pipelines.loading import FP32_VAE, REFINER_SHARES, eval_mode, full_dtype
+from mora_agents.pipelines.open_sora_plan import OpenSoraPlanPipeline, tiny_open_sora_plan_pipeline
 from mora_agents.pipelines.seine import (
     SEINEPipeline,
     seine_scheduler,
@@ -207,6 +215,32 @@ def full_ltx_video() -> LTXImageToVideoPipeline:
     )
 
 
+def full_sd3() -> StableDiffusion3Pipeline:
+    return StableDiffusion3Pipeline(
+        transformer=SD3Transformer2DModel.from_config(config("sd3_medium_transformer")),
+        scheduler=FlowMatchEulerDiscreteScheduler.from_config(config("sd3_scheduler")),
+        vae=AutoencoderKL.from_config(config("sd3_vae")),
+        text_encoder=CLIPTextModelWithProjection(CLIPTextConfig(**config("clip_l_text"))),
+        tokenizer=tiny_clip_tokenizer(),
+        text_encoder_2=CLIPTextModelWithProjection(CLIPTextConfig(**config("clip_bigg_text"))),
+        tokenizer_2=tiny_clip_tokenizer(),
+        text_encoder_3=T5EncoderModel(T5Config(**config("t5_xxl_encoder"))),
+        tokenizer_3=tiny_t5_tokenizer(),
+    )
+
+
+def full_open_sora_plan() -> OpenSoraPlanPipeline:
+    vae = OpenSoraCausalVAE.from_config(config("open_sora_plan_vae"))
+    vae.enable_tiling()  # as the preset loads it: the reference sampler's tiles
+    return OpenSoraPlanPipeline(
+        tokenizer=tiny_t5_tokenizer(),
+        text_encoder=MT5EncoderModel(MT5Config(**config("mt5_xxl_encoder"))),
+        vae=vae,
+        transformer=OpenSoraInpaintTransformer3D.from_config(config("open_sora_plan_transformer")),
+        scheduler=PNDMScheduler(),
+    )
+
+
 BUILDERS: dict[str, dict[str, Callable[..., DiffusionPipeline]]] = {
     "full": {
         "sdxl_base": full_sdxl_base,
@@ -219,6 +253,8 @@ BUILDERS: dict[str, dict[str, Callable[..., DiffusionPipeline]]] = {
         "wan_ti2v": full_wan_ti2v,
         "ltx_video": full_ltx_video,
         "wan_flf2v": full_wan_flf2v,
+        "sd3": full_sd3,
+        "open_sora_plan": full_open_sora_plan,
     },
     "tiny": {
         "sdxl_base": tiny.sdxl_base,
@@ -231,6 +267,8 @@ BUILDERS: dict[str, dict[str, Callable[..., DiffusionPipeline]]] = {
         "wan_ti2v": tiny_backends.wan_ti2v,
         "ltx_video": tiny_backends.ltx_video,
         "wan_flf2v": tiny_backends.wan_flf2v,
+        "sd3": tiny_backends.sd3,
+        "open_sora_plan": tiny_open_sora_plan_pipeline,
     },
 }
 """Per size, per model key: a builder taking the pipelines named in DEPENDS."""

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
 WORKLOAD_HELP = (
     "text_to_image, image_edit, svd_segment, text_to_video_12s, seine_transition, flux_schnell_image, "
-    "flux_kontext_edit, wan_ti2v_segment, ltx_segment, wan_flf2v_transition"
+    "flux_kontext_edit, wan_ti2v_segment, ltx_segment, wan_flf2v_transition, sd3_image, osp_segment, osp_transition"
 )
 CANDIDATE_HELP = "bf16, channels_last, fused_qkv, compile, combined"
 
@@ -81,8 +81,8 @@ def bench_command(
     workloads: Annotated[
         str | None,
         typer.Option(
-            help=f"Comma-separated workloads (default: all): {WORKLOAD_HELP} (the last five: the other backends, "
-            "without reference)."
+            help=f"Comma-separated workloads (default: all): {WORKLOAD_HELP} (from flux_schnell_image on: the other "
+            "backends and the OSP system's models, without reference)."
         ),
     ] = None,
     repeats: Annotated[

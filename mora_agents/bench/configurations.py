@@ -200,7 +200,8 @@ MEMORY_PROFILES = {
         Configuration("ours-24gb", _offloaded),
         budget_gib=22.0,
         workloads=("text_to_video_12s", "seine_transition", "flux_schnell_image", "flux_kontext_edit",
-                   "wan_ti2v_segment", "ltx_segment", "wan_flf2v_transition"),
+                   "wan_ti2v_segment", "ltx_segment", "wan_flf2v_transition", "sd3_image", "osp_segment",
+                   "osp_transition"),
     ),
 }
 

@@ -239,6 +239,41 @@ def wan_flf2v_transition(pipes: Pipelines, settings: Settings, recorder: Recorde
                           last_image=gradient_image(p["width"], p["height"], 1))
 
 
+def sd3_image(pipes: Pipelines, settings: Settings, recorder: Recorder, seed: int) -> np.ndarray:
+    """Stable Diffusion 3 Medium, as `text_to_image` runs it (the OSP system's first frame); [1, H, W, 3]."""
+    p = settings["sd3"]
+    pipe = pipes["sd3"]
+    with recorder.stage("image", pipe.transformer):
+        return pipe(PROMPT, width=p["width"], height=p["height"], num_inference_steps=p["steps"],
+                    guidance_scale=p["guidance_scale"], max_sequence_length=BACKENDS["text_to_image"]["sd3"].text.tokens,
+                    generator=generator(seed), output_type="np").images
+
+
+def _open_sora_plan(pipes: Pipelines, settings: Settings, recorder: Recorder, seed: int, tool: str, stage: str,
+                    images: int) -> np.ndarray:
+    """Open-Sora-Plan from the first (and last) of `images` frames, as `image_to_video` (`connect_images`) runs it;
+    [frames, H, W, 3]."""
+    p = settings["open-sora-plan"]
+    pipe = pipes["open_sora_plan"]
+    with recorder.stage(stage, pipe.transformer):
+        frames = pipe([gradient_image(p["width"], p["height"], shift) for shift in range(images)], prompt=PROMPT,
+                      negative_prompt=p["negative_prompt"], num_frames=p["frames"], height=p["height"],
+                      width=p["width"], num_inference_steps=p["steps"], guidance_scale=p["guidance_scale"],
+                      max_sequence_length=BACKENDS[tool]["open-sora-plan"].text.tokens, generator=generator(seed),
+                      output_type="np").frames
+    return np.asarray(frames, dtype=np.float32) / 255
+
+
+def osp_segment(pipes: Pipelines, settings: Settings, recorder: Recorder, seed: int) -> np.ndarray:
+    """One Open-Sora-Plan v1.2 segment from an image (the OSP system's image-to-video); [frames, H, W, 3]."""
+    return _open_sora_plan(pipes, settings, recorder, seed, "image_to_video", "segment", 1)
+
+
+def osp_transition(pipes: Pipelines, settings: Settings, recorder: Recorder, seed: int) -> np.ndarray:
+    """An Open-Sora-Plan v1.2 clip between two frames (the OSP system's connection agent); [frames, H, W, 3]."""
+    return _open_sora_plan(pipes, settings, recorder, seed, "connect_videos", "transition", 2)
+
+
 def _fewer_svd_steps(settings: Settings) -> tuple[str, Settings]:
     steps = max(1, settings["image_to_video"]["steps"] // 2)
     return f"steps{steps}", {"image_to_video": {"steps": steps}}
@@ -257,7 +292,8 @@ class Workload:
     approximation: Callable[[Settings], tuple[str, Settings]] | None = None
     """An approximate speed-up of the workload: its name and the settings it changes."""
     paper: bool = True
-    """One of the paper's workloads; the others (newer backends) have no `reference` (the paper's code)."""
+    """One of the paper's SVD-system workloads; the others (newer backends, the OSP system's models) have no
+    `reference` (the paper's code)."""
 
 
 WORKLOADS = {
@@ -275,5 +311,8 @@ WORKLOADS = {
         Workload("wan_ti2v_segment", ("wan_ti2v",), wan_ti2v_segment, paper=False),
         Workload("ltx_segment", ("ltx_video",), ltx_segment, paper=False),
         Workload("wan_flf2v_transition", ("wan_flf2v",), wan_flf2v_transition, paper=False),
+        Workload("sd3_image", ("sd3",), sd3_image, paper=False),
+        Workload("osp_segment", ("open_sora_plan",), osp_segment, paper=False),
+        Workload("osp_transition", ("open_sora_plan",), osp_transition, paper=False),
     )
 }

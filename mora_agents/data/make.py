@@ -159,6 +159,7 @@ def _record(config: MakeConfig, options: RunOptions, seeds: Sequence[Seed], task
     return {"task": ",".join(config.tasks), "count": config.count, "candidates": config.candidates,
             "duration": duration, "seed": config.seed, "iteration": config.iteration, "overrides": config.overrides,
             "preset": options.preset, "sops_dir": str(options.sops_dir or ""),
+            **({"system": options.system} if options.system else {}),  # no system: records as before
             **{k: str(v) if v else None for k, v in run_adapters(options.adapters, options.preset).items()},
             "seeds": [{"text": s.text, "images": [str(p) for p in s.images], "videos": [str(p) for p in s.videos]}
                       for s in seeds]}

@@ -59,7 +59,8 @@ class Evaluator:
                 ctx.results[name] = unavailable(name, str(exc), video.fps)
             if on_metric:
                 on_metric(name)
-        return VideoEvaluation(target.source, str(target.video), target.prompt, target.task, ctx.results, target.drift)
+        return VideoEvaluation(target.source, str(target.video), target.prompt, target.task, ctx.results, target.drift,
+                               target.system)
 
 
 def evaluate_video(

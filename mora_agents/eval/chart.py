@@ -1,4 +1,4 @@
-"""PNG bar chart of runs' metric values next to the paper's reported rows for the same task."""
+"""PNG bar chart of runs' metric values next to the paper's reported rows for the same task (and system)."""
 
 from __future__ import annotations
 
@@ -17,14 +17,21 @@ def _paper() -> dict:
     return json.loads(resources.files("mora_agents.eval").joinpath("paper_rows.json").read_text(encoding="utf-8"))
 
 
-def paper_rows(task: str | None) -> dict[str, dict[str, float]]:
-    """The paper's reported values for ``task`` (matched by alias), or an empty dict."""
+def paper_rows(task: str | None, system: str | None = None) -> dict[str, dict[str, float]]:
+    """The paper's reported values for ``task`` (matched by alias), or an empty dict. For runs of a ``system``
+    (`mora run --system`): that system's rows where the paper has them for the task (the OSP system's replace the
+    task's own Mora row, the SVD system's come before it), with Sora's."""
     if not task:
         return {}
     key = task.strip().lower().replace(" ", "_")
-    for entry in _paper()["tasks"].values():
+    for name, entry in _paper()["tasks"].items():
         if key in entry["aliases"]:
-            return entry["rows"]
+            own = _paper()["systems"].get(system or "", {}).get(name)
+            if not own:
+                return entry["rows"]
+            if system == "osp":
+                return {**own, "Sora (paper)": entry["rows"]["Sora (paper)"]}
+            return {**own, **entry["rows"]}
     return {}
 
 
@@ -41,8 +48,8 @@ def write_chart(evaluations: list[VideoEvaluation], path: Path) -> list[str]:
             for name, r in evaluation.results.items()
             if r.value is not None and name != VIDEO_LENGTH and 0.0 <= r.value <= 1.0
         }
-    tasks = {e.task for e in evaluations}
-    shown = paper_rows(tasks.pop()) if len(tasks) == 1 else {}
+    tasks, systems = {e.task for e in evaluations}, {e.system for e in evaluations}
+    shown = paper_rows(tasks.pop(), systems.pop() if len(systems) == 1 else None) if len(tasks) == 1 else {}
     for label, values in shown.items():
         series[label] = {name: (value, True) for name, value in values.items()}
     metrics = sorted({m for values in series.values() for m in values})

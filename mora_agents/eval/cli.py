@@ -23,7 +23,7 @@ from mora_agents.eval._deps import MissingDependencyError
 from mora_agents.eval.api import Evaluator, resolve_metrics
 from mora_agents.eval.chart import write_chart, write_drift_chart
 from mora_agents.eval.prompts import PromptEntry, load_prompts
-from mora_agents.eval.report import drift_table, results_table, suite_markdown, write_json
+from mora_agents.eval.report import drift_table, paper_table, results_table, suite_markdown, write_json
 from mora_agents.eval.result import VideoEvaluation
 from mora_agents.eval.targets import Target, load_target
 from mora_agents.eval.video import BadInputError
@@ -140,6 +140,8 @@ def eval_command(
 
     for evaluation in evaluations:
         console.print(results_table(evaluation))
+        if (table := paper_table(evaluation)) is not None:
+            console.print(table)
         for step, rows in evaluation.drift.items():
             console.print(drift_table(step, rows))
     if json_out is not None:

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 from rich.table import Table
 
+from mora_agents.eval.chart import paper_rows
 from mora_agents.eval.metrics.summary import QUALITY_DIMENSIONS
 from mora_agents.eval.result import VideoEvaluation
 
@@ -37,6 +38,26 @@ def results_table(evaluation: VideoEvaluation) -> Table:
             f"{result.fps:g}" if result.fps else "",
             note,
         )
+    return table
+
+
+def paper_table(evaluation: VideoEvaluation) -> Table | None:
+    """A run made with a system (`mora run --system`) next to the paper's rows for its task and system: the metrics
+    both have. None when there are none."""
+    rows = paper_rows(evaluation.task, evaluation.system) if evaluation.system else {}
+    metrics = [name for name, result in evaluation.results.items()
+               if result.value is not None and any(name in row for row in rows.values())]
+    if not metrics:
+        return None
+    table = Table(title=f"{evaluation.source}: next to the paper's rows (system {evaluation.system}; *: a fallback "
+                        "backend's value)", title_justify="left")
+    table.add_column("", no_wrap=True)
+    for name in metrics:
+        table.add_column(name.replace("_", "\n"), justify="right", no_wrap=True, min_width=6)
+    results = evaluation.results
+    table.add_row("this run", *(f"{results[m].value:.3f}{'' if results[m].is_reference else '*'}" for m in metrics))
+    for label, row in rows.items():
+        table.add_row(label, *(f"{row[m]:.3f}" if m in row else "" for m in metrics))
     return table
 
 

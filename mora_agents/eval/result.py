@@ -58,6 +58,8 @@ class VideoEvaluation:
     results: dict[str, MetricResult]
     drift: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     """For a run with chained segments: their drift, per chained step (from its run.json)."""
+    system: str | None = None
+    """The paper's system a run was made with (`mora run --system`; its run.json), if any."""
 
     def value(self, metric: str) -> float | None:
         result = self.results.get(metric)
@@ -71,4 +73,5 @@ class VideoEvaluation:
             "task": self.task,
             "metrics": {name: r.to_dict() for name, r in self.results.items()},
             **({"drift": self.drift} if self.drift else {}),
+            **({"system": self.system} if self.system else {}),
         }

@@ -25,6 +25,8 @@ class Target:
     output_caption: str | None = None
     drift: dict[str, list[dict]] = field(default_factory=dict)
     """A run's drift per chained step (its `run.json`; see `mora_agents.eval.drift.chain_drift`)."""
+    system: str | None = None
+    """The paper's system the run was made with (its `run.json`), if any."""
 
 
 def load_target(path: str | Path) -> Target:
@@ -50,6 +52,7 @@ def _load_run(run: Path) -> Target:
     if not video.is_file():
         raise BadInputError(f"{run}: run has no {RESULT}")
     inputs = plan.get("inputs") if isinstance(plan.get("inputs"), dict) else {}
+    info = _run_info(run)
     input_videos = [
         run / value
         for value in inputs.values()
@@ -63,15 +66,21 @@ def _load_run(run: Path) -> Target:
         input_videos=input_videos,
         input_caption=inputs.get("input_caption"),
         output_caption=inputs.get("output_caption"),
-        drift=_run_drift(run),
+        drift=_run_drift(info),
+        system=info.get("system") if isinstance(info.get("system"), str) else None,
     )
 
 
-def _run_drift(run: Path) -> dict[str, list[dict]]:
-    """The drift a run recorded in its run.json (none for a run from before it was measured)."""
+def _run_info(run: Path) -> dict:
+    """A run's run.json (empty when it cannot be read)."""
     try:
         info = json.loads((run / INFO).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
-    drift = info.get("drift") if isinstance(info, dict) else None
+    return info if isinstance(info, dict) else {}
+
+
+def _run_drift(info: dict) -> dict[str, list[dict]]:
+    """The drift a run recorded in its run.json (none for a run from before it was measured)."""
+    drift = info.get("drift")
     return drift if isinstance(drift, dict) else {}

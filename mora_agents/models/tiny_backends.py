@@ -1,4 +1,4 @@
-"""Tiny random-weight versions of the other backends' pipelines (Wan, LTX-Video, FLUX), for tests and demos.
+"""Tiny random-weight versions of the other backends' pipelines (Wan, LTX-Video, FLUX, SD 3.x), for tests and demos.
 
 As in `tiny.py`: the pipeline classes are exactly those of the `full` preset, only the configs are small, the
 weights random (seeded) and the tokenizers in memory. The compression factors of the video VAEs are the real
@@ -18,14 +18,19 @@ from diffusers import (
     FluxTransformer2DModel,
     LTXImageToVideoPipeline,
     LTXVideoTransformer3DModel,
+    SD3Transformer2DModel,
+    StableDiffusion3Pipeline,
     WanImageToVideoPipeline,
     WanTransformer3DModel,
 )
 from transformers import (
     CLIPImageProcessorPil,
     CLIPTextModel,
+    CLIPTextModelWithProjection,
     CLIPVisionConfig,
     CLIPVisionModel,
+    MT5Config,
+    MT5EncoderModel,
     T5Config,
     T5EncoderModel,
     UMT5Config,
@@ -52,6 +57,11 @@ def _umt5() -> UMT5EncoderModel:
 
 def _t5() -> T5EncoderModel:
     return T5EncoderModel(T5Config(**_t5_config(feed_forward_proj="gated-gelu")))
+
+
+def tiny_mt5_encoder() -> MT5EncoderModel:
+    """mT5's encoder (Open-Sora-Plan's text encoder) at the tiny T5 size, over the in-memory tokenizer; eval mode."""
+    return MT5EncoderModel(MT5Config(**_t5_config(feed_forward_proj="gated-gelu"))).eval()
 
 
 def _wan_transformer(in_channels: int, image_dim: int | None = None, image_tokens: int | None = None
@@ -121,12 +131,17 @@ def ltx_video(seed: int = 12, decoder_noise: bool = False) -> LTXImageToVideoPip
                                        tokenizer=tiny_t5_tokenizer(), transformer=transformer)
 
 
-def _flux_components(guidance: bool) -> dict:
-    vae = AutoencoderKL(
+def _flow_vae(shift_factor: float, scaling_factor: float) -> AutoencoderKL:
+    """The FLUX and SD3 VAE's structure (no quantisation convolutions, a latent shift)."""
+    return AutoencoderKL(
         block_out_channels=(16, 32), down_block_types=("DownEncoderBlock2D",) * 2,
         up_block_types=("UpDecoderBlock2D",) * 2, latent_channels=LATENTS, norm_num_groups=8, sample_size=64,
-        use_quant_conv=False, use_post_quant_conv=False, shift_factor=0.1159, scaling_factor=0.3611,
+        use_quant_conv=False, use_post_quant_conv=False, shift_factor=shift_factor, scaling_factor=scaling_factor,
     )
+
+
+def _flux_components(guidance: bool) -> dict:
+    vae = _flow_vae(shift_factor=0.1159, scaling_factor=0.3611)
     transformer = FluxTransformer2DModel(
         in_channels=4 * LATENTS, num_layers=1, num_single_layers=1, attention_head_dim=16, num_attention_heads=2,
         joint_attention_dim=TEXT_DIM, pooled_projection_dim=TEXT_DIM, guidance_embeds=guidance, axes_dims_rope=(4, 6, 6),
@@ -147,3 +162,35 @@ def flux_kontext(seed: int = 14) -> FluxKontextPipeline:
     with random_weights(seed):
         scheduler = _flow_scheduler(shift=3.0, use_dynamic_shifting=True)
         return FluxKontextPipeline(scheduler=scheduler, **_flux_components(guidance=True))
+
+
+def _sd3(seed: int, **transformer) -> StableDiffusion3Pipeline:
+    """SD 3.x's structure: an MMDiT on 2x2 latent patches reading CLIP-L and OpenCLIP-bigG (pooled, and their states
+    cut to the T5's width, as the pipeline does when they are wider) and T5 states, flow matching with shift 3."""
+    with random_weights(seed):
+        return StableDiffusion3Pipeline(
+            transformer=SD3Transformer2DModel(
+                sample_size=32, patch_size=2, in_channels=LATENTS, out_channels=LATENTS, num_layers=2,
+                attention_head_dim=8, num_attention_heads=2, joint_attention_dim=TEXT_DIM, caption_projection_dim=16,
+                pooled_projection_dim=2 * TEXT_DIM, **transformer),
+            scheduler=_flow_scheduler(shift=3.0), vae=_flow_vae(shift_factor=0.0609, scaling_factor=1.5305),
+            text_encoder=CLIPTextModelWithProjection(_text_config()), tokenizer=tiny_clip_tokenizer(),
+            text_encoder_2=CLIPTextModelWithProjection(_text_config()), tokenizer_2=tiny_clip_tokenizer(),
+            text_encoder_3=_t5(), tokenizer_3=tiny_t5_tokenizer(),
+        )
+
+
+def sd3(seed: int = 16) -> StableDiffusion3Pipeline:
+    """Stable Diffusion 3 Medium: plain joint attention."""
+    return _sd3(seed)
+
+
+def sd35_large(seed: int = 17) -> StableDiffusion3Pipeline:
+    """Stable Diffusion 3.5 Large: RMS-normed queries and keys."""
+    return _sd3(seed, qk_norm="rms_norm")
+
+
+def sd35_medium(seed: int = 18) -> StableDiffusion3Pipeline:
+    """Stable Diffusion 3.5 Medium (MMDiT-X): RMS-normed queries and keys, a second self-attention in its first
+    block."""
+    return _sd3(seed, qk_norm="rms_norm", dual_attention_layers=(0,))

@@ -31,23 +31,35 @@ MODEL_IDS: dict[str, str] = {
     "wan_ti2v": "Wan-AI/Wan2.2-TI2V-5B-Diffusers",
     "ltx_video": "Lightricks/LTX-Video",
     "wan_flf2v": "Wan-AI/Wan2.1-FLF2V-14B-720P-diffusers",
+    "sd3": "stabilityai/stable-diffusion-3-medium-diffusers",
+    "sd35_large": "stabilityai/stable-diffusion-3.5-large",
+    "sd35_medium": "stabilityai/stable-diffusion-3.5-medium",
+    "open_sora_plan": "LanguageBind/Open-Sora-Plan-v1.2.0",
+    "mt5_xxl": "google/mt5-xxl",
 }
-KEY_FILES = {"seine": "seine.pt"}
+KEY_FILES = {"seine": "seine.pt", "open_sora_plan": "93x480p_i2v/config.json", "mt5_xxl": "config.json"}
 """The file that shows a model is present (default: a diffusers pipeline's model_index.json)."""
+DOWNLOADS = {"seine": "seine.pt", "open_sora_plan": "--include '93x480p_i2v/*' 'vae/*'",
+             "mt5_xxl": "--include '*.json' spiece.model pytorch_model.bin"}
+"""What `hf download ID` needs after the id to get a model that is not a whole repository (default: nothing)."""
 PRESETS = ("full", "tiny")
 MEMORY_PROFILES = ("resident", "24gb")
 REFINER_SHARES = ("text_encoder_2", "vae")
 """The SDXL refiner's components taken from the base: one copy in memory, as in the paper's code."""
 PIPELINES = {"flux_schnell": "FluxPipeline", "flux_kontext": "FluxKontextPipeline",
              "wan_ti2v": "WanImageToVideoPipeline", "ltx_video": "LTXImageToVideoPipeline",
-             "wan_flf2v": "WanImageToVideoPipeline"}
+             "wan_flf2v": "WanImageToVideoPipeline", "sd3": "StableDiffusion3Pipeline",
+             "sd35_large": "StableDiffusion3Pipeline", "sd35_medium": "StableDiffusion3Pipeline"}
 """The diffusers pipeline class of each newer backend's model (Wan 2.2 TI2V-5B takes its image as the first latent
 frame: its folder's `expand_timesteps`; FLF2V takes a first and a last image)."""
 DERIVED = {"sdxl_img2img": ("sdxl_base", "StableDiffusionXLImg2ImgPipeline"),
-           "flux_schnell_img2img": ("flux_schnell", "FluxImg2ImgPipeline")}
+           "flux_schnell_img2img": ("flux_schnell", "FluxImg2ImgPipeline"),
+           **{f"{key}_img2img": (key, "StableDiffusion3Img2ImgPipeline")
+              for key in ("sd3", "sd35_large", "sd35_medium")}}
 """Img2img pipelines made of another model's components, as they are (no second copy of any weight)."""
-BF16_MODELS = frozenset(PIPELINES)
-"""Models their authors run in bf16 (FLUX's activations overflow fp16); the paper's run in fp16."""
+BF16_MODELS = frozenset(PIPELINES) | {"open_sora_plan"}
+"""Models their authors run in bf16 (FLUX's activations overflow fp16; Open-Sora-Plan's sampler, the SD 3.x
+examples); the paper's SVD system runs in fp16."""
 FP32_VAE = frozenset({"wan_ti2v", "wan_flf2v"})
 """Models whose VAE runs in float32, as their authors run it."""
 GROUP_OFFLOAD = frozenset({"flux_schnell", "flux_kontext", "wan_flf2v"})
@@ -84,9 +96,14 @@ def check_available(keys: Iterable[str]) -> None:
         if not isinstance(try_to_load_from_cache(source, key_file), str):
             raise ModelNotAvailable(
                 f"model '{key}' ({source}) is not on this machine: download it with "
-                f"`huggingface-cli download {source}{' ' + key_file if key in KEY_FILES else ''}` or set MORA_MODEL_{key.upper()} to a local folder "
+                f"`{download_command(key)}` or set MORA_MODEL_{key.upper()} to a local folder "
                 f"(or use --preset tiny for a random-weight demo)"
             )
+
+
+def download_command(key: str) -> str:
+    """The command that puts a model key's files in the Hugging Face cache."""
+    return " ".join(["hf download", model_source(key), *([DOWNLOADS[key]] if key in DOWNLOADS else [])])
 
 
 def full_dtype(device: torch.device, key: str | None = None) -> torch.dtype:
@@ -140,6 +157,12 @@ def _full(key: str, device: torch.device, dtype: torch.dtype | None = None) -> D
     )
 
     check_available([key])
+    if key == "open_sora_plan":
+        from mora_agents.pipelines.open_sora_plan import load_open_sora_plan_pipeline
+
+        check_available(["mt5_xxl"])
+        return load_open_sora_plan_pipeline(model_source(key), model_source("mt5_xxl"), device,
+                                            dtype or full_dtype(device, key))
     if key == "seine":
         from mora_agents.pipelines.seine import load_seine_pipeline
 
@@ -166,6 +189,7 @@ def _full(key: str, device: torch.device, dtype: torch.dtype | None = None) -> D
 
 def _tiny(key: str, device: torch.device) -> DiffusionPipeline:
     from mora_agents.models import tiny, tiny_backends
+    from mora_agents.pipelines.open_sora_plan import tiny_open_sora_plan_pipeline
     from mora_agents.pipelines.seine import tiny_seine_pipeline
 
     builders: dict[str, Callable[[], DiffusionPipeline]] = {
@@ -179,6 +203,10 @@ def _tiny(key: str, device: torch.device) -> DiffusionPipeline:
         "wan_ti2v": tiny_backends.wan_ti2v,
         "ltx_video": tiny_backends.ltx_video,
         "wan_flf2v": tiny_backends.wan_flf2v,
+        "sd3": tiny_backends.sd3,
+        "sd35_large": tiny_backends.sd35_large,
+        "sd35_medium": tiny_backends.sd35_medium,
+        "open_sora_plan": tiny_open_sora_plan_pipeline,
     }
     return eval_mode(builders[key]())
 
@@ -217,13 +245,14 @@ def _derived(cls: str, base: DiffusionPipeline) -> DiffusionPipeline:
     return pipe
 
 
-def load_tokenizer(key: str, subfolder: str, pipeline_key: str) -> PreTrainedTokenizerBase:
-    """A text encoder's tokenizer without its model: `subfolder` of model `key`'s folder under `full`; under `tiny`,
-    the attribute `subfolder` of the (tiny) pipeline `pipeline_key`."""
+def load_tokenizer(key: str, subfolder: str, pipeline_key: str, folder: str | None = None) -> PreTrainedTokenizerBase:
+    """A text encoder's tokenizer without its model: `subfolder` of model `key`'s folder under `full` (`folder`
+    instead, when given: "" for the model folder itself); under `tiny`, the attribute `subfolder` of the (tiny)
+    pipeline `pipeline_key`."""
     if settings().preset == "tiny":
         return getattr(load_pipeline(pipeline_key), subfolder)
     check_available([key])
-    return _full_tokenizer(model_source(key), subfolder)
+    return _full_tokenizer(model_source(key), subfolder if folder is None else folder)
 
 
 @cache

@@ -80,6 +80,7 @@ from mora_agents.sop.loader import find_sops
 from mora_agents.sop.measures import run_measures
 from mora_agents.sop.messages import ReviewRequest, RunFinished, UserRequest
 from mora_agents.sop.schema import SOP
+from mora_agents.tools.backends import SYSTEMS, system_overrides
 from mora_agents.tools.registry import get_tool
 
 
@@ -100,6 +101,15 @@ class RunOptions:
     """Whether a person reviews the run (recorded in run.json for whoever resumes it; the reviewer decides)."""
     adapters: Path | None = None
     """A `mora train` output folder: the agents it trained run with its weights and modulation tokens."""
+    system: str | None = None
+    """The paper's system to run (`svd` or `osp`, `tools.backends.SYSTEMS`): every model tool runs its backend, as if
+    set with `--set TOOL.backend=...`, unless `overrides` names one. None: the SOPs' backends (the tools' defaults,
+    the `svd` system's, unless an SOP names others)."""
+
+    @property
+    def tool_overrides(self) -> dict[str, dict[str, Any]]:
+        """The overrides with the system's backends: what the run's SOP calls see (and run.json records)."""
+        return system_overrides(self.system, self.overrides) if self.system in SYSTEMS else self.overrides
 
 
 @dataclass
@@ -136,8 +146,8 @@ def check_overrides(overrides: dict[str, dict[str, Any]]) -> dict[str, dict[str,
 
 
 def check_options(options: RunOptions) -> None:
-    """The options a person gives (`--out`, `--seed`, `--device`, `--memory-profile`, `--set`: typed in place);
-    raises InputError."""
+    """The options a person gives (`--out`, `--seed`, `--device`, `--memory-profile`, `--system`, `--set`: typed in
+    place); raises InputError."""
     check_output_dir(options.out, "--out")
     if options.seed is not None:
         check_seed(options.seed)
@@ -150,7 +160,10 @@ def check_options(options: RunOptions) -> None:
     if options.memory_profile not in MEMORY_PROFILES:
         raise InputError(f"--memory-profile {options.memory_profile}: unknown "
                          f"(choose from {', '.join(MEMORY_PROFILES)})")
+    if options.system is not None and options.system not in SYSTEMS:
+        raise InputError(f"--system {options.system}: unknown (choose from {', '.join(SYSTEMS)})")
     options.overrides = check_overrides(options.overrides)
+    check_overrides(options.tool_overrides)  # the system's backends with the person's parameters
     run_adapters(options.adapters, options.preset)
 
 
@@ -205,7 +218,7 @@ def validate_request(text: str, images: list[Path], videos: list[Path], task: st
         if duration is not None:
             check_number(duration, f"--duration (task '{task}')", spec.min, spec.max)
         max_seconds = [s.max_seconds for s in sops[task].inputs.values() if s.type == "video"]
-        check_calls(sops[task], options.overrides, options.adapters and Path(options.adapters).resolve())
+        check_calls(sops[task], options.tool_overrides, options.adapters and Path(options.adapters).resolve())
     else:
         durations = [spec for sop in sops.values() if (spec := sop.inputs.get("duration")) is not None]
         if duration is not None and durations:
@@ -263,7 +276,8 @@ def prepare_run(text: str, *, images: Sequence[Path] = (), videos: Sequence[Path
 def _run_info(request: UserRequest, options: RunOptions, seed: int, adapters: dict[str, Any]) -> dict[str, Any]:
     """A new run's run.json (status queued)."""
     return {"request": request.model_dump(), "task": None, "preset": options.preset, "device": options.device,
-            "memory_profile": options.memory_profile, "seed": seed, "overrides": options.overrides,
+            "memory_profile": options.memory_profile, "seed": seed, "system": options.system,
+            "overrides": options.tool_overrides,
             "max_repeats": options.max_repeats, "review": options.review, "sops_dir": str(options.sops_dir or ""),
             "noise": options.preset == "tiny", "status": "queued", "seconds": 0.0, **adapters,
             "created": datetime.now().isoformat()}

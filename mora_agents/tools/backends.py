@@ -26,6 +26,8 @@ class TextBudget:
     """The tokens it reads (special tokens included); the pipeline cuts a longer prompt there."""
     model: str
     """The model key whose folder holds that tokenizer."""
+    subfolder: str | None = None
+    """The tokenizer's subfolder in that folder when it is not `tokenizer` ("": the folder itself)."""
 
 
 @dataclass(frozen=True)
@@ -45,11 +47,15 @@ class Backend:
     """None: it reads no text."""
     adapters: bool = False
     """Whether `mora train` adapters apply to it (they are trained on the paper's models)."""
+    min_steps: int = 1
+    """The fewest denoising steps its sampler takes (PNDM's warm-up needs 4)."""
 
 
 CLIP_77 = 77
 """CLIP's context: 75 tokens of text between its start and end tokens."""
 _VIDEO = {"width", "height", "frames", "steps", "fps"}
+_OSP_TEXT = TextBudget("mT5", "tokenizer", 512, "mt5_xxl", subfolder="")
+"""Open-Sora-Plan v1.2's sampler reads 512 mT5-XXL tokens; the tokenizer is at the top of google/mt5-xxl."""
 
 
 def _params(*names: str, more: set[str] | frozenset[str] = frozenset()) -> frozenset[str]:
@@ -65,6 +71,11 @@ BACKENDS: dict[str, dict[str, Backend]] = {
         "flux-schnell": Backend(
             "flux-schnell", "FLUX.1 [schnell]", ("flux_schnell",), _params("width", "height", "steps"), side=16,
             text=TextBudget("T5", "tokenizer_2", 256, "flux_schnell")),
+        **{name: Backend(name, label, (key,), _params("negative_prompt", "width", "height", "steps", "guidance_scale"),
+                         side=16, text=TextBudget("T5", "tokenizer_3", 256, key))
+           for name, label, key in (("sd3", "Stable Diffusion 3 Medium", "sd3"),
+                                    ("sd3.5-large", "Stable Diffusion 3.5 Large", "sd35_large"),
+                                    ("sd3.5-medium", "Stable Diffusion 3.5 Medium", "sd35_medium"))},
     },
     "edit_image": {
         "instruct-pix2pix": Backend(
@@ -74,6 +85,10 @@ BACKENDS: dict[str, dict[str, Backend]] = {
         "flux-kontext": Backend(
             "flux-kontext", "FLUX.1 Kontext [dev]", ("flux_kontext",), _params("steps", "guidance_scale", "max_side"),
             side=16, text=TextBudget("T5", "tokenizer_2", 512, "flux_kontext")),
+        "sd3": Backend(
+            "sd3", "Stable Diffusion 3 Medium (image-to-image)", ("sd3",),
+            _params("steps", "guidance_scale", "max_side", "strength"), side=16,
+            text=TextBudget("T5", "tokenizer_3", 256, "sd3")),
     },
     "image_to_video": {
         "svd-xt": Backend(
@@ -87,6 +102,10 @@ BACKENDS: dict[str, dict[str, Backend]] = {
         "ltx-video": Backend(
             "ltx-video", "LTX-Video", ("ltx_video",), _params("negative_prompt", "guidance_scale", more=_VIDEO),
             side=32, frames_step=8, text=TextBudget("T5", "tokenizer", 128, "ltx_video")),
+        "open-sora-plan": Backend(
+            "open-sora-plan", "Open-Sora-Plan v1.2", ("open_sora_plan", "mt5_xxl"),
+            _params("negative_prompt", "guidance_scale", more=_VIDEO), side=16, frames_step=4, text=_OSP_TEXT,
+            min_steps=4),
     },
     "connect_videos": {
         "seine": Backend(
@@ -97,6 +116,10 @@ BACKENDS: dict[str, dict[str, Backend]] = {
             "wan2.1-flf2v", "Wan 2.1 FLF2V-14B", ("wan_flf2v",),
             _params("negative_prompt", "frames", "width", "height", "steps", "guidance_scale"), side=16,
             frames_step=4, text=TextBudget("UMT5", "tokenizer", 512, "wan_flf2v")),
+        "open-sora-plan": Backend(
+            "open-sora-plan", "Open-Sora-Plan v1.2 (first and last frame)", ("open_sora_plan", "mt5_xxl"),
+            _params("negative_prompt", "frames", "width", "height", "steps", "guidance_scale"), side=16,
+            frames_step=4, text=_OSP_TEXT, min_steps=4),
     },
 }
 """Per model tool, its backends by name; the first is the default."""
@@ -104,6 +127,27 @@ BACKENDS["connect_images"] = BACKENDS["connect_videos"]
 PROMPTS = {"text_to_image": "prompt", "edit_image": "instruction", "image_to_video": "prompt",
            "connect_videos": "prompt", "connect_images": "prompt"}
 """The parameter of each model tool that its backend's text encoder reads (with `negative_prompt`)."""
+SYSTEMS: dict[str, dict[str, str]] = {
+    "svd": {"text_to_image": "sdxl", "edit_image": "instruct-pix2pix", "image_to_video": "svd-xt",
+            "connect_videos": "seine", "connect_images": "seine"},
+    "osp": {"text_to_image": "sd3", "edit_image": "sd3", "image_to_video": "open-sora-plan",
+            "connect_videos": "open-sora-plan", "connect_images": "open-sora-plan"},
+}
+"""The paper's two systems, as the backend each model tool runs: Mora (SVD), its defaults, and Mora (Open-Sora-Plan)
+(SD3 and an SD3-based editor, Open-Sora-Plan for image-to-video and the connection agent)."""
+
+
+def system_overrides(system: str | None, overrides: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+    """`overrides` (`--set` values by tool) with each model tool's backend set to the system's, unless they name one
+    themselves; None: unchanged. Raises ValueError for an unknown system."""
+    merged = {tool: dict(params) for tool, params in overrides.items()}
+    if system is None:
+        return merged
+    if system not in SYSTEMS:
+        raise ValueError(f"system {system}: unknown (choose from {', '.join(SYSTEMS)})")
+    for tool, backend in SYSTEMS[system].items():
+        merged.setdefault(tool, {}).setdefault("backend", backend)
+    return merged
 
 
 def default_backend(backends: Mapping[str, Backend]) -> str:
@@ -126,6 +170,9 @@ def check_backend_args(backends: Mapping[str, Backend], values: Mapping[str, Any
         if value is not None and param in specific and param not in backend.params:
             readers = [b.name for b in backends.values() if param in b.params]
             raise ValueError(f"{param}: backend {backend.name} does not take it (only {', '.join(readers)})")
+    steps = values.get("steps")
+    if isinstance(steps, int) and steps < backend.min_steps:
+        raise ValueError(f"steps {steps}: backend {backend.name} takes at least {backend.min_steps}")
     frames = values.get("frames")
     if isinstance(frames, int) and (frames - 1) % backend.frames_step:
         step = backend.frames_step

@@ -1,5 +1,5 @@
-"""First-last-frame generation: a clip from one frame to another (SEINE by default, or Wan 2.1 FLF2V), and the video
-connection built on it, A + transition + B."""
+"""First-last-frame generation: a clip from one frame to another (SEINE by default, Wan 2.1 FLF2V or Open-Sora-Plan),
+and the video connection built on it, A + transition + B."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from mora_agents.media import (
     write_video,
 )
 from mora_agents.pipelines.loading import load_pipeline
-from mora_agents.settings import denoise_callback, output_path, settings
+from mora_agents.settings import denoise_callback, output_path, settings, steps_callback
 from mora_agents.tools.backends import BACKENDS, backend_named
 from mora_agents.tools.defaults import fill_defaults, seeded
 from mora_agents.tools.params import (
@@ -47,14 +47,13 @@ def transition(first: Image.Image, last: Image.Image, prompt: str, backend: str 
     pipe = load_pipeline(spec.models[0])
     note_cut_prompts(pipe, spec, {"prompt": prompt, "negative_prompt": p["negative_prompt"]})
     with torch.inference_mode(), seeded(seed) as gen:
-        if spec.name == "seine":
-            hook = settings().progress
-            hook.start("connect_videos", p["steps"])
-            frames = pipe([first, last], prompt=prompt, mask_type="onelast1", num_frames=p["frames"],
-                          height=p["height"], width=p["width"], sampler=p["sampler"], num_inference_steps=p["steps"],
-                          guidance_scale=p["guidance_scale"], generator=gen, output_type="np",
-                          callback=lambda step, total: hook.advance()).frames
-            hook.stop()
+        if spec.name in ("seine", "open-sora-plan"):  # this project's pipelines: uint8 frames
+            specific = (dict(mask_type="onelast1", sampler=p["sampler"]) if spec.name == "seine" else
+                        dict(negative_prompt=p["negative_prompt"], max_sequence_length=spec.text.tokens))
+            frames = pipe([first, last], prompt=prompt, num_frames=p["frames"], height=p["height"], width=p["width"],
+                          num_inference_steps=p["steps"], guidance_scale=p["guidance_scale"], generator=gen,
+                          output_type="np", callback=steps_callback("connect_videos"), **specific).frames
+            settings().progress.stop()
             return np.asarray(frames)
         video = pipe(first, last_image=last, prompt=prompt, negative_prompt=p["negative_prompt"],
                      num_frames=p["frames"], height=p["height"], width=p["width"], num_inference_steps=p["steps"],
@@ -70,19 +69,20 @@ def connect_videos(
     video_a: Annotated[str, "path of the first video"],
     video_b: Annotated[str, "path of the second video"],
     prompt: Annotated[Text, "what the transition shows"] = "smooth transition",
-    negative_prompt: Annotated[OptionalText | None, "what the transition should not show (wan2.1-flf2v)"] = None,
-    frames: Annotated[Frames | None, "frames of the transition (wan2.1-flf2v: 4k+1)"] = None,
-    width: Annotated[Side | None, "width the model works at (seine: a multiple of 8; wan2.1-flf2v: of 16)"] = None,
-    height: Annotated[Side | None, "height the model works at (seine: a multiple of 8; wan2.1-flf2v: of 16)"] = None,
+    negative_prompt: Annotated[OptionalText | None, "what the transition should not show (wan2.1-flf2v, "
+                               "open-sora-plan)"] = None,
+    frames: Annotated[Frames | None, "frames of the transition (wan2.1-flf2v, open-sora-plan: 4k+1)"] = None,
+    width: Annotated[Side | None, "width the model works at (seine: a multiple of 8; the others: of 16)"] = None,
+    height: Annotated[Side | None, "height the model works at (seine: a multiple of 8; the others: of 16)"] = None,
     sampler: Annotated[Sampler | None, "ddpm (the reference) or ddim (fewer steps) (seine)"] = None,
     steps: Annotated[Steps | None, "denoising steps"] = None,
     guidance_scale: Annotated[Guidance | None, "classifier-free guidance scale"] = None,
     seed: Annotated[Seed | None, "random seed"] = None,
-    backend: Annotated[ConnectBackend | None, "the model: seine (default) or wan2.1-flf2v"] = None,
+    backend: Annotated[ConnectBackend | None, "the model: seine (default), wan2.1-flf2v or open-sora-plan"] = None,
     output: Annotated[str | None, "path of the MP4 to write"] = None,
 ) -> Artifact:
-    """Connect two videos with a generated transition (seine: SEINE; wan2.1-flf2v): the result is A, the
-    transition, then B.
+    """Connect two videos with a generated transition (seine: SEINE; wan2.1-flf2v; open-sora-plan: Open-Sora-Plan
+    v1.2 conditioned on both frames): the result is A, the transition, then B.
 
     The transition is generated from A's last and B's first frame at the model size, then fitted to A's
     size. B is fitted to A's size and resampled to A's frame rate; the result has A's size and frame rate.
@@ -107,16 +107,17 @@ def connect_images(
     image: Annotated[str, "path of the first frame"],
     last_image: Annotated[str, "path of the last frame"],
     prompt: Annotated[Text, "what happens between them"] = "smooth transition",
-    negative_prompt: Annotated[OptionalText | None, "what the clip should not show (wan2.1-flf2v)"] = None,
-    frames: Annotated[Frames | None, "frames of the clip (wan2.1-flf2v: 4k+1)"] = None,
-    width: Annotated[Side | None, "width the model works at (seine: a multiple of 8; wan2.1-flf2v: of 16)"] = None,
-    height: Annotated[Side | None, "height the model works at (seine: a multiple of 8; wan2.1-flf2v: of 16)"] = None,
+    negative_prompt: Annotated[OptionalText | None, "what the clip should not show (wan2.1-flf2v, "
+                               "open-sora-plan)"] = None,
+    frames: Annotated[Frames | None, "frames of the clip (wan2.1-flf2v, open-sora-plan: 4k+1)"] = None,
+    width: Annotated[Side | None, "width the model works at (seine: a multiple of 8; the others: of 16)"] = None,
+    height: Annotated[Side | None, "height the model works at (seine: a multiple of 8; the others: of 16)"] = None,
     fps: Annotated[Fps | None, "frame rate the clip is written at"] = None,
     sampler: Annotated[Sampler | None, "ddpm (the reference) or ddim (fewer steps) (seine)"] = None,
     steps: Annotated[Steps | None, "denoising steps"] = None,
     guidance_scale: Annotated[Guidance | None, "classifier-free guidance scale"] = None,
     seed: Annotated[Seed | None, "random seed"] = None,
-    backend: Annotated[ConnectBackend | None, "the model: seine (default) or wan2.1-flf2v"] = None,
+    backend: Annotated[ConnectBackend | None, "the model: seine (default), wan2.1-flf2v or open-sora-plan"] = None,
     output: Annotated[str | None, "path of the MP4 to write"] = None,
 ) -> Artifact:
     """Generate a clip that starts at one image and ends at another (first-last-frame to video, by the backends of
@@ -124,7 +125,7 @@ def connect_images(
 
     Chained with keyframes planned ahead (an SOP's `repeat.chain.keyframes`), each segment ends on a clean
     keyframe. Unset parameters take the backend's defaults (seine: 16 frames at 512x512, 8 fps; wan2.1-flf2v: 81
-    frames at 1280x720, 16 fps).
+    frames at 1280x720, 16 fps; open-sora-plan: 93 frames at 640x480, 24 fps).
     """
     first, last = load_image(image), load_image(last_image)
     clip = transition(first, last, prompt, backend, seed, negative_prompt=negative_prompt, frames=frames,

@@ -37,6 +37,8 @@ DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
 _NEGATIVE_VIDEO = "static frame, blurry, overexposed, low quality, distorted, jittery motion, captions"
 """Written for these backends from the artefacts their authors list in their own negative prompts (short enough for
 every budget, the tiny preset's character-level tokenizers included)."""
+_NEGATIVE_IMAGE = "low resolution, blurry, bad anatomy, malformed hands, text, watermark, signature, jpeg artefacts"
+"""Open-Sora-Plan's sampler's negative prompt (an image-quality list), in our words."""
 BACKEND_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
     "full": {
         "flux-schnell": {"width": 1024, "height": 576, "steps": 4, "strength": 0.3},
@@ -47,6 +49,11 @@ BACKEND_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
                       "negative_prompt": _NEGATIVE_VIDEO},
         "wan2.1-flf2v": {"frames": 81, "width": 1280, "height": 720, "steps": 50, "guidance_scale": 5.5, "fps": 16,
                          "negative_prompt": _NEGATIVE_VIDEO},
+        "sd3": {"width": 1024, "height": 768, "steps": 28, "guidance_scale": 7.0, "strength": 0.6, "max_side": 1024},
+        "sd3.5-large": {"width": 1024, "height": 768, "steps": 28, "guidance_scale": 3.5, "strength": 0.6},
+        "sd3.5-medium": {"width": 1024, "height": 768, "steps": 40, "guidance_scale": 4.5, "strength": 0.6},
+        "open-sora-plan": {"frames": 93, "width": 640, "height": 480, "steps": 100, "guidance_scale": 7.5, "fps": 24,
+                           "negative_prompt": _NEGATIVE_IMAGE},
     },
     "tiny": {
         "flux-schnell": {"width": 64, "height": 64, "steps": 2, "strength": 0.3},
@@ -57,6 +64,11 @@ BACKEND_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
                       "negative_prompt": _NEGATIVE_VIDEO},
         "wan2.1-flf2v": {"frames": 9, "width": 64, "height": 64, "steps": 2, "guidance_scale": 5.5, "fps": 8,
                          "negative_prompt": _NEGATIVE_VIDEO},
+        "sd3": {"width": 64, "height": 64, "steps": 2, "guidance_scale": 7.0, "strength": 0.6, "max_side": 128},
+        "sd3.5-large": {"width": 64, "height": 64, "steps": 2, "guidance_scale": 3.5, "strength": 0.6},
+        "sd3.5-medium": {"width": 64, "height": 64, "steps": 2, "guidance_scale": 4.5, "strength": 0.6},
+        "open-sora-plan": {"frames": 9, "width": 64, "height": 64, "steps": 4, "guidance_scale": 7.5, "fps": 8,
+                           "negative_prompt": _NEGATIVE_IMAGE},
     },
 }
 """Per preset, per backend other than the defaults: its recommended parameters (`full`: its authors')."""

@@ -64,7 +64,7 @@ Redraw = _real(gt=0, le=1)
 Sampler = Literal["ddpm", "ddim"]
 
 # The backends of each model tool (the first is the default; `mora_agents.tools.backends` has what each reads).
-TextToImageBackend = Literal["sdxl", "flux-schnell"]
-EditImageBackend = Literal["instruct-pix2pix", "flux-kontext"]
-ImageToVideoBackend = Literal["svd-xt", "wan2.2-ti2v-5b", "ltx-video"]
-ConnectBackend = Literal["seine", "wan2.1-flf2v"]
+TextToImageBackend = Literal["sdxl", "flux-schnell", "sd3", "sd3.5-large", "sd3.5-medium"]
+EditImageBackend = Literal["instruct-pix2pix", "flux-kontext", "sd3"]
+ImageToVideoBackend = Literal["svd-xt", "wan2.2-ti2v-5b", "ltx-video", "open-sora-plan"]
+ConnectBackend = Literal["seine", "wan2.1-flf2v", "open-sora-plan"]

@@ -21,7 +21,7 @@ from mora_agents.tools.backends import BACKENDS, Backend, backend_named
 def budget_tokenizer(backend: Backend) -> PreTrainedTokenizerBase:
     """The tokenizer of the text encoder that reads a backend's prompts (not its whole pipeline)."""
     assert backend.text is not None
-    return load_tokenizer(backend.text.model, backend.text.tokenizer, backend.models[0])
+    return load_tokenizer(backend.text.model, backend.text.tokenizer, backend.models[0], backend.text.subfolder)
 
 
 def count_tokens(tokenizer: PreTrainedTokenizerBase, text: str) -> int:

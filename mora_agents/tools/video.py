@@ -1,4 +1,5 @@
-"""Image-to-video: a backend (SVD-XT by default, Wan 2.2 TI2V-5B or LTX-Video) animates one image into a clip."""
+"""Image-to-video: a backend (SVD-XT by default, Wan 2.2 TI2V-5B, LTX-Video or Open-Sora-Plan) animates one image into
+a clip."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import torch
 from mora_agents.media import Artifact, fit_image, load_image, probe, write_video
 from mora_agents.pipelines.adapters import adapters_scope
 from mora_agents.pipelines.loading import load_pipeline
-from mora_agents.settings import denoise_callback, output_path, settings
+from mora_agents.settings import denoise_callback, output_path, settings, steps_callback
 from mora_agents.tools.backends import BACKENDS, backend_named
 from mora_agents.tools.defaults import fill_defaults, seeded
 from mora_agents.tools.params import (
@@ -33,24 +34,28 @@ from mora_agents.tools.text_budget import note_cut_prompts
 @register(produces="video", media={"image": "image"}, backends=BACKENDS["image_to_video"])
 def image_to_video(
     image: Annotated[str, "path of the first frame"],
-    prompt: Annotated[OptionalText, "what the clip shows (read by wan2.2-ti2v-5b and ltx-video; svd-xt reads no "
-                      "text)"] = "",
-    negative_prompt: Annotated[OptionalText | None, "what the clip should not show (wan2.2-ti2v-5b, ltx-video)"] = None,
-    width: Annotated[Side | None, "width in pixels (svd-xt: a multiple of 8; the others: of 32)"] = None,
-    height: Annotated[Side | None, "height in pixels (svd-xt: a multiple of 8; the others: of 32)"] = None,
-    frames: Annotated[Frames | None, "frames of the clip (wan2.2-ti2v-5b: 4k+1, ltx-video: 8k+1)"] = None,
+    prompt: Annotated[OptionalText, "what the clip shows (read by all backends but svd-xt)"] = "",
+    negative_prompt: Annotated[OptionalText | None, "what the clip should not show (all backends but svd-xt)"] = None,
+    width: Annotated[Side | None, "width in pixels (svd-xt: a multiple of 8; open-sora-plan: of 16; the others: of "
+                     "32)"] = None,
+    height: Annotated[Side | None, "height in pixels (svd-xt: a multiple of 8; open-sora-plan: of 16; the others: of "
+                      "32)"] = None,
+    frames: Annotated[Frames | None, "frames of the clip (wan2.2-ti2v-5b, open-sora-plan: 4k+1; ltx-video: "
+                      "8k+1)"] = None,
     steps: Annotated[Steps | None, "denoising steps"] = None,
     fps: Annotated[Fps | None, "frame rate the clip is written at (svd-xt and ltx-video are conditioned on it)"] = None,
-    guidance_scale: Annotated[Guidance | None, "classifier-free guidance scale (wan2.2-ti2v-5b, ltx-video)"] = None,
+    guidance_scale: Annotated[Guidance | None, "classifier-free guidance scale (all backends but svd-xt)"] = None,
     motion_bucket_id: Annotated[MotionBucket | None, "amount of motion, 0-255 (svd-xt)"] = None,
     noise_aug_strength: Annotated[Strength | None, "noise added to the first frame, 0-1 (svd-xt)"] = None,
     decode_chunk_size: Annotated[Chunk | None, "frames the VAE decodes at once (svd-xt)"] = None,
     seed: Annotated[Seed | None, "random seed"] = None,
-    backend: Annotated[ImageToVideoBackend | None, "the model: svd-xt (default), wan2.2-ti2v-5b or ltx-video"] = None,
+    backend: Annotated[ImageToVideoBackend | None, "the model: svd-xt (default), wan2.2-ti2v-5b, ltx-video or "
+                       "open-sora-plan"] = None,
     adapters: Annotated[str | None, "a `mora train` output folder (default: the run's; svd-xt)"] = None,
     output: Annotated[str | None, "path of the MP4 to write"] = None,
 ) -> Artifact:
-    """Animate an image into a video clip (svd-xt: Stable Video Diffusion XT; wan2.2-ti2v-5b; ltx-video).
+    """Animate an image into a video clip (svd-xt: Stable Video Diffusion XT; wan2.2-ti2v-5b; ltx-video;
+    open-sora-plan: Open-Sora-Plan v1.2's image-to-video).
 
     The image is fitted (cover + centre crop) and is the clip's first frame. Unset parameters take the backend's
     defaults (`mora_agents.tools.defaults`; svd-xt: 25 frames, 1024x576, 25 steps, fps 7, motion_bucket_id 180,
@@ -74,10 +79,16 @@ def image_to_video(
         if spec.name == "ltx-video":
             specific["frame_rate"] = p["fps"]
     with torch.inference_mode(), seeded(seed) as gen:
-        video = pipe(start, width=p["width"], height=p["height"], num_frames=p["frames"],
-                     num_inference_steps=p["steps"], generator=gen, output_type="np",
-                     callback_on_step_end=denoise_callback("image_to_video", p["steps"]), **specific).frames[0]
+        if spec.name == "open-sora-plan":  # this project's pipeline: uint8 frames
+            video = pipe([start], width=p["width"], height=p["height"], num_frames=p["frames"],
+                         num_inference_steps=p["steps"], generator=gen, output_type="np",
+                         callback=steps_callback("image_to_video"), **specific).frames
+        else:
+            frames = pipe(start, width=p["width"], height=p["height"], num_frames=p["frames"],
+                          num_inference_steps=p["steps"], generator=gen, output_type="np",
+                          callback_on_step_end=denoise_callback("image_to_video", p["steps"]), **specific).frames[0]
+            video = (np.clip(frames, 0, 1) * 255).round().astype(np.uint8)
     settings().progress.stop()
     path = output_path(output, "image_to_video", ".mp4")
-    write_video((np.clip(video, 0, 1) * 255).round().astype(np.uint8), p["fps"], path)
+    write_video(video, p["fps"], path)
     return probe(path, noise=settings().preset == "tiny")
