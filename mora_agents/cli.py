@@ -319,7 +319,7 @@ def train_command(
     num_processes: Annotated[int, typer.Option(help="Processes (GPUs; CPU processes with --device cpu) training as one; the global batch stays --batch-size.")] = 1,
     agents: Annotated[str, typer.Option(help="Comma-separated agents to train.")] = "text_to_image,image_to_image,image_to_video",
     objective: Annotated[str, typer.Option(help="chain: the video loss trains the whole chain (the paper's); per-agent: each agent on its own output.")] = "chain",
-    sampling_steps: Annotated[int, typer.Option(help="chain: DDIM steps of an upstream agent's generation.")] = 20,
+    sampling_steps: Annotated[Optional[int], typer.Option(help="chain: DDIM steps of an upstream agent's generation (default: 20; tiny preset: 2).", show_default=False)] = None,
     backprop_steps: Annotated[int, typer.Option(help="chain: K, the last sampling steps gradients pass through.")] = 1,
     full: Annotated[bool, typer.Option("--full", help="Fine-tune every UNet weight instead of LoRA adapters.")] = False,
     lora_rank: Annotated[int, typer.Option(help="LoRA rank.")] = 16,

@@ -307,7 +307,7 @@ def run_loop(seeds: Sequence[Seed], out: Path, config: LoopConfig, options: RunO
     tracker = open_tracker(train_config.report_to, out / "logs", "mora-loop", {
         "iterations": config.iterations, **record["train"]})
     rows: list[dict[str, Any]] = []
-    logged: dict[int, dict[str, Any]] = {}
+    logged: dict[tuple[int, str], float] = {}
     try:
         for n in range(config.iterations + 1):
             if n:
@@ -315,11 +315,11 @@ def run_loop(seeds: Sequence[Seed], out: Path, config: LoopConfig, options: RunO
             rows = [loop.row(k) for k in range(n + 1)]  # cached; the first validation set fills the earlier rows
             report = write_report(out, rows)
             for row in rows if tracker is not None else []:
-                if logged.get(row["iteration"]) != row:
-                    tracker.log({**{f"heldout/{m}": v["mean"] for m, v in row["metrics"].items()},
-                                 **{f"validation/{a}": v for a, v in (row["validation_loss"] or {}).items()}},
-                                step=row["iteration"])
-                    logged[row["iteration"]] = row
+                values = {**{f"heldout/{m}": v["mean"] for m, v in row["metrics"].items()},
+                          **{f"validation/{a}": v for a, v in (row["validation_loss"] or {}).items()}}
+                if new := {k: v for k, v in values.items() if logged.get((row["iteration"], k)) != v}:
+                    tracker.log(new, step=row["iteration"])
+                    logged.update({(row["iteration"], k): v for k, v in new.items()})
     finally:
         if tracker is not None:
             tracker.finish()

@@ -65,6 +65,9 @@ MAX_TRAIN_STEPS = 100_000
 MAX_LORA_RANK = 1024
 """Above the width of every attention projection of the UNets trained here (at most 1280 x 2048 in SDXL)."""
 MAX_BATCH = 1024
+SAMPLING_STEPS = {"full": 20, "tiny": 2}
+"""chain: an upstream agent's DDIM steps by preset: 20, DDIM's usual count (half of SDXL's 40 Euler steps at
+inference, for the cost of a training step); 2 on the tiny models, whose pictures are noise anyway."""
 BYTES_PER_TRAINED = 20
 """fp32 weight, gradient, AdamW's two moments and the EMA copy."""
 
@@ -92,8 +95,8 @@ class TrainConfig(BaseModel):
     agents: list[str] = Field(default_factory=lambda: list(AGENT_MODELS))
     objective: Literal["chain", "per-agent"] = "chain"
     """chain: the video loss trains every agent of the chain (the paper's L_total); per-agent: teacher forcing."""
-    sampling_steps: Steps = 20
-    """chain: DDIM steps of an upstream agent's generation."""
+    sampling_steps: Steps | None = None
+    """chain: DDIM steps of an upstream agent's generation (the preset's SAMPLING_STEPS when not set)."""
     backprop_steps: Steps = 1
     """chain: K, the last sampling steps of an upstream agent that gradients pass through (truncated backprop)."""
     full: bool = False
@@ -148,9 +151,9 @@ class TrainConfig(BaseModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> TrainConfig:
-        if self.backprop_steps > self.sampling_steps:
+        if self.backprop_steps > self.sampling().steps:
             raise ValueError(f"--backprop-steps {self.backprop_steps}: at most --sampling-steps "
-                             f"({self.sampling_steps})")
+                             f"({self.sampling().steps})")
         if self.objective == "chain" and self.memory_profile == "24gb":
             raise ValueError("--memory-profile 24gb: the chain objective keeps every agent of a chain on the device; "
                              "use the resident profile, or --objective per-agent")
@@ -172,7 +175,7 @@ class TrainConfig(BaseModel):
         return use_settings(preset=self.preset, models=self.models, adapters=None)
 
     def sampling(self) -> Sampling:
-        return Sampling(self.sampling_steps, self.backprop_steps)
+        return Sampling(self.sampling_steps or SAMPLING_STEPS[self.preset], self.backprop_steps)
 
 
 @dataclass
