@@ -310,8 +310,8 @@ def chat(
 
 @app.command("train")
 def train_command(
-    data: Annotated[Optional[Path], typer.Argument(help="A dataset folder (metadata.jsonl and media; docs/training.md), or `ablations`.")] = None,
-    ablation_prompts: Annotated[Optional[Path], typer.Argument(help="`mora train ablations PROMPTS`: seed prompts of the Table 5 ablations.", show_default=False)] = None,
+    data: Annotated[Optional[Path], typer.Argument(metavar="DATA", help="A dataset folder (metadata.jsonl and media; docs/training.md), or `ablations`.", show_default=False)] = None,
+    ablation_prompts: Annotated[Optional[Path], typer.Argument(metavar="PROMPTS", help="`mora train ablations PROMPTS`: seed prompts of the Table 5 ablations.", show_default=False)] = None,
     out_dir: Annotated[Optional[Path], typer.Option("--out", help="Where adapters, checkpoints and the card go (a new folder).")] = None,
     resume_dir: Annotated[Optional[Path], typer.Option("--resume", help="Continue an interrupted training in this folder.")] = None,
     preset: Annotated[str, typer.Option(help="full: real weights; tiny: random small models (for tests).")] = "full",
@@ -361,11 +361,10 @@ def train_command(
     `--iterations N --prompts SEEDS` runs the whole data-free loop; `ablations PROMPTS` the paper's Table 5."""
     from accelerate import PartialState
 
-    from mora_agents.train import TrainConfig
-    from mora_agents.train.launch import run_training
+    from mora_agents.train import TrainConfig, run_training
     from mora_agents.train.progress import TrainProgress
 
-    ablations = data == Path("ablations") and ablation_prompts is not None
+    ablations = data == Path("ablations") and (ablation_prompts is not None or not data.is_dir())
     training = dict(
         preset=preset, agents=[a.strip() for a in agents.split(",") if a.strip()], objective=objective,
         sampling_steps=sampling_steps, backprop_steps=backprop_steps, full=full, lora_rank=lora_rank,
@@ -390,7 +389,7 @@ def train_command(
             prompts = ablation_prompts if ablations else prompts
             if prompts is None or out_dir is None:
                 raise InputError("--iterations needs --prompts SEEDS and --out DIR" if not ablations else
-                                 "ablations needs --out DIR")
+                                 "ablations needs PROMPTS (the seed prompts) and --out DIR")
             from mora_agents.inputs import parse_sets
 
             make = MakeConfig(task=task, count=count, candidates=candidates, duration=duration, seed=seed,

@@ -23,12 +23,11 @@ from typing import Any
 import numpy as np
 
 from mora_agents.data.judges import JudgeSpec
-from mora_agents.data.loop import HeldOut, LoopUI, split_seeds
-from mora_agents.data.make import MakeConfig, check_inputs, check_settings, make_data
+from mora_agents.data.loop import HeldOut, LoopUI, make_candidates, select_all, split_seeds, train_once
+from mora_agents.data.make import MakeConfig, check_inputs, check_settings
 from mora_agents.data.seeds import Seed
-from mora_agents.data.select import Reviewer, select
-from mora_agents.data.sets import SETS, read_sets
-from mora_agents.errors import InputError, MoraError
+from mora_agents.data.select import Reviewer
+from mora_agents.errors import InputError
 from mora_agents.eval import resolve_metrics
 from mora_agents.eval._deps import MissingDependencyError, require
 from mora_agents.eval.metrics.summary import VIDEO_QUALITY
@@ -36,8 +35,7 @@ from mora_agents.media import atomic_path
 from mora_agents.runs.runner import RunOptions
 from mora_agents.train import TrainConfig, read_dataset
 from mora_agents.train.dataset import copy_samples
-from mora_agents.train.launch import run_training
-from mora_agents.train.trainer import TRAIN_JSON, check_device
+from mora_agents.train.trainer import check_device
 
 SETTINGS, TABLE = "ablations.json", "table"
 MAX_SEEDS = 100
@@ -129,26 +127,21 @@ def run_ablations(seeds: list[Seed], out: Path, config: AblationConfig, options:
         with atomic_path(out / SETTINGS) as tmp:
             tmp.write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
     data = out / "data"
-    if not ((data / SETS).is_file() and all(c.finished for s in read_sets(data) for c in s.candidates)):
-        ui.stage(f"ablations: candidates ({make.count} prompts x {make.candidates}), untrained")
-        with ui.batch() as on_update:
-            made = make_data(train_seeds, data, make, options, ray=ray, avoid=[s.text for s in heldout],
-                             on_update=on_update)
-        if made.failed:
-            raise MoraError(f"{len(made.failed)} candidate run(s) did not finish (see "
-                            f"{data / 'runs' / 'summary.jsonl'}); run the same command again to retry them")
+    make_candidates(train_seeds, data, make, options, ray, [s.text for s in heldout], ui,
+                    f"ablations: candidates ({make.count} prompts x {make.candidates}), untrained")
     ui.stage("ablations: selection (judges, then people)")
-    counts = select(data, judges, reviewer=reviewer, frames=config.frames, seed=make.seed).count()
-    if counts["undecided"]:
-        raise MoraError(f"{counts['undecided']} candidate set(s) wait for a person: `mora data review {data}`, then "
-                        "run this command again")
-    datasets = {False: data / "dataset" if counts["accepted"] else None, True: _judges_only(data)}
+    accepted = select_all(data, judges, reviewer, False, config.frames, make.seed)
+    datasets = {False: data / "dataset" if accepted else None, True: _judges_only(data)}
     held = HeldOut(heldout, make, checked["duration"], options, config.eval_metrics, ray)
     rows = []
     for configuration in CONFIGURATIONS:
         dataset = datasets[configuration.judges_only] if configuration.train is not None else None
-        adapters = _trained(out / configuration.name, dataset, train.model_copy(update=configuration.train or {}),
-                            config.processes, ui, configuration.label) if dataset is not None else None
+        adapters = None
+        if dataset is not None:
+            adapters = out / configuration.name
+            if not (adapters / "card.json").is_file():
+                train_once(adapters, dataset, train.model_copy(update=configuration.train), config.processes, ui,
+                           f"ablations: training {configuration.label}")
         scores = [held.scores(out / "eval" / configuration.name / f"seed-{k}", adapters, ui,
                               f"{configuration.label}, seed {k + 1}/{config.seeds}", offset=k)
                   for k in range(config.seeds)]
@@ -172,18 +165,6 @@ def _judges_only(data: Path) -> Path | None:
     shutil.rmtree(temporary, ignore_errors=True)
     copy_samples(data / "dataset", chosen, temporary)
     temporary.rename(folder)
-    return folder
-
-
-def _trained(folder: Path, dataset: Path, config: TrainConfig, processes: int, ui: LoopUI, label: str) -> Path:
-    """A configuration's adapters: trained (or resumed) into `folder` unless finished already."""
-    if not (folder / "card.json").is_file():
-        ui.stage(f"ablations: training {label} on {len(read_dataset(dataset))} sample(s)")
-        with ui.training() as on_step:
-            if (folder / TRAIN_JSON).is_file():
-                run_training(folder, processes=processes, on_step=on_step)
-            else:
-                run_training(folder, dataset, config, processes, on_step)
     return folder
 
 
@@ -254,9 +235,10 @@ def _chart(path: Path, table: dict[str, Any]) -> None:
                           yerr=[v["std"] for _, v in present], capsize=2, label=row["label"])
             for bar, (_, value) in zip(bars, present):
                 bar.set_hatch("" if value["backend"] == "reference" else "//")
-        ax.set_ylim(0, 1.05)
+        ax.set_ylim(0, 1.25)
+        ax.set_yticks([0, 0.2, 0.4, 0.6, 0.8, 1.0])
         ax.set_ylabel("score")
-        ax.legend(fontsize="small", ncol=3, loc="lower right")
+        ax.legend(fontsize="small", ncol=len(rows), loc="upper center")
     axes[0].set_title(f"Ours: Mora (SVD) agents, preset {table['preset']}, {table['heldout']} held-out prompt(s) x "
                       f"{table['seeds']} seed(s); error bars: std over seeds; hatched: fallback backend")
     axes[1].set_title(f"Paper (reported, not ours): {table['source']}")

@@ -41,9 +41,8 @@ from mora_agents.eval.metrics.summary import VIDEO_QUALITY
 from mora_agents.eval.report import write_json
 from mora_agents.media import atomic_path
 from mora_agents.runs.runner import RunOptions
-from mora_agents.train import TrainConfig, read_dataset, validation_loss
+from mora_agents.train import TrainConfig, read_dataset, run_training, validation_loss
 from mora_agents.train.dataset import copy_samples
-from mora_agents.train.launch import run_training
 from mora_agents.train.trainer import TRAIN_JSON, StepCallback, check_device, check_tracker
 
 LOOP, SCORES, VALIDATION = "loop.json", "scores.json", "validation.json"
@@ -162,6 +161,39 @@ def open_tracker(kind: str, logs: Path, name: str, config: dict[str, Any]):
     return tracker
 
 
+def make_candidates(seeds: Sequence[Seed], data: Path, make: MakeConfig, options: RunOptions, ray: str | None,
+                    avoid: Sequence[str], ui: LoopUI, stage: str) -> None:
+    """`make_data` into `data` unless all its candidates finished; MoraError if some did not."""
+    if (data / SETS).is_file() and all(c.finished for s in read_sets(data) for c in s.candidates):
+        return
+    ui.stage(stage)
+    with ui.batch() as on_update:
+        result = make_data(seeds, data, make, options, ray=ray, avoid=avoid, on_update=on_update)
+    if result.failed:
+        raise MoraError(f"{data.name}: {len(result.failed)} candidate run(s) did not finish (see "
+                        f"{data / 'runs' / 'summary.jsonl'}); run the same command again to retry them")
+
+
+def select_all(data: Path, judges: Sequence[JudgeSpec] | None, reviewer: Reviewer | None, no_human: bool,
+               frames: int, seed: int) -> int:
+    """`select` every set of `data`; the number accepted. MoraError if some wait for a person."""
+    counts = select(data, judges, reviewer=reviewer, no_human=no_human, frames=frames, seed=seed).count()
+    if counts["undecided"]:
+        raise MoraError(f"{data.name}: {counts['undecided']} candidate set(s) wait for a person: "
+                        f"`mora data review {data}`, then run this command again")
+    return counts["accepted"]
+
+
+def train_once(adapters: Path, dataset: Path, config: TrainConfig, processes: int, ui: LoopUI, stage: str) -> None:
+    """Train `config` on `dataset` into `adapters`, or continue the training a stop left there."""
+    ui.stage(f"{stage} on {len(read_dataset(dataset))} sample(s)")
+    with ui.training() as on_step:
+        if (adapters / TRAIN_JSON).is_file():
+            run_training(adapters, processes=processes, on_step=on_step)
+        else:
+            run_training(adapters, dataset, config, processes, on_step)
+
+
 class _Loop:
     def __init__(self, out: Path, config: LoopConfig, options: RunOptions, train_seeds: list[Seed],
                  heldout: list[Seed], judges: Sequence[JudgeSpec] | None, reviewer: Reviewer | None,
@@ -189,36 +221,20 @@ class _Loop:
 
     def iteration(self, n: int) -> None:
         data, previous = self.out / f"iter-{n}", self.adapters(n - 1)
-        total = self.config.iterations
-        made = (data / SETS).is_file() and all(c.finished for s in read_sets(data) for c in s.candidates)
-        if not made:
-            self.ui.stage(f"iteration {n}/{total}: candidates ({self.config.make.count} prompts x "
-                          f"{self.config.make.candidates})" + (f", generating with {previous}" if previous else ""))
-            with self.ui.batch() as on_update:
-                result = make_data(self.seeds, data, self.make_config(n), replace(self.options, adapters=previous),
-                                   ray=self.ray, avoid=[s.text for s in self.heldout.seeds], on_update=on_update)
-            if result.failed:
-                raise MoraError(f"iteration {n}: {len(result.failed)} candidate run(s) did not finish (see "
-                                f"{data / 'runs' / 'summary.jsonl'}); run the same command again to retry them")
+        total, make = self.config.iterations, self.config.make
+        make_candidates(self.seeds, data, self.make_config(n), replace(self.options, adapters=previous), self.ray,
+                        [s.text for s in self.heldout.seeds], self.ui,
+                        f"iteration {n}/{total}: candidates ({make.count} prompts x {make.candidates})"
+                        + (f", generating with {previous}" if previous else ""))
         self.ui.stage(f"iteration {n}/{total}: selection (judges, then people)")
-        counts = select(data, self.judges, reviewer=None if self.config.no_human else self.reviewer,
-                        no_human=self.config.no_human, frames=self.config.frames,
-                        seed=self.make_config(n).seed).count()
-        if counts["undecided"]:
-            raise MoraError(f"iteration {n}: {counts['undecided']} candidate set(s) wait for a person: "
-                            f"`mora data review {data}`, then run this command again")
-        adapters = data / "adapters"
-        if not counts["accepted"]:
+        accepted = select_all(data, self.judges, None if self.config.no_human else self.reviewer, self.config.no_human,
+                              self.config.frames, self.make_config(n).seed)
+        if not accepted:
             self.ui.stage(f"iteration {n}/{total}: no sample accepted; the agents stay as they were")
-        elif not (adapters / "card.json").is_file():
-            dataset = self.training_data(n)
-            self.ui.stage(f"iteration {n}/{total}: training on {len(read_dataset(dataset))} sample(s)")
+        elif not (data / "adapters" / "card.json").is_file():
             config = self.config.train.model_copy(update={"iteration": n, "init_adapters": previous})
-            with self.ui.training() as on_step:
-                if (adapters / TRAIN_JSON).is_file():
-                    run_training(adapters, processes=self.config.processes, on_step=on_step)
-                else:
-                    run_training(adapters, dataset, config, self.config.processes, on_step)
+            train_once(data / "adapters", self.training_data(n), config, self.config.processes, self.ui,
+                       f"iteration {n}/{total}: training")
 
     def training_data(self, n: int) -> Path:
         """Iteration n's training dataset: its accepted samples, less those held out for validation if this is the

@@ -45,7 +45,6 @@ from mora_agents.pipelines.adapters import (
     card_sha256,
     check_adapters,
     load_weights,
-    read_card,
 )
 from mora_agents.pipelines.loading import MEMORY_PROFILES, build_pipeline, check_available, resolve_device
 from mora_agents.settings import use_settings
