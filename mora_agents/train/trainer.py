@@ -225,9 +225,9 @@ def check_out_dir(out_dir: Path) -> None:
         raise InputError(f"--out {out_dir}: not empty; choose a new folder")
 
 
-def read_record(out_dir: Path) -> tuple[Path, TrainConfig]:
-    """An unfinished training's dataset folder and configuration (its `train.json`); InputError if it is not one or
-    the file is damaged."""
+def read_record(out_dir: Path) -> tuple[Path, TrainConfig, str]:
+    """An unfinished training's dataset folder, configuration and the dataset's sha256 then (its `train.json`);
+    InputError if it is not one or the file is damaged."""
     out_dir = Path(out_dir).resolve()
     if (out_dir / "card.json").is_file():
         raise InputError(f"--resume {out_dir}: training finished already (card.json)")
@@ -235,7 +235,7 @@ def read_record(out_dir: Path) -> tuple[Path, TrainConfig]:
         raise InputError(f"--resume {out_dir}: no {TRAIN_JSON} (not a `mora train` output folder)")
     try:
         record = json.loads((out_dir / TRAIN_JSON).read_text(encoding="utf-8"))
-        return Path(record["dataset"]), TrainConfig.model_validate(record["config"])
+        return Path(record["dataset"]), TrainConfig.model_validate(record["config"]), str(record["dataset_sha256"])
     except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as e:
         reason = validation_summary(e) if isinstance(e, ValidationError) else (
             f"no {e}" if isinstance(e, KeyError) else str(e).splitlines()[0])
@@ -247,10 +247,10 @@ def resume(out_dir: Path, on_step: StepCallback | None = None) -> TrainResult:
     """Continue a training run from its last intact checkpoint (from the start if it made none): the same final
     weights as an uninterrupted run, up to the determinism of the device."""
     out_dir = Path(out_dir).resolve()
-    dataset_dir, config = read_record(out_dir)
+    dataset_dir, config, recorded = read_record(out_dir)
     samples = read_dataset(dataset_dir)
     sha = dataset_sha256(dataset_dir, samples)
-    if sha != json.loads((out_dir / TRAIN_JSON).read_text(encoding="utf-8")).get("dataset_sha256"):
+    if sha != recorded:
         raise InputError(f"--resume {out_dir}: the dataset {dataset_dir} changed since training started")
     return _Training(dataset_dir, out_dir, config, samples, sha, on_step).run(resume=True)
 
@@ -499,7 +499,8 @@ def set_modulated_rates(optimizer: torch.optim.Optimizer, agents: list[Trainable
 
 def chain_loss(agents: list[TrainableAgent], models: list[nn.Module], chains: dict[int, list[str]],
                indices: list[int], sampling: Sampling) -> torch.Tensor:
-    """L_total on a batch (dataset indices): upstream first, each agent generates what the next one in a sample's
+    """L_total on a batch (dataset indices): `agents` upstream first (AGENT_MODELS' order, which `build_agents`
+    keeps), each agent generates what the next one in a sample's
     chain starts from, and the last one's (the clip's) mean loss is computed from it. Each agent's model (`models`:
     the agents, or their DDP wrappers) is called exactly once; one with nothing to do adds a zero loss through its
     UNet, so that every process's backward covers every agent."""
