@@ -190,6 +190,22 @@ def test_a_chain_step_sends_the_video_loss_to_the_upstream_agents(dataset: Path)
     assert cut["image_to_video"][0] > 0 and cut["image_to_video"][1] > 0
 
 
+def test_the_video_agents_differentiable_image_token_is_the_pipelines():
+    """In the chain, SVD's conditioning token is computed from a generated frame in torch (so gradients pass): it
+    equals what the pipeline's own `_encode_image` makes of the same picture."""
+    from PIL import Image
+
+    from mora_agents.models import tiny
+    from mora_agents.train.agents import ImageToVideoAgent
+
+    pipe = tiny.stable_video_diffusion()
+    agent = ImageToVideoAgent(pipe, torch.device("cpu"), 5.0, "tiny", 4)
+    image = Image.fromarray(frames(3, count=1, size=48)[0])
+    with torch.no_grad():
+        ours = agent.image_tokens(pipe.video_processor.preprocess(image, height=48, width=48))
+        torch.testing.assert_close(ours, pipe._encode_image(image, "cpu", 1, False), rtol=0, atol=1e-6)
+
+
 def test_alpha_scales_each_agents_rate_and_z_learns(dataset: Path):
     """After a step, agent i's weights learn at lr * ||z_i|| / n, with z_i updated by its own (non-zero) gradient."""
     config = TrainConfig(**FAST)

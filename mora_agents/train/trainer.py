@@ -444,6 +444,8 @@ def make_agent(name: str, pipe, config: TrainConfig, device: torch.device, init:
         param.data = param.data.float()
     if config.gradient_checkpointing:
         unet.enable_gradient_checkpointing()
+        if config.objective == "chain":  # the chain backpropagates through the frozen VAEs at full resolution
+            pipe.vae.enable_gradient_checkpointing()
     unet.train()
     return agent
 
@@ -513,7 +515,7 @@ def chain_loss(agents: list[TrainableAgent], models: list[nn.Module], chains: di
             position = chains[i].index(agent.name)
             if position:
                 inputs[i] = made[chains[i][position - 1]][i]
-        if mine and all(chains[i][-1] == agent.name for i in mine):
+        if agent.output == "file_name":  # the clip's agent: the end of every chain
             loss = loss.to(agent.device) + model(mine, inputs)
         elif mine:
             made[agent.name] = dict(zip(mine, model(mine, inputs, sampling)))
