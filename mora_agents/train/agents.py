@@ -242,7 +242,10 @@ class _NoisePredictionAgent(TrainableAgent):
         return weight * _per_sample_mse(self.predict(noisy, timesteps, rows), target)
 
     def generate(self, rows: list[int], inputs: Inputs | None, sampling: Sampling) -> torch.Tensor:
-        scheduler = DDIMScheduler.from_config(self.pipe.scheduler.config)
+        # "trailing" steps start at the full noise level and the last one ends at the model's clean estimate
+        # (alpha 1), so that it, the step K = 1 backpropagates through, depends on the prediction; latents unclipped
+        scheduler = DDIMScheduler.from_config(self.pipe.scheduler.config, timestep_spacing="trailing",
+                                              set_alpha_to_one=True, clip_sample=False)
         scheduler.set_timesteps(sampling.steps, device=self.device)
         (latents,) = self.per_sample(len(rows), lambda: (self.randn(self.cache["latents"].shape[1:]),))
         latents = latents * scheduler.init_noise_sigma
@@ -252,7 +255,9 @@ class _NoisePredictionAgent(TrainableAgent):
             with torch.set_grad_enabled(tracking and i >= first_tracked):
                 latents = scheduler.step(self.guided(latents, t, condition), t, latents).prev_sample
         vae = self.pipe.vae
-        return vae.decode(latents.to(vae.dtype) / vae.config.scaling_factor).sample.clamp(-1, 1)
+        image = vae.decode(latents.to(vae.dtype) / vae.config.scaling_factor).sample
+        # clamped as inference clamps it, but a saturated pixel still passes its gradient (straight-through)
+        return image + (image.clamp(-1, 1) - image).detach()
 
 
 class TextToImageAgent(_NoisePredictionAgent):
