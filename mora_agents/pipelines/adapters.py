@@ -201,18 +201,13 @@ def add_lora(unet: nn.Module, spec: LoraSpec) -> None:
     inject_adapter_in_model(spec.config(), unet)
 
 
-def lora_state_dict(unet: nn.Module) -> dict[str, torch.Tensor]:
-    from peft import get_peft_model_state_dict
-
-    return get_peft_model_state_dict(unet)
-
-
 def save_lora(unet: nn.Module, spec: LoraSpec, path: Path) -> None:
     """A UNet's LoRA weights in diffusers' layout (what its `save_lora_weights` writes: `unet.`-prefixed peft keys,
     the peft config in the metadata), written atomically."""
     from diffusers.loaders import StableDiffusionLoraLoaderMixin
+    from peft import get_peft_model_state_dict
 
-    state = {name: t.detach().float().cpu().contiguous() for name, t in lora_state_dict(unet).items()}
+    state = {name: t.detach().float().cpu().contiguous() for name, t in get_peft_model_state_dict(unet).items()}
     with atomic_path(path) as tmp:
         StableDiffusionLoraLoaderMixin.save_lora_weights(tmp.parent, unet_lora_layers=state, weight_name=tmp.name,
                                                          unet_lora_adapter_metadata=spec.config().to_dict())
