@@ -8,6 +8,7 @@ import logging
 import sys
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Optional
 
@@ -25,7 +26,6 @@ from mora_agents.jsonl import escape_separators
 from mora_agents.ui.terminal import TerminalUI
 
 if TYPE_CHECKING:
-    from mora_agents.data.loop import LoopConfig
     from mora_agents.data.select import SelectionResult
     from mora_agents.runs.review import Reviewer
     from mora_agents.runs.runner import RunOutcome
@@ -319,24 +319,31 @@ def chat(
 
 @app.command("train")
 def train_command(
-    data: Annotated[Optional[Path], typer.Argument(help="A dataset folder (metadata.jsonl and media; docs/training.md).")] = None,
+    data: Annotated[Optional[Path], typer.Argument(metavar="DATA", help="A dataset folder (metadata.jsonl and media; docs/training.md), or `ablations`.", show_default=False)] = None,
+    ablation_prompts: Annotated[Optional[Path], typer.Argument(metavar="PROMPTS", help="`mora train ablations PROMPTS`: seed prompts of the Table 5 ablations.", show_default=False)] = None,
     out_dir: Annotated[Optional[Path], typer.Option("--out", help="Where adapters, checkpoints and the card go (a new folder).")] = None,
     resume_dir: Annotated[Optional[Path], typer.Option("--resume", help="Continue an interrupted training in this folder.")] = None,
     preset: Annotated[str, typer.Option(help="full: real weights; tiny: random small models (for tests).")] = "full",
-    device: Annotated[str, typer.Option(help="auto, cpu or cuda (several GPUs: `accelerate launch`).")] = "auto",
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda (several processes: --num-processes).")] = "auto",
+    num_processes: Annotated[int, typer.Option(help="Processes (GPUs; CPU processes with --device cpu) training as one; the global batch stays --batch-size.")] = 1,
     agents: Annotated[str, typer.Option(help="Comma-separated agents to train.")] = "text_to_image,image_to_image,image_to_video",
+    objective: Annotated[str, typer.Option(help="chain: the video loss trains the whole chain (the paper's); per-agent: each agent on its own output.")] = "chain",
+    sampling_steps: Annotated[Optional[int], typer.Option(help="chain: DDIM steps of an upstream agent's generation (default: 20; tiny preset: 2).", show_default=False)] = None,
+    backprop_steps: Annotated[int, typer.Option(help="chain: K, the last sampling steps gradients pass through.")] = 1,
     full: Annotated[bool, typer.Option("--full", help="Fine-tune every UNet weight instead of LoRA adapters.")] = False,
     lora_rank: Annotated[int, typer.Option(help="LoRA rank.")] = 16,
     no_modulation: Annotated[bool, typer.Option("--no-modulation", help="No modulation token, no alpha (ablation).")] = False,
     modulation_init: Annotated[str, typer.Option(help="text: the [Mod] token's embedding; random (ablation).")] = "text",
     steps: Annotated[int, typer.Option(help="Optimizer steps.")] = 12,
-    batch_size: Annotated[int, typer.Option(help="Samples per step and process.")] = 4,
+    batch_size: Annotated[int, typer.Option(help="Samples per step, over all processes.")] = 4,
     lr: Annotated[float, typer.Option(help="Learning rate of the weights (times alpha_i with modulation).")] = 1e-5,
     lr_modulation: Annotated[float, typer.Option(help="Learning rate of the modulation tokens.")] = 1e-4,
     checkpoint_every: Annotated[int, typer.Option(help="Steps between checkpoints.")] = 4,
+    keep_checkpoints: Annotated[int, typer.Option(help="Checkpoints kept (the last N, the final step's included); 0: removed at the end.")] = 2,
     frames: Annotated[Optional[int], typer.Option(help="Clip frames the image-to-video agent learns (default: the preset's 25).")] = None,
     resolution: Annotated[Optional[str], typer.Option(help="WIDTHxHEIGHT to train at (default: the preset's, 1024x576).")] = None,
-    memory_profile: Annotated[str, typer.Option(help="resident; 24gb: one UNet on the GPU at a time.")] = "resident",
+    memory_profile: Annotated[str, typer.Option(help="resident; 24gb: one UNet on the GPU at a time (per-agent).")] = "resident",
+    report_to: Annotated[str, typer.Option(help="none, tensorboard or wandb: losses and rates through accelerate's trackers (OUT/logs).")] = "none",
     init_adapters: Annotated[Optional[Path], typer.Option(help="Start from a previous `mora train` output.")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the noise, timesteps and data order (with --iterations: of everything).")] = 0,
     iterations: Annotated[Optional[int], typer.Option(help="Run the data-free loop N times: make data, select, train (needs --prompts and --out).")] = None,
@@ -353,61 +360,77 @@ def train_command(
     reviewer_name: Annotated[str, typer.Option("--name", help="--iterations: your name in the selection log.")] = "human",
     eval_prompts: Annotated[Optional[Path], typer.Option(help="--iterations: held-out prompts scored after each iteration.")] = None,
     eval_share: Annotated[float, typer.Option(help="--iterations without --eval-prompts: share of the seeds held out (0: none).")] = 0.25,
-    eval_metrics: Annotated[str, typer.Option(help="--iterations: metrics of the held-out videos (comma-separated).")] = "video_quality",
+    eval_metrics: Annotated[Optional[str], typer.Option(help="--iterations: metrics of the held-out videos (comma-separated; default video_quality, ablations: and temporal_style).", show_default=False)] = None,
+    val_share: Annotated[float, typer.Option(help="--iterations: share of the first accepted samples held out for the validation loss (0: none).")] = 0.25,
+    eval_seeds: Annotated[int, typer.Option("--seeds", help="ablations: seeds per held-out prompt (mean +- std over them).")] = 3,
     sops: Annotated[Optional[Path], typer.Option(help="--iterations: a folder of your own SOP files.")] = None,
     ray: Annotated[Optional[str], typer.Option(help="--iterations: runs on Ray: local, auto or ADDRESS (see mora batch).")] = None,
 ) -> None:
     """Fine-tune the agents on a dataset (self-modulated, the paper's Algorithm 1); `--resume DIR` continues one;
-    `--iterations N --prompts SEEDS` runs the whole data-free loop."""
+    `--iterations N --prompts SEEDS` runs the whole data-free loop; `ablations PROMPTS` the paper's Table 5."""
     from accelerate import PartialState
 
-    from mora_agents.train import TrainConfig, resume, train
+    from mora_agents.train import TrainConfig, run_training
     from mora_agents.train.progress import TrainProgress
 
-    if iterations is not None:
-        from mora_agents.data.loop import LoopConfig
+    ablations = data == Path("ablations") and (ablation_prompts is not None or not data.is_dir())
+    training = dict(
+        preset=preset, agents=[a.strip() for a in agents.split(",") if a.strip()], objective=objective,
+        sampling_steps=sampling_steps, backprop_steps=backprop_steps, full=full, lora_rank=lora_rank,
+        modulation=not no_modulation, modulation_init=modulation_init, steps=steps, batch_size=batch_size, lr=lr,
+        lr_modulation=lr_modulation, checkpoint_every=checkpoint_every, keep_checkpoints=keep_checkpoints,
+        frames=frames, resolution=resolution and resolution.lower().split("x"), report_to=report_to, seed=seed)
+    if iterations is not None or ablations:
         from mora_agents.data.make import MakeConfig
 
         try:
-            if data is not None or resume_dir is not None or init_adapters is not None:
-                raise InputError("--iterations: takes no DATA, --resume or --init-adapters (the loop makes its data "
-                                 "and continues itself: run the same command again)")
+            if ablation_prompts is not None and not ablations:
+                raise InputError(f"{ablation_prompts}: unexpected second argument (`mora train ablations PROMPTS`)")
+            if ablations and (iterations is not None or prompts is not None):
+                raise InputError("ablations: the seed prompts are its argument (`mora train ablations PROMPTS --out "
+                                 "DIR`), and it makes one round of data: no --iterations or --prompts")
+            if not ablations and (data is not None or resume_dir is not None):
+                raise InputError("--iterations: takes no DATA or --resume (the loop makes its data and continues "
+                                 "itself: run the same command again)")
+            if init_adapters is not None:
+                raise InputError("--init-adapters: for one training on a dataset; the loop and the ablations start "
+                                 "from the base models")
+            prompts = ablation_prompts if ablations else prompts
             if prompts is None or out_dir is None:
-                raise InputError("--iterations needs --prompts SEEDS and --out DIR")
+                raise InputError("--iterations needs --prompts SEEDS and --out DIR" if not ablations else
+                                 "ablations needs PROMPTS (the seed prompts) and --out DIR")
             from mora_agents.inputs import parse_sets
 
-            config = LoopConfig(
-                iterations=iterations, no_human=no_human, frames=judge_frames, eval_share=eval_share,
-                eval_metrics=[m.strip() for m in eval_metrics.split(",") if m.strip()],
-                make=MakeConfig(task=task, count=count, candidates=candidates, duration=duration, seed=seed,
-                                overrides=parse_sets(set_)),
-                train=TrainConfig.parse(
-                    preset=preset, agents=[a.strip() for a in agents.split(",") if a.strip()], full=full,
-                    lora_rank=lora_rank, modulation=not no_modulation, modulation_init=modulation_init, steps=steps,
-                    batch_size=batch_size, lr=lr, lr_modulation=lr_modulation, checkpoint_every=checkpoint_every,
-                    frames=frames, resolution=resolution and resolution.lower().split("x"), seed=seed))
+            make = MakeConfig(task=task, count=count, candidates=candidates, duration=duration, seed=seed,
+                              overrides=parse_sets(set_))
+            config = TrainConfig.parse(**training)
+            metrics = [m.strip() for m in eval_metrics.split(",") if m.strip()] if eval_metrics else None
         except InputError as e:
             raise fail(str(e), 2) from None
-        _train_loop(prompts, out_dir, config, preset, device, memory_profile, sops, eval_prompts, judge, judges,
-                    reviewer_name, ray)
+        stages = _Stages(prompts, out_dir, preset, device, memory_profile, sops, eval_prompts, judge, judges,
+                         reviewer_name, ray)
+        if ablations:
+            _train_ablations(stages, make, config, eval_seeds, judge_frames, eval_share, metrics, num_processes)
+        else:
+            _train_loop(stages, iterations, make, config, no_human, judge_frames, eval_share, metrics, val_share,
+                        num_processes)
         return
     try:
+        if ablation_prompts is not None:
+            raise InputError(f"{ablation_prompts}: unexpected second argument (`mora train ablations PROMPTS`)")
         if resume_dir is not None:
             if data is not None or out_dir is not None:
                 raise InputError("--resume DIR: takes no DATA or --out (they are in DIR/train.json)")
+            config = None
         elif data is None or out_dir is None:
             raise InputError("DATA and --out are required (or --resume DIR)")
         else:
-            config = TrainConfig.parse(
-                preset=preset, device=device, agents=[a.strip() for a in agents.split(",") if a.strip()], full=full,
-                lora_rank=lora_rank, modulation=not no_modulation, modulation_init=modulation_init, steps=steps,
-                batch_size=batch_size, lr=lr, lr_modulation=lr_modulation, checkpoint_every=checkpoint_every,
-                frames=frames, resolution=resolution and resolution.lower().split("x"), memory_profile=memory_profile,
-                init_adapters=init_adapters, seed=seed)
+            config = TrainConfig.parse(**training, device=device, memory_profile=memory_profile,
+                                       init_adapters=init_adapters)
             _noise_warning(preset)
         console.print("[dim]loading the models and encoding the dataset...[/]")
         with TrainProgress(console) as progress:
-            result = resume(resume_dir, progress) if resume_dir else train(data, out_dir, config, progress)
+            result = run_training(resume_dir or out_dir, data, config, num_processes, progress)
     except InputError as e:
         raise fail(str(e), 2) from None
     except MoraError as e:
@@ -416,6 +439,8 @@ def train_command(
         folder = resume_dir or out_dir
         raise fail(f"interrupted; `mora train --resume {folder}` continues from the last checkpoint", 130) from None
     if PartialState().is_main_process:
+        for note in result.notes:
+            warn(note)
         console.print(f"[green]done:[/] {result.steps} steps, adapters sha256 {result.adapters_sha256[:12]}")
         out.print(str(result.out_dir))
 
@@ -433,26 +458,67 @@ def _errors(interrupted: str) -> Iterator[None]:
         raise fail(interrupted, 130) from None
 
 
-def _train_loop(prompts: Path, out_dir: Path, config: LoopConfig, preset: str, device: str, memory_profile: str,
-                sops: Path | None, eval_prompts: Path | None, judge: list[str], judges: Path | None, name: str,
-                ray: str | None) -> None:
-    """`mora train --iterations N`: the data-free loop with the terminal's progress and review."""
-    from mora_agents.data import judge_specs, read_seeds
-    from mora_agents.data.loop import run_loop
-    from mora_agents.runs.runner import RunOptions
-    from mora_agents.ui.data import LoopDisplay, TerminalSetReview
+@dataclass
+class _Stages:
+    """What the loop and the ablations share from the command line: seeds, folder, runs, judges, people."""
 
-    with _errors(f"interrupted; the same command continues the loop in {out_dir}"):
-        check_preset(preset)
-        seeds, held = read_seeds(prompts), read_seeds(eval_prompts) if eval_prompts else None
-        options = RunOptions(preset=preset, device=device, sops_dir=sops, memory_profile=memory_profile)
-        _noise_warning(preset)
-        result = run_loop(seeds, out_dir, config, options, eval_seeds=held, judges=judge_specs(judge, judges),
-                          reviewer=TerminalSetReview(console, name), ray=ray, ui=LoopDisplay(console))
+    prompts: Path
+    out_dir: Path
+    preset: str
+    device: str
+    memory_profile: str
+    sops: Path | None
+    eval_prompts: Path | None
+    judge: list[str]
+    judges: Path | None
+    name: str
+    ray: str | None
+
+    def inputs(self) -> dict[str, Any]:
+        """The run options, seeds, held-out seeds, judges, reviewer and displays (InputError if one is bad)."""
+        from mora_agents.data import judge_specs, read_seeds
+        from mora_agents.runs.runner import RunOptions
+        from mora_agents.ui.data import LoopDisplay, TerminalSetReview
+
+        check_preset(self.preset)
+        return dict(seeds=read_seeds(self.prompts), out=self.out_dir, options=RunOptions(
+            preset=self.preset, device=self.device, sops_dir=self.sops, memory_profile=self.memory_profile),
+            eval_seeds=read_seeds(self.eval_prompts) if self.eval_prompts else None,
+            judges=judge_specs(self.judge, self.judges), reviewer=TerminalSetReview(console, self.name), ray=self.ray,
+            ui=LoopDisplay(console))
+
+
+def _train_loop(stages: _Stages, iterations: int, make, config, no_human: bool, frames: int, eval_share: float,
+                metrics: list[str] | None, val_share: float, processes: int) -> None:
+    """`mora train --iterations N`: the data-free loop with the terminal's progress and review."""
+    from mora_agents.data.loop import LoopConfig, run_loop
+
+    with _errors(f"interrupted; the same command continues the loop in {stages.out_dir}"):
+        loop = LoopConfig(iterations=iterations, make=make, train=config, no_human=no_human, frames=frames,
+                          eval_share=eval_share, val_share=val_share, processes=processes,
+                          **({"eval_metrics": metrics} if metrics else {}))
+        inputs = stages.inputs()
+        _noise_warning(stages.preset)
+        result = run_loop(inputs.pop("seeds"), inputs.pop("out"), loop, inputs.pop("options"), **inputs)
     report = result.report.get("markdown")
-    console.print(f"[green]done:[/] {config.iterations} iteration(s) in {result.out}"
-                  + (f"; held-out metrics in {report}" if report else ""))
+    console.print(f"[green]done:[/] {iterations} iteration(s) in {result.out}"
+                  + (f"; held-out metrics and validation loss in {report}" if report else ""))
     out.print(str(result.out))
+
+
+def _train_ablations(stages: _Stages, make, config, seeds: int, frames: int, eval_share: float,
+                     metrics: list[str] | None, processes: int) -> None:
+    """`mora train ablations PROMPTS --out DIR`: the paper's Table 5 configurations, trained and evaluated alike."""
+    from mora_agents.data.ablations import AblationConfig, run_ablations
+
+    with _errors(f"interrupted; the same command continues the ablations in {stages.out_dir}"):
+        ablation = AblationConfig(make=make, train=config, seeds=seeds, frames=frames, eval_share=eval_share,
+                                  processes=processes, **({"eval_metrics": metrics} if metrics else {}))
+        inputs = stages.inputs()
+        _noise_warning(stages.preset)
+        result = run_ablations(inputs.pop("seeds"), inputs.pop("out"), ablation, inputs.pop("options"), **inputs)
+    console.print(f"[green]done:[/] the five configurations in {result.out}; the table in {result.report['markdown']}")
+    out.print(str(result.report["markdown"]))
 
 
 @data_app.command("make")

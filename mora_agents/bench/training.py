@@ -1,8 +1,8 @@
 """`mora bench --training`: fine-tuning steps of the agents on full-size random-weight models.
 
-Each row trains one agent, or all three together (`all`), as `mora train` does: the same agents, `Stepper` (AdamW,
-EMA, min-SNR, modulation token, gradient checkpointing, bf16 autocast with fp32 trainable weights) and batch (4, the
-paper's), on four synthetic samples encoded by the agents' own encoders: SDXL base at 1024x576, InstructPix2Pix at
+Each row trains one agent, or all three together (`all`), as `mora train --objective per-agent` does: the same
+agents, `Stepper` (AdamW, EMA, min-SNR, modulation token, gradient checkpointing, bf16 autocast with fp32 trainable
+weights) and batch (4, the paper's), on four synthetic samples encoded by the agents' own encoders: SDXL base at 1024x576, InstructPix2Pix at
 1024x576, SVD-XT on 25 frames at 1024x576; LoRA (rank 16) and `--full`, under the resident profile and, with
 `--memory-profile 24gb`, under 24gb (one UNet on the GPU at a time, one sample at a time).
 
@@ -110,8 +110,8 @@ def training_rows(workloads: tuple[str, ...], profiles: tuple[str, ...]) -> Iter
 
 def config_for(size: str, workload: str, mode: str, profile: str) -> TrainConfig:
     agents = list(AGENT_MODELS) if workload == "all" else [workload]
-    return TrainConfig(**SIZE_SETTINGS[size], device="auto", agents=agents, full=mode == "full", memory_profile=profile,
-                       batch_size=SAMPLES)
+    return TrainConfig(**SIZE_SETTINGS[size], device="auto", agents=agents, objective="per-agent",
+                       full=mode == "full", memory_profile=profile, batch_size=SAMPLES)
 
 
 def synthetic_dataset(folder: Path, size: str) -> Path:

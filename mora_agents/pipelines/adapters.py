@@ -1,9 +1,14 @@
 """What `mora train` produces and how pipelines use it: LoRA or full UNet weights and modulation tokens.
 
-An adapter folder holds, per trained agent, its weights (`<agent>/lora.safetensors` or `<agent>/unet.safetensors`)
-and its modulation token z (`<agent>/modulation.safetensors`), and a card (`card.json`, written last) naming the
-base models, the preset, the LoRA settings and the sha256 of every file. The folder's sha256 is the card's:
-the card pins every file, so it identifies the whole folder.
+An adapter folder holds, per trained agent, its weights (`<agent>/pytorch_lora_weights.safetensors` in diffusers'
+LoRA layout, or `<agent>/unet.safetensors`) and its modulation token z (`<agent>/modulation.safetensors`), and a card
+(`card.json`, written last) naming the base models, the preset, the LoRA settings and the sha256 of every file. The
+folder's sha256 is the card's: the card pins every file, so it identifies the whole folder.
+
+The LoRA files are what diffusers' own `save_lora_weights` writes (keys `unet.<module>.lora_A.weight`, the peft
+config in the file's metadata): `pipe.load_lora_weights("OUT/text_to_image")` loads them into a plain diffusers
+SDXL or InstructPix2Pix pipeline; SVD's pipeline has no LoRA loader, peft's `inject_adapter_in_model` and
+`set_peft_model_state_dict` load the same file (docs/training.md shows both, and how to attach z).
 
 The modulation token (the paper's self-modulation, Algorithm 1) is one extra vector appended to the sequence the
 denoiser cross-attends to: a forward pre-hook on the UNet adds it to `encoder_hidden_states`, so it takes part in
@@ -15,6 +20,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
@@ -24,7 +30,7 @@ from torch import nn
 from torch.utils.hooks import RemovableHandle
 
 from mora_agents.errors import InputError, validation_summary
-from mora_agents.media import sha256_file
+from mora_agents.media import atomic_path, sha256_file
 from mora_agents.settings import settings, use_settings
 
 AGENT_MODELS: dict[str, str] = {
@@ -34,6 +40,11 @@ AGENT_MODELS: dict[str, str] = {
 }
 """The trainable agents and the model (pipeline key) each fine-tunes: its UNet."""
 CARD = "card.json"
+LORA_WEIGHTS = "pytorch_lora_weights.safetensors"
+"""diffusers' default LoRA file name: `load_lora_weights(folder)` finds it without `weight_name`."""
+MODULATION = "modulation.safetensors"
+MODULATION_NOTE = ("z: one token [1, width] appended to the UNet's encoder_hidden_states (after the prompt or image "
+                   "tokens, in every UNet call, the unconditional rows of classifier-free guidance included)")
 
 
 class LoraSpec(BaseModel):
@@ -55,7 +66,7 @@ class AgentWeights(BaseModel):
     """The model id or folder it was trained from."""
     mode: Literal["lora", "full"]
     weights: str
-    """Relative path of the safetensors file: LoRA weights (peft names) or the whole UNet's state dict."""
+    """Relative path of the safetensors file: LoRA weights (diffusers' layout) or the whole UNet's state dict."""
     modulation: str | None = None
     """Relative path of the modulation token {"z": [1, width]}; none when trained with --no-modulation."""
 
@@ -105,7 +116,38 @@ def check_adapters(folder: Path) -> AdapterCard:
         if (source := model_source(weights.model)) != weights.source:
             raise InputError(f"adapters {folder}: agent '{agent}' was trained on {weights.source}, but model "
                              f"'{weights.model}' is {source} here")
+        for relative in filter(None, (weights.weights, weights.modulation)):
+            check_file(folder, relative, card.files.get(relative))
     return card
+
+
+def check_file(folder: Path, relative: str, sha256: str | None) -> None:
+    """A weight file of an adapter folder: present, as the card pins it (sha256), a readable safetensors file and
+    every value finite; raises InputError. Checked once per file state (path, size, modification time)."""
+    path = Path(folder) / relative
+    try:
+        stat = path.stat()
+    except OSError:
+        raise InputError(f"adapters {folder}: {relative} is missing") from None
+    problem = _file_problem(str(path.resolve()), (stat.st_size, stat.st_mtime_ns, stat.st_ino), sha256)
+    if problem:
+        raise InputError(f"adapters {folder}: {relative} {problem}")
+
+
+@lru_cache(maxsize=256)
+def _file_problem(path: str, state: tuple[int, int, int], sha256: str | None) -> str | None:
+    from safetensors import SafetensorError, safe_open
+
+    if sha256_file(Path(path)) != sha256:
+        return "is damaged or changed since training (its sha256 differs from the card's)"
+    try:
+        with safe_open(path, "pt") as tensors:
+            for name in tensors.keys():
+                if not torch.isfinite(tensors.get_tensor(name)).all():
+                    return f"holds non-finite values (NaN or infinity) in {name}"
+    except (SafetensorError, OSError, RuntimeError) as e:
+        return f"is not a readable safetensors file ({str(e).splitlines()[0]})"
+    return None
 
 
 @contextmanager
@@ -159,31 +201,42 @@ def add_lora(unet: nn.Module, spec: LoraSpec) -> None:
     inject_adapter_in_model(spec.config(), unet)
 
 
-def lora_state_dict(unet: nn.Module) -> dict[str, torch.Tensor]:
+def save_lora(unet: nn.Module, spec: LoraSpec, path: Path) -> None:
+    """A UNet's LoRA weights in diffusers' layout (what its `save_lora_weights` writes: `unet.`-prefixed peft keys,
+    the peft config in the metadata), written atomically."""
+    from diffusers.loaders import StableDiffusionLoraLoaderMixin
     from peft import get_peft_model_state_dict
 
-    return get_peft_model_state_dict(unet)
+    state = {name: t.detach().float().cpu().contiguous() for name, t in get_peft_model_state_dict(unet).items()}
+    with atomic_path(path) as tmp:
+        StableDiffusionLoraLoaderMixin.save_lora_weights(tmp.parent, unet_lora_layers=state, weight_name=tmp.name,
+                                                         unet_lora_adapter_metadata=spec.config().to_dict())
+
+
+def save_modulation(z: torch.Tensor, path: Path) -> None:
+    """The modulation token as `{"z": [1, width]}` (fp32), with a note in the metadata saying how it is used."""
+    from safetensors.torch import save_file
+
+    with atomic_path(path) as tmp:
+        save_file({"z": z.detach().float().cpu().reshape(1, -1).contiguous()}, tmp,
+                  metadata={"format": "pt", "mora_modulation": MODULATION_NOTE})
 
 
 def load_weights(unet: nn.Module, folder: Path, card: AdapterCard, agent: str) -> Modulation | None:
     """Load an agent's trained weights into `unet` (LoRA injected first) and return its modulation token (not yet
-    attached). Every file is checked against the card's sha256 first."""
+    attached). Every file is checked first (`check_file`: the card's sha256, finite values)."""
     from peft import set_peft_model_state_dict
     from safetensors.torch import load_file
 
     entry = card.agents[agent]
     for relative in filter(None, (entry.weights, entry.modulation)):
-        path = Path(folder) / relative
-        if not path.is_file():
-            raise InputError(f"adapters {folder}: {relative} is missing")
-        if sha256_file(path) != card.files.get(relative):
-            raise InputError(f"adapters {folder}: {relative} changed since training (sha256 differs from the card)")
+        check_file(folder, relative, card.files.get(relative))
     weights = load_file(Path(folder) / entry.weights)
     if entry.mode == "lora":
         if card.lora is None:
             raise InputError(f"adapters {folder}: agent '{agent}' has LoRA weights but the card has no lora settings")
         add_lora(unet, card.lora)
-        result = set_peft_model_state_dict(unet, weights)
+        result = set_peft_model_state_dict(unet, {name.removeprefix("unet."): t for name, t in weights.items()})
         if result.unexpected_keys:
             raise InputError(f"adapters {folder}: {entry.weights} does not fit model '{entry.model}' "
                              f"(unexpected {result.unexpected_keys[0]})")

@@ -12,11 +12,14 @@ from safetensors.torch import save_file
 from mora_agents.media import atomic_path, sha256_file
 from mora_agents.pipelines.adapters import (
     CARD,
+    LORA_WEIGHTS,
+    MODULATION,
     AdapterCard,
     AgentWeights,
     LoraSpec,
     card_sha256,
-    lora_state_dict,
+    save_lora,
+    save_modulation,
 )
 from mora_agents.pipelines.loading import model_source
 
@@ -27,20 +30,23 @@ def _save(tensors: dict[str, Any], path: Path) -> None:
 
 
 def write_card(out_dir: Path, agents: list, config, lora: LoraSpec | None, record: dict[str, Any]) -> AdapterCard:
-    """Write every agent's weights (`<agent>/lora.safetensors` or `unet.safetensors`) and modulation token, then
-    `card.md` and, last, `card.json` (each file atomically): a folder with a card is complete.
+    """Write every agent's weights (`<agent>/pytorch_lora_weights.safetensors`, diffusers' LoRA layout, or
+    `unet.safetensors`) and modulation token, then `card.md` and, last, `card.json` (each file atomically): a
+    folder with a card is complete.
 
     `record`: the training's own entries of the card (dataset, losses, environment, ...).
     """
     entries, files = {}, {}
     for agent in agents:
-        weights = f"{agent.name}/{'unet' if config.full else 'lora'}.safetensors"
-        state = agent.unet.state_dict() if config.full else lora_state_dict(agent.unet)
-        _save(state, out_dir / weights)
+        weights = f"{agent.name}/{'unet.safetensors' if config.full else LORA_WEIGHTS}"
+        if config.full:
+            _save(agent.unet.state_dict(), out_dir / weights)
+        else:
+            save_lora(agent.unet, lora, out_dir / weights)
         modulation = None
         if agent.modulation is not None:
-            modulation = f"{agent.name}/modulation.safetensors"
-            _save({"z": agent.modulation.z}, out_dir / modulation)
+            modulation = f"{agent.name}/{MODULATION}"
+            save_modulation(agent.modulation.z, out_dir / modulation)
         for relative in filter(None, (weights, modulation)):
             files[relative] = sha256_file(out_dir / relative)
         entries[agent.name] = AgentWeights(model=agent.model, source=model_source(agent.model),

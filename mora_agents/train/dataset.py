@@ -16,6 +16,7 @@ it reads the folder with `read_dataset`, which checks every file.
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 from typing import Any
 
@@ -207,3 +208,15 @@ def load_hf_dataset(data_dir: Path, cache_dir: Path | None = None):
     dataset = datasets.load_dataset("videofolder", data_dir=str(data_dir), split="train",
                                     cache_dir=str(cache_dir) if cache_dir else None)
     return dataset.cast_column("video", datasets.Video(decode=False))
+
+
+def copy_samples(source_dir: Path, samples: list[Sample], dest_dir: Path) -> None:
+    """Write `samples` of the dataset `source_dir` into the dataset `dest_dir` (files copied, numbered anew there;
+    every other field kept, `run_dir` made relative to the new folder)."""
+    for sample in samples:
+        fields = sample.model_dump(mode="json", exclude={"id"})
+        media = {name: Path(source_dir) / fields.pop(name) if fields.get(name) else fields.pop(name)
+                 for name in ("file_name", *IMAGE_FIELDS)}
+        if fields.get("run_dir"):
+            fields["run_dir"] = os.path.relpath(Path(source_dir) / fields["run_dir"], dest_dir)
+        write_sample(dest_dir, clip=media.pop("file_name"), **media, **fields)

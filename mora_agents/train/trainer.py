@@ -2,31 +2,38 @@
 
     OUT/
         train.json                    what to train (dataset, its sha256, the config): `resume` reads it
-        checkpoints/step-000004/      the latest checkpoint (accelerate state: trainable weights, optimizer, EMA,
-                                      RNG of every process, step and losses); removed when training ends
-        text_to_image/lora.safetensors, text_to_image/modulation.safetensors, ...   the result (EMA weights)
+        checkpoints/step-000004/      the last `keep_checkpoints` checkpoints (accelerate state: trainable weights,
+                                      optimizer, EMA, RNG of every process, step and losses)
+        logs/                         the trackers' files (`report_to`: TensorBoard's event files)
+        text_to_image/pytorch_lora_weights.safetensors, text_to_image/modulation.safetensors, ...   (EMA weights)
         card.json, card.md            written last: a folder with a card is finished
 
-One step: every agent's loss on the batch (teacher-forced on the samples it learns from), summed into L_final;
-the agents share no parameter, so each agent's loss is backpropagated right after its forward (the gradients of
-L_final, with one agent's activations in memory at a time). Then one AdamW step over every agent's trainable
-weights and modulation token z_i, the EMA update, and the self-modulation: agent i's learning rate becomes
-lr * alpha_i with alpha_i = ||z_i||_2 / n (n agents); z_i keeps its own rate.
+One step, `chain` objective (the paper's L_total = L(O_n, V_target)): each sample's upstream agents generate its
+start frame (gradients through their last K sampling steps), the video agent's loss against the accepted clip is
+computed from it and backpropagated through the whole chain. `per-agent` objective: every agent's loss on the
+batch, teacher-forced on the recorded intermediates, summed into L_final (each backpropagated right after its
+forward: the agents share no parameter). Then one AdamW step over every agent's trainable weights and modulation
+token z_i, the EMA update, and the self-modulation: agent i's learning rate becomes lr * alpha_i with
+alpha_i = ||z_i||_2 / n (n: the agents that have samples); z_i keeps its own rate.
 """
 
 from __future__ import annotations
 
 import json
+import math
+import pickle
 import shutil
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from safetensors import SafetensorError
+from torch import nn
 
 from mora_agents.errors import InputError, MoraError, validation_summary
 from mora_agents.media import atomic_path
@@ -38,56 +45,88 @@ from mora_agents.pipelines.adapters import (
     card_sha256,
     check_adapters,
     load_weights,
-    read_card,
 )
 from mora_agents.pipelines.loading import MEMORY_PROFILES, build_pipeline, check_available, resolve_device
 from mora_agents.settings import use_settings
 from mora_agents.tools.defaults import DEFAULTS
-from mora_agents.train.agents import AGENT_CLASSES, ImageToVideoAgent, TrainableAgent
+from mora_agents.inputs import MAX_WORK_SIDE
+from mora_agents.tools.params import Frames, Seed, Steps
+from mora_agents.train.agents import AGENT_CLASSES, ImageToVideoAgent, Sampling, TrainableAgent, chain
 from mora_agents.train.card import write_card
 from mora_agents.train.dataset import Sample, dataset_sha256, read_dataset
 
 TRAIN_JSON = "train.json"
 CHECKPOINTS = "checkpoints"
+LOGS = "logs"
 LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
 """LoRA on every attention projection of the UNet: self-, cross- (which reads z) and, in SVD, temporal attention."""
+MAX_TRAIN_STEPS = 100_000
+MAX_LORA_RANK = 1024
+"""Above the width of every attention projection of the UNets trained here (at most 1280 x 2048 in SDXL)."""
+MAX_BATCH = 1024
+SAMPLING_STEPS = {"full": 20, "tiny": 2}
+"""chain: an upstream agent's DDIM steps by preset: 20, DDIM's usual count (half of SDXL's 40 Euler steps at
+inference, for the cost of a training step); 2 on the tiny models, whose pictures are noise anyway."""
+BYTES_PER_TRAINED = 20
+"""fp32 weight, gradient, AdamW's two moments and the EMA copy."""
 
 StepCallback = Callable[[int, int, dict[str, float]], None]
-"""on_step(step, total, losses): losses by agent name, and `total` (L_final); main process only."""
+"""on_step(step, total, losses): losses by agent name, and `total` (L_total or L_final); main process only."""
+Rate = Annotated[float, Field(gt=0, le=1, allow_inf_nan=False)]
+"""A learning rate: finite, above 0, at most 1."""
+TrainSide = Annotated[int, Field(ge=8, le=MAX_WORK_SIDE, multiple_of=8)]
+"""A training width or height: the tools' upper bound; any multiple of 8 (the VAEs' factor) from 8, since training
+fits its images itself (tests train the tiny models at 32x32)."""
+
+
+def _finite(low: float, high: float, **bounds) -> object:
+    return Annotated[float, Field(ge=low, le=high, allow_inf_nan=False, **bounds)]
 
 
 class TrainConfig(BaseModel):
-    """How to fine-tune. Defaults: the paper's appendix A.9 where it says, our choices (docs/training.md) where not."""
+    """How to fine-tune. Defaults: the paper's appendix A.9 where it says, our choices (docs/training.md) where not.
+    Every number is bounded (the tools' parameter types where they apply): a bad value raises before any work."""
 
     model_config = ConfigDict(extra="forbid")
     preset: Literal["full", "tiny"] = "full"
     device: str = "auto"
-    """auto, cpu or cuda (one GPU per process; several through `accelerate launch`)."""
+    """auto, cpu or cuda (one GPU per process; several through `accelerate launch` or `--num-processes`)."""
     agents: list[str] = Field(default_factory=lambda: list(AGENT_MODELS))
+    objective: Literal["chain", "per-agent"] = "chain"
+    """chain: the video loss trains every agent of the chain (the paper's L_total); per-agent: teacher forcing."""
+    sampling_steps: Steps | None = None
+    """chain: DDIM steps of an upstream agent's generation (the preset's SAMPLING_STEPS when not set)."""
+    backprop_steps: Steps = 1
+    """chain: K, the last sampling steps of an upstream agent that gradients pass through (truncated backprop)."""
     full: bool = False
     """Fine-tune every UNet weight instead of LoRA adapters."""
-    lora_rank: int = Field(16, ge=1)
+    lora_rank: int = Field(16, ge=1, le=MAX_LORA_RANK)
     modulation: bool = True
     """The self-modulation token z_i and alpha_i; off: plain joint fine-tuning (the paper's ablation)."""
     modulation_init: Literal["text", "random"] = "text"
-    steps: int = Field(12, ge=1)
-    batch_size: int = Field(4, ge=1)
-    lr: float = Field(1e-5, gt=0)
-    lr_modulation: float = Field(1e-4, gt=0)
-    weight_decay: float = Field(1e-2, ge=0)
-    max_grad_norm: float = Field(1.0, gt=0)
-    snr_gamma: float = Field(5.0, gt=0)
-    ema_decay: float = Field(0.999, ge=0, le=1)
-    checkpoint_every: int = Field(4, ge=1)
+    steps: int = Field(12, ge=1, le=MAX_TRAIN_STEPS)
+    batch_size: int = Field(4, ge=1, le=MAX_BATCH)
+    """Samples per optimiser step over all processes (each process takes an equal share)."""
+    lr: Rate = 1e-5
+    lr_modulation: Rate = 1e-4
+    weight_decay: _finite(0, 1) = 1e-2
+    max_grad_norm: _finite(0, 1e6, gt=0) = 1.0
+    snr_gamma: _finite(0, 1e6, gt=0) = 5.0
+    ema_decay: _finite(0, 1) = 0.999
+    checkpoint_every: int = Field(4, ge=1, le=MAX_TRAIN_STEPS)
+    keep_checkpoints: int = Field(2, ge=0, le=100)
+    """The last N checkpoints stay (the final step's included); 0: removed when training ends."""
     gradient_checkpointing: bool = True
-    frames: int | None = Field(None, ge=2)
+    frames: Frames | None = None
     """Clip frames the image-to-video agent learns (the preset's segment length, 25, when not set)."""
-    resolution: tuple[int, int] | None = None
+    resolution: tuple[TrainSide, TrainSide] | None = None
     """(width, height) every agent trains at; the preset's inference size when not set (full: 1024x576)."""
     memory_profile: str = "resident"
-    """resident, or 24gb: each agent's UNet is on the GPU only for its own forward and backward."""
-    seed: int = 0
-    iteration: int = 0
+    """resident, or 24gb: each agent's UNet is on the GPU only for its own forward and backward (per-agent)."""
+    report_to: Literal["none", "tensorboard", "wandb"] = "none"
+    """accelerate's tracker for the losses, rates and token norms (files in OUT/logs)."""
+    seed: Seed = 0
+    iteration: int = Field(0, ge=0, le=MAX_TRAIN_STEPS)
     """Recorded in the card: the data-free loop's iteration that made the dataset."""
     init_adapters: Path | None = None
     """Start from a previous `mora train` output (the loop's previous iteration) instead of the base weights."""
@@ -102,13 +141,6 @@ class TrainConfig(BaseModel):
             raise ValueError(f"unknown agent {unknown[0] if unknown else '(none given)'} (agents: {', '.join(AGENT_MODELS)})")
         return [a for a in AGENT_MODELS if a in agents]
 
-    @field_validator("resolution")
-    @classmethod
-    def _multiple_of_8(cls, resolution: tuple[int, int] | None) -> tuple[int, int] | None:
-        if resolution is not None and any(side < 8 or side % 8 for side in resolution):
-            raise ValueError("width and height must be multiples of 8")
-        return resolution
-
     @field_validator("memory_profile")
     @classmethod
     def _known_profile(cls, profile: str) -> str:
@@ -116,17 +148,33 @@ class TrainConfig(BaseModel):
             raise ValueError(f"unknown memory profile (choose from {', '.join(MEMORY_PROFILES)})")
         return profile
 
+    @model_validator(mode="after")
+    def _consistent(self) -> TrainConfig:
+        if self.backprop_steps > self.sampling().steps:
+            raise ValueError(f"--backprop-steps {self.backprop_steps}: at most --sampling-steps "
+                             f"({self.sampling().steps})")
+        if self.objective == "chain" and self.memory_profile == "24gb":
+            raise ValueError("--memory-profile 24gb: the chain objective keeps every agent of a chain on the device; "
+                             "use the resident profile, or --objective per-agent")
+        return self
+
     @classmethod
     def parse(cls, **values) -> TrainConfig:
-        """Validate options; a bad one raises InputError naming it."""
+        """Validate options; a bad one raises InputError naming it as its command-line option (`--lr: ...`)."""
         try:
             return cls(**values)
         except ValidationError as e:
-            raise InputError(f"training options: {validation_summary(e).replace('Value error, ', '')}") from None
+            problems = dict.fromkeys(
+                (f"--{str(error['loc'][0]).replace('_', '-')}: " if error["loc"] else "")
+                + error["msg"].removeprefix("Value error, ") for error in e.errors())
+            raise InputError("; ".join(problems)) from None
 
     def settings(self) -> AbstractContextManager:
         """The tool settings the models are built under."""
         return use_settings(preset=self.preset, models=self.models, adapters=None)
+
+    def sampling(self) -> Sampling:
+        return Sampling(self.sampling_steps or SAMPLING_STEPS[self.preset], self.backprop_steps)
 
 
 @dataclass
@@ -134,9 +182,15 @@ class TrainResult:
     out_dir: Path
     steps: int
     losses: list[dict[str, float]]
-    """One entry per step: {"step": n, agent: loss, ..., "total": L_final}."""
+    """One entry per step: {"step": n, agent: loss, ..., "total": L_total or L_final}."""
     adapters_sha256: str
     card: AdapterCard
+    notes: list[str] = field(default_factory=list)
+    """What the user should know (a damaged checkpoint skipped on resume)."""
+
+
+class Diverged(MoraError):
+    """A loss or a weight became NaN or infinite: training stops at that step, nothing of it is saved."""
 
 
 # -- the public functions ---------------------------------------------------------------------------------------
@@ -146,13 +200,22 @@ def train(dataset_dir: Path, out_dir: Path, config: TrainConfig | None = None,
           on_step: StepCallback | None = None) -> TrainResult:
     """Fine-tune the agents on a dataset folder; writes adapters, modulation tokens and a card into `out_dir`.
 
-    Bad input (dataset, options, an `out_dir` that holds something else) raises InputError before anything is
-    written. Checkpoints are kept every `checkpoint_every` steps; a killed run continues with `resume(out_dir)`.
-    Run under `accelerate launch`, every process calls this and they train as one (DDP).
+    Bad input (dataset, options, an `out_dir` that holds something else, a configuration that would not fit in
+    memory) raises InputError before anything is written. Checkpoints are kept every `checkpoint_every` steps; a
+    killed run continues with `resume(out_dir)`. Run under `accelerate launch`, every process calls this and they
+    train as one (DDP).
     """
     config = config or TrainConfig()
     dataset_dir, out_dir = Path(dataset_dir).resolve(), Path(out_dir).resolve()
     samples = read_dataset(dataset_dir)
+    check_out_dir(out_dir)
+    check_inputs(config, samples, dataset_dir)
+    sha = dataset_sha256(dataset_dir, samples)
+    return _Training(dataset_dir, out_dir, config, samples, sha, on_step).run(resume=False)
+
+
+def check_out_dir(out_dir: Path) -> None:
+    """A new training's `--out`: absent or empty (InputError otherwise, saying what it holds)."""
     if out_dir.exists() and any(out_dir.iterdir()):
         if (out_dir / "card.json").is_file():
             raise InputError(f"--out {out_dir}: holds finished training (card.json); choose a new folder")
@@ -160,54 +223,70 @@ def train(dataset_dir: Path, out_dir: Path, config: TrainConfig | None = None,
             raise InputError(f"--out {out_dir}: holds an unfinished training; continue it with "
                              f"`mora train --resume {out_dir}` or choose a new folder")
         raise InputError(f"--out {out_dir}: not empty; choose a new folder")
-    check_inputs(config, samples, dataset_dir)
-    sha = dataset_sha256(dataset_dir, samples)
-    return _Training(dataset_dir, out_dir, config, samples, sha, on_step).run(resume=False)
 
 
-def resume(out_dir: Path, on_step: StepCallback | None = None) -> TrainResult:
-    """Continue a training run from its last checkpoint (from the start if it made none): the same final weights as
-    an uninterrupted run, up to the determinism of the device."""
+def read_record(out_dir: Path) -> tuple[Path, TrainConfig, str]:
+    """An unfinished training's dataset folder, configuration and the dataset's sha256 then (its `train.json`);
+    InputError if it is not one or the file is damaged."""
     out_dir = Path(out_dir).resolve()
     if (out_dir / "card.json").is_file():
         raise InputError(f"--resume {out_dir}: training finished already (card.json)")
     if not (out_dir / TRAIN_JSON).is_file():
         raise InputError(f"--resume {out_dir}: no {TRAIN_JSON} (not a `mora train` output folder)")
-    record = json.loads((out_dir / TRAIN_JSON).read_text(encoding="utf-8"))
-    dataset_dir = Path(record["dataset"])
+    try:
+        record = json.loads((out_dir / TRAIN_JSON).read_text(encoding="utf-8"))
+        return Path(record["dataset"]), TrainConfig.model_validate(record["config"]), str(record["dataset_sha256"])
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as e:
+        reason = validation_summary(e) if isinstance(e, ValidationError) else (
+            f"no {e}" if isinstance(e, KeyError) else str(e).splitlines()[0])
+        raise InputError(f"--resume {out_dir}: {TRAIN_JSON} is damaged ({reason}); the training cannot continue: "
+                         f"start it again with a new --out") from None
+
+
+def resume(out_dir: Path, on_step: StepCallback | None = None) -> TrainResult:
+    """Continue a training run from its last intact checkpoint (from the start if it made none): the same final
+    weights as an uninterrupted run, up to the determinism of the device."""
+    out_dir = Path(out_dir).resolve()
+    dataset_dir, config, recorded = read_record(out_dir)
     samples = read_dataset(dataset_dir)
     sha = dataset_sha256(dataset_dir, samples)
-    if sha != record["dataset_sha256"]:
+    if sha != recorded:
         raise InputError(f"--resume {out_dir}: the dataset {dataset_dir} changed since training started")
-    config = TrainConfig.model_validate(record["config"])
     return _Training(dataset_dir, out_dir, config, samples, sha, on_step).run(resume=True)
 
 
 def validation_loss(dataset_dir: Path, config: TrainConfig, adapters: Path | None = None, seed: int = 0,
                     repeats: int = 1) -> dict[str, float]:
-    """Each agent's training loss on a dataset at fixed noise and timesteps (seeded), with the base weights or with
-    `adapters` (a `mora train` output, whose agents, mode and modulation then apply): comparable between iterations,
-    e.g. on a held-out dataset. `config` gives the preset, device, resolution and frames.
+    """The training loss on a dataset at fixed noise and timesteps (seeded), with the base weights or with
+    `adapters` (a `mora train` output: the agents it trained use its weights and modulation tokens, the others
+    their base weights): comparable between iterations, e.g. on a held-out dataset. `config` gives the objective,
+    agents, preset, device, resolution and frames.
 
-    `repeats`: draws of noise and timesteps per sample, averaged.
+    Per-agent objective: each agent's loss and `total` (their sum); chain: `total` (L_total). `repeats`: draws of
+    noise and timesteps per sample, averaged.
     """
     dataset_dir = Path(dataset_dir).resolve()
     samples = read_dataset(dataset_dir)
     device = resolve_device(config.device)
-    if adapters is not None:
-        trained = read_card(adapters).model_extra["hyperparameters"]
-        config = config.model_copy(update={"init_adapters": adapters, **{
-            key: trained[key] for key in ("agents", "full", "lora_rank", "modulation")}})
+    with config.settings():
+        card = check_adapters(adapters) if adapters is not None else None
     agents = build_agents(config, samples, dataset_dir, device,
-                          torch.float32 if device.type == "cpu" else torch.bfloat16, trainable=False)
-    losses = {}
+                          torch.float32 if device.type == "cpu" else torch.bfloat16, frozen=(adapters, card))
+    losses: dict[str, float] = {}
     with torch.no_grad(), torch.autocast(device.type, torch.bfloat16, enabled=device.type != "cpu"):
+        for number, agent in enumerate(agents):
+            agent.generator.manual_seed(seed + number)
+        if config.objective == "chain":
+            chains = sample_chains(samples, [a.name for a in agents])
+            indices = list(chains)
+            batches = [indices[i:i + config.batch_size] for i in range(0, len(indices), config.batch_size)]
+            total = sum(chain_loss(agents, agents, chains, batch, config.sampling()).item() * len(batch)
+                        for _ in range(repeats) for batch in batches)
+            return {"total": total / (repeats * len(indices))}
         for agent in agents:
-            agent.generator.manual_seed(seed)
             rows = list(agent.rows.values())
-            if rows:
-                losses[agent.name] = sum(agent.sample_loss(rows).mean().item() for _ in range(repeats)) / repeats
-    return losses
+            losses[agent.name] = sum(agent.sample_loss(rows).mean().item() for _ in range(repeats)) / repeats
+    return {**losses, "total": sum(losses.values())}
 
 
 # -- building the agents ----------------------------------------------------------------------------------------
@@ -223,20 +302,53 @@ def resolution(config: TrainConfig, agent: str) -> tuple[int, int]:
     return config.resolution or (tool["width"], tool["height"])
 
 
+def sample_chains(samples: list[Sample], names: list[str]) -> dict[int, list[str]]:
+    """Dataset index -> the agents (of `names`) its clip passes through, upstream first (`agents.chain`); only
+    the samples whose clip's agent is among `names`."""
+    return {i: path for i, sample in enumerate(samples) if (path := chain(sample, names))}
+
+
+def trained_agents(config: TrainConfig, samples: list[Sample]) -> list[str]:
+    """The agents of `config.agents` that have samples under the objective (per-agent: any sample they learn from;
+    chain: a sample whose clip passes through them). n in alpha_i = ||z_i|| / n counts these."""
+    if config.objective == "chain":
+        paths = sample_chains(samples, config.agents).values()
+        return [a for a in config.agents if any(a in path for path in paths)]
+    return [a for a in config.agents if any(AGENT_CLASSES[a].uses(sample) for sample in samples)]
+
+
 def build_agents(config: TrainConfig, samples: list[Sample], dataset_dir: Path, device: torch.device,
-                  weight_dtype: torch.dtype, trainable: bool = True) -> list[TrainableAgent]:
-    """The agents that have samples to learn from, their UNets prepared for training (LoRA or full), their modulation
-    tokens initialised, their fixed inputs encoded."""
+                 weight_dtype: torch.dtype, frozen: tuple[Path | None, AdapterCard | None] | None = None
+                 ) -> list[TrainableAgent]:
+    """The agents that have samples to learn from, their fixed inputs encoded. For training: their UNets prepared
+    (LoRA or full, from `config.init_adapters` if set), their modulation tokens initialised; InputError first if
+    that would not fit in the device's memory. `frozen` (an adapter folder and its card, or (None, None)): frozen
+    agents as inference runs them, with the folder's weights and tokens for the agents it trained."""
     with config.settings():
-        return _build_agents(config, samples, dataset_dir, device, weight_dtype, trainable)
+        names, init = check_inputs(config, samples, dataset_dir)
+        pipes = {name: build_pipeline(AGENT_MODELS[name], device, weight_dtype) for name in names}
+        if frozen is None:
+            check_memory(config, pipes, samples, device)
+        agents = []
+        for name, pipe in pipes.items():
+            agent = make_agent(name, pipe, config, device, init) if frozen is None else frozen_agent(
+                name, pipe, config, device, *frozen)
+            agent.encode(samples, dataset_dir, resolution(config, name))
+            agents.append(agent)
+        return agents
 
 
 def check_inputs(config: TrainConfig, samples: list[Sample], dataset_dir: Path) -> tuple[list[str], AdapterCard | None]:
     """Everything about a training that can be checked before work (InputError): the agents that have samples,
-    their models on this machine, `init_adapters` fitting this training. Returns those agents and that card."""
-    agents = [a for a in config.agents if any(AGENT_CLASSES[a].uses(sample) for sample in samples)]
+    their models on this machine, `init_adapters` fitting this training, the tracker's package. Returns those
+    agents and that card."""
+    if config.objective == "chain" and "image_to_video" not in config.agents:
+        raise InputError("--objective chain: the loss is the image-to-video agent's on the accepted clip; train it "
+                         "too (--agents ...,image_to_video) or use --objective per-agent")
+    agents = trained_agents(config, samples)
     if not agents:
         raise InputError(f"dataset {dataset_dir}: no sample for the agents {', '.join(config.agents)}")
+    check_tracker(config.report_to)
     with config.settings():
         check_available([AGENT_MODELS[a] for a in agents] if config.preset == "full" else [])
         init = check_adapters(config.init_adapters) if config.init_adapters else None
@@ -253,48 +365,101 @@ def check_inputs(config: TrainConfig, samples: list[Sample], dataset_dir: Path) 
     return agents, init
 
 
-def _build_agents(config: TrainConfig, samples: list[Sample], dataset_dir: Path, device: torch.device,
-                  weight_dtype: torch.dtype, trainable: bool) -> list[TrainableAgent]:
-    names, init = check_inputs(config, samples, dataset_dir)
-    agents = []
-    for name in names:
-        agent = make_agent(name, build_pipeline(AGENT_MODELS[name], device, weight_dtype), config, device, init,
-                           trainable)
-        agent.encode(samples, dataset_dir, resolution(config, name))
-        agents.append(agent)
-    return agents
+def check_tracker(report_to: str) -> None:
+    """`--report-to`: the tracker's package is installed (InputError otherwise)."""
+    from accelerate.utils import is_tensorboard_available, is_wandb_available
+
+    available = {"none": True, "tensorboard": is_tensorboard_available(), "wandb": is_wandb_available()}
+    if not available[report_to]:
+        raise InputError(f"--report-to {report_to}: needs the {report_to} package (pip install {report_to})")
 
 
-def make_agent(name: str, pipe, config: TrainConfig, device: torch.device, init: AdapterCard | None = None,
-               trainable: bool = True) -> TrainableAgent:
-    """An agent over a built pipeline: LoRA injected (or every UNet weight trainable with `full`), or the weights
-    of `init` (`config.init_adapters`' card) loaded; its modulation token; trainable weights in fp32, the frozen
-    ones left in the pipeline's dtype, the VAE in fp32."""
+def _trained_parameters(unet: nn.Module, config: TrainConfig) -> int:
+    """How many parameters training adds to or makes trainable in a UNet (before any is allocated)."""
+    if config.full:
+        return sum(p.numel() for p in unet.parameters())
+    return sum(config.lora_rank * (module.in_features + module.out_features) for name, module in unet.named_modules()
+               if isinstance(module, nn.Linear) and any(name.endswith(f".{target}") for target in LORA_TARGETS))
+
+
+def _free_bytes(device: torch.device) -> int | None:
+    """Memory free on the device (CUDA), or available to this process (CPU, from /proc/meminfo); None: unknown."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    try:
+        with open("/proc/meminfo", encoding="ascii") as meminfo:
+            return next(int(line.split()[1]) * 1024 for line in meminfo if line.startswith("MemAvailable:"))
+    except (OSError, StopIteration, ValueError):
+        return None
+
+
+def check_memory(config: TrainConfig, pipes: dict, samples: list[Sample], device: torch.device) -> None:
+    """InputError if what training is about to allocate beyond the built models does not fit: the trained
+    parameters with their gradients, AdamW state and EMA (fp32), and the encoded dataset (latents, start frames
+    and text embeddings). Activations are not counted."""
+    trained = sum(_trained_parameters(pipe.unet, config) for pipe in pipes.values())
+    cached = 0
+    for name, pipe in pipes.items():
+        width, height = resolution(config, name)
+        latent = 4 * (height // 8) * (width // 8)
+        per_sample = (latent * (config.frames or DEFAULTS[config.preset]["image_to_video"]["frames"]) + 3 * height * width
+                      if name == "image_to_video" else 2 * latent + 4 * 77 * pipe.unet.config.cross_attention_dim)
+        cached += 4 * per_sample * sum(AGENT_CLASSES[name].uses(sample) for sample in samples)
+    need, free = BYTES_PER_TRAINED * trained + cached, _free_bytes(device)
+    if free is not None and need > free:
+        what = "every UNet weight" if config.full else f"LoRA rank {config.lora_rank}"
+        raise InputError(f"training needs about {need / 2**30:.1f} GiB on {device} beyond the models ({trained / 1e6:.1f} M "
+                         f"trained parameters, {what}, with gradients, AdamW and EMA; the encoded dataset "
+                         f"{cached / 2**30:.1f} GiB), more than the {free / 2**30:.1f} GiB free: lower --lora-rank, "
+                         f"--frames or --resolution, or train fewer --agents")
+
+
+def _agent(name: str, pipe, config: TrainConfig, device: torch.device) -> TrainableAgent:
     cls = AGENT_CLASSES[name]
     pipe.set_progress_bar_config(disable=True)
     pipe.vae.float()  # frozen, small, and exact: SDXL's VAE overflows in 16 bits
-    unet = pipe.unet.requires_grad_(False)
-    frames = config.frames or DEFAULTS[config.preset]["image_to_video"]["frames"]
-    agent = cls(pipe, config.snr_gamma, device, frames) if cls is ImageToVideoAgent else cls(pipe, config.snr_gamma, device)
-    modulation = None
+    pipe.unet.requires_grad_(False)
+    if cls is ImageToVideoAgent:
+        return cls(pipe, device, config.snr_gamma, config.preset,
+                   config.frames or DEFAULTS[config.preset]["image_to_video"]["frames"])
+    return cls(pipe, device, config.snr_gamma, config.preset)
+
+
+def make_agent(name: str, pipe, config: TrainConfig, device: torch.device, init: AdapterCard | None = None
+               ) -> TrainableAgent:
+    """A trainable agent over a built pipeline: LoRA injected (or every UNet weight trainable with `full`), or the
+    weights of `init` (`config.init_adapters`' card) loaded; its modulation token; trainable weights in fp32, the
+    frozen ones left in the pipeline's dtype, the VAE in fp32."""
+    agent = _agent(name, pipe, config, device)
+    unet, modulation = agent.unet, None
     if init is not None:  # fitting this training: see `check_inputs`
         modulation = load_weights(unet, config.init_adapters, init, name)
     elif not config.full:
         add_lora(unet, _lora_spec(config))
     if config.modulation:
         agent.add_modulation(modulation.z.detach() if modulation is not None else _initial_token(agent, config))
-    if not trainable:
-        unet.eval()
-        if agent.modulation is not None:
-            agent.modulation.requires_grad_(False)
-        return agent
     for param_name, param in unet.named_parameters():
         param.requires_grad_(config.full or "lora_" in param_name)
     for param in (p for p in unet.parameters() if p.requires_grad):
         param.data = param.data.float()
     if config.gradient_checkpointing:
         unet.enable_gradient_checkpointing()
+        if config.objective == "chain":  # the chain backpropagates through the frozen VAEs at full resolution
+            pipe.vae.enable_gradient_checkpointing()
     unet.train()
+    return agent
+
+
+def frozen_agent(name: str, pipe, config: TrainConfig, device: torch.device, adapters: Path | None,
+                 card: AdapterCard | None) -> TrainableAgent:
+    """An agent as inference runs it: the base model, or the adapter folder's weights and token if it trained it."""
+    agent = _agent(name, pipe, config, device)
+    agent.unet.eval()
+    if card is not None and name in card.agents:
+        modulation = load_weights(agent.unet, adapters, card, name)
+        if modulation is not None:
+            agent.add_modulation(modulation.z.detach())
+            agent.modulation.requires_grad_(False)
     return agent
 
 
@@ -334,23 +499,51 @@ def set_modulated_rates(optimizer: torch.optim.Optimizer, agents: list[Trainable
             group["lr"] = lr * factors[group["agent"]]
 
 
+def chain_loss(agents: list[TrainableAgent], models: list[nn.Module], chains: dict[int, list[str]],
+               indices: list[int], sampling: Sampling) -> torch.Tensor:
+    """L_total on a batch (dataset indices): `agents` upstream first (AGENT_MODELS' order, which `build_agents`
+    keeps), each agent generates what the next one in a sample's
+    chain starts from, and the last one's (the clip's) mean loss is computed from it. Each agent's model (`models`:
+    the agents, or their DDP wrappers) is called exactly once; one with nothing to do adds a zero loss through its
+    UNet, so that every process's backward covers every agent."""
+    made: dict[str, dict[int, torch.Tensor]] = {}
+    loss = torch.zeros(())
+    for agent, model in zip(agents, models):
+        mine = [i for i in indices if agent.name in chains.get(i, ())]
+        inputs = {}
+        for i in mine:
+            position = chains[i].index(agent.name)
+            if position:
+                inputs[i] = made[chains[i][position - 1]][i]
+        if agent.output == "file_name":  # the clip's agent: the end of every chain
+            loss = loss.to(agent.device) + model(mine, inputs)
+        elif mine:
+            made[agent.name] = dict(zip(mine, model(mine, inputs, sampling)))
+        else:
+            loss = loss.to(agent.device) + model([])
+    return loss
+
+
 # -- the training run -------------------------------------------------------------------------------------------
 
 
 class Stepper:
     """Optimisation steps of the agents, shared by `train` and `mora bench --training`.
 
-    A step: every agent's forward and backward on the batch, gradient clipping, one AdamW step over every agent's
-    trainable weights and modulation token, the EMA update, and the self-modulated rates. Under the 24gb memory
-    profile (one process) each UNet is on the GPU only for its own forward and backward, one sample at a time
+    A step: the objective's forward and backward on the batch, gradient clipping, one AdamW step over every agent's
+    trainable weights and modulation token, the EMA update, and the self-modulated rates. A non-finite loss (before
+    the update) or weight (after it) raises Diverged naming the step and the agent. Under the 24gb memory profile
+    (one process, per-agent) each UNet is on the GPU only for its own forward and backward, one sample at a time
     (the same gradient: the batch mean is the sum of the per-sample losses over the batch size), and the text and
     image encoders, needed only to encode the dataset, stay on the CPU.
     """
 
-    def __init__(self, accelerator, agents: list[TrainableAgent], config: TrainConfig) -> None:
+    def __init__(self, accelerator, agents: list[TrainableAgent], config: TrainConfig,
+                 chains: dict[int, list[str]] | None = None) -> None:
         from diffusers.training_utils import EMAModel
 
         self.accelerator, self.agents, self.config = accelerator, agents, config
+        self.chains = chains if config.objective == "chain" else None
         self.offload = config.memory_profile == "24gb"  # on the CPU the moves are no-ops, the micro-batches not
         if self.offload:
             for agent in agents:
@@ -366,25 +559,41 @@ class Stepper:
         accelerator.register_for_checkpointing(self.ema)
 
     def step(self, indices: list[int], step: int) -> dict[str, float]:
-        """One optimisation step on a batch (dataset indices); the agents' losses (mean over processes), `total`."""
-        losses = self._backward(indices, step)
+        """One optimisation step on a batch (dataset indices; `step` counts from 0); the losses (mean over
+        processes) by agent and `total`."""
+        for agent in self.agents:  # (seed, step, process, agent): a resumed run draws what an uninterrupted one would
+            key = (self.config.seed, step, self.accelerator.process_index, list(AGENT_MODELS).index(agent.name))
+            agent.generator.manual_seed(hash(key) % 2**63)  # hashes of int tuples do not vary between processes
+        losses = self._chain_backward(indices) if self.chains is not None else self._backward(indices)
+        if bad := next((name for name, value in losses.items() if not math.isfinite(value)), None):
+            raise Diverged(f"step {step + 1}: the loss ({bad}) is {losses[bad]} (not finite); stopped before the "
+                           f"update; a lower --lr may help")
         self.accelerator.clip_grad_norm_(self.trainable, self.config.max_grad_norm)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
+        for agent in self.agents:
+            if not all(torch.isfinite(p).all() for p in agent.parameters() if p.requires_grad):
+                raise Diverged(f"step {step + 1}: the weights of {agent.name} are no longer finite after the update "
+                               f"(NaN or infinity); stopped before saving them; a lower --lr may help")
         self.ema.step(self.trainable)
         set_modulated_rates(self.optimizer, self.agents, self.config.lr)
         return losses
 
-    def _backward(self, indices: list[int], step: int) -> dict[str, float]:
-        """Every agent's forward and backward (the gradients of L_final, the sum of their losses).
+    def _reduce(self, loss: float, count: int) -> float | None:
+        """The mean of a loss over the processes' samples (None: no process had one)."""
+        total, count = self.accelerator.reduce(torch.tensor([loss * count, count], device=self.accelerator.device),
+                                               reduction="sum").tolist()
+        return total / count if count else None
 
-        The noise comes from each agent's generator seeded by (seed, step, process): a resumed run draws what an
-        uninterrupted one would, whatever else used the global RNG (the data loader, library code) meanwhile.
-        """
+    def _chain_backward(self, indices: list[int]) -> dict[str, float]:
+        loss = chain_loss(self.agents, self.models, self.chains, indices, self.config.sampling())
+        self.accelerator.backward(loss)
+        return {"total": self._reduce(loss.item(), len(indices))}
+
+    def _backward(self, indices: list[int]) -> dict[str, float]:
+        """Every agent's forward and backward (the gradients of L_final, the sum of their losses)."""
         accelerator, losses = self.accelerator, {}
         for agent, model in zip(self.agents, self.models):
-            key = (self.config.seed, step, accelerator.process_index, list(AGENT_MODELS).index(agent.name))
-            agent.generator.manual_seed(hash(key) % 2**63)  # hashes of int tuples do not vary between processes
             used = [i for i in indices if i in agent.rows]
             if self.offload:
                 loss = torch.zeros((), device=accelerator.device)
@@ -396,10 +605,8 @@ class Stepper:
             else:
                 loss = model(indices)
                 accelerator.backward(loss)
-            total, count = accelerator.reduce(torch.tensor([loss.item() * len(used), len(used)],
-                                                           device=accelerator.device), reduction="sum").tolist()
-            if count:
-                losses[agent.name] = total / count
+            if (mean := self._reduce(loss.item(), len(used))) is not None:
+                losses[agent.name] = mean
         losses["total"] = sum(losses.values())
         return losses
 
@@ -408,9 +615,22 @@ def check_device(device: str) -> None:
     """Training's `--device`: auto, cpu or cuda (one GPU per process); raises InputError."""
     if device not in ("auto", "cpu", "cuda"):
         raise InputError(f"--device {device}: training takes auto, cpu or cuda (choose GPUs with "
-                         f"CUDA_VISIBLE_DEVICES, several with `accelerate launch`)")
+                         f"CUDA_VISIBLE_DEVICES, several with --num-processes)")
     if device == "cuda" and not torch.cuda.is_available():
         raise InputError("--device cuda: no CUDA device here")
+
+
+def per_process_batch(batch_size: int, processes: int) -> int:
+    """Each process's share of the global batch; InputError unless the processes divide it."""
+    share, rest = divmod(batch_size, processes)
+    if rest or not share:
+        raise InputError(f"--batch-size {batch_size}: the global batch is shared equally by the {processes} "
+                         f"processes; give a multiple of {processes}")
+    return share
+
+
+_DAMAGED = (OSError, ValueError, KeyError, TypeError, RuntimeError, EOFError, pickle.UnpicklingError, SafetensorError)
+"""What reading a truncated or foreign checkpoint raises (safetensors' and torch.load's errors among them)."""
 
 
 class _Training:
@@ -420,6 +640,7 @@ class _Training:
         self.dataset_sha = dataset_sha
         self.on_step = on_step
         self.losses: list[dict[str, float]] = []
+        self.notes: list[str] = []
 
     def _accelerator(self):
         from accelerate import Accelerator, DataLoaderConfiguration
@@ -428,6 +649,8 @@ class _Training:
         cpu = self.config.device == "cpu" or not torch.cuda.is_available()
         accelerator = Accelerator(
             cpu=cpu, mixed_precision="no" if cpu else "bf16",
+            log_with=None if self.config.report_to == "none" else self.config.report_to,
+            project_dir=str(self.out_dir / LOGS),
             dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=self.config.seed))
         if self.config.memory_profile == "24gb" and accelerator.num_processes > 1:
             raise InputError("--memory-profile 24gb: for one process; several GPUs train with the resident profile")
@@ -439,22 +662,26 @@ class _Training:
         config = self.config
         accelerator = self._accelerator()
         main = accelerator.is_main_process
+        batch = per_process_batch(config.batch_size, accelerator.num_processes)
+        set_seed(config.seed, device_specific=True)
+        weight_dtype = torch.bfloat16 if accelerator.mixed_precision == "bf16" else torch.float32
+        agents = build_agents(config, self.samples, self.dataset_dir, accelerator.device, weight_dtype)
         accelerator.wait_for_everyone()  # every process checked its input before anything is written
         if not resume and main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             _write_json(self.out_dir / TRAIN_JSON, {
                 "dataset": str(self.dataset_dir), "dataset_sha256": self.dataset_sha,
                 "config": config.model_dump(mode="json"), "created": datetime.now().isoformat()})
-        set_seed(config.seed, device_specific=True)
-        weight_dtype = torch.bfloat16 if accelerator.mixed_precision == "bf16" else torch.float32
-        agents = build_agents(config, self.samples, self.dataset_dir, accelerator.device, weight_dtype)
-        stepper = Stepper(accelerator, agents, config)
-        loader = torch.utils.data.DataLoader(list(range(len(self.samples))), batch_size=config.batch_size,
-                                             shuffle=True, collate_fn=list)
-        loader = accelerator.prepare(loader)
+        chains = sample_chains(self.samples, [a.name for a in agents])
+        stepper = Stepper(accelerator, agents, config, chains)
+        indices = list(chains) if config.objective == "chain" else list(range(len(self.samples)))
+        loader = accelerator.prepare(torch.utils.data.DataLoader(indices, batch_size=batch, shuffle=True,
+                                                                 collate_fn=list))
         self._register_hooks(accelerator, agents)
         step = self._load_checkpoint(accelerator) if resume else 0
         accelerator.wait_for_everyone()
+        accelerator.init_trackers("mora-train", config={k: v if isinstance(v, (int, float, str, bool)) else str(v)
+                                                        for k, v in config.model_dump(mode="json").items()})
         if self.on_step and main:
             self.on_step(step, config.steps, self.losses[-1] if self.losses else {})
         per_epoch = len(loader)
@@ -470,7 +697,10 @@ class _Training:
                                     ) from None
                 step += 1
                 self.losses.append({"step": step, **losses})
-                if step % config.checkpoint_every == 0 and step < config.steps:
+                accelerator.log({**{f"loss/{k}": v for k, v in losses.items()},
+                                 **{f"alpha/{a.name}": alpha(a, len(agents)) for a in agents}}, step=step)
+                if (step % config.checkpoint_every == 0 and step < config.steps) or (
+                        step == config.steps and config.keep_checkpoints):
                     self._save_checkpoint(accelerator, step)
                 if self.on_step and main:
                     self.on_step(step, config.steps, self.losses[-1])
@@ -480,10 +710,12 @@ class _Training:
         accelerator.wait_for_everyone()
         if main:
             self._write_card(accelerator, agents, step)
-            shutil.rmtree(self.out_dir / CHECKPOINTS, ignore_errors=True)
+            if not config.keep_checkpoints:
+                shutil.rmtree(self.out_dir / CHECKPOINTS, ignore_errors=True)
         accelerator.wait_for_everyone()
+        accelerator.end_training()  # last: under several processes it also ends their process group
         card = AdapterCard.model_validate_json((self.out_dir / "card.json").read_bytes())
-        return TrainResult(self.out_dir, step, self.losses, card_sha256(self.out_dir), card)
+        return TrainResult(self.out_dir, step, self.losses, card_sha256(self.out_dir), card, self.notes)
 
     def _write_card(self, accelerator, agents: list[TrainableAgent], steps: int) -> None:
         config, n = self.config, len(agents)
@@ -516,6 +748,8 @@ class _Training:
                 with torch.no_grad():
                     for name, p in agent.named_parameters():
                         if p.requires_grad:
+                            if state[name].shape != p.shape or not torch.isfinite(state[name]).all():
+                                raise ValueError(f"{agent.name}.safetensors: {name} does not fit or is not finite")
                             p.copy_(state[name])
             models.clear()
 
@@ -523,7 +757,8 @@ class _Training:
         accelerator.register_load_state_pre_hook(load)
 
     def _save_checkpoint(self, accelerator, step: int) -> None:
-        """Write the state beside its final name, then rename: a killed save leaves the previous checkpoint."""
+        """Write the state beside its final name, then rename: a killed save leaves the previous checkpoints. The
+        last `keep_checkpoints` (at least one while training) are kept."""
         folder = self.out_dir / CHECKPOINTS
         temporary, final = folder / f".step-{step:06d}.tmp", folder / f"step-{step:06d}"
         accelerator.save_state(str(temporary))
@@ -531,21 +766,34 @@ class _Training:
             _write_json(temporary / "progress.json", {"step": step, "losses": self.losses})
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
+            shutil.rmtree(final, ignore_errors=True)  # one of this step that a resume skipped as damaged
             temporary.rename(final)
+            kept = sorted(folder.glob("step-*"))[-max(self.config.keep_checkpoints, 1):]
             for old in folder.iterdir():
-                if old != final:
+                if old not in kept:
                     shutil.rmtree(old, ignore_errors=True)
         accelerator.wait_for_everyone()
 
     def _load_checkpoint(self, accelerator) -> int:
-        """Load the latest finished checkpoint; its step (0 without one)."""
-        finished = sorted((self.out_dir / CHECKPOINTS).glob("step-*"))
-        if not finished:
-            return 0
-        accelerator.load_state(str(finished[-1]))
-        progress = json.loads((finished[-1] / "progress.json").read_text(encoding="utf-8"))
-        self.losses = progress["losses"]
-        return progress["step"]
+        """Load the latest intact checkpoint (a damaged one is skipped, with a note); its step (0 without any).
+        InputError if every checkpoint is damaged."""
+        damaged = []
+        for checkpoint in sorted((self.out_dir / CHECKPOINTS).glob("step-*"), reverse=True):
+            try:
+                progress = json.loads((checkpoint / "progress.json").read_text(encoding="utf-8"))
+                step, losses = int(progress["step"]), list(progress["losses"])
+                accelerator.load_state(str(checkpoint))
+            except _DAMAGED as e:
+                damaged.append(f"{checkpoint.name} ({type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''})")
+                continue
+            if damaged:
+                self.notes.append(f"damaged checkpoint {'; '.join(damaged)}: resumed from {checkpoint.name} instead")
+            self.losses = losses
+            return step
+        if damaged:
+            raise InputError(f"--resume {self.out_dir}: every checkpoint is damaged ({'; '.join(damaged)}); remove "
+                             f"{self.out_dir / CHECKPOINTS} to start again from step 0")
+        return 0
 
 
 @contextmanager
