@@ -16,7 +16,7 @@ FLOORS = [
     ("sop", "train"),
     ("tools", "pipelines"),
     ("models", "llm", "media", "inputs", "eval"),
-    ("settings", "errors"),
+    ("settings", "errors", "console"),
 ]
 FLOOR = {part: level for level, parts in enumerate(FLOORS) for part in parts}
 

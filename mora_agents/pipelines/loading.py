@@ -17,7 +17,7 @@ from transformers import PreTrainedTokenizerBase
 
 from mora_agents.errors import InputError, ModelNotAvailable
 from mora_agents.pipelines.adapters import apply_adapters, trained_models
-from mora_agents.settings import settings
+from mora_agents.settings import MEMORY_PROFILES, PRESETS, settings
 
 MODEL_IDS: dict[str, str] = {
     "sdxl_base": "stabilityai/stable-diffusion-xl-base-1.0",
@@ -34,8 +34,6 @@ MODEL_IDS: dict[str, str] = {
 }
 KEY_FILES = {"seine": "seine.pt"}
 """The file that shows a model is present (default: a diffusers pipeline's model_index.json)."""
-PRESETS = ("full", "tiny")
-MEMORY_PROFILES = ("resident", "24gb")
 REFINER_SHARES = ("text_encoder_2", "vae")
 """The SDXL refiner's components taken from the base: one copy in memory, as in the paper's code."""
 PIPELINES = {"flux_schnell": "FluxPipeline", "flux_kontext": "FluxKontextPipeline",
