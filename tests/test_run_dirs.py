@@ -185,7 +185,7 @@ def test_a_failure_inside_the_team_is_one_line_with_the_traceback_kept(tmp_path:
     ("seconds", -1, "seconds: Input should be greater than or equal to 0"),
     ("device", "", "device: String should have at least 1 character"),
     ("max_repeats", -1, "max_repeats: Input should be greater than or equal to 0"),
-    ("overrides", {"text_to_image": 5}, "overrides.text_to_image: Input should be a valid dictionary"),
+    ("overrides", {"text_to_image": 5}, "overrides.text_to_image: Input should be an object"),
     ("review", "yes", "review: Input should be a valid boolean"),
     ("pending_review", {"step": "image"}, "pending_review.agent: Field required"),
 ])

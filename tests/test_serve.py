@@ -21,7 +21,7 @@ from serve_server import Server, events, follow
 from typer.testing import CliRunner
 
 from mora_agents.cli import app
-from mora_agents.errors import InputError
+from mora_agents.errors import InputError, MoraError
 from mora_agents.media import sha256_file
 from mora_agents.runs.catalog import read_info, run_status
 from mora_agents.runs.runner import RunOptions
@@ -401,6 +401,22 @@ def test_a_body_shorter_than_its_content_length_is_one_line_400(tmp_path: Path) 
         assert detail in ("the request's body ended before its Content-Length (1000 bytes)",
                           "There was an error parsing the body"), (method, path, detail)
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def test_a_failure_inside_the_server_is_a_one_line_500(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def full_disk(*args: object, **kwargs: object) -> None:
+        raise MoraError(f"{tmp_path}: cannot write the new run directory (No space left on device); nothing was kept")
+
+    monkeypatch.setattr("mora_agents.serve.app.prepare_run", full_disk)
+    monkeypatch.setattr("mora_agents.serve.app.list_sops", lambda folder: 1 / 0)
+    options = RunOptions(preset="tiny", device="cpu", out=tmp_path / "runs", sops_dir=tmp_path / "sops")
+    with TestClient(create_app(ServeConfig(options)), base_url="http://127.0.0.1",
+                    raise_server_exceptions=False) as local:
+        response = local.post("/api/runs", json={"text": FOX})
+        assert "(No space left on device)" in one_line(response.status_code, response.content, 500)
+        response = local.get("/api/sops")
+        assert one_line(response.status_code, response.content, 500) == (
+            "internal error: ZeroDivisionError: division by zero")
 
 
 def test_media_types_and_host_names_compare_without_case(server: Server, client: httpx.Client) -> None:

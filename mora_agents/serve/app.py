@@ -54,10 +54,8 @@ from mora_agents.sop.schema import IDENTIFIER, NAME_LENGTH
 
 STATIC = Path(__file__).parent / "static"
 RUN_ID = re.compile(r"\w[\w.-]*")
-NAME_MAX = 255
-"""Bytes in a file or folder name (NAME_MAX); a run id or a name in a file's path that is longer names nothing."""
-PATH_MAX = 4096
 MAX_SEQ = 2**63 - 1
+"""The largest record number a client may name (`Last-Event-ID`, `?from=`)."""
 ACTIVE = ("queued", "running", "waiting for review")
 COOKIE = "mora_token"
 SopName = Annotated[str, PathParam(pattern=IDENTIFIER, max_length=NAME_LENGTH, description="An SOP's `name`.")]
@@ -171,8 +169,8 @@ def address(url: str) -> tuple[str | None, int | None] | None:
 
 
 def real_file(path: Path) -> Path | None:
-    """The real path of a regular file, or None: also for a name that the file system refuses (too long, a loop
-    of links), so that no name a client sends can raise."""
+    """The real path of a regular file, or None: also for a name that the file system refuses (longer than its
+    names, a loop of links), so that no name a client sends can raise."""
     try:
         real = path.resolve()
         return real if real.is_file() else None
@@ -180,23 +178,22 @@ def real_file(path: Path) -> Path | None:
         return None
 
 
-def _too_long(name: str, limit: int) -> bool:
-    return len(name.encode("utf-8", "surrogatepass")) > limit
+def shown(name: str) -> str:
+    """A name from a client as a message shows it: at most 100 characters."""
+    return name if len(name) <= 100 else f"{name[:100]}..."
 
 
 def run_file(run_dir: Path, relative: str) -> Path:
     """A file inside the run directory (its real path); absolute paths, `..`, and links that lead out are refused
-    (403), and names no file can have are not found (404)."""
+    (403), names that no file has are not found (404)."""
     if (not relative or relative.startswith("/") or "\\" in relative or "\0" in relative
             or ".." in PurePosixPath(relative).parts):
-        raise HTTPException(403, f"{relative[:100]}: not a path inside the run directory")
-    if _too_long(relative, PATH_MAX) or any(_too_long(part, NAME_MAX) for part in PurePosixPath(relative).parts):
-        raise HTTPException(404, f"{relative[:100]}...: no such file in the run (a name longer than the file system's)")
+        raise HTTPException(403, f"{shown(relative)}: not a path inside the run directory")
     path = real_file(run_dir / relative)
-    if path is not None and not path.is_relative_to(run_dir):
-        raise HTTPException(403, f"{relative}: leads outside the run directory")
     if path is None:
-        raise HTTPException(404, f"{relative}: no such file in the run")
+        raise HTTPException(404, f"{shown(relative)}: no such file in the run")
+    if not path.is_relative_to(run_dir):
+        raise HTTPException(403, f"{shown(relative)}: leads outside the run directory")
     return path
 
 
@@ -234,12 +231,12 @@ class Guard:
         host = request.headers.get("host", "")
         served = address(f"{request.scope.get('scheme', 'http')}://{host}")
         if served is None:
-            return _one_line(400, f"host '{host[:100]}': not a host name")
+            return _one_line(400, f"host '{shown(host)}': not a host name")
         if self.local_only and not is_loopback(served[0]):
-            return _one_line(400, f"host '{host[:100]}': this server answers only to localhost and loopback addresses")
+            return _one_line(400, f"host '{shown(host)}': this server answers only to localhost and loopback addresses")
         origin = request.headers.get("origin")
         if request.method not in ("GET", "HEAD", "OPTIONS") and origin and address(origin) != served:
-            return _one_line(403, f"origin '{origin[:100]}': cross-origin requests are refused")
+            return _one_line(403, f"origin '{shown(origin)}': cross-origin requests are refused")
         if self.token is None:
             return None
         scheme, _, bearer = request.headers.get("authorization", "").partition(" ")
@@ -304,7 +301,7 @@ def create_app(config: ServeConfig) -> FastAPI:
     @app.exception_handler(ClientDisconnect)
     async def cut_short(request: Request, e: ClientDisconnect) -> JSONResponse:
         return _one_line(400, f"the request's body ended before its Content-Length "
-                              f"({request.headers.get('content-length', 'none')[:20]} bytes)")
+                              f"({shown(request.headers.get('content-length', ''))} bytes)")
 
     @app.exception_handler(MoraError)
     async def failed(request: Request, e: MoraError) -> JSONResponse:  # a full disk, say
@@ -319,10 +316,9 @@ def create_app(config: ServeConfig) -> FastAPI:
         return _one_line(422, "; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors()))
 
     def run_path(run_id: str) -> Path:
-        """The run directory `run_id` under --out: a real folder there, not a link to one elsewhere."""
-        if (not RUN_ID.fullmatch(run_id) or _too_long(run_id, NAME_MAX) or real_file(out / run_id / "run.json")
-                != out / run_id / "run.json"):
-            raise HTTPException(404, f"run {run_id[:100]}: no such run")
+        """The run directory `run_id` in --out: a folder there with its run.json, neither of them a link."""
+        if not RUN_ID.fullmatch(run_id) or real_file(out / run_id / "run.json") != out / run_id / "run.json":
+            raise HTTPException(404, f"run {shown(run_id)}: no such run")
         return out / run_id
 
     def view(run_dir: Path) -> RunView:
