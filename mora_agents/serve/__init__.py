@@ -25,9 +25,10 @@ def bind(host: str, port: int) -> socket.socket:
     the host is no address of this machine, or the port is taken."""
     if not 0 <= port <= 65535:
         raise InputError(f"--port {port}: not a port (0 to 65535)")
-    try:
-        family, kind, proto, _, where = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
-                                                           flags=socket.AI_PASSIVE)[0]
+    try:  # IPv4 unless the host is an IPv6 address, as uvicorn binds
+        family, kind, proto, _, where = socket.getaddrinfo(
+            host, port, socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM,
+            flags=socket.AI_PASSIVE)[0]
     except socket.gaierror as e:
         raise InputError(f"--host {host}: not an address or a known host name ({e.strerror})") from None
     sock = socket.socket(family, kind, proto)
