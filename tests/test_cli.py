@@ -20,8 +20,7 @@ from mora_agents.batch.display import results_table
 from mora_agents.batch.engine import BatchResult
 from mora_agents.cli import app
 from mora_agents.console import DescriptionColumn, make_console
-from mora_agents.data.judges import Vote
-from mora_agents.data.select import PendingSet
+from mora_agents.data import PendingSet, Vote
 from mora_agents.data.sets import Candidate
 from mora_agents.runs.transcript import Record
 from mora_agents.ui.data import TerminalSetReview
