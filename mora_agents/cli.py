@@ -13,16 +13,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.measure import Measurement
 from rich.table import Table
 from typer.core import TyperGroup
 
 from mora_agents.bench.cli import bench_command
+from mora_agents.console import make_console
 from mora_agents.errors import InputError, MoraError
 from mora_agents.eval.cli import eval_command
 from mora_agents.jsonl import escape_separators
+from mora_agents.settings import PRESETS
 from mora_agents.ui.terminal import TerminalUI
 
 if TYPE_CHECKING:
@@ -60,8 +61,10 @@ data_app = typer.Typer(help="Training data: candidates from seed prompts, select
                        no_args_is_help=True)
 app.add_typer(data_app, name="data")
 app.command("bench", help="Time the paper's workloads on real-size random-weight models: reference vs ours.")(bench_command)
-console = Console(stderr=True, highlight=False, soft_wrap=True)
-out = Console(highlight=False, soft_wrap=True)
+console = make_console(stderr=True)
+"""Messages, warnings and errors (stderr). Every text that is not the package's own is escaped here."""
+out = make_console()
+"""What a command prints as its result (stdout): a path, a table, a transcript."""
 
 
 @app.callback()
@@ -85,7 +88,12 @@ def print_table(table: Table) -> None:
     if out.is_terminal:
         out.print(table)
     else:
-        Console(highlight=False, width=Measurement.get(out, out.options.update_width(100_000), table).maximum).print(table)
+        make_console(width=Measurement.get(out, out.options.update_width(100_000), table).maximum).print(table)
+
+
+def print_path(path: Path) -> None:
+    """A command's resulting file or folder on stdout, exactly as named (for scripts: `$(mora run ...)`)."""
+    out.print(escape(str(path)))
 
 
 def print_json(data: Any) -> None:
@@ -102,8 +110,8 @@ NOISE_WARNING = ("[yellow]preset tiny: random-weight models, the video will be n
 
 
 def check_preset(preset: str) -> None:
-    if preset not in ("full", "tiny"):
-        raise InputError(f"--preset {preset}: unknown (choose full or tiny)")
+    if preset not in PRESETS:
+        raise InputError(f"--preset {preset}: unknown (choose {' or '.join(PRESETS)})")
 
 
 def _noise_warning(preset: str) -> None:
@@ -128,8 +136,8 @@ def _drive(start: Callable[[TerminalUI, Reviewer], Awaitable[RunOutcome]], revie
     except KeyboardInterrupt:
         raise fail("interrupted; `mora resume RUN` continues from the last finished step (see `mora runs`)", 130) from None
     note = " [yellow](noise: tiny preset)[/]" if outcome.noise else ""
-    console.print(f"[green]done:[/] {outcome.result}{note}")
-    out.print(str(outcome.result))
+    console.print(f"[green]done:[/] {escape(str(outcome.result))}{note}")
+    print_path(outcome.result)
 
 
 @app.command()
@@ -226,13 +234,18 @@ def batch(
         for line in str(e).splitlines():
             console.print(f"[red]mora: error:[/] {escape(line)}")
         raise typer.Exit(2) from None
+    except MoraError as e:  # a run directory that cannot be made (a full disk, say)
+        raise fail(f"{e}; the same command continues the batch", 1) from None
+    except OSError as e:  # summary.jsonl, on a full disk say
+        raise fail(f"{out_dir}: cannot write ({e.strerror or e}); what the runs recorded is kept: make room, then "
+                   "the same command continues the batch", 1) from None
     except KeyboardInterrupt:
         raise fail(f"interrupted; finished runs are kept ({summary}); the same command continues the batch", 130) from None
     print_table(results_table(results, out_dir))
     bad = [r for r in results if r.status not in ("finished", "invalid")]  # invalid ones: skipped as asked
     if bad:
         raise fail(f"{len(bad)} of {len(results)} requests did not finish (see {summary})", 1)
-    console.print(f"[green]done:[/] {len(results)} requests; summary in {summary}")
+    console.print(f"[green]done:[/] {len(results)} requests; summary in {escape(str(summary))}")
 
 
 def suite_videos(prompts: list[str], out_dir: Path, preset: str, ray: str | None) -> list[Path]:
@@ -275,15 +288,15 @@ def runs(out_dir: Annotated[Path, typer.Option("--out", help="Base folder of run
     if as_json:
         print_json([{"run": s.path.name, **asdict(s)} for s in summaries])
         return
-    table = Table("run", "task", "status", "seconds", "result", "request",
-                  caption=f"in {out_dir}/; continue an interrupted or waiting run with `mora resume {out_dir}/RUN`")
+    table = Table("run", "task", "status", "seconds", "result", "request", caption=escape(
+        f"in {out_dir}/; continue an interrupted or waiting run with `mora resume {out_dir}/RUN`"))
     table.columns[0].no_wrap = True
     colors = {"finished": "green", "failed": "red", "damaged": "red", "interrupted": "yellow",
               "waiting for review": "magenta"}
     for s in summaries:
         color = colors.get(s.status, "white")
-        table.add_row(s.path.name, s.task or "", f"[{color}]{s.status}[/]", f"{s.seconds:.1f}",
-                      s.result.name if s.result else "", escape(s.problem or s.request[:60]))
+        table.add_row(escape(s.path.name), escape(s.task or ""), f"[{color}]{s.status}[/]", f"{s.seconds:.1f}",
+                      escape(s.result.name) if s.result else "", escape(s.problem or s.request[:60]))
     print_table(table)
 
 
@@ -442,7 +455,7 @@ def train_command(
         for note in result.notes:
             warn(note)
         console.print(f"[green]done:[/] {result.steps} steps, adapters sha256 {result.adapters_sha256[:12]}")
-        out.print(str(result.out_dir))
+        print_path(result.out_dir)
 
 
 @contextmanager
@@ -501,9 +514,9 @@ def _train_loop(stages: _Stages, iterations: int, make, config, no_human: bool, 
         _noise_warning(stages.preset)
         result = run_loop(inputs.pop("seeds"), inputs.pop("out"), loop, inputs.pop("options"), **inputs)
     report = result.report.get("markdown")
-    console.print(f"[green]done:[/] {iterations} iteration(s) in {result.out}"
-                  + (f"; held-out metrics and validation loss in {report}" if report else ""))
-    out.print(str(result.out))
+    console.print(f"[green]done:[/] {iterations} iteration(s) in {escape(str(result.out))}"
+                  + (f"; held-out metrics and validation loss in {escape(str(report))}" if report else ""))
+    print_path(result.out)
 
 
 def _train_ablations(stages: _Stages, make, config, seeds: int, frames: int, eval_share: float,
@@ -517,8 +530,9 @@ def _train_ablations(stages: _Stages, make, config, seeds: int, frames: int, eva
         inputs = stages.inputs()
         _noise_warning(stages.preset)
         result = run_ablations(inputs.pop("seeds"), inputs.pop("out"), ablation, inputs.pop("options"), **inputs)
-    console.print(f"[green]done:[/] the five configurations in {result.out}; the table in {result.report['markdown']}")
-    out.print(str(result.report["markdown"]))
+    console.print(f"[green]done:[/] the five configurations in {escape(str(result.out))}; the table in "
+                  f"{escape(str(result.report['markdown']))}")
+    print_path(result.report["markdown"])
 
 
 @data_app.command("make")
@@ -558,9 +572,9 @@ def data_make(
     if made.failed:
         raise fail(f"{len(made.failed)} of {len(made.results)} candidates did not finish (see "
                    f"{out_dir / 'runs' / 'summary.jsonl'}); the same command runs them again", 1)
-    console.print(f"[green]done:[/] {len(made.sets)} prompts x {candidates} candidates in {out_dir}; "
-                  f"next: `mora data select {out_dir}`")
-    out.print(str(out_dir))
+    console.print(f"[green]done:[/] {len(made.sets)} prompts x {candidates} candidates in {escape(str(out_dir))}; "
+                  f"next: `mora data select {escape(str(out_dir))}`")
+    print_path(out_dir)
 
 
 @data_app.command("select")
@@ -582,16 +596,17 @@ def data_select(
         specs = judge_specs(judge, judges)
         result = select(data, specs, reviewer=TerminalSetReview(console, name) if review else None,
                         no_human=no_human, frames=judge_frames, seed=seed,
-                        on_set=lambda r: console.print(f"[dim]{r.id}: {r.status}[/]"))
+                        on_set=lambda r: console.print(f"[dim]{escape(r.id)}: {r.status}[/]"))
     _selection_done(data, result, selection_table(result.log, read_sets(data)))
 
 
 def _selection_done(data: Path, result: SelectionResult, table: Table) -> None:
     out.print(table)
     counts = result.count()
-    console.print(f"[green]{counts['accepted']} accepted[/], {counts['discarded']} discarded; dataset: {result.dataset}")
+    console.print(f"[green]{counts['accepted']} accepted[/], {counts['discarded']} discarded; "
+                  f"dataset: {escape(str(result.dataset))}")
     if counts["undecided"]:
-        console.print(f"[magenta]{counts['undecided']} set(s) wait for a person:[/] mora data review {data}")
+        console.print(f"[magenta]{counts['undecided']} set(s) wait for a person:[/] mora data review {escape(str(data))}")
 
 
 @data_app.command("review")
@@ -611,7 +626,7 @@ def data_review(
 @app.command()
 def serve(
     host: Annotated[str, typer.Option(help="Address to bind; any but a loopback one needs --token.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port.")] = 7860,
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Port (0: a free one).")] = 7860,
     preset: Annotated[str, typer.Option(help="full: real weights; tiny: random small models (noise, for tests).")] = "full",
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:1, ...")] = "auto",
     out_dir: Annotated[Path, typer.Option("--out", help="Base folder of run directories.")] = Path("runs"),
@@ -643,6 +658,8 @@ def serve(
         run_server(config, host, port, on_start=lambda: _noise_warning(preset))
     except InputError as e:
         raise fail(str(e), 2) from None
+    except MoraError as e:
+        raise fail(str(e), 1) from None
 
 
 @app.command()
@@ -712,7 +729,7 @@ def transcript(
                 tmp.write_text(transcript_html(path.parent), encoding="utf-8")
         except OSError as e:
             raise fail(f"{page}: cannot write ({e.strerror})", 2) from None
-        out.print(str(page))
+        print_path(page)
         return
     for record in records:
         if as_json:
@@ -742,7 +759,7 @@ def sops_list(sops: Annotated[Optional[Path], typer.Option(help="Also a folder o
     table.columns[0].no_wrap = True
     for name, (sop, path) in found:
         inputs = ", ".join(f"{k}{'' if v.required else '?'}:{v.type}" for k, v in sop.inputs.items())
-        table.add_row(name, inputs, " > ".join(s.id for s in sop.steps), str(path))
+        table.add_row(escape(name), escape(inputs), escape(" > ".join(s.id for s in sop.steps)), escape(str(path)))
     print_table(table)
 
 
@@ -757,7 +774,7 @@ def sops_show(name: str, sops: Annotated[Optional[Path], typer.Option(help="Also
         raise fail(str(e), 2) from None
     if name not in found:
         raise fail(f"SOP '{name}': unknown (SOPs: {', '.join(sorted(found))})", 2)
-    out.print(f"[dim]# {found[name][1]}[/]")
+    out.print(f"[dim]# {escape(str(found[name][1]))}[/]")
     out.print(escape(found[name][1].read_text(encoding="utf-8")))
 
 
@@ -772,7 +789,7 @@ def sops_validate(files: Annotated[Optional[list[Path]], typer.Argument(help="SO
     for path in paths:
         try:
             sop = load_sop(path)
-            out.print(f"[green]ok[/] {path} ({sop.name}, {len(sop.steps)} steps)")
+            out.print(f"[green]ok[/] {escape(str(path))} ({escape(sop.name)}, {len(sop.steps)} steps)")
         except InputError as e:
             failed += 1
             console.print(f"[red]invalid[/] {escape(str(e))}")

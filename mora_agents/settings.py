@@ -12,7 +12,12 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Protocol
+from typing import Literal, Protocol, get_args
+
+Preset = Literal["full", "tiny"]
+MemoryProfile = Literal["resident", "24gb"]
+PRESETS: tuple[str, ...] = get_args(Preset)
+MEMORY_PROFILES: tuple[str, ...] = get_args(MemoryProfile)
 
 
 class ProgressHook(Protocol):

@@ -16,21 +16,22 @@ from typing import Any
 import httpx
 
 
-def free_port() -> int:
+def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
+        s.bind((host, 0))
         return s.getsockname()[1]
 
 
 class Server:
-    """`mora serve` on a free port, runs in `out`, user SOPs in `sops`; `start()` returns once it answers."""
+    """`mora serve` on a free port of `host` (a loopback address), runs in `out`, user SOPs in `sops`; `start()`
+    returns once it answers."""
 
     def __init__(self, root: Path, *args: str, host: str = "127.0.0.1", token: str | None = None,
                  env: dict[str, str] | None = None) -> None:
         self.out, self.sops, self.log = root / "runs", root / "sops", root / "server.log"
         self.host, self.token, self.args, self.env = host, token, args, env or {}
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.port = free_port(host)
+        self.url = f"http://{host}:{self.port}"
         self.process: subprocess.Popen | None = None
 
     def command(self) -> list[str]:

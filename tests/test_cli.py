@@ -1,14 +1,30 @@
 from __future__ import annotations
 
+import ast
+import io
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from conftest import make_image, make_video
 from fake_openai import FakeOpenAI, follow_step, text_reply, tool_call_reply
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import Progress
 from typer.testing import CliRunner
 
+import mora_agents
+from mora_agents.batch import BatchRequest
+from mora_agents.batch.display import results_table
+from mora_agents.batch.engine import BatchResult
 from mora_agents.cli import app
+from mora_agents.console import DescriptionColumn, make_console
+from mora_agents.data import PendingSet, Vote
+from mora_agents.data.sets import Candidate
+from mora_agents.runs.transcript import Record
+from mora_agents.ui.data import TerminalSetReview
+from mora_agents.ui.terminal import TerminalUI
 
 runner = CliRunner()
 
@@ -110,3 +126,67 @@ def test_connect_command_and_its_missing_weights_message(tmp_path: Path, monkeyp
                   "--out", str(tmp_path / "full"))
     assert result.exit_code == 2
     assert "Vchitect/SEINE" in result.output and "hf download Vchitect/SEINE seine.pt" in result.output
+
+
+HOSTILE = "\x1b]0;pwned\x07\x1b[2J\x1b[H\x1b[31mred\x1b[0m \x9b2J[bold]markup[/bold] :100:\r\x00."
+"""What a model may write: a title change, a screen clear, colours (7-bit and C1), markup, an emoji code."""
+AS_WRITTEN = "red [bold]markup[/bold] :100:."
+
+
+def printed(show: Callable[[Console], object]) -> str:
+    """What `show` prints on one of the package's consoles (into a file: no styles of its own)."""
+    buffer = io.StringIO()
+    show(make_console(file=buffer, width=200))
+    return buffer.getvalue()
+
+
+def test_text_from_models_reaches_the_terminal_without_control_sequences_markup_or_emoji(tmp_path: Path) -> None:
+    record = Record(seq=3, time="", elapsed=0.0, duration=0.0, kind="note", source="prompt_agent", type="Note",
+                    message={"text": HOSTILE})
+    pending = PendingSet(id="p001", prompt=HOSTILE, enhanced_prompt=HOSTILE + " more",
+                         candidates=[Candidate(number=1, seed=3, run_dir="r", status="finished")],
+                         videos={1: tmp_path / "c [red]1[/red] :100:.mp4"}, frames=4,
+                         votes=[Vote(judge="judge :100:", kind="mllm", criterion=1, ranking=[1], reason=HOSTILE)])
+    result = BatchResult(BatchRequest("a fox", label="requests.jsonl:100"), "requests.jsonl:100", status="failed",
+                         error=HOSTILE)
+    outputs = {
+        "mora run / chat": printed(lambda c: TerminalUI(c).show(record, tmp_path)),
+        "mora data review": printed(lambda c: TerminalSetReview(c).show(pending)),
+        "mora batch": printed(lambda c: c.print(results_table([result], tmp_path / "out [x] :100:"))),
+    }
+    for where, output in outputs.items():
+        assert AS_WRITTEN in output, (where, output)
+        assert not any(c in output for c in "\x1b\x07\x9b\r\x00💯"), (where, output)
+    assert "c [red]1[/red] :100:.mp4" in outputs["mora data review"] and "requests.jsonl:100" in outputs["mora batch"]
+
+    progress = Progress(DescriptionColumn())
+    task = progress.add_task(f"[dim]now:[/] {escape(HOSTILE)}")
+    assert DescriptionColumn().render(progress.tasks[task]).plain == f"now: {AS_WRITTEN}"
+
+
+def _own_console(node: ast.AST) -> bool:
+    """A call that makes a console or renders text past the factory's rules: `Console(...)`, a progress column of
+    the description, `Text.from_markup` with its emoji codes."""
+    if not isinstance(node, ast.Call):
+        return False
+    name = getattr(node.func, "id", getattr(node.func, "attr", None))
+    first = node.args[0].value if node.args and isinstance(node.args[0], ast.Constant) else None
+    emoji_off = any(k.arg == "emoji" and getattr(k.value, "value", True) is False for k in node.keywords)
+    return (name == "Console" or name == "TextColumn" and "{task.description}" in str(first)
+            or name == "from_markup" and not emoji_off)
+
+
+def test_every_console_is_the_factorys() -> None:
+    """Consoles made anywhere else would print emoji codes and control sequences again."""
+    package = Path(mora_agents.__file__).parent
+    made = [f"{path.relative_to(package)}:{node.lineno}" for path in package.rglob("*.py") if path.name != "console.py"
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))) if _own_console(node)]
+    assert made == [], f"use mora_agents.console (make_console, DescriptionColumn): {made}"
+
+
+def test_file_names_in_errors_are_printed_as_written(tmp_path: Path) -> None:
+    requests = tmp_path / "requests [bold] :100:.jsonl"
+    requests.write_text("not json\n" * 100)
+    result = mora("batch", str(requests), "--out", str(tmp_path / "out"), "--preset", "tiny")
+    assert result.exit_code == 2
+    assert f"mora: error: {requests}:100: not valid JSON" in result.output and "💯" not in result.output

@@ -3,17 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
+import os
 import shutil
+from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
 
 from mora_agents.cli import app
+from mora_agents.media import sha256_file
+from mora_agents.runs import runner
 from mora_agents.runs.catalog import read_info
 from mora_agents.runs.runner import RunOptions, run_request
-from mora_agents.runs.transcript import read_transcript
+from mora_agents.runs.transcript import TranscriptWriter, read_transcript
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 FAST = {"image_to_video": {"frames": 4, "fps": 1}}
@@ -167,3 +174,111 @@ def test_a_failure_inside_the_team_is_one_line_with_the_traceback_kept(tmp_path:
     assert "Traceback" in info["error_details"]
     (error,) = [r for r in read_transcript(run_dir / "transcript.jsonl") if r.kind == "error"]
     assert error.message["error"] == info["error"] and "Traceback" in error.message["details"]
+
+
+@pytest.mark.parametrize("field, value, problem", [
+    ("preset", "huge", "preset: Input should be 'full' or 'tiny'"),
+    ("memory_profile", "8gb", "memory_profile: Input should be 'resident' or '24gb'"),
+    ("seed", "7", "seed: Input should be a valid integer"),
+    ("seed", 2**40, "seed: Input should be less than or equal to 4294967295"),
+    ("status", "done", "status: Input should be 'queued'"),
+    ("seconds", -1, "seconds: Input should be greater than or equal to 0"),
+    ("device", "", "device: String should have at least 1 character"),
+    ("max_repeats", -1, "max_repeats: Input should be greater than or equal to 0"),
+    ("overrides", {"text_to_image": 5}, "overrides.text_to_image: Input should be an object"),
+    ("review", "yes", "review: Input should be a valid boolean"),
+    ("pending_review", {"step": "image"}, "pending_review.agent: Field required"),
+])
+def test_every_field_of_run_json_is_checked_when_it_is_read(finished: Path, tmp_path: Path, field: str, value,
+                                                             problem: str) -> None:
+    run_dir = copy(finished, tmp_path)
+    info = read_info(run_dir)
+    (run_dir / "run.json").write_text(json.dumps({**info, "status": "interrupted", field: value}))
+    damaged = f"{run_dir / 'run.json'}: damaged ({problem}"
+    resumed = mora("resume", str(run_dir))
+    assert resumed.exit_code == 2 and damaged in one_error_line(resumed.output), resumed.output
+    (row,) = json.loads(mora("runs", "--out", str(tmp_path), "--json").stdout)
+    assert row["status"] == "damaged" and row["problem"].startswith(damaged)
+
+
+def fill_disk(monkeypatch: pytest.MonkeyPatch, name: str, nth: int) -> None:
+    """From the `nth` write of the run directory's file `name` on, every write of the run's records fails as on a
+    full disk (ENOSPC): transcript lines, run.json, plan.json and state.json."""
+    counts: Counter[str] = Counter()
+    full = []
+
+    def failing(write: Callable, file_of: Callable[..., str]) -> Callable:
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            file = file_of(*args)
+            counts[file] += 1
+            if full or (file == name and counts[file] >= nth):
+                full.append(file)
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            return write(*args, **kwargs)
+        return wrapper
+
+    monkeypatch.setattr(TranscriptWriter, "append", failing(TranscriptWriter.append, lambda writer, _: writer.path.name))
+    monkeypatch.setattr(runner, "_write_json", failing(runner._write_json, lambda path, _: path.name))
+    monkeypatch.setattr(runner, "write_state", failing(runner.write_state, lambda *_: "state.json"))
+
+
+@pytest.mark.parametrize("name, nth", [("run.json", 2), ("transcript.jsonl", 9), ("plan.json", 1), ("state.json", 2)])
+def test_a_full_disk_is_one_line_and_the_run_resumes_to_the_same_result(
+        finished: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, nth: int) -> None:
+    fill_disk(monkeypatch, name, nth)
+    out = tmp_path / "runs"
+    result = mora("run", "a red fox running through snow", "--preset", "tiny", "--device", "cpu", "--seed", "7",
+                  "--duration", "3", "--out", str(out), "--set", "image_to_video.frames=4",
+                  "--set", "image_to_video.fps=1")
+    assert result.exit_code == 1, result.output
+    (run_dir,) = out.iterdir()
+    line = one_error_line(result.output)
+    assert line == (f"mora: error: run {run_dir}: cannot write {name} (No space left on device); the run stopped and "
+                    f"nothing it recorded is lost: make room, then `mora resume {run_dir}`")
+    assert "Traceback" not in result.output and "During handling" not in result.output
+
+    monkeypatch.undo()  # room again
+    resumed = mora("resume", str(run_dir))
+    assert resumed.exit_code == 0, resumed.output
+    assert sha256_file(run_dir / "result.mp4") == sha256_file(finished / "result.mp4")
+    steps = [r.message["content"]["step"] for r in read_transcript(run_dir / "transcript.jsonl")
+             if r.type.endswith("[StepResult]")]
+    assert steps == ["enhance", "image", "segments", "join"]  # each once: nothing finished ran twice
+
+
+def test_a_full_disk_in_a_batch_names_each_run_and_the_same_command_continues(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    requests = tmp_path / "requests.jsonl"
+    requests.write_text("".join(json.dumps({"text": f"a fox number {n}", "seed": n, "duration": 3,
+                                            "set": {"image_to_video.frames": 4, "image_to_video.fps": 1}}) + "\n"
+                                for n in range(2)))
+    out = tmp_path / "batch"
+    fill_disk(monkeypatch, "transcript.jsonl", 9)
+    result = mora("batch", str(requests), "--preset", "tiny", "--device", "cpu", "--out", str(out))
+    assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+    summary = [json.loads(line) for line in (out / "summary.jsonl").read_text().splitlines()]
+    for row in summary:
+        run_dir = Path(row["run_dir"])
+        assert row["error"].startswith(f"run {run_dir}: cannot write ") and "(No space left on device)" in row["error"]
+        assert f"`mora resume {run_dir}`" in row["error"]
+
+    monkeypatch.undo()
+    again = mora("batch", str(requests), "--preset", "tiny", "--device", "cpu", "--out", str(out))
+    assert again.exit_code == 0, again.output
+    assert [json.loads(line)["status"] for line in (out / "summary.jsonl").read_text().splitlines()] == [
+        "finished", "finished"]
+
+
+def test_the_transcript_viewer_prints_a_models_text_as_written(finished: Path, tmp_path: Path) -> None:
+    """Escape sequences in what a model wrote (a title change, a screen clear, colours) are dropped; markup and
+    emoji codes are printed as they are."""
+    run_dir = copy(finished, tmp_path, "a [bold]run[/bold] :100:")
+    writer = TranscriptWriter(run_dir / "transcript.jsonl")
+    text = "\x1b]0;pwned\x07\x1b[2J\x1b[H\x1b[31mred\x1b[0m, \x9b31mC1, [bold]markup[/bold] and :100: stay\r\x00\x7f."
+    writer.append(writer.make("note", "prompt_agent", "Note", {"text": text}))
+    shown = mora("transcript", str(run_dir))
+    assert shown.exit_code == 0, shown.output
+    assert "red, C1, [bold]markup[/bold] and :100: stay." in shown.stdout
+    assert not any(c in shown.stdout for c in "\x1b\x07\x9b\r\x00\x7f💯")
+    page = mora("transcript", str(run_dir), "--html")
+    assert page.stdout == f"{run_dir / 'transcript.html'}\n"  # the path as it is: no markup, no emoji

@@ -3,24 +3,30 @@ review, the queue, cancel and resume, a server killed with SIGKILL, uploads, SOP
 
 from __future__ import annotations
 
+import asyncio
 import http.client
 import json
 import os
+import shutil
+import socket
 from pathlib import Path
+from urllib.parse import quote
 
 import httpx
 import pytest
 from conftest import make_image
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from serve_server import Server, events, follow
 from typer.testing import CliRunner
 
 from mora_agents.cli import app
+from mora_agents.errors import InputError, MoraError
 from mora_agents.media import sha256_file
 from mora_agents.runs.catalog import read_info, run_status
 from mora_agents.runs.runner import RunOptions
 from mora_agents.runs.transcript import read_transcript
-from mora_agents.serve import ServeConfig, create_app
+from mora_agents.serve import ServeConfig, bind, create_app
 from mora_agents.sop.loader import BUILTIN_DIR
 
 FOX = "a red fox running through snow"
@@ -32,6 +38,17 @@ SHORT = {"image_to_video": {"frames": 8}}
 def client(server: Server):
     with server.client() as client:
         yield client
+
+
+@pytest.fixture
+def finished(server: Server, client: httpx.Client) -> str:
+    """The id of a finished run of the server (one made now if the tests before made none)."""
+    done = [r["id"] for r in client.get("/api/runs").json() if r["status"] == "finished"]
+    if done:
+        return done[0]
+    run = create(client)
+    assert follow(client, run["id"])[2]["status"] == "finished"
+    return run["id"]
 
 
 def create(client: httpx.Client, text: str = FOX, **fields) -> dict:
@@ -231,15 +248,29 @@ def test_sops_list_validate_and_save_only_into_the_user_folder(server: Server, c
     assert client.get("/api/sops/nope").status_code == 404
 
 
-def raw_get(server: Server, path: str, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
-    """A GET with the path sent exactly as written (HTTP clients normalise `..` away)."""
-    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+def raw_get(server: Server, path: str, headers: dict[str, str | bytes] | None = None, method: str = "GET"
+            ) -> tuple[int, bytes]:
+    """A request with the path and headers sent exactly as written (HTTP clients normalise `..` away and send only
+    ASCII header values; here a str header is sent as Latin-1 bytes)."""
+    connection = http.client.HTTPConnection(server.host, server.port, timeout=30)
     try:
-        connection.request("GET", path, headers=headers or {})
+        connection.request(method, path, headers=headers or {})
         response = connection.getresponse()
         return response.status, response.read()
     finally:
         connection.close()
+
+
+def one_line(status: int, body: bytes, expected: int) -> str:
+    """The detail of a refusal: the expected status, one short line of JSON (no traceback, no HTML page)."""
+    assert status == expected, (status, body[:300])
+    detail = json.loads(body)["detail"]
+    assert isinstance(detail, str) and "\n" not in detail and len(detail) < 400, detail
+    return detail
+
+
+def log_since(server: Server, offset: int) -> str:
+    return server.log.read_bytes()[offset:].decode("utf-8", "replace")
 
 
 def test_files_outside_run_directories_are_refused(server: Server, client: httpx.Client, tmp_path: Path) -> None:
@@ -257,6 +288,159 @@ def test_files_outside_run_directories_are_refused(server: Server, client: httpx
                  "/api/runs/..%2Fx", "/files/%2Fetc/passwd", f"/files/{finished}/run.json%00.txt"]:
         status, body = raw_get(server, path)
         assert status in (403, 404) and b"classified" not in body, (path, status, body)
+
+
+def test_run_directories_that_are_links_out_of_the_folder_are_not_served(server: Server, client: httpx.Client,
+                                                                        finished: str, tmp_path: Path) -> None:
+    """A run directory is served only if its real path is in --out: not a link to a run elsewhere, nor a folder
+    whose run.json is one; a loop of links inside a run is no file either."""
+    elsewhere = Path(shutil.copytree(server.out / finished, tmp_path / "elsewhere"))
+    (elsewhere / "secret.txt").write_text("classified")
+    linked, half = server.out / "20990101-000000-linked", server.out / "20990101-000000-half"
+    linked.symlink_to(elsewhere)
+    half.mkdir()
+    (half / "run.json").symlink_to(elsewhere / "run.json")
+    (half / "secret.txt").write_text("classified")
+    loop = server.out / finished / "artifacts" / "loop"
+    loop.symlink_to("loop")
+    try:
+        listed = [r["id"] for r in client.get("/api/runs").json()]
+        assert finished in listed and linked.name not in listed and half.name not in listed
+        for run in (linked.name, half.name):
+            for method, path in [("GET", f"/api/runs/{run}"), ("GET", f"/files/{run}/secret.txt"),
+                                 ("GET", f"/files/{run}/run.json"), ("GET", f"/files/{run}/result.mp4"),
+                                 ("GET", f"/files/{run}/transcript.html"), ("GET", f"/api/runs/{run}/events"),
+                                 ("POST", f"/api/runs/{run}/resume"), ("POST", f"/api/runs/{run}/cancel")]:
+                status, body = raw_get(server, path, method=method)
+                assert "no such run" in one_line(status, body, 404) and b"classified" not in body, (method, path)
+        previous = client.post("/api/runs", json={"text": "extend it", "previous": linked.name})
+        assert "no such run" in one_line(previous.status_code, previous.content, 404)
+        assert "no such file" in one_line(*raw_get(server, f"/files/{finished}/artifacts/loop"), 404)
+    finally:
+        linked.unlink()
+        shutil.rmtree(half)
+        loop.unlink()
+
+
+def test_names_and_headers_of_any_length_or_kind_are_refused_in_one_line(server: Server, client: httpx.Client,
+                                                                         finished: str) -> None:
+    """Whatever a client puts in a path or a header (thousands of characters, names the file system cannot hold,
+    non-ASCII digits, a malformed host) gets a one-line 4xx, never a 500; the server logs no traceback."""
+    offset = server.log.stat().st_size
+    long_id, wide_id = "a" * 5000, "é" * 200  # 200 characters, 400 bytes: longer than a file name can be
+    for method, path in [(m, f"/api/runs/{run}{tail}") for run in (long_id, wide_id)
+                         for m, tail in (("GET", ""), ("GET", "/events"), ("POST", "/resume"), ("POST", "/cancel"))] + [
+            ("GET", f"/files/{long_id}/run.json"), ("GET", f"/files/{wide_id}/transcript.html"),
+            ("GET", f"/files/{finished}/{'a' * 10_000}"), ("GET", f"/files/{finished}/artifacts/{'é' * 200}"),
+            ("GET", f"/files/{finished}/{'a/' * 3000}x")]:
+        status, body = raw_get(server, quote(path), method=method)
+        assert "no such" in one_line(status, body, 404), (method, path[:80])
+    review = client.post(f"/api/runs/{long_id}/review", json={"review": 1, "decision": "next"})
+    assert "no such run" in one_line(review.status_code, review.content, 404)
+
+    events = f"/api/runs/{finished}/events"
+    for value in ("9" * 5000, "²", "٣".encode(), "-1", "12abc", " "):  # '²'.isdigit() is True
+        detail = one_line(*raw_get(server, events, {"Last-Event-ID": value}), 422)
+        assert detail.startswith("header.last-event-id: "), detail
+    assert one_line(*raw_get(server, f"{events}?from={'9' * 5000}"), 422).startswith("query.from: ")
+
+    for method in ("GET", "PUT"):
+        response = client.request(method, f"/api/sops/{'a' * 300}", json={"yaml": "name: x"})
+        assert "at most 64 characters" in one_line(response.status_code, response.content, 422)
+    text = (BUILTIN_DIR / "text_to_video.yaml").read_text().replace("name: text_to_video", f"name: {'a' * 300}")
+    check = client.post("/api/sops/validate", json={"yaml": text}).json()
+    assert not check["valid"] and "at most 64 characters" in check["error"]
+
+    assert "not a host name" in one_line(*raw_get(server, "/api/info", {"Host": "[::1"}), 400)
+    assert "not a host name" in one_line(*raw_get(server, "/api/info", {"Host": "127.0.0.1:99999"}), 400)
+    for origin in ("http://[::1", "http://127.0.0.1:99999", "null", "x" * 5000):
+        response = client.post("/api/runs", json={"text": FOX}, headers={"Origin": origin})
+        assert "cross-origin" in one_line(response.status_code, response.content, 403)
+
+    # a body that ends before its Content-Length, the connection then closed: the server just drops it
+    with socket.create_connection((server.host, server.port), timeout=30) as connection:
+        connection.sendall(b"POST /api/runs HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                           b"Content-Length: 1000\r\n\r\n{\"text\": \"a fox\"}")
+        connection.shutdown(socket.SHUT_WR)
+        connection.recv(100)
+    assert client.get("/api/info").status_code == 200
+    log = log_since(server, offset)
+    assert "Traceback" not in log and "Exception" not in log, log[-3000:]
+
+
+async def _cut_short(app: FastAPI, method: str, path: str, content_type: str) -> tuple[int, bytes]:
+    """A request to the app whose body stops after a few of the 1000 bytes it announced, and whose client then goes
+    away (what uvicorn tells the app when a connection closes early)."""
+    messages = [{"type": "http.request", "body": b'{"text": "a fox"', "more_body": True}]
+    sent = []
+
+    async def receive() -> dict:
+        return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    await app({"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method, "scheme": "http",
+               "path": path, "raw_path": path.encode(), "query_string": b"", "root_path": "",
+               "headers": [(b"host", b"127.0.0.1:7860"), (b"content-type", content_type.encode()),
+                           (b"content-length", b"1000")], "client": ("127.0.0.1", 50000),
+               "server": ("127.0.0.1", 7860)}, receive, send)
+    start = next(m for m in sent if m["type"] == "http.response.start")
+    return start["status"], b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+
+
+def test_a_body_shorter_than_its_content_length_is_one_line_400(tmp_path: Path) -> None:
+    options = RunOptions(preset="tiny", device="cpu", out=tmp_path / "runs", sops_dir=tmp_path / "sops")
+    served = create_app(ServeConfig(options))
+    for method, path, kind in [("POST", "/api/runs", "application/json"),
+                               ("POST", "/api/runs", "multipart/form-data; boundary=x"),
+                               ("PUT", "/api/sops/mine", "application/json"),  # FastAPI reads these bodies
+                               ("POST", "/api/sops/validate", "application/json"),
+                               ("POST", "/api/runs/x/review", "application/json")]:
+        detail = one_line(*asyncio.run(_cut_short(served, method, path, kind)), 400)
+        assert detail in ("the request's body ended before its Content-Length (1000 bytes)",
+                          "There was an error parsing the body"), (method, path, detail)
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def test_a_failure_inside_the_server_is_a_one_line_500(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def full_disk(*args: object, **kwargs: object) -> None:
+        raise MoraError(f"{tmp_path}: cannot write the new run directory (No space left on device); nothing was kept")
+
+    monkeypatch.setattr("mora_agents.serve.app.prepare_run", full_disk)
+    monkeypatch.setattr("mora_agents.serve.app.list_sops", lambda folder: 1 / 0)
+    options = RunOptions(preset="tiny", device="cpu", out=tmp_path / "runs", sops_dir=tmp_path / "sops")
+    with TestClient(create_app(ServeConfig(options)), base_url="http://127.0.0.1",
+                    raise_server_exceptions=False) as local:
+        response = local.post("/api/runs", json={"text": FOX})
+        assert "(No space left on device)" in one_line(response.status_code, response.content, 500)
+        response = local.get("/api/sops")
+        assert one_line(response.status_code, response.content, 500) == (
+            "internal error: ZeroDivisionError: division by zero")
+
+
+def test_media_types_and_host_names_compare_without_case(server: Server, client: httpx.Client) -> None:
+    refused = json.dumps({"text": FOX, "task": "nope"})  # refused after the checks in question: no run is made
+    for kind in ("Application/JSON", "APPLICATION/json; charset=UTF-8"):
+        response = client.post("/api/runs", content=refused, headers={"Content-Type": kind})
+        assert "--task nope: unknown task" in one_line(response.status_code, response.content, 400), kind
+    request = client.build_request("POST", "/api/runs", data={"request": refused},
+                                   files={"image": ("cat.png", b"not an image", "image/png")})
+    request.headers["Content-Type"] = request.headers["Content-Type"].replace("multipart/form-data",
+                                                                              "Multipart/Form-Data")
+    response = client.send(request)
+    assert "--task nope" in one_line(response.status_code, response.content, 400)  # the body was read
+
+    port = server.port
+    for origin, host in [(f"http://LOCALHOST:{port}", f"localhost:{port}"), (f"http://localhost:{port}", f"LocalHost:{port}"),
+                         (f"HTTP://127.0.0.1:{port}", f"127.0.0.1:{port}")]:
+        response = client.post("/api/runs", content=refused, headers={"Origin": origin, "Host": host,
+                                                                       "Content-Type": "application/json"})
+        assert "--task nope" in one_line(response.status_code, response.content, 400), (origin, host)
+    for origin in (f"http://localhost:{port + 1}", "http://attacker.example", f"http://localhost.attacker.example:{port}"):
+        response = client.post("/api/runs", content=refused, headers={"Origin": origin,
+                                                                       "Content-Type": "application/json"})
+        assert response.status_code == 403, origin
 
 
 def test_a_loopback_server_refuses_other_host_names_and_cross_origin_writes(server: Server) -> None:
@@ -344,3 +528,31 @@ def test_serve_checks_its_run_options_before_serving(tmp_path: Path) -> None:
                                            "--out", str(tmp_path / "runs"), *args])
         assert refused.exit_code == 2 and message in refused.stderr, (args, refused.output)
         assert len(refused.stderr.splitlines()) == 1
+
+
+def test_a_server_bound_to_another_loopback_address_answers_there(tmp_path: Path) -> None:
+    server = Server(tmp_path, host="127.0.0.2").start()  # start() waits for an answer at 127.0.0.2
+    try:
+        for host in (f"127.0.0.2:{server.port}", f"localhost:{server.port}", f"127.0.0.1:{server.port}"):
+            assert raw_get(server, "/api/info", {"Host": host})[0] == 200, host
+        assert "loopback" in one_line(*raw_get(server, "/api/info", {"Host": "attacker.example"}), 400)
+    finally:
+        server.stop()
+
+
+def test_serve_checks_its_port_before_serving(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = taken.getsockname()[1]
+        for args, message in ((["--port", "99999"], "'--port': Input should be less than or equal to 65535"),
+                              (["--port=-1"], "'--port': Input should be greater than or equal to 0"),
+                              (["--port", str(busy)], f"--port {busy}: cannot listen there (Address already in use)"),
+                              (["--host", "192.0.2.1", "--token", "t"], "--host 192.0.2.1 --port 7860: cannot listen")):
+            refused = CliRunner().invoke(app, ["serve", "--preset", "tiny", "--sops", str(tmp_path / "sops"),
+                                               "--out", str(tmp_path / "runs"), *args])
+            assert refused.exit_code == 2 and message in refused.stderr, (args, refused.output)
+            assert len(refused.stderr.splitlines()) == 1, refused.stderr
+    assert not (tmp_path / "sops").exists()  # the port is checked before anything is made
+    with pytest.raises(InputError, match="--port 70000: not a port"):
+        bind("127.0.0.1", 70000)

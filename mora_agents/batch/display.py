@@ -11,6 +11,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from mora_agents.batch.engine import FAILED, BatchResult
+from mora_agents.console import DescriptionColumn
 
 COLORS = {"finished": "green", "running": "cyan", "interrupted": "yellow", "invalid": "red",
           **{status: "red" for status in FAILED}}
@@ -24,7 +25,7 @@ class BatchDisplay:
 
     def __init__(self, console: Console) -> None:
         # the ETA is the mean pace over the whole batch (runs take minutes: a short window would often be empty)
-        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+        self.progress = Progress(DescriptionColumn(), BarColumn(), MofNCompleteColumn(),
                                  TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
                                  console=console, speed_estimate_period=7 * 24 * 3600, transient=True)
         self.task = self.progress.add_task("checking requests", total=None)
@@ -56,11 +57,11 @@ class BatchDisplay:
 
 def results_table(results: Sequence[BatchResult], out: Path) -> Table:
     """request, run directory (in `out`), status, seconds, result (the video, or the error)."""
-    table = Table("request", "run directory", "status", "seconds", "result", caption=f"in {out}/")
+    table = Table("request", "run directory", "status", "seconds", "result", caption=escape(f"in {out}/"))
     for r in results:
         status = "finished earlier" if r.skipped else r.status
         outcome = r.result.name if r.result else (r.error or "").strip().partition("\n")[0]  # all of it: summary
         table.add_row(escape(r.label + (f" ({r.request.name})" if r.request.name else "")),
-                      r.run_dir.name if r.run_dir else "", f"[{COLORS.get(r.status, 'white')}]{status}[/]",
+                      escape(r.run_dir.name) if r.run_dir else "", f"[{COLORS.get(r.status, 'white')}]{status}[/]",
                       f"{r.seconds:.1f}", escape(outcome))
     return table

@@ -11,14 +11,16 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
     TaskID,
-    TextColumn,
     TimeElapsedColumn,
 )
+
+from mora_agents.console import DescriptionColumn, make_console
 
 if TYPE_CHECKING:
     from mora_agents.bench.workloads import Workload
@@ -66,7 +68,7 @@ class _Bars:
 
 def _progress(console: Console) -> Progress:
     return Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
+        DescriptionColumn(), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
     )
 
 
@@ -197,7 +199,7 @@ def bench_command(
             f"--size full needs a CUDA device (got {resolved}); use --size tiny for a CPU smoke test"
         )
 
-    console = Console(stderr=True, highlight=False)
+    console = make_console(stderr=True)
     if size == "tiny":
         console.print(
             "[yellow]size tiny: tiny random models, the timings are meaningless (this checks the code path)[/]"
@@ -232,7 +234,7 @@ def _count(
     if peak is None:
         known = ", ".join(" ".join(sorted(words)) for words, _ in DENSE_BF16_TFLOPS)
         raise _fail(f"--gpu {gpu}: no dense bf16 peak known for it (known: {known})")
-    console = Console(stderr=True, highlight=False)
+    console = make_console(stderr=True)
     with _progress(console) as progress:
         count = count_flops(workloads, size, gpu, peak, _Bars(progress))
     _write(count.to_markdown(), count.to_json(), json_out, markdown_out, console)
@@ -252,7 +254,7 @@ def _train(device: str, size: str, workloads: str | None, memory_profile: str | 
     if memory_profile is not None and memory_profile not in MEMORY_PROFILES:
         raise _fail(f"--memory-profile {memory_profile}: unknown (choose from {', '.join(MEMORY_PROFILES)})")
     resolved = resolve_device(device)
-    console = Console(stderr=True, highlight=False)
+    console = make_console(stderr=True)
     if resolved.type != "cuda" and size == "full":
         console.print("[yellow]no CUDA device: counting parameters, memory and FLOPs on the meta device, no timing[/]")
     profiles = tuple(dict.fromkeys(("resident", memory_profile or "resident")))
@@ -272,4 +274,4 @@ def _write(markdown: str, json_text: str, json_out: Path | None, markdown_out: P
         if path is not None:
             with atomic_path(path) as tmp:
                 tmp.write_text(text, encoding="utf-8")
-            console.print(f"{what} written to {path}")
+            console.print(f"{what} written to {escape(str(path))}")

@@ -9,15 +9,10 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-)
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
+from mora_agents.console import DescriptionColumn, make_console
 from mora_agents.errors import InputError, MoraError
 from mora_agents.eval._deps import MissingDependencyError
 from mora_agents.eval.api import Evaluator, resolve_metrics
@@ -99,7 +94,7 @@ def eval_command(
     ray: Annotated[str | None, typer.Option(help="--generate on Ray: local, auto or ADDRESS (see mora batch).")] = None,
 ) -> None:
     """Score videos with VBench dimensions and the Mora paper's metrics."""
-    console = Console()
+    console = make_console(soft_wrap=False)
     if prompt is not None and prompts is not None:
         raise _fail("use either --prompt or --prompts, not both")
     if suite is not None and (suite not in SUITES or prompts is None):
@@ -122,16 +117,16 @@ def eval_command(
         evaluator = Evaluator(names, weights, download)
         evaluations = []
         with Progress(
-            TextColumn("{task.description}"),
+            DescriptionColumn(),
             BarColumn(),
             MofNCompleteColumn(),
             TimeElapsedColumn(),
-            console=Console(stderr=True),
+            console=make_console(stderr=True),
             transient=True,
         ) as progress:
             task = progress.add_task("evaluating", total=len(targets) * len(names))
             for target in targets:
-                progress.update(task, description=f"{Path(target.source).name}")
+                progress.update(task, description=escape(Path(target.source).name))
                 evaluations.append(evaluator.evaluate(target, lambda _name: progress.advance(task)))
     except (BadInputError, ValueError) as exc:
         raise _fail(str(exc)) from None
@@ -146,13 +141,13 @@ def eval_command(
             console.print(drift_table(step, rows))
     if json_out is not None:
         write_json(evaluations, json_out)
-        console.print(f"JSON written to {json_out}")
+        console.print(f"JSON written to {escape(str(json_out))}")
     if suite is not None:
         unavailable = {n: r.reason for e in evaluations for n, r in e.results.items() if r.value is None}
         report.write_text(
             suite_markdown(suite, _suite_groups(evaluations, entries or []), unavailable), encoding="utf-8"
         )
-        console.print(f"Markdown report written to {report}")
+        console.print(f"Markdown report written to {escape(str(report))}")
     if chart is not None:
         try:
             shown = write_chart(evaluations, chart)
@@ -161,8 +156,8 @@ def eval_command(
         except ValueError as exc:
             raise _fail(f"--chart {chart}: {exc}") from None
         note = f"with paper rows: {', '.join(shown)}" if shown else "no paper rows for this task"
-        console.print(f"Chart written to {chart} ({note})")
+        console.print(f"Chart written to {escape(str(chart))} ({note})")
         if any(e.drift for e in evaluations):
             drift_chart = chart.with_name(f"{chart.stem}-drift{chart.suffix}")
             write_drift_chart(evaluations, drift_chart)
-            console.print(f"Drift chart written to {drift_chart}")
+            console.print(f"Drift chart written to {escape(str(drift_chart))}")

@@ -7,6 +7,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
+from rich.markup import escape
 from rich.table import Table
 
 from mora_agents.eval.chart import paper_rows
@@ -18,7 +19,7 @@ SCHEMA_VERSION = 1
 
 def results_table(evaluation: VideoEvaluation) -> Table:
     """One row per metric: value, backend, frames, fps and checkpoint (or why it is unavailable)."""
-    table = Table(title=evaluation.source, title_justify="left")
+    table = Table(title=escape(evaluation.source), title_justify="left")
     for column in ("metric", "value", "backend", "frames", "fps"):
         table.add_column(column, no_wrap=True)
     table.add_column("checkpoint / note")

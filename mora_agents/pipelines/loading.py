@@ -17,7 +17,7 @@ from transformers import PreTrainedTokenizerBase
 
 from mora_agents.errors import InputError, ModelNotAvailable
 from mora_agents.pipelines.adapters import apply_adapters, trained_models
-from mora_agents.settings import settings
+from mora_agents.settings import MEMORY_PROFILES, PRESETS, settings
 
 MODEL_IDS: dict[str, str] = {
     "sdxl_base": "stabilityai/stable-diffusion-xl-base-1.0",
@@ -42,8 +42,6 @@ KEY_FILES = {"seine": "seine.pt", "open_sora_plan": "93x480p_i2v/config.json", "
 DOWNLOADS = {"seine": "seine.pt", "open_sora_plan": "--include '93x480p_i2v/*' 'vae/*'",
              "mt5_xxl": "--include '*.json' spiece.model pytorch_model.bin"}
 """What `hf download ID` needs after the id to get a model that is not a whole repository (default: nothing)."""
-PRESETS = ("full", "tiny")
-MEMORY_PROFILES = ("resident", "24gb")
 REFINER_SHARES = ("text_encoder_2", "vae")
 """The SDXL refiner's components taken from the base: one copy in memory, as in the paper's code."""
 PIPELINES = {"flux_schnell": "FluxPipeline", "flux_kontext": "FluxKontextPipeline",

@@ -7,39 +7,62 @@ import os
 import socket
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from mora_agents.errors import InputError, read_problem
-from mora_agents.sop.messages import UserRequest
+from mora_agents.inputs import MAX_SEED
+from mora_agents.settings import MemoryProfile, Preset
+from mora_agents.sop.messages import ReviewRequest, UserRequest
 
 ACTIVE = ("running", "waiting for review")
+Status = Literal["queued", "running", "waiting for review", "finished", "failed", "rejected", "stopped", "interrupted"]
 
 
 class RunFile(BaseModel):
-    """What every reader of `run.json` relies on; other fields may be added freely."""
+    """`run.json`: every field the runner, the server and the batch read, each value checked (strictly: `"5"` is no
+    seed), so that an edited or damaged file is named with its field when it is read, not with a KeyError later.
+    Other fields (the measures of a finished run, a batch's) may be added freely."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", strict=True)
     request: UserRequest
-    preset: str
-    device: str
-    seed: int
-    status: str
+    preset: Preset
+    device: str = Field(min_length=1)
+    memory_profile: MemoryProfile = "resident"
+    seed: int = Field(ge=0, le=MAX_SEED)
+    status: Status
     overrides: dict[str, dict[str, Any]]
     noise: bool
-    seconds: float
+    seconds: float = Field(ge=0, allow_inf_nan=False)
     task: str | None = None
+    system: str | None = None
+    max_repeats: int = Field(3, ge=0)
+    review: bool = False
+    sops_dir: str = ""
+    adapters: str | None = None
+    adapters_sha256: str | None = None
+    pending_review: ReviewRequest | None = None
+    resumable: bool = False
+    pid: int | None = None
+    host: str | None = None
+    created: str | None = None
+    started: str | None = None
+    finished: str | None = None
+    error: str | None = None
+    error_details: str | None = None
 
 
 def read_info(run_dir: Path) -> dict[str, Any]:
-    """A run's `run.json`; InputError naming the file and the problem if it is missing or damaged."""
+    """A run's `run.json`; InputError naming the file and the problem (the field and its value) if it is missing or
+    damaged."""
     path = run_dir / "run.json"
     if not path.is_file():
         raise InputError(f"{run_dir}: not a run directory (no run.json)")
     try:
-        info = json.loads(path.read_bytes())
-        RunFile.model_validate(info)
+        data = path.read_bytes()
+        RunFile.model_validate_json(data)
+        info = json.loads(data)
     except (OSError, ValueError) as e:
         raise InputError(f"{path}: damaged ({read_problem(e)})") from None
     return info
@@ -79,10 +102,12 @@ class RunSummary:
     problem: str | None = None
 
 
-def list_runs(base: Path) -> list[RunSummary]:
-    """The run directories under `base`, oldest first; a damaged one is listed as such, with the reason."""
+def list_runs(base: Path, links: bool = True) -> list[RunSummary]:
+    """The run directories under `base`, oldest first; a damaged one is listed as such, with the reason.
+    `links=False` leaves out those that are links (the server shows only what lies inside its folder)."""
     runs = []
-    for run_dir in sorted(p for p in base.iterdir() if (p / "run.json").exists()) if base.is_dir() else []:
+    found = sorted(p for p in base.iterdir() if (p / "run.json").exists()) if base.is_dir() else []
+    for run_dir in found if links else [p for p in found if not (p.is_symlink() or (p / "run.json").is_symlink())]:
         try:
             info = read_info(run_dir)
         except InputError as e:

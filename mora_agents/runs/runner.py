@@ -27,7 +27,8 @@ import shutil
 import socket
 import time
 import traceback
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import aclosing, contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -181,6 +182,8 @@ def _new_run_dir(base: Path, text: str) -> Path:
             return run_dir
         except FileExistsError:
             continue
+        except OSError as e:  # a full disk, say (--out was checked to be writable)
+            raise MoraError(f"{base}: cannot make a run directory ({e.strerror or e})") from None
     raise MoraError(f"{base}: cannot create a new run directory")
 
 
@@ -267,6 +270,9 @@ def prepare_run(text: str, *, images: Sequence[Path] = (), videos: Sequence[Path
         request = UserRequest(text=text, images=copied[:n_images], videos=copied[n_images:n_files], task=task,
                               duration=duration, previous=copied[-1] if previous else None)
         _write_json(run_dir / "run.json", {**(extra or {}), **_run_info(request, options, seed, adapters)})
+    except OSError as e:  # a full disk, say: nothing half-made is left
+        shutil.rmtree(run_dir, ignore_errors=True)
+        raise MoraError(f"{run_dir}: cannot write the new run directory ({e.strerror or e}); nothing was kept") from None
     except BaseException:
         shutil.rmtree(run_dir, ignore_errors=True)
         raise
@@ -405,6 +411,22 @@ def run_adapters(folder: Path | str | None, preset: str, sha256: str | None = No
     return {"adapters": folder, "adapters_sha256": card_sha256(folder)}
 
 
+class CannotRecord(MoraError):
+    """Writing the run directory failed (a full disk, a quota, a read-only folder): the run stops where its records
+    end, as if killed there, and resumes from there. Its text is the whole one-line message."""
+
+
+@contextmanager
+def recording(run_dir: Path, name: str) -> Iterator[None]:
+    """A write of the file `name` of the run directory: an OSError becomes CannotRecord, which says what failed,
+    that nothing recorded is lost, and how to continue."""
+    try:
+        yield
+    except OSError as e:
+        raise CannotRecord(f"run {run_dir}: cannot write {name} ({e.strerror or e}); the run stopped and nothing it "
+                           f"recorded is lost: make room, then `mora resume {run_dir}`") from None
+
+
 class _ReviewEnded(Exception):
     """The reviewer gave no decision (input closed, script exhausted): the run keeps waiting for review."""
 
@@ -434,7 +456,8 @@ class _Session:
         self.run_dir, self.info, self.on_record, self.reviewer = run_dir, info, on_record, reviewer
         self.conductor = ConductorAgent(sops, run_dir, info["seed"], info["overrides"], info.get("max_repeats", 3))
         self.team = build_team(model_client, sops, self.conductor)
-        self.transcript = TranscriptWriter(run_dir / "transcript.jsonl")
+        with recording(run_dir, "transcript.jsonl"):  # it completes or drops a last line cut short
+            self.transcript = TranscriptWriter(run_dir / "transcript.jsonl")
         self.held: list[Record] = []
         self.last_message: BaseChatMessage | None = None
         """The last message of the group chat: it says who acts next (for the error line of a failure)."""
@@ -442,10 +465,12 @@ class _Session:
 
     def save_info(self, **changes: Any) -> None:
         self.info.update(changes)
-        _write_json(self.run_dir / "run.json", self.info)
+        with recording(self.run_dir, "run.json"):
+            _write_json(self.run_dir / "run.json", self.info)
 
     def _emit(self, record: Record) -> None:
-        self.transcript.append(record)
+        with recording(self.run_dir, "transcript.jsonl"):
+            self.transcript.append(record)
         if self.on_record:
             self.on_record(record, self.run_dir)
 
@@ -524,23 +549,27 @@ class _Session:
         self.held = []
         if task is not None:
             self.last_message = task
-        async for item in self.team.run_stream(task=task, output_task_messages=not replay):
-            if isinstance(item, TaskResult):
-                continue
-            record = self.transcript.make_message(item)
-            if self.held or isinstance(item, HELD):
-                self.held.append(record)
-            else:
-                self._emit(record)
-            if isinstance(item, BaseChatMessage):
-                self.last_message = item
-            if isinstance(item, PlanMessage):
-                _write_json(self.run_dir / "plan.json", item.content.model_dump())
-                self.info["task"] = item.content.task
-            elif isinstance(item, ReviewRequestMessage):
-                review = item.content
-            elif isinstance(item, RunFinishedMessage):
-                finished = item.content
+        # closed however the loop ends (recording failed, say): the team ends its turn unrecorded and leaves no task
+        # behind in the event loop
+        async with aclosing(self.team.run_stream(task=task, output_task_messages=not replay)) as stream:
+            async for item in stream:
+                if isinstance(item, TaskResult):
+                    continue
+                record = self.transcript.make_message(item)
+                if self.held or isinstance(item, HELD):
+                    self.held.append(record)
+                else:
+                    self._emit(record)
+                if isinstance(item, BaseChatMessage):
+                    self.last_message = item
+                if isinstance(item, PlanMessage):
+                    with recording(self.run_dir, "plan.json"):
+                        _write_json(self.run_dir / "plan.json", item.content.model_dump())
+                    self.info["task"] = item.content.task
+                elif isinstance(item, ReviewRequestMessage):
+                    review = item.content
+                elif isinstance(item, RunFinishedMessage):
+                    finished = item.content
         if not isinstance(self.last_message, CHECKPOINTS):
             raise MoraError("the group chat stopped without reaching a checkpoint")
         return finished, review
@@ -562,7 +591,8 @@ class _Session:
                 finished, review = await self._turn(task, replay)
                 if finished is None:  # the state that covers the held records first, then the records
                     team = await self.team.save_state()
-                    write_state(self.run_dir, SavedState(seq=self.held[-1].seq, records=self.held, team=dict(team)))
+                    with recording(self.run_dir, STATE_FILE):
+                        write_state(self.run_dir, SavedState(seq=self.held[-1].seq, records=self.held, team=dict(team)))
                 self._flush()
                 self.save_info(seconds=self._elapsed())
                 if finished is not None:
@@ -580,6 +610,10 @@ class _Session:
             self.note("Interrupted", f"the review ended: {e}")
             raise MoraError(f"the review ended ({e}); the run waits for review: "
                             f"mora resume {self.run_dir} --review") from None
+        except CannotRecord:  # as if killed here; run.json says so if it still can be written
+            with suppress(CannotRecord):
+                self.save_info(status="interrupted")
+            raise
         except (asyncio.CancelledError, KeyboardInterrupt):
             self.note("Interrupted", "interrupted (resume with `mora resume RUN`)")
             if self.info["status"] == "running":

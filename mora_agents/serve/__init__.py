@@ -5,28 +5,40 @@
 
 from __future__ import annotations
 
-import ipaddress
 import logging
+import socket
 from collections.abc import Callable
 from dataclasses import replace
 
 import uvicorn
 
-from mora_agents.errors import InputError
+from mora_agents.errors import InputError, MoraError
 from mora_agents.runs.runner import check_options
-from mora_agents.serve.app import ServeConfig, create_app
+from mora_agents.serve.app import ServeConfig, create_app, is_loopback
 from mora_agents.sop.loader import BUILTIN_DIR
 
-__all__ = ["ServeConfig", "check_config", "create_app", "is_loopback", "serve"]
+__all__ = ["ServeConfig", "bind", "check_config", "create_app", "is_loopback", "serve"]
 
 
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
+def bind(host: str, port: int) -> socket.socket:
+    """A socket bound to `host`:`port` (0: a free port), not yet listening; InputError when the port is out of range,
+    the host is no address of this machine, or the port is taken."""
+    if not 0 <= port <= 65535:
+        raise InputError(f"--port {port}: not a port (0 to 65535)")
+    try:  # IPv4 unless the host is an IPv6 address, as uvicorn binds
+        family, kind, proto, _, where = socket.getaddrinfo(
+            host, port, socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM,
+            flags=socket.AI_PASSIVE)[0]
+    except socket.gaierror as e:
+        raise InputError(f"--host {host}: not an address or a known host name ({e.strerror})") from None
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn: a restart need not wait for TIME_WAIT
     try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+        sock.bind(where)
+    except OSError as e:
+        sock.close()
+        raise InputError(f"--host {host} --port {port}: cannot listen there ({e.strerror or e})") from None
+    return sock
 
 
 def check_config(config: ServeConfig, host: str) -> None:
@@ -58,15 +70,29 @@ def serve(config: ServeConfig, host: str = "127.0.0.1", port: int = 7860,
           on_start: Callable[[], None] | None = None) -> None:
     """Serve until interrupted (Ctrl-C: the running run is interrupted and resumes at the next start).
 
-    The configuration is checked first (`check_config`: InputError); then `on_start` is called (e.g. to print a
-    notice).
+    The port is taken first (`bind`), then the configuration is checked (`check_config`), else InputError with
+    nothing made; then `on_start` is called (e.g. to print a notice). MoraError if the app then fails to start.
     """
-    check_config(config, host)
+    sock = bind(host, port)
+    try:
+        check_config(config, host)
+    except InputError:
+        sock.close()
+        raise
     if on_start is not None:
         on_start()
     logger = log_to_stderr()
     app = create_app(replace(config, local_only=is_loopback(host)))
+    port = sock.getsockname()[1]
     address = f"http://{f'[{host}]' if ':' in host else host}:{port}/"
     logger.info("mora serve: the page at %s%s, the API's docs at %sdocs", address,
                 "?token=TOKEN" if config.token else "", address)
-    uvicorn.run(app, host=host, port=port, access_log=False, timeout_graceful_shutdown=3)
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, access_log=False, timeout_graceful_shutdown=3))
+    try:
+        server.run(sockets=[sock])
+    except KeyboardInterrupt:  # a second Ctrl-C during the shutdown
+        pass
+    finally:
+        sock.close()
+    if not server.started:
+        raise MoraError("the server did not start (its log above says why)")

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import ipaddress
 import json
 import re
 import tempfile
@@ -28,19 +29,22 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager, suppress
 from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import quote, urlsplit
 
-from fastapi import FastAPI, HTTPException, Query, Request
+from fastapi import FastAPI, Header, HTTPException, Query, Request
+from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from mora_agents.errors import InputError, validation_summary
+from mora_agents.errors import InputError, MoraError, describe_error, validation_summary
 from mora_agents.runs.catalog import RunSummary, list_runs, read_info, run_status
 from mora_agents.runs.html import transcript_html
+from mora_agents.runs.lock import RunLocked
 from mora_agents.runs.progress import ProgressReport
 from mora_agents.runs.render import describe, record_media
 from mora_agents.runs.runner import RunOptions, can_resume, prepare_run
@@ -51,12 +55,15 @@ from mora_agents.serve.sops import SopEntry, list_sops, read_sop, save_sop, vali
 from mora_agents.serve.uploads import UploadTooLarge, read_multipart
 from mora_agents.serve.webhooks import Sender, Webhook
 from mora_agents.serve.worker import Conflict, PendingReview, Worker
+from mora_agents.sop.schema import IDENTIFIER, NAME_LENGTH
 
 STATIC = Path(__file__).parent / "static"
 RUN_ID = re.compile(r"\w[\w.-]*")
+MAX_SEQ = 2**63 - 1
+"""The largest record number a client may name (`Last-Event-ID`, `?from=`)."""
 ACTIVE = ("queued", "running", "waiting for review")
-LOOPBACK_NAMES = {"127.0.0.1", "localhost", "::1"}
 COOKIE = "mora_token"
+SopName = Annotated[str, PathParam(pattern=IDENTIFIER, max_length=NAME_LENGTH, description="An SOP's `name`.")]
 CSP = ("default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; media-src 'self'; "
        "frame-ancestors 'self'")
 
@@ -146,16 +153,54 @@ def _one_line(status: int, message: str) -> JSONResponse:
     return JSONResponse({"detail": " ".join(message.split())}, status_code=status)
 
 
+def is_loopback(host: str | None) -> bool:
+    """Whether a host name or address is this machine's loopback: `localhost`, 127.0.0.0/8 or ::1."""
+    if host is None:
+        return False
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def address(url: str) -> tuple[str | None, int | None] | None:
+    """The host name (lower case) and port of a URL or `//host:port`; None when it is not one (a bad port, an
+    unclosed `[`)."""
+    try:
+        parts = urlsplit(url)
+        return parts.hostname, parts.port or {"http": 80, "https": 443}.get(parts.scheme.lower())
+    except ValueError:
+        return None
+
+
+def real_file(path: Path) -> Path | None:
+    """The real path of a regular file, or None: also for a name that the file system refuses (longer than its
+    names, a loop of links), so that no name a client sends can raise."""
+    try:
+        real = path.resolve()
+        return real if real.is_file() else None
+    except (OSError, RuntimeError, ValueError):
+        return None
+
+
+def shown(name: str) -> str:
+    """A name from a client as a message shows it: at most 100 characters."""
+    return name if len(name) <= 100 else f"{name[:100]}..."
+
+
 def run_file(run_dir: Path, relative: str) -> Path:
-    """A file inside the run directory; absolute paths, `..`, and links that lead out are refused (403)."""
+    """A file inside the run directory (its real path); absolute paths, `..`, and links that lead out are refused
+    (403), names that no file has are not found (404)."""
     if (not relative or relative.startswith("/") or "\\" in relative or "\0" in relative
             or ".." in PurePosixPath(relative).parts):
-        raise HTTPException(403, f"{relative}: not a path inside the run directory")
-    path = (run_dir / relative).resolve()
+        raise HTTPException(403, f"{shown(relative)}: not a path inside the run directory")
+    path = real_file(run_dir / relative)
+    if path is None:
+        raise HTTPException(404, f"{shown(relative)}: no such file in the run")
     if not path.is_relative_to(run_dir):
-        raise HTTPException(403, f"{relative}: leads outside the run directory")
-    if not path.is_file():
-        raise HTTPException(404, f"{relative}: no such file in the run")
+        raise HTTPException(403, f"{shown(relative)}: leads outside the run directory")
     return path
 
 
@@ -191,11 +236,14 @@ class Guard:
 
     def _refusal(self, request: Request) -> JSONResponse | None:
         host = request.headers.get("host", "")
-        if self.local_only and urlsplit(f"//{host}").hostname not in LOOPBACK_NAMES:
-            return _one_line(400, f"host '{host}': this server answers only to 127.0.0.1 and localhost")
+        served = address(f"{request.scope.get('scheme', 'http')}://{host}")
+        if served is None:
+            return _one_line(400, f"host '{shown(host)}': not a host name")
+        if self.local_only and not is_loopback(served[0]):
+            return _one_line(400, f"host '{shown(host)}': this server answers only to localhost and loopback addresses")
         origin = request.headers.get("origin")
-        if request.method not in ("GET", "HEAD", "OPTIONS") and origin and urlsplit(origin).netloc != host:
-            return _one_line(403, f"origin '{origin}': cross-origin requests are refused")
+        if request.method not in ("GET", "HEAD", "OPTIONS") and origin and address(origin) != served:
+            return _one_line(403, f"origin '{shown(origin)}': cross-origin requests are refused")
         if self.token is None:
             return None
         scheme, _, bearer = request.headers.get("authorization", "").partition(" ")
@@ -266,16 +314,31 @@ def create_app(config: ServeConfig) -> FastAPI:
         return _one_line(413 if isinstance(e, UploadTooLarge) else 400, str(e))
 
     @app.exception_handler(Conflict)
-    async def conflict(request: Request, e: Conflict) -> JSONResponse:
+    @app.exception_handler(RunLocked)
+    async def conflict(request: Request, e: Conflict | RunLocked) -> JSONResponse:
         return _one_line(409, str(e))
+
+    @app.exception_handler(ClientDisconnect)
+    async def cut_short(request: Request, e: ClientDisconnect) -> JSONResponse:
+        return _one_line(400, f"the request's body ended before its Content-Length "
+                              f"({shown(request.headers.get('content-length', ''))} bytes)")
+
+    @app.exception_handler(MoraError)
+    async def failed(request: Request, e: MoraError) -> JSONResponse:  # a full disk, say
+        return _one_line(500, str(e))
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, e: Exception) -> JSONResponse:  # still logged with its traceback
+        return _one_line(500, f"internal error: {describe_error(e)}")
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, e: RequestValidationError) -> JSONResponse:
         return _one_line(422, "; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors()))
 
     def run_path(run_id: str) -> Path:
-        if not RUN_ID.fullmatch(run_id) or not (out / run_id / "run.json").is_file():
-            raise HTTPException(404, f"run {run_id}: no such run")
+        """The run directory `run_id` in --out: a folder there with its run.json, neither of them a link."""
+        if not RUN_ID.fullmatch(run_id) or real_file(out / run_id / "run.json") != out / run_id / "run.json":
+            raise HTTPException(404, f"run {shown(run_id)}: no such run")
         return out / run_id
 
     def view(run_dir: Path) -> RunView:
@@ -325,7 +388,7 @@ def create_app(config: ServeConfig) -> FastAPI:
         Uploads over the size limits get 413; bad input (corrupt or wrong-kind files, unknown task, ...) 400; either
         way no run directory is made.
         """
-        kind = request.headers.get("content-type", "").partition(";")[0].strip()
+        kind = request.headers.get("content-type", "").partition(";")[0].strip().lower()  # case-insensitive
         if kind not in ("application/json", "multipart/form-data"):
             raise HTTPException(415, "send application/json or multipart/form-data")
         out.mkdir(parents=True, exist_ok=True)
@@ -363,7 +426,7 @@ def create_app(config: ServeConfig) -> FastAPI:
 
     @app.get("/api/runs", summary="List runs (oldest first)")
     def runs() -> list[RunView]:
-        return [view(s.path) if s.problem is None else damaged(s) for s in list_runs(out)]
+        return [view(s.path) if s.problem is None else damaged(s) for s in list_runs(out, links=False)]
 
     @app.get("/api/runs/{run_id}", summary="One run")
     def run(run_id: str) -> RunView:
@@ -371,14 +434,14 @@ def create_app(config: ServeConfig) -> FastAPI:
 
     @app.get("/api/runs/{run_id}/events", summary="Stream a run's records (Server-Sent Events)",
              response_class=StreamingResponse)
-    async def events(run_id: str, request: Request, start: int = Query(0, alias="from", ge=0)) -> StreamingResponse:
+    async def events(run_id: str, start: int = Query(0, alias="from", ge=0, le=MAX_SEQ),
+                     last_event_id: int | None = Header(None, ge=0, le=MAX_SEQ)) -> StreamingResponse:
         """Events: `record` (id: its seq; the record, its `text` and its `media` with URLs), `status` (the run's
         view without the plan), `progress` (the working step, or null) and `end` once the run is no longer queued
         or running. The transcript file is the source: reconnecting with Last-Event-ID (or `?from=`) misses
         nothing."""
         run_dir = run_path(run_id)
-        last = request.headers.get("last-event-id", "")
-        return StreamingResponse(stream(run_dir, int(last) + 1 if last.isdigit() else start),
+        return StreamingResponse(stream(run_dir, start if last_event_id is None else last_event_id + 1),
                                  media_type="text/event-stream", headers={"Cache-Control": "no-store"})
 
     async def stream(run_dir: Path, next_seq: int) -> AsyncIterator[str]:
@@ -439,7 +502,7 @@ def create_app(config: ServeConfig) -> FastAPI:
         return list_sops(user_sops)
 
     @app.get("/api/sops/{name}", summary="One SOP: its entry and YAML text")
-    def sop(name: str, origin: Literal["shipped", "user"] | None = None) -> dict[str, Any]:
+    def sop(name: SopName, origin: Literal["shipped", "user"] | None = None) -> dict[str, Any]:
         try:
             entry, text = read_sop(name, user_sops, origin)
         except KeyError:
@@ -454,7 +517,7 @@ def create_app(config: ServeConfig) -> FastAPI:
             return SopCheck(valid=False, error=str(e))
 
     @app.put("/api/sops/{name}", summary="Save an SOP into the user SOP folder (validated first)")
-    def save(name: str, sop: SopText) -> dict[str, str]:
+    def save(name: SopName, sop: SopText) -> dict[str, str]:
         return {"name": name, "file": str(save_sop(name, sop.yaml, user_sops))}
 
     @app.get("/files/{run_id}/transcript.html", response_class=HTMLResponse, summary="A run's transcript page")
@@ -466,6 +529,6 @@ def create_app(config: ServeConfig) -> FastAPI:
 
     @app.get("/files/{run_id}/{path:path}", summary="A file of a run directory (HTTP range requests)")
     def run_files(run_id: str, path: str) -> FileResponse:
-        return FileResponse(run_file(run_path(run_id).resolve(), path))
+        return FileResponse(run_file(run_path(run_id), path))
 
     return app

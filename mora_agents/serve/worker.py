@@ -87,7 +87,7 @@ class Worker:
 
     def recover(self, out: Path) -> list[str]:
         """Queue again the runs under `out` that a stopped server left queued or interrupted, oldest first."""
-        found = [s.path for s in list_runs(out) if s.status in ("queued", "interrupted")]
+        found = [s.path for s in list_runs(out, links=False) if s.status in ("queued", "interrupted")]
         for run_dir in found:
             self.submit(run_dir)
         return [p.name for p in found]

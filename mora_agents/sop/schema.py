@@ -8,6 +8,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 IDENTIFIER = r"^[a-z_][a-z0-9_]*$"
+NAME_LENGTH = 64
+"""At most so many characters in an SOP's name or a step's id: they name files (`NAME.yaml`, `STEP-2.mp4`)."""
 
 
 class _Strict(BaseModel):
@@ -102,7 +104,7 @@ class RepeatSpec(_Strict):
 
 
 class StepSpec(_Strict):
-    id: str = Field(pattern=IDENTIFIER)
+    id: str = Field(pattern=IDENTIFIER, max_length=NAME_LENGTH)
     agent: str
     tool: str | None = None
     """The registered tool the agent calls; none: the agent answers in text (prompt agent)."""
@@ -129,7 +131,7 @@ class StepSpec(_Strict):
 
 
 class SOP(_Strict):
-    name: str = Field(pattern=IDENTIFIER)
+    name: str = Field(pattern=IDENTIFIER, max_length=NAME_LENGTH)
     description: str
     inputs: dict[str, InputSpec]
     steps: list[StepSpec] = Field(min_length=1)

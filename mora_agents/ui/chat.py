@@ -78,7 +78,7 @@ class ChatSession:
             if arg != "off" and arg not in tasks:
                 raise InputError(f"/task {arg}: unknown task (tasks: {', '.join(sorted(tasks))})")
             self.task = None if arg == "off" else arg
-            self.console.print(f"task: {self.task or 'chosen by the planner'}")
+            self.console.print(f"task: {escape(self.task or 'chosen by the planner')}")
         elif name == "/review" and arg in ("on", "off"):
             self.review = arg == "on"
             self.console.print(f"review {arg}")
@@ -94,8 +94,8 @@ class ChatSession:
         table = Table("run", "task", "status", "seconds", "result")
         for summary in list_runs(self.options.out):
             if summary.path in self.runs:
-                table.add_row(summary.path.name, summary.task or "", summary.status, f"{summary.seconds:.1f}",
-                              str(summary.result or ""))
+                table.add_row(escape(summary.path.name), escape(summary.task or ""), summary.status,
+                              f"{summary.seconds:.1f}", escape(str(summary.result or "")))
         self.console.print(table)
 
     def files_in(self, text: str) -> None:

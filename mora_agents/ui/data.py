@@ -49,7 +49,7 @@ class TerminalSetReview:
             raise
 
     def show(self, pending: PendingSet) -> None:
-        self.console.rule(f"set {pending.id}")
+        self.console.rule(f"set {escape(pending.id)}")
         self.console.print(f"[bold]prompt:[/] {escape(pending.prompt)}")
         if pending.enhanced_prompt != pending.prompt:
             self.console.print(f"[bold]enhanced:[/] {escape(pending.enhanced_prompt)}")
@@ -75,13 +75,13 @@ def selection_table(log: SelectionLog, sets: list[CandidateSet]) -> Table:
     for cset in sets:
         record = log.sets.get(cset.id)
         if record is None:
-            table.add_row(cset.id, escape(cset.prompt[:50]), "[dim]not judged yet[/]", "", "", "")
+            table.add_row(escape(cset.id), escape(cset.prompt[:50]), "[dim]not judged yet[/]", "", "", "")
             continue
         votes = ", ".join(f"{v.judge}: {v.top if v.top is not None else 'abstained'}" for v in record.votes)
         decision = record.decision
         what = f"{record.status}" + (f" {decision.candidate}" if decision and decision.candidate else "")
-        table.add_row(cset.id, escape(cset.prompt[:50]), escape(votes), f"[{colors[record.status]}]{what}[/]",
-                      escape(decision.by) if decision else "", record.sample or "")
+        table.add_row(escape(cset.id), escape(cset.prompt[:50]), escape(votes), f"[{colors[record.status]}]{what}[/]",
+                      escape(decision.by) if decision else "", escape(record.sample or ""))
     return table
 
 

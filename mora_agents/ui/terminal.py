@@ -14,16 +14,11 @@ from PIL import Image
 from rich.color import Color
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-)
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 from rich.style import Style
 from rich.text import Text
 
+from mora_agents.console import DescriptionColumn
 from mora_agents.media import VIDEO_SUFFIXES, read_video
 from mora_agents.runs.progress import ProgressReport, StepProgress
 from mora_agents.runs.render import describe, record_media
@@ -47,7 +42,7 @@ class RichProgress:
         self.loop = loop
         if report is not None:
             if self.task is None:
-                self.task = self.progress.add_task(report.title, total=report.total)
+                self.task = self.progress.add_task(escape(report.title), total=report.total)
             self.progress.update(self.task, completed=report.done)
 
 
@@ -78,7 +73,7 @@ class TerminalUI:
         self.notice = notice
         """Printed once, before the first record (e.g. the tiny preset's warning)."""
         self.thumbnails = console.is_terminal and console.color_system in ("truecolor", "256")
-        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+        self.progress = Progress(DescriptionColumn(), BarColumn(), MofNCompleteColumn(),
                                  TimeElapsedColumn(), console=console, transient=True)
         self._tracker: StepProgress | None = None
         self._held: dict[Path, list[Record]] = {}
