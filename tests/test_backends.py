@@ -155,7 +155,7 @@ def test_a_run_whose_settings_do_not_fit_the_planned_backend_is_refused_before_a
 def test_missing_weights_of_a_backend_fail_fast(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
     with pytest.raises(ModelNotAvailable, match="model 'wan_ti2v' \\(Wan-AI/Wan2.2-TI2V-5B-Diffusers\\) is not on this "
-                       "machine: download it with `huggingface-cli download Wan-AI/Wan2.2-TI2V-5B-Diffusers` or set "
+                       "machine: download it with `hf download Wan-AI/Wan2.2-TI2V-5B-Diffusers` or set "
                        "MORA_MODEL_WAN_TI2V"):
         check_available(["wan_ti2v"])
     result = CliRunner().invoke(app, ["run", "a fox", "--task", "text_to_video_wan", "--out", str(tmp_path / "runs")])

@@ -61,7 +61,7 @@ def test_full_preset_without_weights_fails_fast_naming_the_model(tmp_path: Path,
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
     result = mora("run", "a fox", "--out", str(tmp_path / "runs"))
     assert result.exit_code == 2
-    assert "stabilityai/stable-diffusion-xl-base-1.0" in result.output and "huggingface-cli download" in result.output
+    assert "stabilityai/stable-diffusion-xl-base-1.0" in result.output and "hf download" in result.output
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
 
 
@@ -109,4 +109,4 @@ def test_connect_command_and_its_missing_weights_message(tmp_path: Path, monkeyp
     result = mora("run", "--task", "connect_videos", "--video", str(a), "--video", str(b), "join",
                   "--out", str(tmp_path / "full"))
     assert result.exit_code == 2
-    assert "Vchitect/SEINE" in result.output and "huggingface-cli download Vchitect/SEINE seine.pt" in result.output
+    assert "Vchitect/SEINE" in result.output and "hf download Vchitect/SEINE seine.pt" in result.output

@@ -31,8 +31,12 @@ MODEL_IDS: dict[str, str] = {
     "wan_ti2v": "Wan-AI/Wan2.2-TI2V-5B-Diffusers",
     "ltx_video": "Lightricks/LTX-Video",
     "wan_flf2v": "Wan-AI/Wan2.1-FLF2V-14B-720P-diffusers",
+    "skyreels_df": "Skywork/SkyReels-V2-DF-1.3B-540P-Diffusers",
+    "framepack": "lllyasviel/FramePackI2V_HY",
+    "hunyuan_video": "hunyuanvideo-community/HunyuanVideo",
+    "flux_redux": "lllyasviel/flux_redux_bfl",
 }
-KEY_FILES = {"seine": "seine.pt"}
+KEY_FILES = {"seine": "seine.pt", "framepack": "config.json", "flux_redux": "image_encoder/config.json"}
 """The file that shows a model is present (default: a diffusers pipeline's model_index.json)."""
 PRESETS = ("full", "tiny")
 MEMORY_PROFILES = ("resident", "24gb")
@@ -40,21 +44,23 @@ REFINER_SHARES = ("text_encoder_2", "vae")
 """The SDXL refiner's components taken from the base: one copy in memory, as in the paper's code."""
 PIPELINES = {"flux_schnell": "FluxPipeline", "flux_kontext": "FluxKontextPipeline",
              "wan_ti2v": "WanImageToVideoPipeline", "ltx_video": "LTXImageToVideoPipeline",
-             "wan_flf2v": "WanImageToVideoPipeline"}
+             "wan_flf2v": "WanImageToVideoPipeline", "skyreels_df": "SkyReelsV2DiffusionForcingImageToVideoPipeline",
+             "framepack": "HunyuanVideoFramepackPipeline"}
 """The diffusers pipeline class of each newer backend's model (Wan 2.2 TI2V-5B takes its image as the first latent
 frame: its folder's `expand_timesteps`; FLF2V takes a first and a last image)."""
 DERIVED = {"sdxl_img2img": ("sdxl_base", "StableDiffusionXLImg2ImgPipeline"),
-           "flux_schnell_img2img": ("flux_schnell", "FluxImg2ImgPipeline")}
+           "flux_schnell_img2img": ("flux_schnell", "FluxImg2ImgPipeline"),
+           "skyreels_df_extend": ("skyreels_df", "SkyReelsV2DiffusionForcingVideoToVideoPipeline")}
 """Img2img pipelines made of another model's components, as they are (no second copy of any weight)."""
 BF16_MODELS = frozenset(PIPELINES)
 """Models their authors run in bf16 (FLUX's activations overflow fp16); the paper's run in fp16."""
-FP32_VAE = frozenset({"wan_ti2v", "wan_flf2v"})
+FP32_VAE = frozenset({"wan_ti2v", "wan_flf2v", "skyreels_df"})
 """Models whose VAE runs in float32, as their authors run it."""
-GROUP_OFFLOAD = frozenset({"flux_schnell", "flux_kontext", "wan_flf2v"})
+GROUP_OFFLOAD = frozenset({"flux_schnell", "flux_kontext", "wan_flf2v", "framepack"})
 """Under `24gb`: models whose denoiser alone exceeds 22 GiB in bf16 (FLUX: 11.9 B parameters, 23.8 GB; Wan 2.1
-FLF2V-14B: 16.4 B, 32.8 GB), so they move to the GPU a block at a time (group offloading) instead of a model at a
-time."""
-VAE_TILING = frozenset({"wan_ti2v", "ltx_video", "wan_flf2v"})
+FLF2V-14B: 16.4 B, 32.8 GB; FramePack's HunyuanVideo transformer: 13 B, 26 GB), so they move to the GPU a block at a
+time (group offloading) instead of a model at a time."""
+VAE_TILING = frozenset({"wan_ti2v", "ltx_video", "wan_flf2v", "skyreels_df", "framepack"})
 """Under `24gb`: video VAEs decoded in overlapping tiles (their activations at 720p exceed the budget)."""
 
 
@@ -84,7 +90,7 @@ def check_available(keys: Iterable[str]) -> None:
         if not isinstance(try_to_load_from_cache(source, key_file), str):
             raise ModelNotAvailable(
                 f"model '{key}' ({source}) is not on this machine: download it with "
-                f"`huggingface-cli download {source}{' ' + key_file if key in KEY_FILES else ''}` or set MORA_MODEL_{key.upper()} to a local folder "
+                f"`hf download {source}{' ' + key_file if key == 'seine' else ''}` or set MORA_MODEL_{key.upper()} to a local folder "
                 f"(or use --preset tiny for a random-weight demo)"
             )
 
@@ -135,13 +141,18 @@ def _full(key: str, device: torch.device, dtype: torch.dtype | None = None) -> D
         check_available(["sd_v1_4"])
         return load_seine_pipeline(model_source("seine"), model_source("sd_v1_4"), device, dtype or full_dtype(device))
     common = {"torch_dtype": dtype or full_dtype(device, key), "local_files_only": True}
+    if key == "framepack":
+        return _framepack(common)
     if key in PIPELINES:
         import diffusers
 
         if key in FP32_VAE:
             common["vae"] = diffusers.AutoencoderKLWan.from_pretrained(
                 model_source(key), subfolder="vae", torch_dtype=torch.float32, local_files_only=True)
-        return getattr(diffusers, PIPELINES[key]).from_pretrained(model_source(key), **common)
+        pipe = getattr(diffusers, PIPELINES[key]).from_pretrained(model_source(key), **common)
+        if key == "skyreels_df":  # its authors' shift for image-to-video and extension (8 is for text-to-video)
+            pipe.scheduler = diffusers.UniPCMultistepScheduler.from_config(pipe.scheduler.config, flow_shift=5.0)
+        return pipe
     if key == "sdxl_base":
         return StableDiffusionXLPipeline.from_pretrained(model_source(key), **common)
     if key == "sdxl_refiner":
@@ -153,8 +164,25 @@ def _full(key: str, device: torch.device, dtype: torch.dtype | None = None) -> D
     return StableVideoDiffusionPipeline.from_pretrained(model_source(key), **common)
 
 
+def _framepack(common: dict) -> DiffusionPipeline:
+    """FramePack as its authors assemble it: their transformer, HunyuanVideo's text encoders, VAE and scheduler, and
+    the SigLIP image encoder of FLUX.1 Redux."""
+    import diffusers
+    from transformers import SiglipImageProcessor, SiglipVisionModel
+
+    check_available(["hunyuan_video", "flux_redux"])
+    redux = model_source("flux_redux")
+    return diffusers.HunyuanVideoFramepackPipeline.from_pretrained(
+        model_source("hunyuan_video"),
+        transformer=diffusers.HunyuanVideoFramepackTransformer3DModel.from_pretrained(model_source("framepack"),
+                                                                                     **common),
+        feature_extractor=SiglipImageProcessor.from_pretrained(redux, subfolder="feature_extractor",
+                                                               local_files_only=True),
+        image_encoder=SiglipVisionModel.from_pretrained(redux, subfolder="image_encoder", **common), **common)
+
+
 def _tiny(key: str, device: torch.device) -> DiffusionPipeline:
-    from mora_agents.models import tiny, tiny_backends
+    from mora_agents.models import tiny, tiny_backends, tiny_long
     from mora_agents.pipelines.seine import tiny_seine_pipeline
 
     builders: dict[str, Callable[[], DiffusionPipeline]] = {
@@ -168,6 +196,8 @@ def _tiny(key: str, device: torch.device) -> DiffusionPipeline:
         "wan_ti2v": tiny_backends.wan_ti2v,
         "ltx_video": tiny_backends.ltx_video,
         "wan_flf2v": tiny_backends.wan_flf2v,
+        "skyreels_df": tiny_long.skyreels_df,
+        "framepack": tiny_long.framepack,
     }
     return builders[key]()
 

@@ -44,6 +44,10 @@ BACKEND_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
                       "negative_prompt": _NEGATIVE_VIDEO},
         "wan2.1-flf2v": {"frames": 81, "width": 1280, "height": 720, "steps": 50, "guidance_scale": 5.5, "fps": 16,
                          "negative_prompt": _NEGATIVE_VIDEO},
+        "skyreels-v2-df": {"seconds": 4.0, "width": 960, "height": 544, "steps": 30, "fps": 24, "guidance_scale": 5.0,
+                           "negative_prompt": _NEGATIVE_VIDEO, "base_frames": 97, "overlap_history": 17,
+                           "addnoise_condition": 20.0, "ar_step": 0, "causal_block_size": None},
+        "framepack": {"seconds": 5.0, "width": 832, "height": 480, "steps": 25, "fps": 30, "guidance_scale": 10.0},
     },
     "tiny": {
         "flux-schnell": {"width": 64, "height": 64, "steps": 2, "strength": 0.3},
@@ -54,6 +58,10 @@ BACKEND_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
                       "negative_prompt": _NEGATIVE_VIDEO},
         "wan2.1-flf2v": {"frames": 9, "width": 64, "height": 64, "steps": 2, "guidance_scale": 5.5, "fps": 8,
                          "negative_prompt": _NEGATIVE_VIDEO},
+        "skyreels-v2-df": {"seconds": 2.0, "width": 64, "height": 64, "steps": 2, "fps": 8, "guidance_scale": 5.0,
+                           "negative_prompt": _NEGATIVE_VIDEO, "base_frames": 17, "overlap_history": 5,
+                           "addnoise_condition": 20.0, "ar_step": 0, "causal_block_size": None},
+        "framepack": {"seconds": 2.0, "width": 64, "height": 64, "steps": 2, "fps": 8, "guidance_scale": 10.0},
     },
 }
 """Per preset, per backend other than the defaults: its recommended parameters (`full`: its authors')."""
