@@ -91,7 +91,7 @@ def test_first_last_frame_backends_connect_videos_and_images(tiny, tmp_path: Pat
      "motion_bucket_id: backend ltx-video does not take it (only svd-xt)"),
     ({"text_to_image": {"backend": "flux-schnell", "guidance_scale": 3}},
      "guidance_scale: backend flux-schnell does not take it (only sdxl)"),
-    ({"image_to_video": {"backend": "cogvideox"}}, "Input should be 'svd-xt', 'wan2.2-ti2v-5b' or 'ltx-video'"),
+    ({"image_to_video": {"backend": "cogvideox"}}, "Input should be 'svd-xt', 'wan2.2-ti2v-5b', 'ltx-video', 'skyreels-v2-df' or 'framepack'"),
 ])
 def test_set_checks_a_backend_and_its_rules(overrides: dict, message: str) -> None:
     with pytest.raises(InputError, match=None) as error:
@@ -115,8 +115,8 @@ def test_library_calls_follow_the_backend_rules_too(tmp_path: Path) -> None:
 
 def test_the_agents_schema_and_their_calls_carry_the_backends() -> None:
     for tool, backends in BACKENDS.items():  # the parameter's type and the table name the same backends
-        enum = REGISTRY[tool].args_model.model_json_schema()["properties"]["backend"]["anyOf"][0]["enum"]
-        assert enum == list(backends), tool
+        choice = REGISTRY[tool].args_model.model_json_schema()["properties"]["backend"]["anyOf"][0]
+        assert choice.get("enum", [choice.get("const")]) == list(backends), tool  # one backend: a const
     spec = REGISTRY["image_to_video"]
     with pytest.raises(ValidationError, match="frames 24: backend wan2.2-ti2v-5b makes 4k\\+1 frames"):
         spec.validate_args({"image": "a.png", "backend": "wan2.2-ti2v-5b", "frames": 24})

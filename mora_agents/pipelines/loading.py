@@ -17,7 +17,8 @@ from transformers import PreTrainedTokenizerBase
 
 from mora_agents.errors import InputError, ModelNotAvailable
 from mora_agents.pipelines.adapters import apply_adapters, trained_models
-from mora_agents.settings import settings
+from mora_agents.pipelines.speed import SpedPipeline, apply_speed
+from mora_agents.settings import Speed, note, settings
 
 MODEL_IDS: dict[str, str] = {
     "sdxl_base": "stabilityai/stable-diffusion-xl-base-1.0",
@@ -102,13 +103,23 @@ def full_dtype(device: torch.device, key: str | None = None) -> torch.dtype:
     return torch.bfloat16 if key in BF16_MODELS else torch.float16
 
 
-def finish_pipeline(key: str, pipe: DiffusionPipeline, device: str | torch.device,
-                    memory_profile: str = "resident") -> DiffusionPipeline:
+def finish_pipeline(key: str, pipe: DiffusionPipeline, device: str | torch.device, memory_profile: str = "resident",
+                    speed: Speed = Speed(), gpus: int = 1) -> DiffusionPipeline:
     """How the presets run a freshly built pipeline: placed on `device` as the memory profile says (see
-    `ToolSettings.memory_profile`; the same computation up to float rounding), default attention, no progress bars.
+    `ToolSettings.memory_profile`; the same computation up to float rounding), no progress bars, and run as the
+    speed settings say, across `gpus` GPUs where diffusers can split its denoiser (`mora_agents.pipelines.speed`;
+    `exact` and one GPU: default attention, nothing changed). What the speed settings did is noted for the step.
 
     `mora bench` applies it to its random-weight pipelines, so its `ours` rows are what `load_pipeline` returns.
     """
+    pipe = _place(key, pipe, device, memory_profile)
+    pipe, done = apply_speed(key, pipe, speed, torch.device(device), gpus)
+    for phrase in done:
+        note(f"{key}: {phrase}")
+    return pipe
+
+
+def _place(key: str, pipe: DiffusionPipeline, device: str | torch.device, memory_profile: str) -> DiffusionPipeline:
     pipe.set_progress_bar_config(disable=True)
     if memory_profile == "resident":
         return pipe.to(device)
@@ -211,29 +222,29 @@ def load_pipeline(key: str) -> DiffusionPipeline:
         raise InputError(f"memory profile '{s.memory_profile}': unknown (choose from {', '.join(MEMORY_PROFILES)})")
     if key in DERIVED:
         base, cls = DERIVED[key]
-        return _derived(cls, load_pipeline(base))
+        return _derived(key, cls, load_pipeline(base))
     adapters = s.adapters.resolve() if s.adapters else None
     sha = trained_models(adapters).get(key)  # in the cache key: retrained adapters in the same folder reload
     return _load(key, s.preset, str(resolve_device(s.device)), model_source(key), s.memory_profile,
-                 adapters if sha else None, sha)
+                 adapters if sha else None, sha, s.speed, s.gpus)
 
 
 @cache
 def _load(key: str, preset: str, device: str, source: str, memory_profile: str, adapters: Path | None,
-          adapters_sha256: str | None) -> DiffusionPipeline:
+          adapters_sha256: str | None, speed: Speed = Speed(), gpus: int = 1) -> DiffusionPipeline:
     pipe = (_tiny if preset == "tiny" else _full)(key, torch.device(device))
     if adapters is not None:
         apply_adapters(pipe, key, adapters)
-    return finish_pipeline(key, pipe, device, memory_profile)
+    return finish_pipeline(key, pipe, device, memory_profile, speed, gpus)
 
 
 @cache
-def _derived(cls: str, base: DiffusionPipeline) -> DiffusionPipeline:
+def _derived(key: str, cls: str, base: DiffusionPipeline) -> DiffusionPipeline:
     import diffusers
 
     pipe = getattr(diffusers, cls)(**base.components)
     pipe.set_progress_bar_config(disable=True)
-    return pipe
+    return base.derived(key, pipe) if isinstance(base, SpedPipeline) else pipe
 
 
 def load_tokenizer(key: str, subfolder: str, pipeline_key: str) -> PreTrainedTokenizerBase:

@@ -28,7 +28,7 @@ import socket
 import time
 import traceback
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -63,6 +63,8 @@ from mora_agents.inputs import (
 from mora_agents.media import Artifact, atomic_path, sha256_file
 from mora_agents.pipelines.adapters import card_sha256, check_adapters
 from mora_agents.pipelines.loading import MEMORY_PROFILES, resolve_device
+from mora_agents.pipelines.parallel import check_gpus, parallel_attention
+from mora_agents.pipelines.speed import resolve_speed
 from mora_agents.runs.catalog import read_info, run_status
 from mora_agents.runs.lock import run_lock
 from mora_agents.runs.review import Reviewer, auto_accept, decide
@@ -74,7 +76,7 @@ from mora_agents.runs.state import (
     write_state,
 )
 from mora_agents.runs.transcript import Record, TranscriptWriter
-from mora_agents.settings import use_settings
+from mora_agents.settings import Speed, use_settings
 from mora_agents.sop.calls import check_calls
 from mora_agents.sop.loader import find_sops
 from mora_agents.sop.measures import run_measures
@@ -100,6 +102,31 @@ class RunOptions:
     """Whether a person reviews the run (recorded in run.json for whoever resumes it; the reviewer decides)."""
     adapters: Path | None = None
     """A `mora train` output folder: the agents it trained run with its weights and modulation tokens."""
+    speed: str = "exact"
+    """`exact`, `fast` or `fastest` (`--speed`, see `mora_agents.pipelines.speed`)."""
+    speed_options: dict[str, Any] = field(default_factory=dict)
+    """Settings over the profile (`--speed-option NAME=VALUE`)."""
+    gpus: int = 1
+    """GPUs one request's denoiser is split across (`--gpus`, see `mora_agents.pipelines.parallel`)."""
+
+
+def run_speed(profile: str, options: dict[str, Any], device: str, gpus: int, memory_profile: str) -> Speed:
+    """The speed settings of a run on its device (and `--gpus` there); raises InputError (one line)."""
+    try:
+        resolved = resolve_device(device)
+    except RuntimeError as e:
+        raise InputError(f"--device {device}: {str(e).splitlines()[0]}") from None
+    speed = resolve_speed(profile, options, resolved)
+    check_gpus(gpus, resolved)
+    if gpus > 1 and memory_profile != "resident":
+        raise InputError(f"--gpus {gpus}: with --memory-profile resident (each GPU holds the models it runs)")
+    if speed.quantize != "none" and memory_profile != "resident":
+        raise InputError(f"--speed-option quantize={speed.quantize}: with --memory-profile resident")
+    if gpus > 1:  # every GPU would decide on its own part of the sequence whether to skip
+        parallel_attention(speed, resolved)
+        if speed.cache != "none":
+            speed = replace(speed, cache="none", notes=(*speed.notes, f"no cache with --gpus {gpus}"))
+    return speed
 
 
 @dataclass
@@ -145,6 +172,7 @@ def check_options(options: RunOptions) -> None:
     if options.memory_profile not in MEMORY_PROFILES:
         raise InputError(f"--memory-profile {options.memory_profile}: unknown "
                          f"(choose from {', '.join(MEMORY_PROFILES)})")
+    run_speed(options.speed, options.speed_options, options.device, options.gpus, options.memory_profile)
     check_overrides(options.overrides)
     run_adapters(options.adapters, options.preset)
 
@@ -250,7 +278,8 @@ def prepare_run(text: str, *, images: Sequence[Path] = (), videos: Sequence[Path
                               duration=duration, previous=copied[-1] if previous else None)
         _write_json(run_dir / "run.json", {
             "request": request.model_dump(), "task": None, "preset": options.preset, "device": options.device,
-            "memory_profile": options.memory_profile, "seed": seed, "overrides": options.overrides,
+            "memory_profile": options.memory_profile, "speed": options.speed, "speed_options": options.speed_options,
+            "gpus": options.gpus, "seed": seed, "overrides": options.overrides,
             "max_repeats": options.max_repeats, "review": options.review, "sops_dir": str(options.sops_dir or ""),
             "noise": options.preset == "tiny", "status": "queued", "seconds": 0.0, **adapters,
             "created": datetime.now().isoformat()})
@@ -311,14 +340,21 @@ async def resume_run(run_dir: Path, *, device: str | None = None, memory_profile
             raise InputError(f"--memory-profile {memory_profile}: unknown (choose from {', '.join(MEMORY_PROFILES)})")
         info["memory_profile"] = memory_profile or info.get("memory_profile", "resident")
         adapters = run_adapters(info.get("adapters"), info["preset"], info.get("adapters_sha256"))
+        gpus = info.get("gpus", 1)
+        speed = run_speed(info.get("speed", "exact"), info.get("speed_options", {}), info["device"], gpus,
+                          info["memory_profile"])
         with use_settings(preset=info["preset"], device=info["device"], memory_profile=info["memory_profile"],
-                          adapters=adapters["adapters"]):
+                          adapters=adapters["adapters"], speed=speed, gpus=gpus):
             sops_dir = info.get("sops_dir")
             sops = {name: sop for name, (sop, _) in find_sops(Path(sops_dir) if sops_dir else None).items()}
+            info["speed_settings"] = speed.record()  # as resolved on this device (saved when the run starts)
             session = _Session(run_dir, info, sops, model_client or client_from_env(), on_record, reviewer)
             if status == "queued" and adapters["adapters"]:
                 session.note("Adapters", f"agents fine-tuned by {adapters['adapters']} "
                                          f"(sha256 {adapters['adapters_sha256']})")
+            if not speed.exact or gpus > 1:
+                session.note("Speed", speed.describe() + (f"; the denoisers split across {gpus} GPUs where "
+                                                          "diffusers can" if gpus > 1 else ""))
             return await session.start(status, stop)
 
 

@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 
+from mora_agents.pipelines.speed import distilled_defaults
 from mora_agents.settings import settings
 from mora_agents.tools.backends import BACKENDS, check_backend_args
 
@@ -68,8 +69,11 @@ BACKEND_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
 
 
 def backend_defaults(preset: str, tool: str, backend: str) -> dict[str, Any]:
-    """The parameter defaults of a tool's backend under a preset (`connect_images` runs `connect_videos`' models)."""
-    return BACKEND_DEFAULTS[preset].get(backend) or DEFAULTS[preset]["connect_videos" if tool == "connect_images" else tool]
+    """The parameter defaults of a tool's backend under a preset (`connect_images` runs `connect_videos`' models), with
+    those of a distilled LoRA over them when the speed settings load one (`--speed-option distill=...`)."""
+    defaults = BACKEND_DEFAULTS[preset].get(backend) or DEFAULTS[preset]["connect_videos" if tool == "connect_images"
+                                                                          else tool]
+    return defaults | distilled_defaults(backend, settings().speed)
 
 
 def fill_defaults(tool: str, backend: str, **given: Any) -> dict[str, Any]:

@@ -66,11 +66,16 @@ class ToolSpec:
         model = self.args_model.model_validate(arguments)
         return {name: getattr(model, name) for name in arguments}
 
+    @cached_property
+    def param_model(self) -> type[BaseModel]:
+        """The arguments' types and bounds alone, without the check of their combination (see `validate_param`)."""
+        return args_model(self.name, self.func)
+
     def validate_param(self, name: str, value: Any) -> Any:
         """Check one parameter's value against its type and bounds (pydantic errors raise); `check_combination`
-        checks several together."""
-        partial = self.args_model.model_construct()
-        self.args_model.__pydantic_validator__.validate_assignment(partial, name, value)
+        checks several together (so a parameter that only another backend than the default reads passes here)."""
+        partial = self.param_model.model_construct()
+        self.param_model.__pydantic_validator__.validate_assignment(partial, name, value)
         return getattr(partial, name)
 
     def check_combination(self, values: Mapping[str, Any]) -> None:
