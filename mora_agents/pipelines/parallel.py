@@ -205,4 +205,6 @@ def worker_main(device_type: str) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description="A --gpus worker rank (started by the process that runs a request).")
     parser.add_argument("--device", choices=("cuda", "cpu"), required=True)
-    worker_main(parser.parse_args().device)
+    from mora_agents.pipelines import parallel  # the module the pipelines see, not this `__main__` copy of it
+
+    parallel.worker_main(parser.parse_args().device)
