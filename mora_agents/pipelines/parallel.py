@@ -91,8 +91,7 @@ def has_plan(model: torch.nn.Module | None) -> bool:
 
 
 def make_parallel(model: torch.nn.Module, gpus: int, speed: Speed, device: torch.device) -> None:
-    """Split a denoiser across the group's ranks (every rank calls this on its own copy)."""
-    group(gpus, device)  # on rank 0: start the workers first
+    """Split a denoiser across the ranks of the process group (every rank calls this on its own copy)."""
     if (attention := parallel_attention(speed, device)) is not None:
         model.set_attention_backend(attention)
     with _cpu_accelerator():

@@ -64,6 +64,9 @@ CACHE: dict[str, CacheChoice] = {
     "skyreels_df": CacheChoice("taylorseer", source="diffusers has no First-Block-Cache metadata for its blocks"),
 }
 """Per model with a cacheable transformer, the cache the `fast` profiles use and First-Block-Cache's thresholds."""
+TAYLORSEER_MODULES = r"(?:blocks|transformer_blocks|single_transformer_blocks)\.\d+\.attn\d?"
+"""The modules whose outputs TaylorSeer predicts: every block's attention (`attn`, `attn1`, `attn2`; diffusers' own
+default patterns name `attn` only, which Wan's and SkyReels-V2's blocks do not have)."""
 
 
 @dataclass(frozen=True)
@@ -248,6 +251,7 @@ def apply_speed(key: str, pipe: Any, speed: Speed, device: torch.device, gpus: i
         model.set_attention_backend(speed.attention)
         done.append(f"attention {speed.attention}")
     if split:  # after the attention backend (it must support splitting), before caches and compilation
+        parallel.group(gpus, device)  # on rank 0: the workers start and join first
         parallel.make_parallel(model, gpus, speed, device)
         done.append(f"split across {gpus} GPUs ({speed.parallel})")
     if speed.cache != "none" and hasattr(model, "enable_cache") and key in CACHE:
@@ -271,7 +275,7 @@ def _enable_cache(model: Any, key: str, speed: Speed) -> str:
     if cache == "first-block" and choice.cache != "first-block":
         return f"no First-Block-Cache ({choice.source})"
     if cache == "taylorseer":
-        model.enable_cache(TaylorSeerCacheConfig())
+        model.enable_cache(TaylorSeerCacheConfig(cache_identifiers=[TAYLORSEER_MODULES]))
         return "TaylorSeer cache"
     threshold = speed.cache_threshold or (choice.fastest if speed.quantize == "fp8" else choice.fast)
     model.enable_cache(FirstBlockCacheConfig(threshold=threshold))
