@@ -22,6 +22,7 @@ from torch import nn
 
 from mora_agents.bench.build import DEPENDS, build_pipeline
 from mora_agents.pipelines.loading import finish_pipeline
+from mora_agents.pipelines.speed import REPEATED_BLOCKS
 from mora_agents.settings import Speed
 
 Settings = Mapping[str, Mapping[str, Any]]
@@ -110,12 +111,6 @@ def _fused_qkv(key: str, pipe: DiffusionPipeline) -> None:
 
 FUSED_QKV_MODELS = frozenset({"sdxl_base", "sdxl_refiner", "instruct_pix2pix"})
 """The models whose pipelines have `fuse_qkv_projections` (the denoiser's and the VAE's attention)."""
-REPEATED_BLOCKS = {
-    "svd": ("BasicTransformerBlock", "TemporalBasicTransformerBlock"),
-    "seine": ("TransformerBlock3D",),
-}
-"""The transformer blocks of the denoisers that declare no `_repeated_blocks` (UNet2DConditionModel declares its
-`BasicTransformerBlock`)."""
 
 
 def _compile(key: str, pipe: DiffusionPipeline) -> None:

@@ -79,6 +79,14 @@ class Distill:
     guidance_scale: float
 
 
+REPEATED_BLOCKS = {
+    "svd": ("BasicTransformerBlock", "TemporalBasicTransformerBlock"),
+    "seine": ("TransformerBlock3D",),
+}
+"""The transformer blocks of the denoisers that declare no `_repeated_blocks` (UNet2DConditionModel declares its
+`BasicTransformerBlock`), for regional compilation."""
+
+
 DISTILL: dict[str, Distill] = {
     "wan2.1-flf2v": Distill("lightx2v/Wan2.1-I2V-14B-480P-StepDistill-CfgDistill-Lightx2v",
                             "loras/Wan21_I2V_14B_lightx2v_cfg_step_distill_lora_rank64.safetensors",
@@ -257,9 +265,11 @@ def apply_speed(key: str, pipe: Any, speed: Speed, device: torch.device, gpus: i
     if speed.cache != "none" and hasattr(model, "enable_cache") and key in CACHE:
         done.append(_enable_cache(model, key, speed))
     if speed.compile != "none":
-        if speed.compile == "regional" and getattr(model, "_repeated_blocks", None):
+        blocks = REPEATED_BLOCKS.get(key) or getattr(model, "_repeated_blocks", None)
+        if speed.compile == "regional" and blocks:
+            model._repeated_blocks = blocks
             model.compile_repeated_blocks()
-            done.append(f"compiled {', '.join(model._repeated_blocks)}")
+            done.append(f"compiled {', '.join(blocks)}")
         else:
             model.compile()
             done.append(f"compiled {type(model).__name__}")
