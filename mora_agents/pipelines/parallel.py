@@ -25,6 +25,7 @@ import sys
 import tempfile
 from contextlib import contextmanager
 from dataclasses import asdict
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 from unittest import mock
@@ -35,8 +36,10 @@ import torch.distributed as dist
 from mora_agents.errors import InputError, MoraError
 from mora_agents.settings import Speed, settings, use_settings
 
-TIMEOUT_S = 600
-"""How long the ranks wait for each other (joining, and every call)."""
+JOIN_S = 600
+"""How long rank 0 waits for the workers to start (they import torch and diffusers) before giving up."""
+IDLE = timedelta(days=7)
+"""How long a worker waits for the next call (a server's workers wait between requests)."""
 
 
 def check_gpus(gpus: int, device: torch.device) -> None:
@@ -124,13 +127,21 @@ class Group:
             probe.bind(("127.0.0.1", 0))
             port = probe.getsockname()[1]
         env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "WORLD_SIZE": str(gpus)}
-        self.workers = [subprocess.Popen(
-            [sys.executable, "-m", "mora_agents.pipelines.parallel", "--device", device.type],
-            env={**env, "RANK": str(rank), "LOCAL_RANK": str(rank)}, stdin=subprocess.DEVNULL,
-            stdout=(log := open(self.logs / f"rank{rank}.log", "wb")), stderr=subprocess.STDOUT)  # noqa: SIM115
-            for rank in range(1, gpus)]
-        log.close()
-        _join(device.type, 0, gpus, port)
+        self.workers = []
+        for rank in range(1, gpus):
+            with open(self.logs / f"rank{rank}.log", "wb") as log:  # the worker writes to its own copy
+                self.workers.append(subprocess.Popen(
+                    [sys.executable, "-m", "mora_agents.pipelines.parallel", "--device", device.type],
+                    env={**env, "RANK": str(rank), "LOCAL_RANK": str(rank)}, stdin=subprocess.DEVNULL, stdout=log,
+                    stderr=subprocess.STDOUT))
+        store = dist.TCPStore("127.0.0.1", port, gpus, is_master=True, timeout=timedelta(seconds=JOIN_S),
+                              wait_for_workers=False)
+        waited = 0
+        while not _ready(store, gpus):  # a worker that fails to start is named at once, not after JOIN_S
+            if any(worker.poll() is not None for worker in self.workers) or (waited := waited + 1) > JOIN_S:
+                self.close()
+                raise MoraError(f"--gpus {gpus}: a worker process did not start; its log is in {self.logs}")
+        _join(device.type, 0, gpus, store)
         atexit.register(self.close)
 
     def send(self, message: tuple) -> None:
@@ -142,6 +153,7 @@ class Group:
         if dist.is_initialized():
             try:
                 self.send(("stop",))
+                dist.barrier()  # every rank leaves together (gloo aborts a rank whose peer is already gone)
             except MoraError:
                 pass
             dist.destroy_process_group()
@@ -150,6 +162,7 @@ class Group:
                 worker.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 worker.kill()
+                worker.wait()
 
 
 _group: Group | None = None
@@ -167,14 +180,20 @@ def group(gpus: int, device: torch.device) -> Group | None:
     return _group
 
 
-def _join(device_type: str, rank: int, world: int, port: int) -> None:
-    from datetime import timedelta
+def _ready(store: dist.TCPStore, gpus: int) -> bool:
+    """Whether every worker has said it started (waits a second at most)."""
+    try:
+        store.wait([f"ready{rank}" for rank in range(1, gpus)], timedelta(seconds=1))
+    except RuntimeError:  # the store's timeout
+        return False
+    return True
 
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+
+def _join(device_type: str, rank: int, world: int, store: dist.TCPStore) -> None:
     if device_type == "cuda":
         torch.cuda.set_device(rank)
-    dist.init_process_group("nccl" if device_type == "cuda" else "gloo", rank=rank, world_size=world,
-                            timeout=timedelta(seconds=TIMEOUT_S))
+    dist.init_process_group("nccl" if device_type == "cuda" else "gloo", store=store, rank=rank, world_size=world,
+                            timeout=IDLE)
 
 
 _RANK = 0
@@ -186,13 +205,17 @@ def worker_main(device_type: str) -> None:
     from mora_agents.pipelines.loading import load_pipeline
 
     global _RANK
-    _RANK = int(os.environ["RANK"])
-    _join(device_type, _RANK, int(os.environ["WORLD_SIZE"]), int(os.environ["MASTER_PORT"]))
+    _RANK, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world, is_master=False,
+                          timeout=timedelta(seconds=JOIN_S))
+    store.set(f"ready{_RANK}", "1")
+    _join(device_type, _RANK, world, store)
     device = f"cuda:{_RANK}" if device_type == "cuda" else "cpu"
     while True:
         message = [None]
         dist.broadcast_object_list(message, src=0)
         if message[0][0] == "stop":
+            dist.barrier()
             break
         _, key, snapshot, args, kwargs = message[0]
         snapshot["speed"] = Speed(**snapshot["speed"])

@@ -125,7 +125,8 @@ def resolve_speed(profile: str, options: Mapping[str, Any], device: torch.device
     for name, value in options.items():
         speed = replace(speed, **{name: _option(name, value, device)})
     if speed.quantize != "none":
-        if not _cuda_fp8(device) if speed.quantize == "fp8" else device.type != "cuda":
+        runs_here = _cuda_fp8(device) if speed.quantize == "fp8" else device.type == "cuda"
+        if not runs_here:
             raise InputError(f"--speed-option quantize={speed.quantize}: needs a CUDA GPU"
                              f"{' of compute capability 8.9 or newer' if speed.quantize == 'fp8' else ''} "
                              f"(this run's device: {device})")
