@@ -60,6 +60,24 @@ app.add_typer(sops_app, name="sops")
 data_app = typer.Typer(help="Training data: candidates from seed prompts, selection by judges and people.",
                        no_args_is_help=True)
 app.add_typer(data_app, name="data")
+
+SpeedProfile = Annotated[str, typer.Option(
+    "--speed", help="How the denoisers run: exact (as without the speed stack), fast (caches, the best attention "
+    "installed, regional torch.compile), fastest (and fp8 weights on GPUs that have them).")]
+SpeedOptions = Annotated[list[str], typer.Option(
+    "--speed-option", help="NAME=VALUE over the --speed profile (repeatable): cache=none|auto|first-block|taylorseer, "
+    "cache_threshold=N, attention=default|auto|flash|sage|..., compile=none|regional|full, quantize=none|fp8|int8, "
+    "distill=none|lightx2v, parallel=ulysses|ring.")]
+Gpus = Annotated[int, typer.Option(
+    "--gpus", help="GPUs one request's denoiser is split across (diffusers' context parallelism: Wan, FLUX.1, "
+    "LTX-Video).")]
+
+
+def speed_settings(speed: str, speed_option: list[str], gpus: int) -> dict[str, Any]:
+    """The RunOptions fields of --speed, --speed-option and --gpus (checked with the other options)."""
+    from mora_agents.pipelines.speed import parse_speed_options
+
+    return {"speed": speed, "speed_options": parse_speed_options(speed_option), "gpus": gpus}
 app.command("bench", help="Time the paper's workloads on real-size random-weight models: reference vs ours.")(bench_command)
 console = make_console(stderr=True)
 """Messages, warnings and errors (stderr). Every text that is not the package's own is escaped here."""
@@ -158,6 +176,9 @@ def run(
     memory_profile: Annotated[str, typer.Option(help="resident: models stay on the GPU; 24gb: offloaded between uses to fit a 24 GB GPU.")] = "resident",
     adapters: Annotated[Optional[Path], typer.Option(help="A `mora train` output: run the agents it fine-tuned.")] = None,
     system: SystemOption = None,
+    speed: SpeedProfile = "exact",
+    speed_option: SpeedOptions = [],
+    gpus: Gpus = 1,
 ) -> None:
     """Run a request through the agents; writes runs/<time>-<slug>/ with result.mp4 and transcript.jsonl."""
     from mora_agents.inputs import parse_sets
@@ -167,7 +188,7 @@ def run(
         check_preset(preset)
         options = RunOptions(preset=preset, device=device, out=out_dir, sops_dir=sops, seed=seed,
                              overrides=parse_sets(set_), max_repeats=max_repeats, memory_profile=memory_profile,
-                             adapters=adapters, system=system)
+                             adapters=adapters, system=system, **speed_settings(speed, speed_option, gpus))
     except InputError as e:
         raise fail(str(e), 2) from None
     _drive(lambda ui, reviewer: run_request(request, images=image, videos=video, task=task, duration=duration,
@@ -198,7 +219,7 @@ def batch(
     requests: Annotated[Path, typer.Argument(help="A JSONL file, one request per line: {\"text\": ..., \"seed\": ...}.")],
     out_dir: Annotated[Path, typer.Option("--out", help="Folder of the batch's run directories and summary.jsonl.")],
     ray: Annotated[Optional[str], typer.Option(help="Run on Ray: local (start it here), auto (the running cluster) or the cluster's ADDRESS.")] = None,
-    gpus_per_worker: Annotated[float, typer.Option(help="GPUs per Ray worker (one worker per CPU on a cluster without GPUs).")] = 1.0,
+    gpus_per_worker: Annotated[Optional[float], typer.Option(help="GPUs per Ray worker (default: --gpus; one worker per CPU on a cluster without GPUs).")] = None,
     workers: Annotated[Optional[int], typer.Option(min=1, help="At most this many Ray workers (default: as many as fit).")] = None,
     retries: Annotated[int, typer.Option(min=0, help="Times a run whose Ray worker died goes to another worker.")] = 2,
     skip_invalid: Annotated[bool, typer.Option("--skip-invalid", help="Skip bad lines (listed) instead of stopping.")] = False,
@@ -208,6 +229,9 @@ def batch(
     memory_profile: Annotated[str, typer.Option(help="resident: models stay on the GPU; 24gb: offloaded between uses to fit a 24 GB GPU.")] = "resident",
     adapters: Annotated[Optional[Path], typer.Option(help="A `mora train` output: every run (but lines with their own) uses the agents it fine-tuned.")] = None,
     system: SystemOption = None,
+    speed: SpeedProfile = "exact",
+    speed_option: SpeedOptions = [],
+    gpus: Gpus = 1,
 ) -> None:
     """Run many requests, each a normal run in OUT; again with the same file skips finished runs and resumes the rest."""
     from mora_agents.batch import check_requests, read_requests, run_batch
@@ -218,7 +242,7 @@ def batch(
     try:
         check_preset(preset)
         options = RunOptions(preset=preset, device=device, out=out_dir, sops_dir=sops, memory_profile=memory_profile,
-                             adapters=adapters, system=system)
+                             adapters=adapters, system=system, **speed_settings(speed, speed_option, gpus))
         found, errors = read_requests(requests)
         if errors and not skip_invalid:  # name every bad line at once, in the file's order
             errors += [f"{r.label}: {r.error}" for r in check_requests(found, options) if r.status == "invalid"]
@@ -228,7 +252,7 @@ def batch(
             console.print(f"[yellow]skipped:[/] {escape(error)}")
         _noise_warning(preset)
         with BatchDisplay(console) as display:
-            results = run_batch(found, options, ray=ray, gpus_per_worker=gpus_per_worker, workers=workers,
+            results = run_batch(found, options, ray=ray, gpus_per_worker=gpus_per_worker or float(gpus), workers=workers,
                                 retries=retries, skip_invalid=skip_invalid, summary=summary, on_update=display.update)
     except InputError as e:
         for line in str(e).splitlines():
@@ -312,14 +336,18 @@ def chat(
     memory_profile: Annotated[str, typer.Option(help="resident: models stay on the GPU; 24gb: offloaded between uses to fit a 24 GB GPU.")] = "resident",
     adapters: Annotated[Optional[Path], typer.Option(help="A `mora train` output: run the agents it fine-tuned.")] = None,
     system: SystemOption = None,
+    speed: SpeedProfile = "exact",
+    speed_option: SpeedOptions = [],
+    gpus: Gpus = 1,
 ) -> None:
     """Chat requests into the group chat; follow-ups refer to the last result. /help lists the commands."""
     from mora_agents.runs.runner import RunOptions, check_options
     from mora_agents.ui.chat import ChatSession, chat_loop, enable_line_editing
 
-    options = RunOptions(preset=preset, device=device, out=out_dir, sops_dir=sops, seed=seed, max_repeats=max_repeats,
-                         memory_profile=memory_profile, adapters=adapters, system=system)
     try:
+        options = RunOptions(preset=preset, device=device, out=out_dir, sops_dir=sops, seed=seed,
+                             max_repeats=max_repeats, memory_profile=memory_profile, adapters=adapters, system=system,
+                             **speed_settings(speed, speed_option, gpus))
         check_preset(preset)
         check_options(options)
     except InputError as e:
@@ -639,6 +667,9 @@ def serve(
     webhook: Annotated[Optional[str], typer.Option(help="POST video.completed / video.failed events here (signed; needs --webhook-secret).")] = None,
     webhook_secret: Annotated[Optional[str], typer.Option(envvar="MORA_WEBHOOK_SECRET", help="The webhooks' signing secret (whsec_ and base64, as Standard Webhooks).")] = None,
     system: SystemOption = None,
+    speed: SpeedProfile = "exact",
+    speed_option: SpeedOptions = [],
+    gpus: Gpus = 1,
 ) -> None:
     """Serve the web page, the HTTP API (docs at /docs), OpenAI's Videos API (/v1) and MCP (/mcp); one run at a time."""
     from mora_agents.runs.runner import RunOptions
@@ -648,10 +679,10 @@ def serve(
         from mora_agents.serve.webhooks import Webhook
     except ImportError as e:
         raise fail(f"mora serve needs {e.name}: pip install 'mora-agents[serve]'", 2) from None
-    options = RunOptions(preset=preset, device=device, out=out_dir, sops_dir=sops, memory_profile=memory_profile,
-                         adapters=adapters, system=system)
     try:
         check_preset(preset)
+        options = RunOptions(preset=preset, device=device, out=out_dir, sops_dir=sops, memory_profile=memory_profile,
+                             adapters=adapters, system=system, **speed_settings(speed, speed_option, gpus))
         config = ServeConfig(options, token=token, max_image_bytes=int(max_image_mb * 2**20),
                              max_video_bytes=int(max_video_mb * 2**20),
                              webhook=Webhook(webhook, webhook_secret or "") if webhook else None)

@@ -28,8 +28,9 @@ from mora_agents.agents.messages import (
 from mora_agents.errors import InputError
 from mora_agents.media import Artifact, atomic_copy
 from mora_agents.pipelines.loading import check_available
+from mora_agents.pipelines.speed import check_speed
 from mora_agents.settings import settings
-from mora_agents.sop.calls import check_calls, required_models
+from mora_agents.sop.calls import check_calls, required_models, sop_calls
 from mora_agents.sop.execution import Execution, validate_inputs
 from mora_agents.sop.messages import (
     ReviewDecision,
@@ -108,6 +109,7 @@ class ConductorAgent(StreamingAgent):
             try:
                 inputs = validate_inputs(sop, last.content.inputs, self.run_dir)
                 check_calls(sop, self.overrides, settings().adapters)
+                check_speed(settings().speed, [b.name for c in sop_calls(sop) if (b := c.backend(self.overrides))])
                 if settings().preset == "full":
                     check_available(required_models(sop, self.overrides))
                 self.execution = Execution(sop, inputs, self.run_dir, self.seed, self.overrides)

@@ -131,11 +131,15 @@ def write_prompts(examples: Sequence[str], count: int, seed: int, kind: str = "s
 
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(?:s|sec|secs|second|seconds)\b", re.I)
+_MINUTES = re.compile(r"(\d+(?:\.\d+)?)[\s-]*(?:min|mins|minute|minutes)\b", re.I)
+LONG_SECONDS = 30
+"""The shortest video `long_video` makes."""
 # (task, keywords): checked in order, each only when the attachments fit the task.
 _ROUTES = [
     ("connect_videos", ("connect", "transition", "join", "bridge", "merge")),
     ("digital_world", ("minecraft", "digital world", "game world", "simulate", "voxel")),
     ("extend_video", ("extend", "continue", "longer", "more seconds", "lengthen")),
+    ("long_video", ("long video", "long-form", "long take", "minute")),
     ("edit_video", ("edit", "change", "make it", "turn it", "style", "restyle", "convert")),
 ]
 
@@ -146,10 +150,16 @@ def route(request: dict[str, Any], task_names: Sequence[str]) -> dict[str, Any]:
     low = text.lower()
     n_images, n_videos = len(request.get("images", [])), len(request.get("videos", []))
     available = n_videos + bool(request.get("previous"))  # a follow-up may refer to the previous result
+    duration = request.get("duration")
+    if duration is None and (match := _DURATION.search(text)):
+        duration = float(match.group(1))
+    elif duration is None and (match := _MINUTES.search(text)):
+        duration = 60 * float(match.group(1))
     fits = {
         "connect_videos": available >= 2,
         "digital_world": n_videos == 0,
         "extend_video": available == 1,
+        "long_video": n_videos <= 1 and n_images <= 1 and (duration is None or duration >= LONG_SECONDS),
         "edit_video": available == 1,
     }
     task = request.get("task")
@@ -163,9 +173,6 @@ def route(request: dict[str, Any], task_names: Sequence[str]) -> dict[str, Any]:
         reason = f"{n_images} image(s) and {n_videos} video(s) attached"
     if task not in task_names:
         task = "text_to_video"
-    duration = request.get("duration")
-    if duration is None and (match := _DURATION.search(text)):
-        duration = float(match.group(1))
     return {"task": task, "prompt": text.strip(), "duration": duration, "reason": reason}
 
 

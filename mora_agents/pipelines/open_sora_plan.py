@@ -213,7 +213,7 @@ def _require(root: Path, patterns: Sequence[Sequence[str]], what: str, how: str)
 
 
 OSP_DOWNLOAD = f"hf download {OSP_REPO_ID} --include '{OSP_SUBFOLDER}/*' 'vae/*'"
-MT5_DOWNLOAD = f"hf download {MT5_REPO_ID} --include '*.json' spiece.model pytorch_model.bin"
+MT5_DOWNLOAD = f"hf download {MT5_REPO_ID} --include '*.json' --include spiece.model --include pytorch_model.bin"
 _WEIGHTS = ("diffusion_pytorch_model*.safetensors", "diffusion_pytorch_model*.bin")
 
 

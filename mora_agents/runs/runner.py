@@ -29,7 +29,7 @@ import time
 import traceback
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import aclosing, contextmanager, suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -64,6 +64,8 @@ from mora_agents.inputs import (
 from mora_agents.media import Artifact, atomic_path, sha256_file
 from mora_agents.pipelines.adapters import card_sha256, check_adapters
 from mora_agents.pipelines.loading import MEMORY_PROFILES, resolve_device
+from mora_agents.pipelines.parallel import check_gpus, parallel_attention
+from mora_agents.pipelines.speed import resolve_speed
 from mora_agents.runs.catalog import read_info, run_status
 from mora_agents.runs.lock import run_lock
 from mora_agents.runs.review import Reviewer, auto_accept, decide
@@ -75,7 +77,7 @@ from mora_agents.runs.state import (
     write_state,
 )
 from mora_agents.runs.transcript import Record, TranscriptWriter, read_transcript
-from mora_agents.settings import use_settings
+from mora_agents.settings import Speed, use_settings
 from mora_agents.sop.calls import check_calls
 from mora_agents.sop.loader import find_sops
 from mora_agents.sop.measures import run_measures
@@ -106,11 +108,36 @@ class RunOptions:
     """The paper's system to run (`svd` or `osp`, `tools.backends.SYSTEMS`): every model tool runs its backend, as if
     set with `--set TOOL.backend=...`, unless `overrides` names one. None: the SOPs' backends (the tools' defaults,
     the `svd` system's, unless an SOP names others)."""
+    speed: str = "exact"
+    """`exact`, `fast` or `fastest` (`--speed`, see `mora_agents.pipelines.speed`)."""
+    speed_options: dict[str, Any] = field(default_factory=dict)
+    """Settings over the profile (`--speed-option NAME=VALUE`)."""
+    gpus: int = 1
+    """GPUs one request's denoiser is split across (`--gpus`, see `mora_agents.pipelines.parallel`)."""
 
     @property
     def tool_overrides(self) -> dict[str, dict[str, Any]]:
         """The overrides with the system's backends: what the run's SOP calls see (and run.json records)."""
         return system_overrides(self.system, self.overrides) if self.system in SYSTEMS else self.overrides
+
+
+def run_speed(profile: str, options: dict[str, Any], device: str, gpus: int, memory_profile: str) -> Speed:
+    """The speed settings of a run on its device (and `--gpus` there); raises InputError (one line)."""
+    try:
+        resolved = resolve_device(device)
+    except RuntimeError as e:
+        raise InputError(f"--device {device}: {str(e).splitlines()[0]}") from None
+    speed = resolve_speed(profile, options, resolved)
+    check_gpus(gpus, resolved)
+    if gpus > 1 and memory_profile != "resident":
+        raise InputError(f"--gpus {gpus}: with --memory-profile resident (each GPU holds the models it runs)")
+    if speed.quantize != "none" and memory_profile != "resident":
+        raise InputError(f"--speed-option quantize={speed.quantize}: with --memory-profile resident")
+    if gpus > 1:  # every GPU would decide on its own part of the sequence whether to skip
+        parallel_attention(speed, resolved)
+        if speed.cache != "none":
+            speed = replace(speed, cache="none", notes=(*speed.notes, f"no cache with --gpus {gpus}"))
+    return speed
 
 
 @dataclass
@@ -163,6 +190,7 @@ def check_options(options: RunOptions) -> None:
                          f"(choose from {', '.join(MEMORY_PROFILES)})")
     if options.system is not None and options.system not in SYSTEMS:
         raise InputError(f"--system {options.system}: unknown (choose from {', '.join(SYSTEMS)})")
+    run_speed(options.speed, options.speed_options, options.device, options.gpus, options.memory_profile)
     options.overrides = check_overrides(options.overrides)
     check_overrides(options.tool_overrides)  # the system's backends with the person's parameters
     run_adapters(options.adapters, options.preset)
@@ -282,7 +310,8 @@ def prepare_run(text: str, *, images: Sequence[Path] = (), videos: Sequence[Path
 def _run_info(request: UserRequest, options: RunOptions, seed: int, adapters: dict[str, Any]) -> dict[str, Any]:
     """A new run's run.json (status queued)."""
     return {"request": request.model_dump(), "task": None, "preset": options.preset, "device": options.device,
-            "memory_profile": options.memory_profile, "seed": seed, "system": options.system,
+            "memory_profile": options.memory_profile, "speed": options.speed, "speed_options": options.speed_options,
+            "gpus": options.gpus, "seed": seed, "system": options.system,
             "overrides": options.tool_overrides,
             "max_repeats": options.max_repeats, "review": options.review, "sops_dir": str(options.sops_dir or ""),
             "noise": options.preset == "tiny", "status": "queued", "seconds": 0.0, **adapters,
@@ -371,14 +400,21 @@ async def resume_run(run_dir: Path, *, device: str | None = None, memory_profile
             raise InputError(f"--memory-profile {memory_profile}: unknown (choose from {', '.join(MEMORY_PROFILES)})")
         info["memory_profile"] = memory_profile or info.get("memory_profile", "resident")
         adapters = run_adapters(info.get("adapters"), info["preset"], info.get("adapters_sha256"))
+        gpus = info.get("gpus", 1)
+        speed = run_speed(info.get("speed", "exact"), info.get("speed_options", {}), info["device"], gpus,
+                          info["memory_profile"])
         with use_settings(preset=info["preset"], device=info["device"], memory_profile=info["memory_profile"],
-                          adapters=adapters["adapters"]):
+                          adapters=adapters["adapters"], speed=speed, gpus=gpus):
             sops_dir = info.get("sops_dir")
             sops = {name: sop for name, (sop, _) in find_sops(Path(sops_dir) if sops_dir else None).items()}
+            info["speed_settings"] = speed.record()  # as resolved on this device (saved when the run starts)
             session = _Session(run_dir, info, sops, model_client or client_from_env(), on_record, reviewer)
             if status == "queued" and adapters["adapters"]:
                 session.note("Adapters", f"agents fine-tuned by {adapters['adapters']} "
                                          f"(sha256 {adapters['adapters_sha256']})")
+            if not speed.exact or gpus > 1:
+                session.note("Speed", speed.describe() + (f"; the denoisers split across {gpus} GPUs where "
+                                                          "diffusers can" if gpus > 1 else ""))
             return await session.start(status, stop)
 
 

@@ -151,6 +151,12 @@ def check_references(sop: SOP, path: Path) -> None:
             raise fail("tool", f"agent '{step.agent}' has no LLM, so the step must name a tool")
         if step.repeat is not None:
             _check_repeat(step, REGISTRY, fail)
+        if step.drift and (step.repeat is not None or step.tool is None or REGISTRY[step.tool].produces != "video"):
+            raise fail("drift", "measures one clip made in one call: a step that makes a video and does not repeat "
+                       "(a chained step is measured per segment anyway)")
+        if step.drift and (step.repeat is not None or step.tool is None or REGISTRY[step.tool].produces != "video"):
+            raise fail("drift", "measures one clip made in one call: a step that makes a video and does not repeat "
+                       "(a chained step is measured per segment anyway)")
         for call in step_calls(step):
             _check_call(call, fail)
         if step.edit is not None and step.edit not in REGISTRY[step.tool].parameters:

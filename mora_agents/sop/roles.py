@@ -19,8 +19,8 @@ ROLES: dict[str, Role] = {
                                 "the step names (SDXL base + refiner by default).", llm=True),
     "image_to_image_agent": Role("Edits images following instructions, with the backend the step names "
                                  "(InstructPix2Pix by default).", llm=True),
-    "image_to_video_agent": Role("Animates images into video clips, with the backend the step names (Stable Video "
-                                 "Diffusion XT by default).", llm=True),
+    "image_to_video_agent": Role("Animates images into video clips, or continues a video, with the backend the step "
+                                 "names (Stable Video Diffusion XT by default).", llm=True),
     "video_connection_agent": Role("Generates clips from a first to a last frame, e.g. transitions that connect two "
                                    "videos, with the backend the step names (SEINE by default).", llm=True),
     "media_agent": Role("Extracts frames and joins clips.", llm=False),

@@ -115,6 +115,10 @@ class StepSpec(_Strict):
     repeat: RepeatSpec | None = None
     review: bool = False
     """A human review point: with review on, a person accepts, repeats or edits this step's output."""
+    drift: bool = False
+    """Record in run.json how this step's video drifts over time: every 4 s of it, the frame there against the clip's
+    first frame and against the frame before it (for a long clip made in one call; chained steps are measured per
+    segment without it)."""
     edit: str | None = None
     """At a review point, the text argument a person may rewrite before the step runs again (e.g.
     `prompt`). A text step (no tool) needs none: its output itself is what a person edits."""

@@ -43,6 +43,10 @@ class Backend:
     """Widths and heights are multiples of this (the VAE's factor times the denoiser's patch)."""
     frames_step: int = 1
     """Frame counts are `frames_step * k + 1` (the VAE's temporal factor); 1: any count."""
+    frame_params: frozenset[str] = frozenset({"frames"})
+    """The parameters that count frames, and so follow `frames_step`."""
+    below: tuple[tuple[str, str], ...] = ()
+    """Pairs of parameters (a, b) where a, when both are given, must be below b."""
     text: TextBudget | None = None
     """None: it reads no text."""
     adapters: bool = False
@@ -123,9 +127,25 @@ BACKENDS: dict[str, dict[str, Backend]] = {
     },
 }
 """Per model tool, its backends by name; the first is the default."""
+_WINDOWS = frozenset({"seconds", "width", "height", "steps", "fps", "negative_prompt", "guidance_scale", "base_frames",
+                      "overlap_history", "addnoise_condition", "ar_step", "causal_block_size"})
+"""What SkyReels-V2 diffusion forcing reads: a length in seconds, made in windows of `base_frames` that each continue
+the last `overlap_history` frames of the one before."""
+SKYREELS_DF = Backend(
+    "skyreels-v2-df", "SkyReels-V2 DF 1.3B (diffusion forcing)", ("skyreels_df",), _WINDOWS, side=16, frames_step=4,
+    frame_params=frozenset({"base_frames", "overlap_history"}), below=(("overlap_history", "base_frames"),),
+    text=TextBudget("UMT5", "tokenizer", 512, "skyreels_df"))
+BACKENDS["image_to_video"] |= {
+    "skyreels-v2-df": SKYREELS_DF,
+    "framepack": Backend(
+        "framepack", "FramePack (HunyuanVideo)", ("framepack", "hunyuan_video", "flux_redux"),
+        frozenset({"seconds", "width", "height", "steps", "fps", "guidance_scale"}), side=16,
+        text=TextBudget("Llama", "tokenizer", 256, "hunyuan_video")),
+}
+BACKENDS["extend_video"] = {"skyreels-v2-df": SKYREELS_DF}
 BACKENDS["connect_images"] = BACKENDS["connect_videos"]
 PROMPTS = {"text_to_image": "prompt", "edit_image": "instruction", "image_to_video": "prompt",
-           "connect_videos": "prompt", "connect_images": "prompt"}
+           "connect_videos": "prompt", "connect_images": "prompt", "extend_video": "prompt"}
 """The parameter of each model tool that its backend's text encoder reads (with `negative_prompt`)."""
 SYSTEMS: dict[str, dict[str, str]] = {
     "svd": {"text_to_image": "sdxl", "edit_image": "instruct-pix2pix", "image_to_video": "svd-xt",
@@ -173,12 +193,17 @@ def check_backend_args(backends: Mapping[str, Backend], values: Mapping[str, Any
     steps = values.get("steps")
     if isinstance(steps, int) and steps < backend.min_steps:
         raise ValueError(f"steps {steps}: backend {backend.name} takes at least {backend.min_steps}")
-    frames = values.get("frames")
-    if isinstance(frames, int) and (frames - 1) % backend.frames_step:
-        step = backend.frames_step
-        below = (frames - 1) // step * step + 1
-        raise ValueError(f"frames {frames}: backend {backend.name} makes {step}k+1 frames "
-                         f"(e.g. {below} or {below + step})")
+    for param in sorted(backend.frame_params):
+        frames = values.get(param)
+        if isinstance(frames, int) and (frames - 1) % backend.frames_step:
+            step = backend.frames_step
+            below = (frames - 1) // step * step + 1
+            raise ValueError(f"{param} {frames}: backend {backend.name} makes {step}k+1 frames "
+                             f"(e.g. {below} or {below + step})")
+    for low, high in backend.below:
+        if isinstance(values.get(low), int | float) and isinstance(values.get(high), int | float) \
+                and values[low] >= values[high]:
+            raise ValueError(f"{low} {values[low]}: backend {backend.name} needs it below {high} ({values[high]})")
     for side in ("width", "height"):
         value = values.get(side)
         if isinstance(value, int) and value % backend.side:

@@ -10,6 +10,7 @@ from typing import Any
 import torch
 
 from mora_agents.pipelines.loading import resolve_device
+from mora_agents.pipelines.speed import distilled_defaults
 from mora_agents.settings import settings
 from mora_agents.tools.registry import get_tool
 
@@ -54,6 +55,10 @@ BACKEND_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
         "sd3.5-medium": {"width": 1024, "height": 768, "steps": 40, "guidance_scale": 4.5, "strength": 0.6},
         "open-sora-plan": {"frames": 93, "width": 640, "height": 480, "steps": 100, "guidance_scale": 7.5, "fps": 24,
                            "negative_prompt": _NEGATIVE_IMAGE},
+        "skyreels-v2-df": {"seconds": 4.0, "width": 960, "height": 544, "steps": 30, "fps": 24, "guidance_scale": 5.0,
+                           "negative_prompt": _NEGATIVE_VIDEO, "base_frames": 97, "overlap_history": 17,
+                           "addnoise_condition": 20.0, "ar_step": 0, "causal_block_size": None},
+        "framepack": {"seconds": 5.0, "width": 832, "height": 480, "steps": 25, "fps": 30, "guidance_scale": 10.0},
     },
     "tiny": {
         "flux-schnell": {"width": 64, "height": 64, "steps": 2, "strength": 0.3},
@@ -69,14 +74,21 @@ BACKEND_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
         "sd3.5-medium": {"width": 64, "height": 64, "steps": 2, "guidance_scale": 4.5, "strength": 0.6},
         "open-sora-plan": {"frames": 9, "width": 64, "height": 64, "steps": 4, "guidance_scale": 7.5, "fps": 8,
                            "negative_prompt": _NEGATIVE_IMAGE},
+        "skyreels-v2-df": {"seconds": 2.0, "width": 64, "height": 64, "steps": 2, "fps": 8, "guidance_scale": 5.0,
+                           "negative_prompt": _NEGATIVE_VIDEO, "base_frames": 17, "overlap_history": 5,
+                           "addnoise_condition": 20.0, "ar_step": 0, "causal_block_size": None},
+        "framepack": {"seconds": 2.0, "width": 64, "height": 64, "steps": 2, "fps": 8, "guidance_scale": 10.0},
     },
 }
 """Per preset, per backend other than the defaults: its recommended parameters (`full`: its authors')."""
 
 
 def backend_defaults(preset: str, tool: str, backend: str) -> dict[str, Any]:
-    """The parameter defaults of a tool's backend under a preset (`connect_images` runs `connect_videos`' models)."""
-    return BACKEND_DEFAULTS[preset].get(backend) or DEFAULTS[preset]["connect_videos" if tool == "connect_images" else tool]
+    """The parameter defaults of a tool's backend under a preset (`connect_images` runs `connect_videos`' models), with
+    those of a distilled LoRA over them when the speed settings load one (`--speed-option distill=...`)."""
+    defaults = BACKEND_DEFAULTS[preset].get(backend) or DEFAULTS[preset]["connect_videos" if tool == "connect_images"
+                                                                          else tool]
+    return defaults | distilled_defaults(backend, settings().speed)
 
 
 def fill_defaults(tool: str, backend: str, **given: Any) -> dict[str, Any]:

@@ -74,7 +74,8 @@ class ToolSpec:
 
     def validate_param(self, name: str, value: Any) -> Any:
         """Check one parameter's value against its type and bounds, and return it typed (pydantic errors raise);
-        `check_combination` checks several together."""
+        `check_combination` checks several together (so a parameter that only another backend than the default reads
+        passes here)."""
         partial = self.params_model.model_construct()
         self.params_model.__pydantic_validator__.validate_assignment(partial, name, value)
         return getattr(partial, name)
