@@ -42,6 +42,9 @@ MODEL_IDS: dict[str, str] = {
     "hunyuan_video": "hunyuanvideo-community/HunyuanVideo",
     "flux_redux": "lllyasviel/flux_redux_bfl",
 }
+COMPONENT_FOLDERS = frozenset({"sd_v1_4", "mt5_xxl", "hunyuan_video", "flux_redux"})
+"""Models that are no pipeline of their own: folders another model's pipeline takes components from (SEINE's VAE and
+text encoder, Open-Sora-Plan's text encoder, FramePack's HunyuanVideo parts and its SigLIP image encoder)."""
 KEY_FILES = {"seine": "seine.pt", "open_sora_plan": "93x480p_i2v/config.json", "mt5_xxl": "config.json",
              "framepack": "config.json", "flux_redux": "image_encoder/config.json"}
 """The file that shows a model is present (default: a diffusers pipeline's model_index.json)."""
