@@ -98,11 +98,13 @@ def accessible(page: Page, name: str, shots: Path) -> None:
 
 
 def check_view(page: Page, name: str, shots: Path, ready: str) -> None:
-    """Screenshots at desktop and phone width (each after `ready` shows) and axe-core's check at both."""
+    """Screenshots at desktop and phone width (each after `ready` shows, from the top of the page) and axe-core's
+    check at both."""
     for size, viewport in SIZES.items():
         page.set_viewport_size(viewport)
         expect(page.locator(ready).first).to_be_visible()
-        page.wait_for_timeout(300)  # layout and images settle
+        page.evaluate("window.scrollTo({top: 0, behavior: 'instant'})")
+        page.wait_for_timeout(400)  # layout and images settle
         page.screenshot(path=shots / f"{name}-{size}.png")
         accessible(page, f"{name}-{size}", shots)
     page.set_viewport_size(SIZES["desktop"])
@@ -189,6 +191,7 @@ def test_training_shows_the_loop_and_its_adapters_start_a_run(studio: Server, ta
     card.locator("button.use").click()  # a run with these adapters
     expect(page.locator("#adapters")).to_have_value(adapters)
     page.fill("#text", "a lighthouse in a storm")
+    page.uncheck("#review")
     page.click("#send")
     run = page.locator("article.run").last
     expect(run).to_contain_text("fine-tuned: iter-1/adapters")

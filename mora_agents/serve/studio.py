@@ -136,11 +136,11 @@ def _training(folder: Folder) -> dict[str, Any]:
         return {"id": folder.id, "path": str(folder.path), "kind": "training", "iterations": [], "metrics": [],
                 "validation": [], "adapters": [_card(folder.path)]}
     report = read_json_object(folder.path / METRICS, ("iterations",)) if (folder.path / METRICS).is_file() else {}
-    cards = sorted((p.parent for p in folder.path.glob(f"iter-*/adapters/{CARD}")),
-                   key=lambda p: int(p.parent.name[5:]) if p.parent.name[5:].isdigit() else 0)
+    cards = sorted((p.parent for p in folder.path.glob(f"iter-*/adapters/{CARD}") if p.parent.parent.name[5:].isdigit()),
+                   key=lambda p: int(p.parent.name[5:]))
     return {"id": folder.id, "path": str(folder.path), "kind": "loop", "iterations": report.get("iterations", []),
             "metrics": report.get("metrics", []), "validation": report.get("validation", []),
-            "adapters": [_card(p) for p in cards]}
+            "adapters": [{**_card(p), "iteration": int(p.parent.name[5:])} for p in cards]}
 
 
 def known_adapters(folders: list[Folder]) -> set[Path]:

@@ -34,6 +34,7 @@ async function loadSession() {
     }
   }
   $("#empty").hidden = cards.size > 0;
+  $("#chat-tools").hidden = cards.size === 0;
 }
 
 function clearChat() {
@@ -41,6 +42,7 @@ function clearChat() {
   cards.clear();
   previous = null;
   $("#empty").hidden = false;
+  $("#chat-tools").hidden = true;
 }
 
 window.addEventListener("storage", (event) => {  // another tab started a new chat

@@ -70,7 +70,7 @@ export class RunCard {
     this.progressBar = el("progress", {max: 1, value: 0, "aria-label": "progress of the working step"});
     this.progress = el("div", {class: "progress", hidden: true}, this.progressLabel, this.progressBar);
     this.result = el("figure", {class: "result", hidden: true});
-    this.strip = el("div", {class: "strip", role: "list", "aria-label": "Steps and segments"});
+    this.strip = el("div", {class: "strip"});
     this.stripBox = el("nav", {class: "strip-box", hidden: true, "aria-label": "Steps"}, this.strip);
     // the storyboard a run plans (scenes, shots) will show here once runs record one
     this.story = el("section", {class: "story", hidden: true, "aria-label": "Storyboard"});
@@ -142,7 +142,7 @@ export class RunCard {
       if (!orphans.length) return null;
       return this.line(record, "call", el("details", {}, el("summary", {}, el("span", {class: "agent"}, record.source), " ",
         el("span", {class: "call-text"}, `result of ${orphans.map((r) => r.name).join(", ")}`), time),
-        el("pre", {class: "json"}, orphans.map((r) => pretty(r.content)).join("\n"))));
+        el("pre", {class: "json", tabindex: "0"}, orphans.map((r) => pretty(r.content)).join("\n"))));
     }
     if (type === "UserRequest") {
       return this.line(record, "user", el("div", {class: "bubble"}, content.text), ...record.media.map((m) => mediaView(m, this.id)));
@@ -162,7 +162,7 @@ export class RunCard {
   }
 
   toolCall(record, call, time) {
-    const pre = el("pre", {class: "json"}, pretty(call.arguments));
+    const pre = el("pre", {class: "json", tabindex: "0"}, pretty(call.arguments));
     const took = el("span", {class: "took"}, "running…");
     const node = this.line(record, "call", el("details", {},
       el("summary", {}, el("span", {class: "agent"}, record.source.replaceAll("_", " ")), " ",
@@ -177,7 +177,7 @@ export class RunCard {
     if (!call) return false;
     call.took.textContent = `${result.is_error ? "failed after" : "took"} ${seconds(record.elapsed - call.record.elapsed)}`;
     call.took.classList.toggle("failed", Boolean(result.is_error));
-    $(".call-body", call.node).append(el("p", {class: "small muted"}, "result"), el("pre", {class: "json"}, pretty(result.content)));
+    $(".call-body", call.node).append(el("p", {class: "small muted"}, "result"), el("pre", {class: "json", tabindex: "0"}, pretty(result.content)));
     return true;
   }
 
@@ -187,7 +187,7 @@ export class RunCard {
     const label = content.step + (content.iteration ? ` #${content.iteration + 1}` : "");
     const picture = !item?.url ? el("span", {class: "thumb-text", "aria-hidden": "true"}, "Aa")
       : el("img", {src: item.kind === "video" ? posterUrl(this.id, item.path) : item.url, alt: ""});
-    this.strip.append(el("button", {type: "button", class: "thumb", role: "listitem", title: record.text,
+    this.strip.append(el("button", {type: "button", class: "thumb", title: record.text,
       onclick: () => {
         node.scrollIntoView({behavior: "smooth", block: "center"});
         node.classList.remove("flash");

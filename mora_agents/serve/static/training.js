@@ -1,7 +1,7 @@
 // Training: a data-free loop's iterations (accepted samples, held-out metrics, validation loss) and the adapters
 // each training produced (its loss per step), each usable in a run.
 
-import {$, fill, ago, api, el, lineChart} from "./core.js";
+import {$, ago, api, el, fill, lineChart, plural} from "./core.js";
 import {compose} from "./app.js";
 
 let all = [];
@@ -63,7 +63,7 @@ async function load() {
   await trainings();
   const select = $("#training-pick");
   const chosen = select.value;
-  select.replaceChildren(...all.map((t) => el("option", {value: t.id}, `${t.id} (${t.kind === "loop" ? "loop" : "training"})`)));
+  select.replaceChildren(...all.map((t) => el("option", {value: t.id}, t.kind === "loop" ? `${t.id} · loop of ${plural(Math.max(0, t.iterations.length - 1), "iteration")}` : `${t.id} · training`)));
   select.parentElement.hidden = all.length === 0;
   $("#training-none").hidden = all.length > 0;
   select.value = all.some((t) => t.id === chosen) ? chosen : all[0]?.id ?? "";
