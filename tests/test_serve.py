@@ -240,8 +240,12 @@ def test_sops_list_validate_and_save_only_into_the_user_folder(server: Server, c
     assert client.put("/api/sops/other", json={"yaml": text}).status_code == 400  # its name field says text_to_video
 
     mine = text.replace("name: text_to_video", "name: my_video")
-    assert client.post("/api/sops/validate", json={"yaml": mine}).json() == {"valid": True, "name": "my_video",
-                                                                               "error": None}
+    valid = client.post("/api/sops/validate", json={"yaml": mine}).json()
+    assert valid["valid"] and valid["name"] == "my_video" and valid["error"] is None
+    assert [(n["id"], n["tool"], n["uses"], n["review"], n["repeat"]) for n in valid["steps"]] == [  # the diagram
+        ("enhance", None, [], True, False), ("image", "text_to_image", ["enhance"], True, False),
+        ("segments", "image_to_video", ["image", "enhance"], False, True), ("join", "concat_videos", ["segments"],
+                                                                            False, False)]
     saved = client.put("/api/sops/my_video", json={"yaml": mine}).json()
     assert Path(saved["file"]) == server.sops / "my_video.yaml" and (server.sops / "my_video.yaml").read_text() == mine
     entry = next(s for s in client.get("/api/sops").json() if s["name"] == "my_video")

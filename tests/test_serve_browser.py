@@ -132,7 +132,11 @@ def test_create_a_run_follow_it_review_it_and_keep_the_chat(studio: Server, tab:
     review_next(page, "enhance")
     expect(page.locator(".review:not([hidden])")).to_contain_text("Review · step image", timeout=90_000)
     check_view(page, "create-review", shots, ".review:not([hidden])")
-    review_next(page, "image")
+    page.evaluate("window.scrollTo({top: 0, behavior: 'instant'})")  # the person scrolls up: the page stays there
+    review_next(page, "image")  # the review panel is sticky: in view from the top too
+    expect(page.locator(".latest")).to_be_visible()  # new records came below
+    assert page.evaluate("window.scrollY") < 50
+    page.click(".latest")  # back down: the page follows the records again
 
     expect(run).to_have_attribute("data-status", "finished", timeout=180_000)
     # the result: large, at the top, with its poster, and only there
