@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 from pathlib import Path
 
 from pydantic import BaseModel
@@ -32,6 +33,7 @@ class Sessions:
 
     def __init__(self, out: Path) -> None:
         self.out, self.folder = out, out / FOLDER
+        self._writing = threading.Lock()  # the routes run in threads: two tabs adding at once lose nothing
 
     def _path(self, session_id: str) -> Path:
         if not re.fullmatch(SESSION_ID, session_id):
@@ -53,8 +55,9 @@ class Sessions:
 
     def add(self, session_id: str, run_id: str) -> Session:
         """Add a run at the end of the session (once)."""
-        runs = self._runs(session_id)
-        if run_id not in runs:
-            with atomic_path(self._path(session_id)) as tmp:
-                tmp.write_text(json.dumps({"runs": [*runs, run_id]}) + "\n", encoding="utf-8")
+        with self._writing:
+            runs = self._runs(session_id)
+            if run_id not in runs:
+                with atomic_path(self._path(session_id)) as tmp:
+                    tmp.write_text(json.dumps({"runs": [*runs, run_id]}) + "\n", encoding="utf-8")
         return self.get(session_id)
