@@ -670,6 +670,7 @@ def serve(
     speed: SpeedProfile = "exact",
     speed_option: SpeedOptions = [],
     gpus: Gpus = 1,
+    data: Annotated[list[Path], typer.Option(help="A data folder (`mora data make`), a loop folder (`mora train --iterations`) or a `mora train` output for the page's data and training views (repeatable; folders directly under --out are found too).")] = [],
 ) -> None:
     """Serve the web page, the HTTP API (docs at /docs), OpenAI's Videos API (/v1) and MCP (/mcp); one run at a time."""
     from mora_agents.runs.runner import RunOptions
@@ -685,7 +686,7 @@ def serve(
                              adapters=adapters, system=system, **speed_settings(speed, speed_option, gpus))
         config = ServeConfig(options, token=token, max_image_bytes=int(max_image_mb * 2**20),
                              max_video_bytes=int(max_video_mb * 2**20),
-                             webhook=Webhook(webhook, webhook_secret or "") if webhook else None)
+                             webhook=Webhook(webhook, webhook_secret or "") if webhook else None, data=data)
         run_server(config, host, port, on_start=lambda: _noise_warning(preset))
     except InputError as e:
         raise fail(str(e), 2) from None
@@ -705,6 +706,7 @@ def mcp(
     token: Annotated[Optional[str], typer.Option(envvar="MORA_TOKEN", help="With --transport http: bearer token every request must carry.")] = None,
     memory_profile: Annotated[str, typer.Option(help="resident: models stay on the GPU; 24gb: offloaded between uses to fit a 24 GB GPU.")] = "resident",
     adapters: Annotated[Optional[Path], typer.Option(help="A `mora train` output: every run uses the agents it fine-tuned.")] = None,
+    system: SystemOption = None,
 ) -> None:
     """Serve the tasks as MCP tools (generate, image_to_video, extend, edit, connect, status, result, cancel) and the
     SOPs and runs as resources, for an MCP host; one run at a time."""
@@ -716,7 +718,7 @@ def mcp(
     except ImportError as e:
         raise fail(f"mora mcp needs {e.name}: pip install 'mora-agents[serve,mcp]'", 2) from None
     options = RunOptions(preset=preset, device=device, out=out_dir, sops_dir=sops, memory_profile=memory_profile,
-                         adapters=adapters)
+                         adapters=adapters, system=system)
     try:
         check_preset(preset)
         if transport not in ("stdio", "http"):

@@ -11,7 +11,7 @@ are written into `DATA/dataset/` with `mora_agents.train.write_sample`.
 
 People: any callable of a `PendingSet` that returns a candidate number, None (discard) or `SKIP` (decide later) is
 a reviewer: `scripted_choices([...])`, `TextChooser(input)`, `mora data review` (a terminal with thumbnails), a
-notebook function, later a web page.
+notebook function, the page of `mora serve` (`decide`: one set at a time).
 """
 
 from __future__ import annotations
@@ -356,6 +356,26 @@ def review(data_dir: Path, reviewer: Reviewer, on_set: Callable[[SetRecord], Non
     if not _log_path(data_dir).is_file():
         raise InputError(f"{data_dir}: no {SELECTION} (run `mora data select {data_dir}` first)")
     return _run(data_dir, None, reviewer, False, 0, 0, on_set)
+
+
+def decide(data_dir: Path, set_id: str, choice: int | None, name: str = "web") -> SetRecord:
+    """One person's decision on one undecided set, recorded as `mora data review` records it (through `review`):
+    `choice` a candidate number (accepted, written into the dataset) or None (discarded). InputError when the set
+    is unknown or not waiting for a person, or `choice` is not one of its candidates."""
+    data_dir = Path(data_dir).resolve()
+    record = read_log(data_dir).sets.get(set_id)
+    if record is None or record.status != "undecided":
+        state = "not judged yet" if record is None else record.status
+        raise InputError(f"set {set_id}: {state}, not waiting for a person")
+    if choice is not None and choice not in record.candidates:
+        raise InputError(f"set {set_id}: {choice} is not one of its candidates "
+                         f"({', '.join(map(str, record.candidates))})")
+
+    def person(pending: PendingSet) -> Choice:
+        return choice if pending.id == set_id else SKIP
+
+    person.name = name  # type: ignore[attr-defined]
+    return review(data_dir, person).log.sets[set_id]
 
 
 def _made(data_dir: Path) -> dict:
