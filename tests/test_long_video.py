@@ -67,7 +67,7 @@ def test_extend_video_continues_from_the_end_of_the_whole_clip(tiny, tmp_path: P
 
 @pytest.mark.parametrize(("overrides", "message"), [
     ({"image_to_video": {"backend": "skyreels-v2-df", "frames": 97}},
-     "frames: backend skyreels-v2-df does not take it (only svd-xt, wan2.2-ti2v-5b, ltx-video)"),
+     "frames: backend skyreels-v2-df does not take it (only svd-xt, wan2.2-ti2v-5b, ltx-video, open-sora-plan)"),
     ({"image_to_video": {"backend": "skyreels-v2-df", "overlap_history": 16}},
      "--set image_to_video: overlap_history 16: backend skyreels-v2-df makes 4k+1 frames (e.g. 13 or 17)"),
     ({"extend_video": {"overlap_history": 97, "base_frames": 97}},

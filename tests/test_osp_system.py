@@ -111,7 +111,7 @@ def test_missing_weights_of_the_osp_system_fail_fast(tmp_path: Path, monkeypatch
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
     with pytest.raises(ModelNotAvailable, match=r"model 'open_sora_plan' \(LanguageBind/Open-Sora-Plan-v1.2.0\) is not "
                        r"on this machine: download it with `hf download LanguageBind/Open-Sora-Plan-v1.2.0 --include "
-                       r"'93x480p_i2v/\*' 'vae/\*'` or set MORA_MODEL_OPEN_SORA_PLAN"):
+                       r"'93x480p_i2v/\*' --include 'vae/\*'` or set MORA_MODEL_OPEN_SORA_PLAN"):
         check_available(["open_sora_plan"])
     with pytest.raises(ModelNotAvailable, match=r"`hf download google/mt5-xxl --include '\*.json' spiece.model "
                        r"pytorch_model.bin` or set MORA_MODEL_MT5_XXL"):
