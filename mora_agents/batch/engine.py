@@ -76,8 +76,9 @@ def _digest(data: dict[str, Any]) -> str:
 
 
 def _run_options(request: BatchRequest, options: RunOptions, seed: int | None) -> RunOptions:
-    """The batch's options with what the request itself sets: seed, overrides and adapters."""
-    return replace(options, seed=seed, overrides=request.overrides, adapters=request.adapters or options.adapters)
+    """The batch's options with what the request itself sets: seed, overrides, adapters and candidates."""
+    return replace(options, seed=seed, overrides=request.overrides, adapters=request.adapters or options.adapters,
+                   candidates=request.candidates)
 
 
 def _content(request: BatchRequest, options: RunOptions) -> dict[str, Any]:
@@ -86,6 +87,7 @@ def _content(request: BatchRequest, options: RunOptions) -> dict[str, Any]:
     content = {"text": request.text, "task": request.task, "images": [sha256_file(p) for p in request.images],
                "videos": [sha256_file(p) for p in request.videos], "overrides": request.overrides,
                "preset": options.preset, "duration": None if request.duration is None else float(request.duration)}
+    content |= {"candidates": request.candidates} if request.candidates != 1 else {}  # one: keys as before
     return content | ({"adapters": card_sha256(adapters)} if adapters else {})  # no adapters: keys as before
 
 

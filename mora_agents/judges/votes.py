@@ -39,6 +39,13 @@ CRITERIA = {
     9: "Cleanliness: rank the videos by how free they are of artifacts, distortions and noise.",
     10: "Motion: rank the videos by how natural and smooth their motion is, without stutter, lag or frozen frames.",
 }
+CONSISTENCY = 11
+"""The criterion of a pick against reference pictures (a story's character and setting sheets); not among the ten
+the data stage draws from."""
+CRITERION_TEXTS = {**CRITERIA, CONSISTENCY: (
+    "Consistency with the references: rank the candidates by how closely the characters and places they show look "
+    "like those of the reference pictures (faces, fur or clothes, colours, shapes, the look of the place), and by how "
+    "well they show what the prompt asks for.")}
 
 
 @dataclass
@@ -52,6 +59,8 @@ class Showing:
     """Candidate -> (K frames, their times in seconds)."""
     own_prompts: dict[int, str] = field(default_factory=dict)
     """Candidate -> its own enhanced prompt, when the candidates' prompt agent enhanced them differently."""
+    references: list[tuple[str, np.ndarray]] = field(default_factory=list)
+    """Pictures the candidates must stay consistent with, each with its label (a story's reference sheets)."""
 
 
 class Vote(BaseModel):
@@ -109,7 +118,8 @@ def shown(showing: Showing, order: Sequence[int]) -> Showing:
     labels = dict(enumerate(order, 1))
     return Showing(showing.prompt, {k: showing.videos[n] for k, n in labels.items()},
                    {k: showing.frames[n] for k, n in labels.items()},
-                   {k: showing.own_prompts[n] for k, n in labels.items() if n in showing.own_prompts})
+                   {k: showing.own_prompts[n] for k, n in labels.items() if n in showing.own_prompts},
+                   showing.references)
 
 
 def rank_shown(judge: Judge, showing: Showing, criterion: int, order: Sequence[int]) -> Vote:

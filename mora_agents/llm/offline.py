@@ -6,7 +6,9 @@ It plays the three LLM roles well enough to run every SOP with no model server:
   camera, style);
 - tool agents (given tools): emit the tool call that the step's JSON block prescribes;
 - prompt writer (asked for `WrittenPrompts` JSON): new scenes or edit instructions drawn, seeded, from its own
-  tables.
+  tables;
+- story agent (asked for a `Storyboard`): characters, setting and shots drawn from keyword tables
+  (`mora_agents.llm.storyboard.write_storyboard`).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from autogen_core.tools import Tool, ToolSchema
 from pydantic import BaseModel
 
 from mora_agents.llm.prompts import WrittenPrompts, json_blocks
+from mora_agents.llm.storyboard import Storyboard, write_storyboard
 
 # (keywords, phrase): the first table row whose keyword occurs in the prompt wins.
 SETTINGS = [
@@ -133,6 +136,7 @@ def write_prompts(examples: Sequence[str], count: int, seed: int, kind: str = "s
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(?:s|sec|secs|second|seconds)\b", re.I)
 # (task, keywords): checked in order, each only when the attachments fit the task.
 _ROUTES = [
+    ("story", ("story", "storyboard", "shots", "scenes", "episode", "a tale ", "fairy tale", "short film")),
     ("connect_videos", ("connect", "transition", "join", "bridge", "merge")),
     ("digital_world", ("minecraft", "digital world", "game world", "simulate", "voxel")),
     ("extend_video", ("extend", "continue", "longer", "more seconds", "lengthen")),
@@ -147,6 +151,7 @@ def route(request: dict[str, Any], task_names: Sequence[str]) -> dict[str, Any]:
     n_images, n_videos = len(request.get("images", [])), len(request.get("videos", []))
     available = n_videos + bool(request.get("previous"))  # a follow-up may refer to the previous result
     fits = {
+        "story": n_images == n_videos == 0,
         "connect_videos": available >= 2,
         "digital_world": n_videos == 0,
         "extend_video": available == 1,
@@ -202,6 +207,10 @@ class OfflineChatCompletionClient(ChatCompletionClient):
             task = blocks[-1]
             content: str | list[FunctionCall] = json.dumps(
                 {"prompts": write_prompts(task["examples"], task["count"], task["seed"], task.get("kind", "scene"))})
+        elif json_output is Storyboard:
+            step = blocks[-1]["arguments"]
+            content = write_storyboard(str(step.get("request", "")), int(step.get("shots") or 3),
+                                       float(step.get("duration") or 12)).model_dump_json()
         elif isinstance(json_output, type):
             sops, request = blocks[-2], blocks[-1]
             content = json.dumps(route(request, [s["name"] for s in sops]))

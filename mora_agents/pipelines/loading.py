@@ -31,8 +31,9 @@ MODEL_IDS: dict[str, str] = {
     "wan_ti2v": "Wan-AI/Wan2.2-TI2V-5B-Diffusers",
     "ltx_video": "Lightricks/LTX-Video",
     "wan_flf2v": "Wan-AI/Wan2.1-FLF2V-14B-720P-diffusers",
+    "sdxl_ip_adapter": "h94/IP-Adapter",
 }
-KEY_FILES = {"seine": "seine.pt"}
+KEY_FILES = {"seine": "seine.pt", "sdxl_ip_adapter": "sdxl_models/ip-adapter_sdxl.bin"}
 """The file that shows a model is present (default: a diffusers pipeline's model_index.json)."""
 PRESETS = ("full", "tiny")
 MEMORY_PROFILES = ("resident", "24gb")
@@ -155,6 +156,12 @@ def _full(key: str, device: torch.device, dtype: torch.dtype | None = None) -> D
         return getattr(diffusers, PIPELINES[key]).from_pretrained(model_source(key), **common)
     if key == "sdxl_base":
         return StableDiffusionXLPipeline.from_pretrained(model_source(key), **common)
+    if key == "sdxl_ip_adapter":  # a base of its own: the adapter changes its UNet's cross-attention
+        check_available(["sdxl_base"])
+        pipe = StableDiffusionXLPipeline.from_pretrained(model_source("sdxl_base"), **common)
+        pipe.load_ip_adapter(model_source(key), subfolder="sdxl_models", weight_name="ip-adapter_sdxl.bin",
+                             local_files_only=True)  # with its ViT-bigG image encoder, sdxl_models/image_encoder
+        return pipe
     if key == "sdxl_refiner":
         base = load_pipeline("sdxl_base")
         shared = {name: getattr(base, name) for name in REFINER_SHARES}
@@ -179,6 +186,7 @@ def _tiny(key: str, device: torch.device) -> DiffusionPipeline:
         "wan_ti2v": tiny_backends.wan_ti2v,
         "ltx_video": tiny_backends.ltx_video,
         "wan_flf2v": tiny_backends.wan_flf2v,
+        "sdxl_ip_adapter": tiny_backends.sdxl_ip_adapter,
     }
     return eval_mode(builders[key]())
 

@@ -88,6 +88,7 @@ class RunCreate(BaseModel):
     max_repeats: int = Field(3, ge=0, description="Repeats (and edits) allowed per reviewed step.")
     previous: str | None = Field(None, description="A run id: its result is what the request refers to ('extend it').")
     set: dict[str, dict[str, Any]] = Field({}, description='Tool parameters: {"image_to_video": {"motion_bucket_id": 127}}.')
+    candidates: int = Field(1, description="Best of N for the SOP's best_of steps (a story's keyframes and clips).")
 
 
 class ReviewAnswer(BaseModel):
@@ -349,7 +350,7 @@ def create_app(config: ServeConfig) -> FastAPI:
                 if not previous.is_file():
                     raise InputError(f"previous: run {asked.previous} has no result")
             run_options = replace(options, seed=asked.seed, overrides=asked.set, max_repeats=asked.max_repeats,
-                                  review=asked.review)
+                                  review=asked.review, candidates=asked.candidates)
             try:
                 # decoding and copying the inputs takes a while for a long video: off the event loop, which serves
                 # the other clients and the event streams meanwhile

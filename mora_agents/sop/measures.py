@@ -1,10 +1,13 @@
-"""What `run.json` records of an execution besides its status: the backends its tools ran, and each chain's drift."""
+"""What `run.json` records of an execution besides its status: the backends its tools ran, each chain's drift, and a
+story's storyboard and consistency measures."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from mora_agents.eval.drift import chain_drift
+from mora_agents.eval.story import story_measures
+from mora_agents.media import Artifact
 from mora_agents.sop.execution import Execution
 
 
@@ -18,9 +21,25 @@ def backends_used(execution: Execution) -> dict[str, list[str]]:
     return used
 
 
+def story(execution: Execution) -> dict[str, Any] | None:
+    """For an SOP whose outputs name a `storyboard` and its `shots` (the clips, in order): the storyboard and its
+    measures (`mora_agents.eval.story.story_measures`), the joins located by the report of the step that made the
+    result."""
+    outputs = execution.outputs()
+    board, shots, result = outputs.get("storyboard"), outputs.get("shots"), outputs.get("result")
+    if not isinstance(board, dict) or not isinstance(shots, list) or not shots or not isinstance(result, Artifact):
+        return None
+    run_dir = execution.run_dir
+    parts = next((r.details.get("parts") for r in execution.results.values()
+                  if isinstance(r.output, Artifact) and r.output.path == result.path and r.details.get("parts")), [])
+    return {"storyboard": {k: board[k] for k in ("title", "characters", "settings")} | {
+                "shots": [{k: v for k, v in shot.items() if k not in ("prompt", "cast")} for shot in board["shots"]]},
+            **story_measures(board, [run_dir / shot.path for shot in shots], run_dir / result.path, parts)}
+
+
 def run_measures(execution: Execution | None, finished: bool) -> dict[str, Any]:
     """`backends` (see `backends_used`) and, for a finished run, `drift`: per chained step, each segment's drift
-    (`mora_agents.eval.drift.chain_drift`)."""
+    (`mora_agents.eval.drift.chain_drift`), and for a story `story`: its storyboard and measures (see `story`)."""
     if execution is None:
         return {}
     measures: dict[str, Any] = {"backends": backends_used(execution)}
@@ -28,4 +47,6 @@ def run_measures(execution: Execution | None, finished: bool) -> dict[str, Any]:
         run_dir = execution.run_dir
         measures["drift"] = {step: chain_drift(run_dir / first.path, [run_dir / s.path for s in segments])
                              for step, (first, segments) in execution.chains().items()}
+        if (measured := story(execution)) is not None:
+            measures["story"] = measured
     return measures

@@ -101,8 +101,17 @@ BACKENDS: dict[str, dict[str, Backend]] = {
 }
 """Per model tool, its backends by name; the first is the default."""
 BACKENDS["connect_images"] = BACKENDS["connect_videos"]
+BACKENDS["keyframe"] = {
+    "flux-kontext": Backend(
+        "flux-kontext", "FLUX.1 Kontext [dev], the references laid out on its input canvas", ("flux_kontext",),
+        _params("steps", "guidance_scale"), side=16, text=TextBudget("T5", "tokenizer_2", 512, "flux_kontext")),
+    "sdxl-ip-adapter": Backend(
+        "sdxl-ip-adapter", "SDXL base with IP-Adapter (the references' image features)",
+        ("sdxl_base", "sdxl_ip_adapter"), _params("steps", "guidance_scale", "negative_prompt", "reference_scale"),
+        text=TextBudget("CLIP", "tokenizer", CLIP_77, "sdxl_base")),
+}
 PROMPTS = {"text_to_image": "prompt", "edit_image": "instruction", "image_to_video": "prompt",
-           "connect_videos": "prompt", "connect_images": "prompt"}
+           "connect_videos": "prompt", "connect_images": "prompt", "keyframe": "prompt"}
 """The parameter of each model tool that its backend's text encoder reads (with `negative_prompt`)."""
 
 
