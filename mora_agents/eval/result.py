@@ -58,6 +58,8 @@ class VideoEvaluation:
     results: dict[str, MetricResult]
     drift: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     """For a run with chained segments: their drift, per chained step (from its run.json)."""
+    story: dict[str, Any] = field(default_factory=dict)
+    """For a story: its consistency measures (`mora_agents.eval.story.story_measures`)."""
 
     def value(self, metric: str) -> float | None:
         result = self.results.get(metric)
@@ -71,4 +73,5 @@ class VideoEvaluation:
             "task": self.task,
             "metrics": {name: r.to_dict() for name, r in self.results.items()},
             **({"drift": self.drift} if self.drift else {}),
+            **({"story": self.story} if self.story else {}),
         }

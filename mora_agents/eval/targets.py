@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from mora_agents.eval.video import BadInputError
 
@@ -25,6 +26,8 @@ class Target:
     output_caption: str | None = None
     drift: dict[str, list[dict]] = field(default_factory=dict)
     """A run's drift per chained step (its `run.json`; see `mora_agents.eval.drift.chain_drift`)."""
+    story: dict[str, Any] = field(default_factory=dict)
+    """A story's storyboard, clips (paths in the run) and parts (its `run.json`'s `story`), measured again."""
 
 
 def load_target(path: str | Path) -> Target:
@@ -63,15 +66,17 @@ def _load_run(run: Path) -> Target:
         input_videos=input_videos,
         input_caption=inputs.get("input_caption"),
         output_caption=inputs.get("output_caption"),
-        drift=_run_drift(run),
+        drift=_run_info(run, "drift"),
+        story=_run_info(run, "story"),
     )
 
 
-def _run_drift(run: Path) -> dict[str, list[dict]]:
-    """The drift a run recorded in its run.json (none for a run from before it was measured)."""
+def _run_info(run: Path, key: str) -> dict[str, Any]:
+    """What a run recorded in its run.json under `key` (its drift, its story; none for a run from before it was
+    measured)."""
     try:
         info = json.loads((run / INFO).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
-    drift = info.get("drift") if isinstance(info, dict) else None
-    return drift if isinstance(drift, dict) else {}
+    value = info.get(key) if isinstance(info, dict) else None
+    return value if isinstance(value, dict) else {}

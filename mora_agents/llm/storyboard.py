@@ -144,6 +144,12 @@ class Storyboard(_Strict):
                 "transition_prompts": [f"{_sentence(a.description)} Then: {_sentence(b.description)}"
                                        for a, b in zip(self.shots, self.shots[1:])]}
 
+    @classmethod
+    def from_view(cls, view: dict[str, Any]) -> Storyboard:
+        """The storyboard a `view()` shows."""
+        return cls(title=view["title"], characters=view["characters"], settings=view["settings"],
+                   shots=[{name: shot[name] for name in Shot.model_fields} for shot in view["shots"]])
+
     def to_yaml(self) -> str:
         """The storyboard as YAML, the form a person edits."""
         return yaml.safe_dump(self.model_dump(), sort_keys=False, allow_unicode=True, width=110)

@@ -7,6 +7,7 @@ from typing import Any
 
 from mora_agents.eval.drift import chain_drift
 from mora_agents.eval.story import story_measures
+from mora_agents.llm.storyboard import Storyboard
 from mora_agents.media import Artifact
 from mora_agents.sop.execution import Execution
 
@@ -22,9 +23,9 @@ def backends_used(execution: Execution) -> dict[str, list[str]]:
 
 
 def story(execution: Execution) -> dict[str, Any] | None:
-    """For an SOP whose outputs name a `storyboard` and its `shots` (the clips, in order): the storyboard and its
-    measures (`mora_agents.eval.story.story_measures`), the joins located by the report of the step that made the
-    result."""
+    """For an SOP whose outputs name a `storyboard` and its `shots` (the clips, in order): the storyboard, its clips,
+    where they lie in the result (`parts`, the report of the step that made it) and the measures
+    (`mora_agents.eval.story.story_measures`), which `mora eval RUN` computes again with its own weights."""
     outputs = execution.outputs()
     board, shots, result = outputs.get("storyboard"), outputs.get("shots"), outputs.get("result")
     if not isinstance(board, dict) or not isinstance(shots, list) or not shots or not isinstance(result, Artifact):
@@ -32,9 +33,9 @@ def story(execution: Execution) -> dict[str, Any] | None:
     run_dir = execution.run_dir
     parts = next((r.details.get("parts") for r in execution.results.values()
                   if isinstance(r.output, Artifact) and r.output.path == result.path and r.details.get("parts")), [])
-    return {"storyboard": {k: board[k] for k in ("title", "characters", "settings")} | {
-                "shots": [{k: v for k, v in shot.items() if k not in ("prompt", "cast")} for shot in board["shots"]]},
-            **story_measures(board, [run_dir / shot.path for shot in shots], run_dir / result.path, parts)}
+    return {"storyboard": Storyboard.from_view(board).model_dump(), "clips": [shot.path for shot in shots],
+            "parts": parts, **story_measures(board, [run_dir / shot.path for shot in shots], run_dir / result.path,
+                                             parts)}
 
 
 def run_measures(execution: Execution | None, finished: bool) -> dict[str, Any]:

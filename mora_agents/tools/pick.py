@@ -104,8 +104,10 @@ def pick_best(
     voting = [v for v in votes if v.ranking is not None]
     points = borda(voting, len(candidates))
     chosen = min(numbers, key=lambda n: (-points[n], n)) if voting else 1
-    why = (f"{len(voting)} of {len(votes)} judges voted; candidate {chosen} has the most points"
-           if voting else "no judge voted; candidate 1 is kept")
+    tied = [n for n in numbers if points[n] == points[chosen]]
+    why = ("no judge voted; candidate 1 is kept" if not voting else
+           f"{len(voting)} of {len(votes)} judges voted; candidate {chosen} has the most points ({points[chosen]})"
+           + (f", tied with {', '.join(map(str, tied[1:]))}: the lower number is kept" if len(tied) > 1 else ""))
     report(judges=describe_judges(specs), criteria=criteria, orders=orders,
            votes=[v.model_dump(mode="json") for v in votes], points={str(n): p for n, p in points.items()},
            chosen=chosen, by="judges" if voting else "rule", why=why)
