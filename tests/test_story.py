@@ -8,30 +8,32 @@ import asyncio
 import base64
 import io
 import json
-import os
 import re
 import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import signal_when_asked
 from fake_openai import FakeOpenAI, http_error, text_reply
 from PIL import Image
 from typer.testing import CliRunner
 
 from autogen_core import CancellationToken
+from autogen_core.models import ModelInfo
+from autogen_ext.models.openai import OpenAIChatCompletionClient
 
-from mora_agents.agents.messages import RequestMessage
+from mora_agents.agents.messages import RequestMessage, StepRequestMessage
 from mora_agents.agents.planner import PlannerAgent
+from mora_agents.agents.step_agent import ModelAgent
 from mora_agents.cli import app
 from mora_agents.eval import Evaluator, load_target
 from mora_agents.eval.backends import Backends
 from mora_agents.eval.story import Similarity, story_measures
 from mora_agents.eval.weights import ENV_VAR, WeightStore
 from mora_agents.llm.offline import OfflineChatCompletionClient
+from mora_agents.llm.prompts import STORY_AGENT_SYSTEM
 from mora_agents.llm.storyboard import Storyboard, edit_storyboard, write_storyboard
 from mora_agents.media import read_video, write_video
 from mora_agents.runs.catalog import read_info
@@ -41,7 +43,7 @@ from mora_agents.runs.transcript import read_transcript
 from mora_agents.settings import collect_details
 from mora_agents.sop.formats import display
 from mora_agents.sop.loader import find_sops
-from mora_agents.sop.messages import ReviewRequest, UserRequest
+from mora_agents.sop.messages import ReviewRequest, StepRequest, UserRequest
 from mora_agents.tools import pick_best
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -92,7 +94,8 @@ def test_the_storyboard_is_checked_viewed_and_edited() -> None:
     for edit, problem in [("shot 9: x", "there is no shot 9"),
                           ("shot 1 characters: Robot, Dog", "names the character 'Dog', who is not among"),
                           ("setting Robot: a lab", "the name 'robot' is used twice"),
-                          ("shot 1 transition: wipe", "transition"), ("paint it blue", "is not an edit of the storyboard")]:
+                          ("shot 1 transition: wipe", "transition"),
+                          ("paint it blue", "is not an edit of the storyboard")]:
         with pytest.raises(ValueError, match=problem):
             edit_storyboard(board, edit)
 
@@ -105,6 +108,37 @@ def test_a_person_s_storyboard_edit_is_checked_before_it_is_taken() -> None:
     assert parse_decision("edit shot 1 camera: close-up", request, "me").text == "shot 1 camera: close-up"
     with pytest.raises(ValueError, match=r"no shot 7[\s\S]*an edit of the storyboard"):
         parse_decision("edit shot 7: gone", request, "me")
+
+
+def _openai_client(base_url: str) -> OpenAIChatCompletionClient:
+    info = ModelInfo(vision=False, function_calling=True, json_output=True, family="unknown", structured_output=True)
+    return OpenAIChatCompletionClient(model="fake-model", base_url=base_url, api_key="test", model_info=info)
+
+
+def test_a_malformed_storyboard_is_refused_and_asked_again(tmp_path: Path) -> None:
+    """Through an OpenAI-compatible server: the schema goes as structured output; an answer that names an undefined
+    character goes back with the error; three bad answers fail the step in one line."""
+    board = write_storyboard(STORY)
+    bad = board.model_dump()
+    bad["shots"][1]["characters"] = ["Bear"]
+    request = StepRequest(step="storyboard", agent="story_agent", tool=None, format="storyboard",
+                          arguments={"request": STORY, "shots": 3, "duration": 12})
+
+    def answer(replies: list[dict]):
+        with FakeOpenAI(replies) as server:
+            agent = ModelAgent("story_agent", "writes storyboards", tmp_path, _openai_client(server.base_url),
+                               STORY_AGENT_SYSTEM)
+            message = StepRequestMessage(content=request, source="conductor")
+            return asyncio.run(agent.on_messages([message], CancellationToken())).chat_message.content, server
+
+    result, server = answer([text_reply(json.dumps(bad)), text_reply(board.model_dump_json())])
+    assert Storyboard.model_validate_json(result.output) == board
+    first, retry = (r["body"] for r in server.requests)
+    assert first["response_format"]["type"] == "json_schema" and '"storyboard"' in first["messages"][-1]["content"]
+    assert "shot 2 names the character 'Bear', who is not among the characters (Fox, Owl)" in \
+        retry["messages"][-1]["content"]
+    failed, _ = answer([text_reply("a fox meets an owl")] * 3)
+    assert failed.error.startswith("the model gave no valid answer in 3 tries; last error:")
 
 
 def test_a_story_request_is_planned_as_a_story() -> None:
@@ -311,31 +345,10 @@ def test_the_consistency_measures_on_constructed_clips(tmp_path: Path) -> None:
 # -- resume ----------------------------------------------------------------------------------------------------
 
 
-def kill_during_second_clip(out: Path) -> Path:
-    """Start `mora run` of a story, SIGKILL it once it asks for the second shot's clip; its run directory."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "mora_agents", "run", STORY, "--preset", "tiny", "--device", "cpu", "--seed", "5",
-               "--set", "image_to_video.frames=4", "--out", str(out)]
-    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 300
-    try:
-        while time.monotonic() < deadline:
-            transcripts = list(out.glob("*/transcript.jsonl"))
-            if transcripts and any(r.type.endswith("[StepRequest]") and r.message["content"]["step"] == "clips"
-                                   and r.message["content"]["iteration"] == 1 for r in read_transcript(transcripts[0])):
-                process.send_signal(signal.SIGKILL)
-                process.wait(timeout=60)
-                return transcripts[0].parent
-            assert process.poll() is None, f"the run ended (exit {process.returncode}) before its second clip"
-            time.sleep(0.05)
-        raise AssertionError("the run did not reach its second clip in time")
-    finally:
-        if process.poll() is None:
-            process.kill()
-
-
 def test_a_story_killed_between_shots_resumes_to_the_same_video(tmp_path: Path) -> None:
-    run_dir = kill_during_second_clip(tmp_path / "killed")
+    command = [sys.executable, "-m", "mora_agents", "run", STORY, "--preset", "tiny", "--device", "cpu", "--seed", "5",
+               "--set", "image_to_video.frames=4", "--out", str(tmp_path / "killed")]
+    run_dir, _ = signal_when_asked(command, tmp_path / "killed", signal.SIGKILL, "clips", 1)
     assert [r.step for r in contents(run_dir, "[StepResult]")].count("clips") == 1
     resumed = CliRunner().invoke(app, ["resume", str(run_dir)])
     assert resumed.exit_code == 0, resumed.output

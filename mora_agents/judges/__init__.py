@@ -24,7 +24,17 @@ from mora_agents.judges.specs import (
     parse_judge,
     read_judges_file,
 )
-from mora_agents.judges.votes import CONSISTENCY, CRITERIA, CRITERION_TEXTS, Judge, Showing, Vote, rank_shown, shown
+from mora_agents.judges.votes import (
+    CONSISTENCY,
+    CRITERIA,
+    CRITERION_TEXTS,
+    Judge,
+    Showing,
+    Vote,
+    rank_all,
+    rank_shown,
+    shown,
+)
 
 
 def build_judges(specs: Sequence[JudgeSpec]) -> list[Judge]:
@@ -36,4 +46,4 @@ def build_judges(specs: Sequence[JudgeSpec]) -> list[Judge]:
 
 __all__ = ["CONSISTENCY", "CRITERIA", "CRITERION_TEXTS", "DEFAULT_JUDGES", "Judge", "JudgeSpec", "MetricJudge",
            "OpenAIJudge", "ReferenceJudge", "Showing", "Vote", "build_judges", "describe_judges", "judge_specs",
-           "parse_judge", "rank_shown", "read_judges_file", "shown"]
+           "parse_judge", "rank_all", "rank_shown", "read_judges_file", "shown"]

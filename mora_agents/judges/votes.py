@@ -8,7 +8,8 @@ the candidates), maps the answer back to the candidates' own numbers and records
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -132,3 +133,15 @@ def rank_shown(judge: Judge, showing: Showing, criterion: int, order: Sequence[i
     return vote.model_copy(update={
         "shown": list(order), "ranking": None if vote.ranking is None else [back[k] for k in vote.ranking],
         "scores": None if vote.scores is None else {str(back[int(k)]): v for k, v in vote.scores.items()}})
+
+
+def rank_all(judges: Sequence[Judge], showing: Showing, criteria: Mapping[str, int],
+             orders: Mapping[str, Sequence[int]]) -> list[Vote]:
+    """Every judge's vote on one set, at once (a thread each: they are usually separate servers): each by its
+    criterion, shown the candidates in its order (`criteria` and `orders` by judge label; see `rank_shown`)."""
+    def vote(judge: Judge) -> Vote:
+        label = judge.spec.label
+        return rank_shown(judge, showing, criteria[label], orders[label])
+
+    with ThreadPoolExecutor(len(judges)) as pool:
+        return list(pool.map(vote, judges))

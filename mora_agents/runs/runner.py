@@ -573,6 +573,11 @@ class _Session:
             raise MoraError("the group chat stopped without reaching a checkpoint")
         return finished, review
 
+    def _storyboard(self) -> dict[str, Any]:
+        """run.json's `storyboard`: a story's storyboard as it stands (for pages and scripts while the run goes on)."""
+        board = self.conductor.execution.structured("storyboard") if self.conductor.execution else None
+        return {"storyboard": board} if board is not None else {}
+
     def _elapsed(self) -> float:
         return round(self.previous_seconds + time.monotonic() - self.started, 3)
 
@@ -592,7 +597,7 @@ class _Session:
                     team = await self.team.save_state()
                     write_state(self.run_dir, SavedState(seq=self.held[-1].seq, records=self.held, team=dict(team)))
                 self._flush()
-                self.save_info(seconds=self._elapsed())
+                self.save_info(seconds=self._elapsed(), **self._storyboard())
                 if finished is not None:
                     break
                 if stop is not None and stop.is_set():

@@ -117,6 +117,12 @@ class Review(BaseModel):
     """The current value of what an edit rewrites."""
     output: dict[str, Any] | str
     repeats_left: int
+    format: str | None = None
+    """`storyboard`: `text` is the storyboard as YAML; an edit is a whole one or edit commands."""
+    candidates: list[dict[str, Any]] = []
+    """At a best-of pick: the candidates (media with their URL); an edit (`pick N`) keeps candidate N."""
+    details: dict[str, Any] = {}
+    """At a best-of pick: the judges' votes, reasons and points, and the candidate they chose."""
 
 
 class RunView(BaseModel):
@@ -141,6 +147,10 @@ class RunView(BaseModel):
     finished: str | None
     error: str | None
     transcript: str
+    storyboard: dict[str, Any] | None = None
+    """A story's storyboard as it stands (title, characters, settings, shots)."""
+    story: dict[str, Any] | None = None
+    """A finished story's measures (run.json's `story`)."""
 
 
 def _one_line(status: int, message: str) -> JSONResponse:
@@ -169,7 +179,8 @@ def _review(pending: PendingReview, run_id: str) -> Review:
     request = pending.request
     output = request.output if isinstance(request.output, str) else _media(request.output.model_dump(), run_id)
     return Review(seq=pending.seq, step=request.key, options=request.options, edit=request.edit, text=request.text,
-                  output=output, repeats_left=request.repeats_left)
+                  output=output, repeats_left=request.repeats_left, format=request.format,
+                  candidates=[_media(c.model_dump(), run_id) for c in request.candidates], details=request.details)
 
 
 def record_event(record: Record, run_id: str) -> dict[str, Any]:
@@ -293,7 +304,8 @@ def create_app(config: ServeConfig) -> FastAPI:
             progress=live.progress if live is not None else None,
             result=f"/files/{run_id}/result.mp4" if result.is_file() else None, noise=info.get("noise", False),
             seconds=float(info.get("seconds") or 0.0), created=info.get("created"), started=info.get("started"),
-            finished=info.get("finished"), error=info.get("error"), transcript=f"/files/{run_id}/transcript.html")
+            finished=info.get("finished"), error=info.get("error"), transcript=f"/files/{run_id}/transcript.html",
+            storyboard=info.get("storyboard"), story=info.get("story"))
 
     def damaged(summary: RunSummary) -> RunView:
         """A run directory whose run.json cannot be read: listed with the reason, nothing else."""

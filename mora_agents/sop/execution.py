@@ -24,7 +24,7 @@ from mora_agents.errors import InputError, MoraError
 from mora_agents.inputs import MAX_SEED, check_attachment, check_number, check_text
 from mora_agents.media import Artifact, probe
 from mora_agents.sop.calls import CRITIC_AGENT, PICK_TOOL, prompt_budget, step_calls
-from mora_agents.sop.formats import revise, view
+from mora_agents.sop.formats import parse, revise, view
 from mora_agents.sop.messages import StepRequest, StepResult, step_key
 from mora_agents.sop.schema import SOP, StepSpec
 from mora_agents.sop.template import references, render
@@ -417,6 +417,14 @@ class Execution:
         if result.tool == PICK_TOOL:
             return "choice"
         return spec.edit or ("output" if spec.tool is None else "")
+
+    def structured(self, format_: str) -> dict[str, Any] | None:
+        """The output of the step that answers in `format_` (a storyboard), as a person last left it; None before
+        it ran."""
+        for step in self.sop.steps:
+            if step.format == format_ and isinstance(output := getattr(self.results.get(step.id), "output", None), str):
+                return parse(format_, output).model_dump()
+        return None
 
     def format_of(self, step_id: str) -> str | None:
         spec = self._spec(step_id)

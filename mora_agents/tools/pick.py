@@ -9,7 +9,6 @@ given (otherwise each draws one of the ten). Offline, metric judges serve: `metr
 from __future__ import annotations
 
 import random
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Annotated
 
@@ -24,7 +23,7 @@ from mora_agents.judges import (
     build_judges,
     describe_judges,
     judge_specs,
-    rank_shown,
+    rank_all,
 )
 from mora_agents.media import Artifact, load_image, media_kind, probe, read_video
 from mora_agents.settings import report
@@ -94,13 +93,7 @@ def pick_best(
                       {n: frames_of(c, frames) for n, c in zip(numbers, candidates)},
                       references=[(Path(r).stem, np.asarray(load_image(r))) for r in references])
 
-    def vote(judge) -> Vote:
-        label = judge.spec.label
-        return rank_shown(judge, showing, criteria[label], orders[label])
-
-    judged = build_judges(specs)
-    with ThreadPoolExecutor(len(judged)) as pool:
-        votes = list(pool.map(vote, judged))
+    votes = rank_all(build_judges(specs), showing, criteria, orders)
     voting = [v for v in votes if v.ranking is not None]
     points = borda(voting, len(candidates))
     chosen = min(numbers, key=lambda n: (-points[n], n)) if voting else 1
