@@ -44,7 +44,7 @@ from mora_agents.settings import collect_details
 from mora_agents.sop.formats import display
 from mora_agents.sop.loader import find_sops
 from mora_agents.sop.messages import ReviewRequest, StepRequest, UserRequest
-from mora_agents.tools import pick_best
+from mora_agents.tools import keyframe, pick_best
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 STORY = "a story: a fox and an owl meet in a snowy forest"
@@ -148,6 +148,19 @@ def test_a_story_request_is_planned_as_a_story() -> None:
     agent = PlannerAgent(OfflineChatCompletionClient(), sops)
     plan = asyncio.run(agent.on_messages([request], CancellationToken())).chat_message.content
     assert plan.task == "story" and plan.inputs == {"prompt": "a short film in three scenes: a knight meets a dragon"}
+
+
+@pytest.mark.parametrize("backend", ["flux-kontext", "sdxl-ip-adapter"])
+def test_the_reference_pictures_steer_the_keyframe(tiny, colours, backend: str) -> None:
+    """Both backends read the references (Kontext on its canvas, IP-Adapter through the image features): other
+    references, another picture; the same, the same picture."""
+    (red, green, blue), _ = colours
+
+    def draw(*references: str) -> np.ndarray:
+        return np.asarray(Image.open(keyframe("the fox in the wood", list(references), backend=backend, seed=4).path))
+
+    assert np.array_equal(draw(red, green), draw(red, green))
+    assert not np.array_equal(draw(red, green), draw(blue, green))
 
 
 # -- a whole story ---------------------------------------------------------------------------------------------

@@ -2,7 +2,9 @@
 and the media agent, which runs its tool as requested with no LLM.
 
 Malformed model output (invalid JSON, an unknown tool, wrong argument types, a path outside the run
-directory) goes back to the model with the error; after `max_retries` tries the step fails cleanly.
+directory, a structured answer that does not fit its schema) goes back to the model with the error; after
+`max_retries` tries the step fails cleanly. A text step with a `format` (a storyboard) is asked for that message as
+structured output; the result is its JSON.
 """
 
 from __future__ import annotations

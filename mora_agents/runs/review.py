@@ -38,12 +38,17 @@ def auto_accept(request: ReviewRequest) -> ReviewDecision:
 
 
 def parse_decision(answer: str, request: ReviewRequest, by: str) -> ReviewDecision:
-    """`next`, `repeat`, `edit NEW TEXT` (or `edit: NEW TEXT`), `stop`, or their first letters.
+    """`next`, `repeat`, `edit NEW TEXT` (or `edit: NEW TEXT`), `stop`, or their first letters; at a best-of pick,
+    `pick N` (an edit of the candidate kept).
 
-    Raises ValueError, meant for the person, when the answer is not one of the request's options.
+    Raises ValueError, meant for the person, when the answer is not one of the request's options (or an edit does
+    not fit what it rewrites, see `check_edit`).
     """
     word, _, rest = answer.strip().partition(" ")
     word = word.lower().rstrip(":")
+    if word in ("pick", "p") and request.edit != "choice":
+        raise ValueError(f"'{word}' picks a candidate at a best-of step's review; here choose "
+                         f"{', '.join(request.options)}")
     decision = ALIASES.get(word, word)
     if decision not in request.options:
         raise ValueError(f"'{answer.strip()}' is not an option here: choose {', '.join(request.options)}"
