@@ -163,6 +163,17 @@ def test_the_reference_pictures_steer_the_keyframe(tiny, colours, backend: str) 
     assert not np.array_equal(draw(red, green), draw(blue, green))
 
 
+def test_candidates_out_of_range_are_refused_before_any_run(tmp_path: Path) -> None:
+    run = CliRunner().invoke(app, ["run", STORY, "--preset", "tiny", "--device", "cpu", "--candidates", "0",
+                                   "--out", str(tmp_path / "runs")])
+    assert run.exit_code == 2 and "--candidates 0: a whole number from 1 to 8" in run.output
+    assert not list((tmp_path / "runs").glob("*"))
+    requests = tmp_path / "requests.jsonl"
+    requests.write_text(json.dumps({"text": STORY, "candidates": 9}) + "\n")
+    batch = CliRunner().invoke(app, ["batch", str(requests), "--out", str(tmp_path / "batch"), "--preset", "tiny"])
+    assert batch.exit_code == 2 and f"{requests}:1: --candidates 9: a whole number from 1 to 8" in batch.output
+
+
 # -- a whole story ---------------------------------------------------------------------------------------------
 
 
