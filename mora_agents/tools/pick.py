@@ -2,8 +2,9 @@
 
 The judges are those of `mora data select` (MLLMs from `MORA_JUDGES`, or the `judges` argument), with one more
 criterion: consistency with reference pictures (a story's sheets), which every judge ranks by when references are
-given (otherwise each draws one of the ten). Offline, metric judges serve: `metric:imaging_quality` and
-`metric:reference_similarity` (with references) or `metric:subject_consistency` (clips); every vote says what judged.
+given (otherwise each draws one of the ten). Offline, metric judges serve: `metric:imaging_quality` and, with
+references, `metric:reference_similarity`; without, `metric:subject_consistency` for clips, `metric:aesthetic_quality`
+for pictures (it abstains without its weights). Every vote says what judged it.
 """
 
 from __future__ import annotations
