@@ -179,6 +179,7 @@ def run(
     speed: SpeedProfile = "exact",
     speed_option: SpeedOptions = [],
     gpus: Gpus = 1,
+    candidates: Annotated[int, typer.Option(help="Best of N: candidates of each keyframe and clip of the SOP's best_of steps (a story's), ranked by the judges (MORA_JUDGES, else metric judges).")] = 1,
 ) -> None:
     """Run a request through the agents; writes runs/<time>-<slug>/ with result.mp4 and transcript.jsonl."""
     from mora_agents.inputs import parse_sets
@@ -188,7 +189,8 @@ def run(
         check_preset(preset)
         options = RunOptions(preset=preset, device=device, out=out_dir, sops_dir=sops, seed=seed,
                              overrides=parse_sets(set_), max_repeats=max_repeats, memory_profile=memory_profile,
-                             adapters=adapters, system=system, **speed_settings(speed, speed_option, gpus))
+                             adapters=adapters, system=system, candidates=candidates,
+                             **speed_settings(speed, speed_option, gpus))
     except InputError as e:
         raise fail(str(e), 2) from None
     _drive(lambda ui, reviewer: run_request(request, images=image, videos=video, task=task, duration=duration,
@@ -201,6 +203,7 @@ def resume(
     review: Annotated[bool, typer.Option("--review", help="Ask me at the remaining review points.")] = False,
     device: Annotated[Optional[str], typer.Option(help="Run on another device than the run was started on.")] = None,
     memory_profile: Annotated[Optional[str], typer.Option(help="Change the memory profile (e.g. 24gb after running out of GPU memory).")] = None,
+    revise: Annotated[Optional[str], typer.Option(help="Edit the output of a text step that ran (e.g. storyboard) first; what the edit does not change is kept.")] = None,
 ) -> None:
     """Continue a run from its last finished step (checked by sha256); the transcript marks the interruption."""
     from mora_agents.runs.catalog import read_info
@@ -211,7 +214,7 @@ def resume(
     except InputError as e:
         raise fail(str(e), 2) from None
     _drive(lambda ui, reviewer: resume_run(run_dir, device=device, memory_profile=memory_profile, on_record=ui.show,
-                                           reviewer=reviewer), review, preset)
+                                           reviewer=reviewer, revise=revise), review or revise is not None, preset)
 
 
 @app.command()
@@ -339,6 +342,7 @@ def chat(
     speed: SpeedProfile = "exact",
     speed_option: SpeedOptions = [],
     gpus: Gpus = 1,
+    candidates: Annotated[int, typer.Option(help="Best of N for every turn's best_of steps (a story's keyframes and clips).")] = 1,
 ) -> None:
     """Chat requests into the group chat; follow-ups refer to the last result. /help lists the commands."""
     from mora_agents.runs.runner import RunOptions, check_options
@@ -347,7 +351,7 @@ def chat(
     try:
         options = RunOptions(preset=preset, device=device, out=out_dir, sops_dir=sops, seed=seed,
                              max_repeats=max_repeats, memory_profile=memory_profile, adapters=adapters, system=system,
-                             **speed_settings(speed, speed_option, gpus))
+                             candidates=candidates, **speed_settings(speed, speed_option, gpus))
         check_preset(preset)
         check_options(options)
     except InputError as e:

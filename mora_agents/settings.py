@@ -177,3 +177,25 @@ def collect_notes() -> Iterator[list[str]]:
         yield notes
     finally:
         _notes.reset(token)
+
+
+_details: ContextVar[dict | None] = ContextVar("mora_tool_details", default=None)
+
+
+def report(**values: object) -> None:
+    """Report structured facts of a tool call beside its output (e.g. a pick's judges, votes and reasons): kept for the
+    step's result (so for the transcript) within `collect_details`, dropped otherwise (the caller has the output)."""
+    details = _details.get()
+    if details is not None:
+        details.update(values)
+
+
+@contextmanager
+def collect_details() -> Iterator[dict]:
+    """Collect what the tool calls made within the block report (`report`), in this thread or task."""
+    details: dict = {}
+    token = _details.set(details)
+    try:
+        yield details
+    finally:
+        _details.reset(token)

@@ -19,7 +19,7 @@ from mora_agents.media import Artifact, read_video
 from mora_agents.models import tiny_backends
 from mora_agents.pipelines.loading import COMPONENT_FOLDERS, MODEL_IDS, build_pipeline, load_pipeline
 from mora_agents.settings import use_settings
-from mora_agents.tools import connect_images, connect_videos, edit_image, image_to_video, text_to_image
+from mora_agents.tools import connect_images, connect_videos, edit_image, image_to_video, keyframe, text_to_image
 from mora_agents.tools.backends import BACKENDS
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -49,6 +49,9 @@ def calls(folder: Path) -> dict[str, Callable[[], Artifact]]:
         made[f"connect_videos {backend}"] = functools.partial(connect_videos, str(a), str(b), backend=backend, seed=5)
         made[f"connect_images {backend}"] = functools.partial(connect_images, str(start), str(end), backend=backend,
                                                               seed=5)
+    for backend in BACKENDS["keyframe"]:
+        made[f"keyframe {backend}"] = functools.partial(keyframe, "the fox by the lake", [str(start), str(end)],
+                                                        backend=backend, seed=5)
     assert {name.split()[1] for name in made} == {b for tool in BACKENDS.values() for b in tool}
     return made
 

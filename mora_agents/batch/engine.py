@@ -76,8 +76,9 @@ def _digest(data: dict[str, Any]) -> str:
 
 
 def _run_options(request: BatchRequest, options: RunOptions, seed: int | None) -> RunOptions:
-    """The batch's options with what the request itself sets: seed, overrides and adapters."""
-    return replace(options, seed=seed, overrides=request.overrides, adapters=request.adapters or options.adapters)
+    """The batch's options with what the request itself sets: seed, overrides, adapters and candidates."""
+    return replace(options, seed=seed, overrides=request.overrides, adapters=request.adapters or options.adapters,
+                   candidates=request.candidates)
 
 
 def _content(request: BatchRequest, options: RunOptions) -> dict[str, Any]:
@@ -87,6 +88,7 @@ def _content(request: BatchRequest, options: RunOptions) -> dict[str, Any]:
                "videos": [sha256_file(p) for p in request.videos], "overrides": request.overrides,
                "preset": options.preset, "duration": None if request.duration is None else float(request.duration)}
     content |= {"system": options.system} if options.system else {}  # no system: keys as before
+    content |= {"candidates": request.candidates} if request.candidates != 1 else {}  # one: keys as before
     speed = {"speed": [options.speed, options.speed_options]} if options.speed != "exact" or options.speed_options else {}
     return content | ({"adapters": card_sha256(adapters)} if adapters else {}) | speed  # none of them: keys as before
 

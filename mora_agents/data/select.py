@@ -22,7 +22,6 @@ import os
 import random
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -42,7 +41,7 @@ from mora_agents.judges import (
     build_judges,
     describe_judges,
     judge_specs,
-    rank_shown,
+    rank_all,
 )
 from mora_agents.jsonl import read_json_object, text_lines
 from mora_agents.media import atomic_path
@@ -239,12 +238,7 @@ def draw_set(seed: int, set_id: str, specs: Sequence[JudgeSpec], candidates: Seq
 def judge_set(showing: Showing, judges: Sequence[Judge], draw: Draw) -> list[Vote]:
     """Every judge's vote on one set, at once: each by its drawn criterion, shown the candidates in its drawn order
     (its answer mapped back to the candidates' numbers)."""
-    def vote(judge: Judge) -> Vote:
-        label = judge.spec.label
-        return rank_shown(judge, showing, draw.criteria[label], draw.orders[label])
-
-    with ThreadPoolExecutor(len(judges)) as pool:
-        return list(pool.map(vote, judges))
+    return rank_all(judges, showing, draw.criteria, draw.orders)
 
 
 def _judge(data_dir: Path, cset: CandidateSet, judges: Sequence[Judge], frames: int, seed: int) -> SetRecord:

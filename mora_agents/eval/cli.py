@@ -18,7 +18,7 @@ from mora_agents.eval._deps import MissingDependencyError
 from mora_agents.eval.api import Evaluator, resolve_metrics
 from mora_agents.eval.chart import write_chart, write_drift_chart
 from mora_agents.eval.prompts import PromptEntry, load_prompts
-from mora_agents.eval.report import drift_table, paper_table, results_table, suite_markdown, write_json
+from mora_agents.eval.report import drift_table, paper_table, results_table, story_tables, suite_markdown, write_json
 from mora_agents.eval.result import VideoEvaluation
 from mora_agents.eval.targets import Target, load_target
 from mora_agents.eval.video import BadInputError
@@ -139,6 +139,8 @@ def eval_command(
             console.print(table)
         for step, rows in evaluation.drift.items():
             console.print(drift_table(step, rows))
+        for table in story_tables(evaluation.story) if evaluation.story else []:
+            console.print(table)
     if json_out is not None:
         write_json(evaluations, json_out)
         console.print(f"JSON written to {escape(str(json_out))}")

@@ -41,12 +41,14 @@ MODEL_IDS: dict[str, str] = {
     "framepack": "lllyasviel/FramePackI2V_HY",
     "hunyuan_video": "hunyuanvideo-community/HunyuanVideo",
     "flux_redux": "lllyasviel/flux_redux_bfl",
+    "sdxl_ip_adapter": "h94/IP-Adapter",
 }
 COMPONENT_FOLDERS = frozenset({"sd_v1_4", "mt5_xxl", "hunyuan_video", "flux_redux"})
 """Models that are no pipeline of their own: folders another model's pipeline takes components from (SEINE's VAE and
 text encoder, Open-Sora-Plan's text encoder, FramePack's HunyuanVideo parts and its SigLIP image encoder)."""
 KEY_FILES = {"seine": "seine.pt", "open_sora_plan": "93x480p_i2v/config.json", "mt5_xxl": "config.json",
-             "framepack": "config.json", "flux_redux": "image_encoder/config.json"}
+             "framepack": "config.json", "flux_redux": "image_encoder/config.json",
+             "sdxl_ip_adapter": "sdxl_models/ip-adapter_sdxl.bin"}
 """The file that shows a model is present (default: a diffusers pipeline's model_index.json)."""
 DOWNLOADS = {"seine": "seine.pt", "open_sora_plan": "--include '93x480p_i2v/*' --include 'vae/*'",
              "mt5_xxl": "--include '*.json' --include spiece.model --include pytorch_model.bin"}
@@ -203,6 +205,12 @@ def _full(key: str, device: torch.device, dtype: torch.dtype | None = None) -> D
         return pipe
     if key == "sdxl_base":
         return StableDiffusionXLPipeline.from_pretrained(model_source(key), **common)
+    if key == "sdxl_ip_adapter":  # a base of its own: the adapter changes its UNet's cross-attention
+        check_available(["sdxl_base"])
+        pipe = StableDiffusionXLPipeline.from_pretrained(model_source("sdxl_base"), **common)
+        pipe.load_ip_adapter(model_source(key), subfolder="sdxl_models", weight_name="ip-adapter_sdxl.bin",
+                             local_files_only=True)  # with its ViT-bigG image encoder, sdxl_models/image_encoder
+        return pipe
     if key == "sdxl_refiner":
         base = load_pipeline("sdxl_base")
         shared = {name: getattr(base, name) for name in REFINER_SHARES}
@@ -251,6 +259,7 @@ def _tiny(key: str, device: torch.device) -> DiffusionPipeline:
         "open_sora_plan": tiny_open_sora_plan_pipeline,
         "skyreels_df": tiny_long.skyreels_df,
         "framepack": tiny_long.framepack,
+        "sdxl_ip_adapter": tiny_backends.sdxl_ip_adapter,
     }
     return eval_mode(builders[key]())
 

@@ -40,7 +40,7 @@ from autogen_agentchat.messages import BaseChatMessage, ToolCallExecutionEvent
 from autogen_core.models import ChatCompletionClient
 from pydantic import ValidationError
 
-from mora_agents.agents.conductor import ConductorAgent
+from mora_agents.agents.conductor import ConductorAgent, review_request
 from mora_agents.agents.messages import (
     PlanMessage,
     RequestMessage,
@@ -71,6 +71,7 @@ from mora_agents.runs.lock import run_lock
 from mora_agents.runs.review import Reviewer, auto_accept, decide
 from mora_agents.runs.state import (
     STATE_FILE,
+    Resumption,
     SavedState,
     read_state,
     reconcile,
@@ -84,6 +85,7 @@ from mora_agents.sop.measures import run_measures
 from mora_agents.sop.messages import ReviewRequest, RunFinished, UserRequest
 from mora_agents.sop.schema import SOP
 from mora_agents.tools.backends import SYSTEMS, system_overrides
+from mora_agents.tools.pick import MAX_CANDIDATES
 from mora_agents.tools.registry import get_tool
 
 
@@ -114,6 +116,9 @@ class RunOptions:
     """Settings over the profile (`--speed-option NAME=VALUE`)."""
     gpus: int = 1
     """GPUs one request's denoiser is split across (`--gpus`, see `mora_agents.pipelines.parallel`)."""
+    candidates: int = 1
+    """Candidates of each iteration of the SOP's `best_of` steps (a story's keyframes and clips); the judges keep the
+    best (`--candidates`)."""
 
     @property
     def tool_overrides(self) -> dict[str, dict[str, Any]]:
@@ -193,7 +198,15 @@ def check_options(options: RunOptions) -> None:
     run_speed(options.speed, options.speed_options, options.device, options.gpus, options.memory_profile)
     options.overrides = check_overrides(options.overrides)
     check_overrides(options.tool_overrides)  # the system's backends with the person's parameters
+    check_candidates(options.candidates)
     run_adapters(options.adapters, options.preset)
+
+
+def check_candidates(candidates: Any) -> int:
+    """`--candidates`: a whole number from 1 to MAX_CANDIDATES; raises InputError."""
+    if isinstance(candidates, bool) or not isinstance(candidates, int) or not 1 <= candidates <= MAX_CANDIDATES:
+        raise InputError(f"--candidates {candidates}: a whole number from 1 to {MAX_CANDIDATES}")
+    return candidates
 
 
 def slug(text: str) -> str:
@@ -314,6 +327,7 @@ def _run_info(request: UserRequest, options: RunOptions, seed: int, adapters: di
             "gpus": options.gpus, "seed": seed, "system": options.system,
             "overrides": options.tool_overrides,
             "max_repeats": options.max_repeats, "review": options.review, "sops_dir": str(options.sops_dir or ""),
+            "candidates": options.candidates,
             "noise": options.preset == "tiny", "status": "queued", "seconds": 0.0, **adapters,
             "created": datetime.now().isoformat()}
 
@@ -372,7 +386,7 @@ async def run_request(text: str, *, images: Sequence[Path] = (), videos: Sequenc
 async def resume_run(run_dir: Path, *, device: str | None = None, memory_profile: str | None = None,
                      model_client: ChatCompletionClient | None = None,
                      on_record: Callable[[Record, Path], None] | None = None, reviewer: Reviewer = auto_accept,
-                     stop: asyncio.Event | None = None) -> RunOutcome:
+                     stop: asyncio.Event | None = None, revise: str | None = None) -> RunOutcome:
     """Run a queued run, or continue an interrupted, failed or stopped one from its last checkpoint.
 
     The one entry point that drives a run, whatever killed it before: the run is locked first (`RunLocked` if
@@ -380,7 +394,8 @@ async def resume_run(run_dir: Path, *, device: str | None = None, memory_profile
     a step recorded as finished is never run again (see `mora_agents.runs.state`); the files of every finished
     step are checked against the sha256 recorded when they were made. `device` and `memory_profile` change
     where the rest runs (e.g. after running out of GPU memory). Once `stop` is set, the run stops at its next
-    checkpoint with status `stopped` (resumable) and MoraError is raised.
+    checkpoint with status `stopped` (resumable) and MoraError is raised. `revise`: a text step that ran (a
+    storyboard) whose output `reviewer` may edit first; the later results its edit does not change are kept.
     """
     from mora_agents.llm import client_from_env
 
@@ -415,7 +430,7 @@ async def resume_run(run_dir: Path, *, device: str | None = None, memory_profile
             if not speed.exact or gpus > 1:
                 session.note("Speed", speed.describe() + (f"; the denoisers split across {gpus} GPUs where "
                                                           "diffusers can" if gpus > 1 else ""))
-            return await session.start(status, stop)
+            return await session.start(status, stop, revise)
 
 
 def can_resume(info: dict[str, Any]) -> bool:
@@ -490,7 +505,8 @@ class _Session:
     def __init__(self, run_dir: Path, info: dict[str, Any], sops: dict[str, SOP], model_client: ChatCompletionClient,
                  on_record: Callable[[Record, Path], None] | None, reviewer: Reviewer) -> None:
         self.run_dir, self.info, self.on_record, self.reviewer = run_dir, info, on_record, reviewer
-        self.conductor = ConductorAgent(sops, run_dir, info["seed"], info["overrides"], info.get("max_repeats", 3))
+        self.conductor = ConductorAgent(sops, run_dir, info["seed"], info["overrides"], info.get("max_repeats", 3),
+                                        info.get("candidates", 1))
         self.team = build_team(model_client, sops, self.conductor)
         with recording(run_dir, "transcript.jsonl"):  # it completes or drops a last line cut short
             self.transcript = TranscriptWriter(run_dir / "transcript.jsonl")
@@ -518,8 +534,9 @@ class _Session:
     def note(self, type_: str, text: str) -> None:
         self._emit(self.transcript.make("note", "runner", type_, {"text": text}))
 
-    async def start(self, status: str, stop: asyncio.Event | None) -> RunOutcome:
-        """Reconcile the saved state with the transcript, then run from there."""
+    async def start(self, status: str, stop: asyncio.Event | None, revise: str | None = None) -> RunOutcome:
+        """Reconcile the saved state with the transcript (and revise a step's output, if asked), then run from
+        there."""
         state = read_state(self.run_dir)
         if state is not None:
             try:
@@ -544,10 +561,35 @@ class _Session:
                        + (" from its last checkpoint" if state is not None else " from the start"))
         if resumption.finished is not None and self.result_intact(resumption.finished):
             return self.end(resumption.finished)
+        if revise is not None:
+            await self.revise(revise, resumption)
         task, replay = resumption.task, resumption.task is not None
         if state is None and task is None:
             task = RequestMessage(content=UserRequest.model_validate(self.info["request"]), source="user")
         return await self.drive(task, replay, resumption.review, stop)
+
+    async def revise(self, step: str, resumption: Resumption) -> None:
+        """Ask the reviewer for an edit of a finished text step's output (`--revise STEP`) and apply it to the saved
+        execution: the state that covers it is written first (with the decision as its last record), then the
+        decision is appended to the transcript, as a turn's records are."""
+        execution = self.conductor.execution
+        result = execution.results.get(step) if execution is not None else None
+        if resumption.review is not None or resumption.task is not None:
+            waiting = resumption.review.key if resumption.review is not None else "its last turn"
+            raise InputError(f"--revise {step}: the run waits at {waiting}; continue it first (mora resume RUN)")
+        if result is None or execution.edit_target(result) != "output":
+            texts = [key for key, r in execution.results.items() if r.tool is None] if execution else []
+            raise InputError(f"--revise {step}: the run has no finished text step '{step}' (text steps that ran: "
+                             f"{', '.join(texts) or 'none yet'})")
+        request = review_request(execution, result, 1).model_copy(update={"options": ["next", "edit"]})
+        decision = (await self.review(request)).content
+        try:
+            self.conductor.revise(decision)
+        except ValueError as e:
+            raise InputError(f"--revise {step}: {e}") from None
+        record = self.transcript.make_message(ReviewDecisionMessage(content=decision, source=decision.by))
+        write_state(self.run_dir, SavedState(seq=record.seq, records=[record], team=dict(await self.team.save_state())))
+        self._emit(record)
 
     def verify_artifacts(self, state: SavedState) -> None:
         """Every file a finished step made is still the one it made (sha256), the last checkpoint's included."""
@@ -610,6 +652,11 @@ class _Session:
             raise MoraError("the group chat stopped without reaching a checkpoint")
         return finished, review
 
+    def _storyboard(self) -> dict[str, Any]:
+        """run.json's `storyboard`: a story's storyboard as it stands (for pages and scripts while the run goes on)."""
+        board = self.conductor.execution.structured("storyboard") if self.conductor.execution else None
+        return {"storyboard": board} if board is not None else {}
+
     def _elapsed(self) -> float:
         return round(self.previous_seconds + time.monotonic() - self.started, 3)
 
@@ -630,7 +677,7 @@ class _Session:
                     with recording(self.run_dir, STATE_FILE):
                         write_state(self.run_dir, SavedState(seq=self.held[-1].seq, records=self.held, team=dict(team)))
                 self._flush()
-                self.save_info(seconds=self._elapsed())
+                self.save_info(seconds=self._elapsed(), **self._storyboard())
                 if finished is not None:
                     break
                 if stop is not None and stop.is_set():

@@ -105,6 +105,7 @@ class RunCreate(BaseModel):
     max_repeats: int = Field(3, ge=0, description="Repeats (and edits) allowed per reviewed step.")
     previous: str | None = Field(None, description="A run id: its result is what the request refers to ('extend it').")
     set: dict[str, dict[str, Any]] = Field({}, description='Tool parameters: {"image_to_video": {"motion_bucket_id": 127}}.')
+    candidates: int = Field(1, description="Best of N for the SOP's best_of steps (a story's keyframes and clips).")
     adapters: str | None = Field(None, description="Fine-tuned agents for this run: the path of adapters that GET "
                                  "/api/training lists (the server's --adapters otherwise).")
 
@@ -141,6 +142,12 @@ class Review(BaseModel):
     """The current value of what an edit rewrites."""
     output: dict[str, Any] | str
     repeats_left: int
+    format: str | None = None
+    """`storyboard`: `text` is the storyboard as YAML; an edit is a whole one or edit commands."""
+    candidates: list[dict[str, Any]] = []
+    """At a best-of pick: the candidates (media with their URL); an edit (`pick N`) keeps candidate N."""
+    details: dict[str, Any] = {}
+    """At a best-of pick: the judges' votes, reasons and points, and the candidate they chose."""
 
 
 class RunView(BaseModel):
@@ -168,6 +175,10 @@ class RunView(BaseModel):
     finished: str | None
     error: str | None
     transcript: str
+    storyboard: dict[str, Any] | None = None
+    """A story's storyboard as it stands (title, characters, settings, shots)."""
+    story: dict[str, Any] | None = None
+    """A finished story's measures (run.json's `story`)."""
 
 
 def _one_line(status: int, message: str) -> JSONResponse:
@@ -205,7 +216,8 @@ def _review(pending: PendingReview, run_id: str) -> Review:
     request = pending.request
     output = request.output if isinstance(request.output, str) else _media(request.output.model_dump(), run_id)
     return Review(seq=pending.seq, step=request.key, options=request.options, edit=request.edit, text=request.text,
-                  output=output, repeats_left=request.repeats_left)
+                  output=output, repeats_left=request.repeats_left, format=request.format,
+                  candidates=[_media(c.model_dump(), run_id) for c in request.candidates], details=request.details)
 
 
 def record_event(record: Record, run_id: str) -> dict[str, Any]:
@@ -362,7 +374,8 @@ def create_app(config: ServeConfig) -> FastAPI:
             poster=f"/api/runs/{run_id}/poster/result.mp4" if result.is_file() else None,
             adapters=str(info["adapters"]) if info.get("adapters") else None, noise=info.get("noise", False),
             seconds=float(info.get("seconds") or 0.0), created=info.get("created"), started=info.get("started"),
-            finished=info.get("finished"), error=info.get("error"), transcript=f"/files/{run_id}/transcript.html")
+            finished=info.get("finished"), error=info.get("error"), transcript=f"/files/{run_id}/transcript.html",
+            storyboard=info.get("storyboard"), story=info.get("story"))
 
     def damaged(summary: RunSummary) -> RunView:
         """A run directory whose run.json cannot be read: listed with the reason, nothing else."""
@@ -419,7 +432,7 @@ def create_app(config: ServeConfig) -> FastAPI:
                 if not previous.is_file():
                     raise InputError(f"previous: run {asked.previous} has no result")
             run_options = replace(options, seed=asked.seed, overrides=asked.set, max_repeats=asked.max_repeats,
-                                  review=asked.review, adapters=adapters(asked.adapters))
+                                  review=asked.review, adapters=adapters(asked.adapters), candidates=asked.candidates)
             try:
                 # decoding and copying the inputs takes a while for a long video: off the event loop, which serves
                 # the other clients and the event streams meanwhile

@@ -23,6 +23,8 @@ from mora_agents.tools.registry import get_tool
 CHAIN_AGENT = "media_agent"
 REDRAW_AGENT = "text_to_image_agent"
 """The agent that redraws chain frames and keyframes (`text_to_image` from an image)."""
+CRITIC_AGENT, PICK_TOOL = "critic_agent", "pick_best"
+"""Who picks the best of a `best_of` step's candidates, and with which tool."""
 
 
 @dataclass(frozen=True)
@@ -45,9 +47,12 @@ class Call:
 
 
 def step_calls(step: StepSpec) -> Iterator[Call]:
-    """A step's tool call, then those of its chain's sub-steps, in the order they run before each later segment."""
+    """A step's tool call (and a best-of step's pick), then those of its chain's sub-steps, in the order they run before
+    each later segment."""
     if step.tool is not None:
         yield Call(step.id, "args", step.agent, step.tool, step.args)
+    if step.best_of is not None:  # with several candidates: the critic's pick
+        yield Call(f"{step.id}.pick", "best_of", CRITIC_AGENT, PICK_TOOL)
     chain = step.repeat.chain if step.repeat else None
     if chain is None:
         return

@@ -15,6 +15,7 @@ from mora_agents.jsonl import read_bounded
 from mora_agents.sop.roles import ROLES
 from mora_agents.sop.schema import SOP
 from mora_agents.sop.template import (
+    ITEM_ROOTS,
     expression,
     has_template,
     is_expression,
@@ -154,9 +155,8 @@ def check_references(sop: SOP, path: Path) -> None:
         if step.drift and (step.repeat is not None or step.tool is None or REGISTRY[step.tool].produces != "video"):
             raise fail("drift", "measures one clip made in one call: a step that makes a video and does not repeat "
                        "(a chained step is measured per segment anyway)")
-        if step.drift and (step.repeat is not None or step.tool is None or REGISTRY[step.tool].produces != "video"):
-            raise fail("drift", "measures one clip made in one call: a step that makes a video and does not repeat "
-                       "(a chained step is measured per segment anyway)")
+        if step.for_each is not None and not is_expression(step.for_each):
+            raise fail("for_each", f"'{step.for_each}' is not one {{{{ expression }}}} giving a list")
         for call in step_calls(step):
             _check_call(call, fail)
         if step.edit is not None and step.edit not in REGISTRY[step.tool].parameters:
@@ -165,10 +165,14 @@ def check_references(sop: SOP, path: Path) -> None:
         fields = {f"args.{k}": v for k, v in step.args.items()}
         fields.update({_arg_field(call, k): v for call in step_calls(step) if call.field != "args"
                        for k, v in call.args.items()})
+        if step.best_of is not None:
+            fields.update({"best_of.prompt": step.best_of.prompt, "best_of.references": step.best_of.references})
         fields.update({"when": step.when, "repeat.until_seconds": step.repeat.until_seconds if step.repeat else None})
         for field, value in fields.items():
-            _check_template(value, sop, produces, lambda msg, field=field: fail(field, msg))
-        produces[step.id] = REGISTRY[step.tool].produces if step.tool else "text"
+            _check_template(value, sop, produces, lambda msg, field=field: fail(field, msg),
+                            each=step.for_each is not None and field != "when")
+        _check_template(step.for_each, sop, produces, lambda msg: fail("for_each", msg))
+        produces[step.id] = step.format or (REGISTRY[step.tool].produces if step.tool else "text")
     for name, value in sop.outputs.items():
         _check_template(value, sop, produces, lambda msg, name=name: SOPError(f"{path}: field 'outputs.{name}': {msg}"))
     if _result_kinds(sop.outputs["result"], sop, produces) != {"video"}:
@@ -243,12 +247,21 @@ def _check_repeat(step, registry, fail) -> None:
                        f"'{keyframes.into}' for the end frames")
 
 
-def _check_template(value, sop: SOP, earlier: dict[str, str], fail) -> None:
+def _check_template(value, sop: SOP, earlier: dict[str, str], fail, each: bool = False) -> None:
+    """A field's templates read declared inputs and earlier steps (and, in a for_each step's fields, `item` and
+    `index`)."""
     try:
         refs = references(value)
     except ValueError as e:
         raise fail(str(e)) from None
-    for root, name, *rest in refs:
+    for root, *path in refs:
+        if root in ITEM_ROOTS or "[index]" in path:
+            if not each:
+                raise fail(f"'{'index' if root != 'item' else root}' is only defined in the fields of a for_each "
+                           "step")
+            if root in ITEM_ROOTS:
+                continue
+        name, *rest = path
         if root == "inputs" and name not in sop.inputs:
             raise fail(f"unknown input '{name}' (inputs: {', '.join(sop.inputs)})")
         if root == "inputs" and rest and sop.inputs[name].type not in ("image", "video"):

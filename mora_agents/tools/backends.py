@@ -144,8 +144,17 @@ BACKENDS["image_to_video"] |= {
 }
 BACKENDS["extend_video"] = {"skyreels-v2-df": SKYREELS_DF}
 BACKENDS["connect_images"] = BACKENDS["connect_videos"]
+BACKENDS["keyframe"] = {
+    "flux-kontext": Backend(
+        "flux-kontext", "FLUX.1 Kontext [dev], the references laid out on its input canvas", ("flux_kontext",),
+        _params("steps", "guidance_scale"), side=16, text=TextBudget("T5", "tokenizer_2", 512, "flux_kontext")),
+    "sdxl-ip-adapter": Backend(
+        "sdxl-ip-adapter", "SDXL base with IP-Adapter (the references' image features)",
+        ("sdxl_base", "sdxl_ip_adapter"), _params("steps", "guidance_scale", "negative_prompt", "reference_scale"),
+        text=TextBudget("CLIP", "tokenizer", CLIP_77, "sdxl_base")),
+}
 PROMPTS = {"text_to_image": "prompt", "edit_image": "instruction", "image_to_video": "prompt",
-           "connect_videos": "prompt", "connect_images": "prompt", "extend_video": "prompt"}
+           "connect_videos": "prompt", "connect_images": "prompt", "extend_video": "prompt", "keyframe": "prompt"}
 """The parameter of each model tool that its backend's text encoder reads (with `negative_prompt`)."""
 SYSTEMS: dict[str, dict[str, str]] = {
     "svd": {"text_to_image": "sdxl", "edit_image": "instruct-pix2pix", "image_to_video": "svd-xt",

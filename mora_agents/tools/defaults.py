@@ -43,7 +43,8 @@ _NEGATIVE_IMAGE = "low resolution, blurry, bad anatomy, malformed hands, text, w
 BACKEND_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
     "full": {
         "flux-schnell": {"width": 1024, "height": 576, "steps": 4, "strength": 0.3},
-        "flux-kontext": {"steps": 28, "guidance_scale": 2.5, "max_side": 1024},
+        "flux-kontext": {"steps": 28, "guidance_scale": 2.5, "max_side": 1024, "width": 1024, "height": 576},
+        "sdxl-ip-adapter": {"width": 1024, "height": 576, "steps": 40, "guidance_scale": 5.0, "reference_scale": 0.6},
         "wan2.2-ti2v-5b": {"width": 1280, "height": 704, "frames": 121, "steps": 50, "fps": 24, "guidance_scale": 5.0,
                            "negative_prompt": _NEGATIVE_VIDEO},
         "ltx-video": {"width": 704, "height": 480, "frames": 161, "steps": 50, "fps": 25, "guidance_scale": 3.0,
@@ -62,7 +63,8 @@ BACKEND_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
     },
     "tiny": {
         "flux-schnell": {"width": 64, "height": 64, "steps": 2, "strength": 0.3},
-        "flux-kontext": {"steps": 2, "guidance_scale": 2.5, "max_side": 128},
+        "flux-kontext": {"steps": 2, "guidance_scale": 2.5, "max_side": 128, "width": 64, "height": 64},
+        "sdxl-ip-adapter": {"width": 64, "height": 64, "steps": 2, "guidance_scale": 5.0, "reference_scale": 0.6},
         "wan2.2-ti2v-5b": {"width": 64, "height": 64, "frames": 9, "steps": 2, "fps": 8, "guidance_scale": 5.0,
                            "negative_prompt": _NEGATIVE_VIDEO},
         "ltx-video": {"width": 64, "height": 64, "frames": 9, "steps": 2, "fps": 8, "guidance_scale": 3.0,

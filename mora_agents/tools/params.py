@@ -69,6 +69,7 @@ EditImageBackend = Literal["instruct-pix2pix", "flux-kontext", "sd3"]
 ImageToVideoBackend = Literal["svd-xt", "wan2.2-ti2v-5b", "ltx-video", "open-sora-plan", "skyreels-v2-df", "framepack"]
 ConnectBackend = Literal["seine", "wan2.1-flf2v", "open-sora-plan"]
 ExtendVideoBackend = Literal["skyreels-v2-df"]
+KeyframeBackend = Literal["flux-kontext", "sdxl-ip-adapter"]
 
 # The long-video backends' parameters (skyreels-v2-df, framepack): a length made in one call, window by window.
 MAX_CLIP_SECONDS = 120.0
