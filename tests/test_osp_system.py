@@ -113,8 +113,8 @@ def test_missing_weights_of_the_osp_system_fail_fast(tmp_path: Path, monkeypatch
                        r"on this machine: download it with `hf download LanguageBind/Open-Sora-Plan-v1.2.0 --include "
                        r"'93x480p_i2v/\*' --include 'vae/\*'` or set MORA_MODEL_OPEN_SORA_PLAN"):
         check_available(["open_sora_plan"])
-    with pytest.raises(ModelNotAvailable, match=r"`hf download google/mt5-xxl --include '\*.json' spiece.model "
-                       r"pytorch_model.bin` or set MORA_MODEL_MT5_XXL"):
+    with pytest.raises(ModelNotAvailable, match=r"`hf download google/mt5-xxl --include '\*.json' --include "
+                       r"spiece.model --include pytorch_model.bin` or set MORA_MODEL_MT5_XXL"):
         check_available(["mt5_xxl"])
     monkeypatch.setenv("MORA_MODEL_OPEN_SORA_PLAN", str(tmp_path))
     with pytest.raises(ModelNotAvailable, match=f"model 'open_sora_plan': {tmp_path} has no 93x480p_i2v/config.json"):
