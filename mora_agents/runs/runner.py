@@ -61,7 +61,7 @@ from mora_agents.inputs import (
     copy_input,
 )
 from mora_agents.media import Artifact, atomic_path, sha256_file
-from mora_agents.pipelines.adapters import card_sha256, check_adapters
+from mora_agents.pipelines.adapters import card_sha256, check_adapters, read_card
 from mora_agents.pipelines.loading import MEMORY_PROFILES, resolve_device
 from mora_agents.runs.catalog import read_info, run_status
 from mora_agents.runs.lock import run_lock
@@ -165,6 +165,9 @@ def check_options(options: RunOptions) -> None:
     options.overrides = check_overrides(options.overrides)
     check_overrides(options.tool_overrides)  # the system's backends with the person's parameters
     run_adapters(options.adapters, options.preset)
+    if options.adapters and options.system and (trained := read_card(options.adapters).system) != options.system:
+        raise InputError(f"--adapters {options.adapters}: trained the {trained} system's agents, but this run uses "
+                         f"--system {options.system}")
 
 
 def slug(text: str) -> str:
