@@ -149,14 +149,24 @@ def _agents(config: TrainConfig, size: str, device: torch.device, dataset: Path)
     samples = read_dataset(dataset)
     agents = []
     for name in config.agent_names():
-        pipe = build_pipeline(AGENT_MODELS[config.system][name], size, device)
+        key = AGENT_MODELS[config.system][name]
+        pipe = build_pipeline(key, size, device)
         for module in pipe.components.values():
             if isinstance(module, nn.Module):  # nn.Module's own `to`: diffusers' warns about every cast
                 nn.Module.to(module, dtype=torch.bfloat16 if device.type == "cuda" else torch.float32)
+        if device == META and key == "open_sora_plan":
+            _shaped_text_states(pipe.text_encoder)
         agent = make_agent(name, pipe, config, device)
         encode(agent, samples, dataset)
         agents.append(agent)
     return agents
+
+
+def _shaped_text_states(encoder: nn.Module) -> None:
+    """mT5's encoder reads its attention mask's values (transformers skips an all-ones mask), which meta tensors do
+    not have: on meta it returns states of the right shape only (encoding the dataset is no part of a step)."""
+    encoder.forward = lambda input_ids, attention_mask=None: (
+        torch.empty(*input_ids.shape, encoder.config.d_model, device=META, dtype=encoder.dtype),)
 
 
 def _static(row: TrainingRow, agents: list[TrainableAgent], bf16: bool) -> None:
