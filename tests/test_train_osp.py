@@ -19,18 +19,11 @@ from mora_agents.media import read_video, save_image, sha256_file, write_video
 from mora_agents.runs.runner import RunOptions, run_request
 from mora_agents.train import TrainConfig, read_dataset, train, validation_loss, write_sample
 from mora_agents.train.trainer import build_agents, chain_loss, sample_chains
+from test_train import frames
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 FAST = {"system": "osp", "preset": "tiny", "device": "cpu", "frames": 5, "batch_size": 2, "resolution": (32, 32)}
 """Open-Sora-Plan learns 5 frames (4k+1) at 32x32, both samples in every batch; SD3 samples in 2 steps."""
-
-
-def _frames(seed: int, count: int = 9, size: int = 64) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    y, x = np.mgrid[0:size, 0:size] / size
-    phase = rng.uniform(0, 6, 3)
-    return np.stack([np.stack([127 + 120 * np.sin(4 * x + 3 * y + p + 0.4 * i) for p in phase], -1)
-                     for i in range(count)]).astype(np.uint8)
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +33,7 @@ def dataset(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("osp-dataset")
     for i, (prompt, video_prompt) in enumerate([("a red fox in fresh snow", "a fox runs through snow"),
                                                 ("a calm lake at dusk", None)]):
-        clip = _frames(i)
+        clip = frames(i, count=9)
         save_image(Image.fromarray(clip[0]), root / f"first{i}.png")
         write_video(clip, 8, root / f"clip{i}.mp4")
         write_sample(root / "data", clip=root / f"clip{i}.mp4", task="text_to_video", prompt=prompt, seed=i,
@@ -146,9 +139,9 @@ def test_the_osp_adapters_load_into_a_run_and_change_its_frames(adapters: Path, 
     assert info["backends"]["text_to_image"] == ["sd3"] and info["backends"]["image_to_video"] == ["open-sora-plan"]
 
 
-def test_adapters_of_one_system_are_refused_on_the_other(adapters: Path, tmp_path: Path):
+def test_adapters_of_one_system_are_refused_on_the_other(adapters: Path, dataset: Path, tmp_path: Path):
     """Before a run directory exists: OSP adapters on the svd system (the default), and SVD adapters on the osp
-    system (checked on the SOP's calls, as `mora run` does)."""
+    system (checked on the SOP's calls, as `mora run` does); and before a validation loss."""
     from mora_agents.pipelines.adapters import CARD
     from mora_agents.sop.loader import get_sop
     from mora_agents.sop.calls import check_calls
@@ -171,6 +164,8 @@ def test_adapters_of_one_system_are_refused_on_the_other(adapters: Path, tmp_pat
                                          "open-sora-plan .*--system svd"):
         check_calls(get_sop("text_to_video"), system_overrides("osp", {}), svd)
     check_calls(get_sop("text_to_video"), system_overrides("osp", {}), adapters)  # its own system: fine
+    with pytest.raises(InputError, match="trained the osp system's agents, not the svd system's"):
+        validation_loss(dataset, TrainConfig(**{**FAST, "system": "svd", "frames": 4}), adapters=adapters)
 
 
 def test_sd3s_lora_loads_in_plain_diffusers(adapters: Path, tiny):

@@ -269,11 +269,6 @@ def _mean_token(embeds: torch.Tensor, tokenizer, text: str = MOD_TOKEN) -> torch
     return embeds[0, start:start + content].float().mean(0)
 
 
-def _clip_start_field(sample: Sample) -> str:
-    """The field of the image a clip was animated from."""
-    return "start_frame" if sample.start_frame else "edited_frame" if sample.edited_frame else "first_frame"
-
-
 def _pixels(image: Image.Image, processor, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
     return processor.preprocess(image).to(device, dtype)
 
@@ -521,12 +516,33 @@ def mod_token_image(size: int) -> Image.Image:
     return image
 
 
-def _clip_frames(config: TrainConfig) -> int:
-    """The clip frames the video agent learns: `--frames`, else the system's video backend's default."""
-    return config.frames or tool_defaults(config, "image_to_video")["frames"]
+class _VideoAgent(TrainableAgent):
+    """An image-to-video agent: it makes the clip (the end of every chain) from its start frame, learning the
+    clip's first `frames` frames (`--frames`, else its backend's default clip)."""
+
+    output = "file_name"
+
+    def __init__(self, pipe, device: torch.device, config: TrainConfig) -> None:
+        super().__init__(pipe, device, config)
+        self.frames = config.frames or tool_defaults(config, "image_to_video")["frames"]
+
+    @staticmethod
+    def uses(sample: Sample) -> bool:
+        return True
+
+    @staticmethod
+    def input_field(sample: Sample) -> str | None:
+        return "start_frame" if sample.start_frame else "edited_frame" if sample.edited_frame else "first_frame"
+
+    def start_frames(self, rows: list[int], inputs: Inputs | None) -> torch.Tensor:
+        """The start frames of `rows`, [B, 3, H, W] in [-1, 1]: the recorded ones, or those an upstream agent made."""
+        start = self.cache["start"][rows]
+        if inputs is None:
+            return start
+        return torch.stack([_fit(image, self.size) if image is not None else s for image, s in zip(inputs, start)])
 
 
-class ImageToVideoAgent(TrainableAgent):
+class ImageToVideoAgent(_VideoAgent):
     """SVD-XT: the clip from its start frame, with the sample's fps, motion bucket and noise augmentation.
 
     SVD is an EDM model (sigma_data 1): the UNet sees c_in * x at c_noise = log(sigma) / 4 and its output F gives the
@@ -536,21 +552,12 @@ class ImageToVideoAgent(TrainableAgent):
     so in a chain the loss reaches the agent that made the start frame.
     """
 
-    name, model, output = "image_to_video", "svd", "file_name"
+    name, model = "image_to_video", "svd"
 
     def __init__(self, pipe, device: torch.device, config: TrainConfig) -> None:
         super().__init__(pipe, device, config)
-        self.frames = _clip_frames(config)
         scheduler = pipe.scheduler.config
         self.sigma_range = (scheduler.sigma_min, scheduler.sigma_max)
-
-    @staticmethod
-    def uses(sample: Sample) -> bool:
-        return True
-
-    @staticmethod
-    def input_field(sample: Sample) -> str | None:
-        return _clip_start_field(sample)
 
     @classmethod
     def cached_values(cls, pipe, width: int, height: int, frames: int) -> int:
@@ -593,10 +600,9 @@ class ImageToVideoAgent(TrainableAgent):
         return self.image_tokens(pixels.to(self.device))[0, 0].float()
 
     def sample_loss(self, rows: list[int], inputs: Inputs | None = None) -> torch.Tensor:
-        latents, start, embeds = self.cache["latents"][rows], self.cache["start"][rows], self.cache["embeds"][rows]
-        if inputs is not None:  # start frames an upstream agent made: the conditioning follows them
-            start = torch.stack([_fit(image, self.size) if image is not None else s for image, s in zip(inputs, start)])
-            embeds = self.image_tokens(start)
+        latents, start = self.cache["latents"][rows], self.start_frames(rows, inputs)
+        # start frames an upstream agent made: the conditioning follows them
+        embeds = self.cache["embeds"][rows] if inputs is None else self.image_tokens(start)
         normal, noise, start_noise = self.per_sample(len(rows), lambda: (
             self.randn(()), self.randn(latents.shape[1:]), self.randn(start.shape[1:])))
         sigma = (normal * SVD_P_STD + SVD_P_MEAN).exp().clamp(*self.sigma_range)
@@ -612,7 +618,7 @@ class ImageToVideoAgent(TrainableAgent):
         return min_snr_weight(sigma**-2, self.snr_gamma, "v_prediction") * _per_sample_mse(output, target)
 
 
-class OpenSoraPlanAgent(TrainableAgent):
+class OpenSoraPlanAgent(_VideoAgent):
     """Open-Sora-Plan v1.2 (the OSP system's image-to-video agent): the clip around its known frames, its start
     frame first, as the reference trains its inpainting model.
 
@@ -626,24 +632,15 @@ class OpenSoraPlanAgent(TrainableAgent):
     text mask), before the DiT's caption projection.
     """
 
-    name, model, output = "image_to_video", "open_sora_plan", "file_name"
+    name, model = "image_to_video", "open_sora_plan"
 
     def __init__(self, pipe, device: torch.device, config: TrainConfig) -> None:
         super().__init__(pipe, device, config)
-        self.frames = _clip_frames(config)
         self.mixed = config.objective == "per-agent"
         """The reference's mix of known frames (else the first frame only)."""
         self.noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
         self.empty: tuple[torch.Tensor, torch.Tensor] | None = None
         """The empty prompt's mT5 states and mask (text dropout)."""
-
-    @staticmethod
-    def uses(sample: Sample) -> bool:
-        return True
-
-    @staticmethod
-    def input_field(sample: Sample) -> str | None:
-        return _clip_start_field(sample)
 
     @classmethod
     def cached_values(cls, pipe, width: int, height: int, frames: int) -> int:
@@ -702,9 +699,7 @@ class OpenSoraPlanAgent(TrainableAgent):
 
     def sample_loss(self, rows: list[int], inputs: Inputs | None = None) -> torch.Tensor:
         c = self.cache
-        latents, start = c["latents"][rows], c["start"][rows]
-        if inputs is not None:  # start frames an upstream agent made: the masked video's first frame
-            start = torch.stack([_fit(image, self.size) if image is not None else s for image, s in zip(inputs, start)])
+        latents, start = c["latents"][rows], self.start_frames(rows, inputs)  # made upstream: the known first frame
         frames = (latents.shape[2] - 1) * self.pipe.vae.temporal_compression + 1
 
         def draw() -> tuple[torch.Tensor, ...]:

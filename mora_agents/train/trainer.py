@@ -293,6 +293,9 @@ def validation_loss(dataset_dir: Path, config: TrainConfig, adapters: Path | Non
     device = resolve_device(config.device)
     with config.settings():
         card = check_adapters(adapters) if adapters is not None else None
+    if card is not None and card.system != config.system:
+        raise InputError(f"adapters {adapters}: trained the {card.system} system's agents, not the {config.system} "
+                         f"system's")
     agents = build_agents(config, samples, dataset_dir, device,
                           torch.float32 if device.type == "cpu" else torch.bfloat16, frozen=(adapters, card))
     losses: dict[str, float] = {}
