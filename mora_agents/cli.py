@@ -376,8 +376,8 @@ def train_command(
 
     ablations = data == Path("ablations") and (ablation_prompts is not None or not data.is_dir())
     training = dict(
-        system=system, preset=preset, agents=[a.strip() for a in agents.split(",") if a.strip()] if agents is not None else None,
-        objective=objective,
+        system=system, preset=preset, objective=objective,
+        agents=None if agents is None else [a.strip() for a in agents.split(",") if a.strip()],
         sampling_steps=sampling_steps, backprop_steps=backprop_steps, full=full, lora_rank=lora_rank,
         modulation=not no_modulation, modulation_init=modulation_init, steps=steps, batch_size=batch_size, lr=lr,
         lr_modulation=lr_modulation, checkpoint_every=checkpoint_every, keep_checkpoints=keep_checkpoints,

@@ -297,7 +297,8 @@ class _ImageAgent(TrainableAgent):
         """The VAE's latents of an image (its mode), shifted and scaled as the denoiser reads them."""
         vae = self.pipe.vae
         pixels = _pixels(image, self.pipe.image_processor, vae.device, vae.dtype)
-        return (vae.encode(pixels).latent_dist.mode() - (vae.config.get("shift_factor") or 0)) * vae.config.scaling_factor
+        latents = vae.encode(pixels).latent_dist.mode()
+        return (latents - (vae.config.get("shift_factor") or 0)) * vae.config.scaling_factor
 
     def generate(self, rows: list[int], inputs: Inputs | None, sampling: Sampling) -> torch.Tensor:
         scheduler = self.sampler()
