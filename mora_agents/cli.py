@@ -371,11 +371,12 @@ def train_command(
     preset: Annotated[str, typer.Option(help="full: real weights; tiny: random small models (for tests).")] = "full",
     device: Annotated[str, typer.Option(help="auto, cpu or cuda (several processes: --num-processes).")] = "auto",
     num_processes: Annotated[int, typer.Option(help="Processes (GPUs; CPU processes with --device cpu) training as one; the global batch stays --batch-size.")] = 1,
-    agents: Annotated[str, typer.Option(help="Comma-separated agents to train.")] = "text_to_image,image_to_image,image_to_video",
+    system: Annotated[str, typer.Option(help="The paper's system to train: svd (SDXL, InstructPix2Pix, SVD-XT) or osp (SD3, Open-Sora-Plan v1.2); with --iterations and ablations, its runs too.")] = "svd",
+    agents: Annotated[Optional[str], typer.Option(help="Comma-separated agents to train (default: all of the system's: svd text_to_image,image_to_image,image_to_video; osp text_to_image,image_to_video).", show_default=False)] = None,
     objective: Annotated[str, typer.Option(help="chain: the video loss trains the whole chain (the paper's); per-agent: each agent on its own output.")] = "chain",
-    sampling_steps: Annotated[Optional[int], typer.Option(help="chain: DDIM steps of an upstream agent's generation (default: 20; tiny preset: 2).", show_default=False)] = None,
+    sampling_steps: Annotated[Optional[int], typer.Option(help="chain: sampling steps of an upstream agent's generation (default: 20; tiny preset: 2).", show_default=False)] = None,
     backprop_steps: Annotated[int, typer.Option(help="chain: K, the last sampling steps gradients pass through.")] = 1,
-    full: Annotated[bool, typer.Option("--full", help="Fine-tune every UNet weight instead of LoRA adapters.")] = False,
+    full: Annotated[bool, typer.Option("--full", help="Fine-tune every denoiser weight (UNet or DiT) instead of LoRA adapters.")] = False,
     lora_rank: Annotated[int, typer.Option(help="LoRA rank.")] = 16,
     no_modulation: Annotated[bool, typer.Option("--no-modulation", help="No modulation token, no alpha (ablation).")] = False,
     modulation_init: Annotated[str, typer.Option(help="text: the [Mod] token's embedding; random (ablation).")] = "text",
@@ -385,9 +386,9 @@ def train_command(
     lr_modulation: Annotated[float, typer.Option(help="Learning rate of the modulation tokens.")] = 1e-4,
     checkpoint_every: Annotated[int, typer.Option(help="Steps between checkpoints.")] = 4,
     keep_checkpoints: Annotated[int, typer.Option(help="Checkpoints kept (the last N, the final step's included); 0: removed at the end.")] = 2,
-    frames: Annotated[Optional[int], typer.Option(help="Clip frames the image-to-video agent learns (default: the preset's 25).")] = None,
-    resolution: Annotated[Optional[str], typer.Option(help="WIDTHxHEIGHT to train at (default: the preset's, 1024x576).")] = None,
-    memory_profile: Annotated[str, typer.Option(help="resident; 24gb: one UNet on the GPU at a time (per-agent).")] = "resident",
+    frames: Annotated[Optional[int], typer.Option(help="Clip frames the image-to-video agent learns (default: its clip's, svd 25, osp 93).", show_default=False)] = None,
+    resolution: Annotated[Optional[str], typer.Option(help="WIDTHxHEIGHT to train at (default: each agent's inference size; svd 1024x576).", show_default=False)] = None,
+    memory_profile: Annotated[str, typer.Option(help="resident; 24gb: one denoiser on the GPU at a time (per-agent).")] = "resident",
     report_to: Annotated[str, typer.Option(help="none, tensorboard or wandb: losses and rates through accelerate's trackers (OUT/logs).")] = "none",
     init_adapters: Annotated[Optional[Path], typer.Option(help="Start from a previous `mora train` output.")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the noise, timesteps and data order (with --iterations: of everything).")] = 0,
@@ -420,7 +421,8 @@ def train_command(
 
     ablations = data == Path("ablations") and (ablation_prompts is not None or not data.is_dir())
     training = dict(
-        preset=preset, agents=[a.strip() for a in agents.split(",") if a.strip()], objective=objective,
+        system=system, preset=preset, objective=objective,
+        agents=None if agents is None else [a.strip() for a in agents.split(",") if a.strip()],
         sampling_steps=sampling_steps, backprop_steps=backprop_steps, full=full, lora_rank=lora_rank,
         modulation=not no_modulation, modulation_init=modulation_init, steps=steps, batch_size=batch_size, lr=lr,
         lr_modulation=lr_modulation, checkpoint_every=checkpoint_every, keep_checkpoints=keep_checkpoints,
@@ -453,7 +455,7 @@ def train_command(
         except InputError as e:
             raise fail(str(e), 2) from None
         stages = _Stages(prompts, out_dir, preset, device, memory_profile, sops, eval_prompts, judge, judges,
-                         reviewer_name, ray)
+                         reviewer_name, ray, config.system)
         if ablations:
             _train_ablations(stages, make, config, eval_seeds, judge_frames, eval_share, metrics, num_processes)
         else:
@@ -518,6 +520,7 @@ class _Stages:
     judges: Path | None
     name: str
     ray: str | None
+    system: str
 
     def inputs(self) -> dict[str, Any]:
         """The run options, seeds, held-out seeds, judges, reviewer and displays (InputError if one is bad)."""
@@ -527,7 +530,8 @@ class _Stages:
 
         check_preset(self.preset)
         return dict(seeds=read_seeds(self.prompts), out=self.out_dir, options=RunOptions(
-            preset=self.preset, device=self.device, sops_dir=self.sops, memory_profile=self.memory_profile),
+            preset=self.preset, device=self.device, sops_dir=self.sops, memory_profile=self.memory_profile,
+            system=self.system),
             eval_seeds=read_seeds(self.eval_prompts) if self.eval_prompts else None,
             judges=judge_specs(self.judge, self.judges), reviewer=TerminalSetReview(console, self.name), ray=self.ray,
             ui=LoopDisplay(console))

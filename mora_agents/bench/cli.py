@@ -160,7 +160,8 @@ def bench_command(
         typer.Option(
             "--training",
             help="Fine-tuning steps instead of inference (workloads: text_to_image, image_to_image, image_to_video, "
-            "all), LoRA and full: step time and peak memory on CUDA; parameters, memory and FLOPs per step anywhere.",
+            "all; the OSP system's sd3, open_sora_plan, osp), LoRA and full: step time and peak memory on CUDA; "
+            "parameters, memory and FLOPs per step anywhere.",
         ),
     ] = False,
 ) -> None:

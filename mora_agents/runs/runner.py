@@ -62,7 +62,7 @@ from mora_agents.inputs import (
     copy_input,
 )
 from mora_agents.media import Artifact, atomic_path, sha256_file
-from mora_agents.pipelines.adapters import card_sha256, check_adapters
+from mora_agents.pipelines.adapters import card_sha256, check_adapters, read_card
 from mora_agents.pipelines.loading import MEMORY_PROFILES, resolve_device
 from mora_agents.pipelines.parallel import check_gpus, parallel_attention
 from mora_agents.pipelines.speed import resolve_speed
@@ -200,6 +200,9 @@ def check_options(options: RunOptions) -> None:
     check_overrides(options.tool_overrides)  # the system's backends with the person's parameters
     check_candidates(options.candidates)
     run_adapters(options.adapters, options.preset)
+    if options.adapters and options.system and (trained := read_card(options.adapters).system) != options.system:
+        raise InputError(f"--adapters {options.adapters}: trained the {trained} system's agents, but this run uses "
+                         f"--system {options.system}")
 
 
 def check_candidates(candidates: Any) -> int:

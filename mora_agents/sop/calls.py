@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from mora_agents.errors import InputError
-from mora_agents.pipelines.adapters import AGENT_MODELS, trained_models
+from mora_agents.pipelines.adapters import read_card, trained_models
 from mora_agents.sop.messages import PromptBudget
 from mora_agents.sop.schema import SOP, StepSpec
 from mora_agents.sop.template import has_template, references
@@ -82,9 +82,10 @@ def required_models(sop: SOP, overrides: Mapping[str, Mapping[str, Any]]) -> lis
 
 def check_calls(sop: SOP, overrides: Mapping[str, Mapping[str, Any]], adapters: Path | None = None) -> None:
     """Before a run: each call's known arguments fit its backend (what it reads, its frame and size rules), and
-    trained adapters only meet the backends they were trained on. Raises InputError naming the step."""
+    trained adapters only meet the backends they were trained on: a step whose tool a trained model serves must run
+    that model (adapters of one system refused on the other's). Raises InputError naming the step."""
     trained = set(trained_models(adapters))
-    defaults = set(AGENT_MODELS.values())
+    system = read_card(adapters).system if trained else None
     for call in sop_calls(sop):
         spec = get_tool(call.tool)
         try:
@@ -92,12 +93,11 @@ def check_calls(sop: SOP, overrides: Mapping[str, Mapping[str, Any]], adapters: 
         except ValueError as e:
             raise InputError(f"task '{sop.name}', step '{call.step}': {e}") from None
         backend = call.backend(overrides)
-        if backend is not None and not backend.adapters:
-            default = spec.backend({})
-            if trained & set(default.models) & defaults:
-                raise InputError(f"--adapters {adapters}: trained on {default.name}, but step '{call.step}' runs "
-                                 f"{call.tool} with backend {backend.name} (adapters apply to the paper's models "
-                                 "only)")
+        served = [b.name for b in spec.backends.values() if b.adapters and trained & set(b.models)]
+        if backend is not None and served and not trained & set(backend.models):
+            raise InputError(f"--adapters {adapters}: trained on {', '.join(served)}, but step '{call.step}' runs "
+                             f"{call.tool} with backend {backend.name} (adapters apply to the models they were "
+                             f"trained on: run them with --system {system})")
 
 
 def prompt_budget(sop: SOP, step_id: str, overrides: Mapping[str, Mapping[str, Any]]) -> PromptBudget | None:

@@ -50,7 +50,8 @@ class Backend:
     text: TextBudget | None = None
     """None: it reads no text."""
     adapters: bool = False
-    """Whether `mora train` adapters apply to it (they are trained on the paper's models)."""
+    """Whether `mora train` adapters apply to it: it runs a model one of the paper's systems trains (SDXL base,
+    InstructPix2Pix, SVD-XT; SD3 Medium, Open-Sora-Plan)."""
     min_steps: int = 1
     """The fewest denoising steps its sampler takes (PNDM's warm-up needs 4)."""
 
@@ -75,8 +76,9 @@ BACKENDS: dict[str, dict[str, Backend]] = {
         "flux-schnell": Backend(
             "flux-schnell", "FLUX.1 [schnell]", ("flux_schnell",), _params("width", "height", "steps"), side=16,
             text=TextBudget("T5", "tokenizer_2", 256, "flux_schnell")),
-        **{name: Backend(name, label, (key,), _params("negative_prompt", "width", "height", "steps", "guidance_scale"),
-                         side=16, text=TextBudget("T5", "tokenizer_3", 256, key))
+        **{name: Backend(name, label, (key,), _params("negative_prompt", "width", "height", "steps", "guidance_scale",
+                                                      more={"adapters"} if key == "sd3" else frozenset()),
+                         side=16, text=TextBudget("T5", "tokenizer_3", 256, key), adapters=key == "sd3")
            for name, label, key in (("sd3", "Stable Diffusion 3 Medium", "sd3"),
                                     ("sd3.5-large", "Stable Diffusion 3.5 Large", "sd35_large"),
                                     ("sd3.5-medium", "Stable Diffusion 3.5 Medium", "sd35_medium"))},
@@ -91,8 +93,8 @@ BACKENDS: dict[str, dict[str, Backend]] = {
             side=16, text=TextBudget("T5", "tokenizer_2", 512, "flux_kontext")),
         "sd3": Backend(
             "sd3", "Stable Diffusion 3 Medium (image-to-image)", ("sd3",),
-            _params("steps", "guidance_scale", "max_side", "strength"), side=16,
-            text=TextBudget("T5", "tokenizer_3", 256, "sd3")),
+            _params("steps", "guidance_scale", "max_side", "strength", "adapters"), side=16,
+            text=TextBudget("T5", "tokenizer_3", 256, "sd3"), adapters=True),
     },
     "image_to_video": {
         "svd-xt": Backend(
@@ -108,8 +110,8 @@ BACKENDS: dict[str, dict[str, Backend]] = {
             side=32, frames_step=8, text=TextBudget("T5", "tokenizer", 128, "ltx_video")),
         "open-sora-plan": Backend(
             "open-sora-plan", "Open-Sora-Plan v1.2", ("open_sora_plan", "mt5_xxl"),
-            _params("negative_prompt", "guidance_scale", more=_VIDEO), side=16, frames_step=4, text=_OSP_TEXT,
-            min_steps=4),
+            _params("negative_prompt", "guidance_scale", "adapters", more=_VIDEO), side=16, frames_step=4,
+            text=_OSP_TEXT, min_steps=4, adapters=True),
     },
     "connect_videos": {
         "seine": Backend(
@@ -123,7 +125,7 @@ BACKENDS: dict[str, dict[str, Backend]] = {
         "open-sora-plan": Backend(
             "open-sora-plan", "Open-Sora-Plan v1.2 (first and last frame)", ("open_sora_plan", "mt5_xxl"),
             _params("negative_prompt", "frames", "width", "height", "steps", "guidance_scale"), side=16,
-            frames_step=4, text=_OSP_TEXT, min_steps=4),
+            frames_step=4, text=_OSP_TEXT, min_steps=4, adapters=True),
     },
 }
 """Per model tool, its backends by name; the first is the default."""

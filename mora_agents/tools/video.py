@@ -66,7 +66,8 @@ def image_to_video(
     seed: Annotated[Seed | None, "random seed"] = None,
     backend: Annotated[ImageToVideoBackend | None, "the model: svd-xt (default), wan2.2-ti2v-5b, ltx-video, "
                        "open-sora-plan, skyreels-v2-df or framepack"] = None,
-    adapters: Annotated[str | None, "a `mora train` output folder (default: the run's; svd-xt)"] = None,
+    adapters: Annotated[str | None, "a `mora train` output folder (default: the run's; svd-xt, open-sora-plan)"
+                        ] = None,
     output: Annotated[str | None, "path of the MP4 to write"] = None,
 ) -> Artifact:
     """Animate an image into a video clip (svd-xt: Stable Video Diffusion XT; wan2.2-ti2v-5b; ltx-video;
