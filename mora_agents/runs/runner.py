@@ -563,7 +563,7 @@ class _Session:
             self.note("Resumed", f"resumed a run that was {status}"
                        + (" from its last checkpoint" if state is not None else " from the start"))
         if resumption.finished is not None and self.result_intact(resumption.finished):
-            return self.end(resumption.finished)
+            return await self.end(resumption.finished)
         if revise is not None:
             await self.revise(revise, resumption)
         task, replay = resumption.task, resumption.task is not None
@@ -711,7 +711,7 @@ class _Session:
             error = f"{self._where()}: {_cause(e)}"
             self._emit(self.transcript.make("error", "runner", "Error", {"error": error, "details": details}))
             finished = RunFinished(status="failed", error=error, details=details)
-        return self.end(finished)
+        return await self.end(finished)
 
     def _where(self) -> str:
         """Who was acting when the team failed: a step and its agent, the planner or the conductor."""
@@ -722,12 +722,14 @@ class _Session:
             return f"step '{self.last_message.content.key}' ({agent})"
         return agent
 
-    def end(self, finished: RunFinished) -> RunOutcome:
-        """Record how the run ended in run.json; raise for anything but finished."""
+    async def end(self, finished: RunFinished) -> RunOutcome:
+        """Record how the run ended in run.json, with its measures (read from its videos in a thread: the event loop
+        may be a server's); raise for anything but finished."""
         ok = finished.status == "finished"
+        measures = await asyncio.to_thread(run_measures, self.conductor.execution, ok)
         self.save_info(status=finished.status, error=None if ok else finished.error,
                        error_details=None if ok else finished.details, seconds=self._elapsed(),
-                       finished=datetime.now().isoformat(), **run_measures(self.conductor.execution, ok))
+                       finished=datetime.now().isoformat(), **measures)
         if finished.status == "rejected":
             raise InputError(finished.error)
         if finished.status == "stopped":
