@@ -59,7 +59,7 @@ from mora_agents.serve.hub import Hub, NotFound
 from mora_agents.serve.openai_videos import ErrorShape, videos_router
 from mora_agents.serve.sessions import Session, Sessions
 from mora_agents.serve.sops import SopEntry, StepNode, list_sops, read_sop, save_sop, step_nodes, validate_text
-from mora_agents.serve.studio import find_folders, known_adapters, studio_router
+from mora_agents.serve.studio import find_folders, known_adapters, shown_vote, studio_router
 from mora_agents.serve.uploads import UploadTooLarge, read_multipart
 from mora_agents.serve.webhooks import Sender, Webhook
 from mora_agents.serve.worker import Conflict, PendingReview, Worker
@@ -147,7 +147,8 @@ class Review(BaseModel):
     candidates: list[dict[str, Any]] = []
     """At a best-of pick: the candidates (media with their URL); an edit (`pick N`) keeps candidate N."""
     details: dict[str, Any] = {}
-    """At a best-of pick: the judges' votes, reasons and points, and the candidate they chose."""
+    """At a best-of pick: the judges' votes (each with `labels`: the labels it was shown -> candidates, as the data
+    reviewer's), reasons and points, and the candidate they chose."""
 
 
 class RunView(BaseModel):
@@ -217,7 +218,9 @@ def _review(pending: PendingReview, run_id: str) -> Review:
     output = request.output if isinstance(request.output, str) else _media(request.output.model_dump(), run_id)
     return Review(seq=pending.seq, step=request.key, options=request.options, edit=request.edit, text=request.text,
                   output=output, repeats_left=request.repeats_left, format=request.format,
-                  candidates=[_media(c.model_dump(), run_id) for c in request.candidates], details=request.details)
+                  candidates=[_media(c.model_dump(), run_id) for c in request.candidates],
+                  details={**request.details, "votes": [shown_vote(v) for v in request.details["votes"]]}
+                  if "votes" in request.details else request.details)
 
 
 def record_event(record: Record, run_id: str) -> dict[str, Any]:
