@@ -114,9 +114,9 @@ new ResizeObserver(([entry]) => {
 
 let bestOf = new Set();  // the SOPs with best_of steps: runs of them take a number of candidates
 
-// Candidates are offered for an SOP with best_of steps, or when the planner chooses (it may choose one).
+// Candidates are offered when the task is an SOP with best_of steps.
 function showCandidates() {
-  $("#candidates-field").hidden = $("#task").value !== "" && !bestOf.has($("#task").value);
+  $("#candidates-field").hidden = !bestOf.has($("#task").value);
 }
 
 $("#task").addEventListener("change", showCandidates);

@@ -67,6 +67,8 @@ export class RunCard {
     this.meta = el("span", {class: "muted small"});
     this.cancelButton = el("button", {type: "button", class: "cancel ghost", hidden: true, onclick: () => this.act("/cancel")}, "Cancel");
     this.resumeButton = el("button", {type: "button", class: "resume", hidden: true, onclick: () => this.act("/resume")}, "Resume");
+    this.reviseButton = el("button", {type: "button", class: "revise", hidden: true, title: "Edit the storyboard, then go on: the shots your edit does not change are kept",
+      onclick: () => this.act("/resume?revise=storyboard")}, "Revise storyboard");
     this.transcript = el("a", {href: `/files/${encodeURIComponent(id)}/transcript.html`, target: "_blank", rel: "noopener", class: "small"}, "Transcript");
     this.progressLabel = el("span", {class: "small"});
     this.progressBar = el("progress", {max: 1, value: 0, "aria-label": "progress of the working step"});
@@ -80,7 +82,7 @@ export class RunCard {
     this.error = el("div", {class: "error", role: "alert"});
     this.node = el("article", {class: "run", "data-run": id},
       el("header", {class: "run-head"},
-        el("div", {class: "run-line"}, this.title, el("div", {class: "run-actions"}, this.cancelButton, this.resumeButton, this.transcript)),
+        el("div", {class: "run-line"}, this.title, el("div", {class: "run-actions"}, this.cancelButton, this.reviseButton, this.resumeButton, this.transcript)),
         el("div", {class: "run-line"}, el("div", {class: "run-meta"}, this.status, this.task, this.meta)),
         this.progress),
       this.result, this.stripBox, this.story.node, this.records, this.review, this.error);
@@ -111,7 +113,7 @@ export class RunCard {
     this.error.textContent = "";
     try {
       await api("POST", runUrl(this.id, action));
-      if (action === "/resume" && this.source.readyState === EventSource.CLOSED) this.connect();
+      if (action.startsWith("/resume") && this.source.readyState === EventSource.CLOSED) this.connect();
     } catch (error) {
       this.error.textContent = error.message;
     }
@@ -219,6 +221,7 @@ export class RunCard {
       run.adapters ? `fine-tuned: ${run.adapters.split("/").slice(-2).join("/")}` : ""].filter(Boolean).join(" · ");
     this.cancelButton.hidden = !(ACTIVE.includes(run.status) && !run.resumable);
     this.resumeButton.hidden = !run.resumable;
+    this.reviseButton.hidden = !run.revisable;
     this.error.textContent = run.error && !["finished", "running", "queued"].includes(run.status) ? run.error : "";
     if (run.result && this.result.hidden) {
       fill(this.result,
@@ -252,27 +255,28 @@ export class RunCard {
     this.reviewSeq = review.seq;
     this.story.stopEditing();
     const note = el("span", {class: "error"});
+    // sends a decision; null once taken, else the one line that says why it was refused
     const send = async (decision, text = null) => {
       note.textContent = "";
       try {
         await api("POST", runUrl(this.id, "/review"), {review: review.seq, decision, text});
         this.review.hidden = true;
-        return true;
+        return null;
       } catch (error) {
-        note.textContent = error.message.split("\n")[0];  // the one line that says what is wrong
-        return false;
+        return note.textContent = error.message.split("\n")[0];
       }
     };
     const kind = review.format === "storyboard" && typeof review.output === "string" ? this.storyboardReview(review, send)
       : review.edit === "choice" ? this.pickReview(review, send) : this.textReview(review, send);
-    fill(this.review,
-      el("div", {class: "review-head"}, el("strong", {}, `Review · step ${review.step}`),
-        el("span", {class: "muted small"}, `${review.repeats_left} repeat${review.repeats_left === 1 ? "" : "s"} left`)),
-      kind.body,
-      el("div", {class: "row"}, review.options.filter((option) => option !== "edit" || kind.edit).map((option) =>
-        el("button", {type: "button", class: `decide ${option}${option === "next" ? " primary" : ""}${option === "stop" ? " danger" : ""}`,
-          onclick: () => (kind.decide?.[option] || (() => send(option)))()}, kind.labels?.[option] || LABELS[option])),
-      kind.extra, note));
+    const head = el("div", {class: "review-head"}, el("strong", {}, `Review · step ${review.step}`),
+      review.options.includes("repeat") || !review.options.includes("edit")  // not at a revision (next or edit)
+        ? el("span", {class: "muted small"}, `${review.repeats_left} repeat${review.repeats_left === 1 ? "" : "s"} left`) : null);
+    const row = el("div", {class: "row"}, review.options.filter((option) => option !== "edit" || kind.edit).map((option) =>
+      el("button", {type: "button", class: `decide ${option}${option === "next" ? " primary" : ""}${option === "stop" ? " danger" : ""}`,
+        onclick: () => (kind.decide?.[option] || (() => send(option)))()}, kind.labels?.[option] || LABELS[option])),
+    kind.extra, note);
+    this.review.classList.toggle("compact", Boolean(kind.compact));
+    fill(this.review, head, kind.place ? kind.place(row) : [kind.body, row]);
     this.review.hidden = false;
     if (kind.ready) kind.ready();  // the storyboard comes into view instead of the latest records
     else keepUp();
@@ -292,21 +296,26 @@ export class RunCard {
   storyboardReview(review, send) {
     const editable = review.options.includes("edit");
     const approve = el("span", {}, "Approve");
-    const reset = el("button", {type: "button", class: "reset ghost", hidden: true, onclick: () => this.story.reset()}, "Undo my edits");
+    const reset = el("button", {type: "button", class: "reset ghost", hidden: true, onclick: () => this.story.reset()}, "Undo edits");
     const hint = el("p", {class: "small review-hint"}, editable
-      ? "Edit the storyboard above: change any field, add or remove shots, characters and settings, then approve."
-      : "No edit left: approve the storyboard or stop.");
+      ? "Edit it above: any field, shots, characters, settings."
+      : "No edit left: approve it or stop.");
     const next = async () => {
       const edited = this.story.edited();
-      if (await (edited ? send("edit", JSON.stringify(edited)) : send("next"))) this.story.stopEditing(edited);
-      else this.story.markInvalid(note.textContent);
+      this.story.sending(edited);  // the run may say the review is decided before the answer comes
+      const refused = await (edited ? send("edit", JSON.stringify(edited)) : send("next"));
+      if (refused === null) this.story.stopEditing(edited);
+      else {
+        this.story.sending(null);
+        this.story.markInvalid(refused);
+      }
     };
-    return {body: hint, extra: reset, labels: {next: approve, repeat: "Write it again"}, decide: {next},
+    return {body: hint, extra: reset, labels: {next: approve, repeat: "Write again"}, decide: {next}, compact: true,
       ready: () => {
         const board = JSON.parse(review.output);
         if (!editable) return this.story.show(board);
         this.story.edit(board, (edited) => {
-          approve.textContent = edited ? "Approve my edits" : "Approve";
+          approve.textContent = edited ? "Approve edits" : "Approve";
           reset.hidden = !edited;
         });
         this.story.node.scrollIntoView({block: "start"});
@@ -334,9 +343,11 @@ export class RunCard {
             : canPick ? el("button", {type: "button", class: "pick", onclick: () => send("edit", String(number))}, `Pick ${number}`) : null));
     }));
     const judges = details.votes
-      ? el("details", {class: "judges", open: true}, el("summary", {}, `The judges' votes (${details.votes.length})`), votes(details.votes))
+      ? el("details", {class: "judges", open: matchMedia("(min-width: 641px)").matches},  // folded on a phone
+        el("summary", {}, `The judges' votes (${details.votes.length})`), votes(details.votes))
       : null;
-    return {body: [details.why ? el("p", {class: "small why"}, details.why) : null, el("div", {class: "pick-layout"}, grid, judges)],
-      labels: {next: `Keep ${chosen}`, repeat: "New candidates"}};
+    return {place: (row) => [details.why ? el("p", {class: "small why"}, details.why) : null,
+      el("div", {class: "pick-layout"}, el("div", {}, grid, row), judges)],
+    labels: {next: `Keep ${chosen}`, repeat: "New candidates"}};
   }
 }

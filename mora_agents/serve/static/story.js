@@ -18,7 +18,8 @@ export class StoryView {
   constructor(runId, jump) {
     this.runId = runId;
     this.jump = jump;  // goes to a record's node
-    this.board = null;  // as the run last reported it
+    this.board = null;  // as shown
+    this.reported = "";  // the storyboard as the run last reported it (JSON)
     this.made = new Map();  // "step#iteration" -> {item, node}: the latest result of each
     this.slots = new Map();  // "step#iteration" -> the node its thumbnail goes in
     this.draft = null;  // at the review: the person's storyboard, and what it started from
@@ -27,8 +28,10 @@ export class StoryView {
 
   // -- following the run ------------------------------------------------------------------------------------------
 
+  // The storyboard as the run reports it; a change shows (an approved edit shows at once, until the run reports it).
   show(board) {
-    if (!board || JSON.stringify(board) === JSON.stringify(this.board)) return;
+    if (!board || JSON.stringify(board) === this.reported) return;
+    this.reported = JSON.stringify(board);
     this.board = board;
     if (!this.draft) this.render();
   }
@@ -61,6 +64,7 @@ export class StoryView {
     fill(node, el("button", {type: "button", class: "slot-thumb", title: `${what}: go to its message`,
       onclick: () => this.jump(made.node)},
     el("img", {src, alt: `${what} ${made.item.path.split("/").pop()}`}),
+    el("span", {class: "slot-label", "aria-hidden": "true"}, what),
     made.item.kind === "video" ? el("span", {class: "slot-play", "aria-hidden": "true"}, "▶") : null));
     node.dataset.made = "true";
   }
@@ -126,9 +130,15 @@ export class StoryView {
     this.renderForm();
   }
 
+  // The edit being sent (null: none): once the review is decided it shows until the run reports it.
+  sending(board) {
+    if (this.draft) this.draft.sent = board;
+  }
+
   // Back to following the run; `board`: what to show until the run reports its storyboard again.
   stopEditing(board = null) {
-    if (!this.draft) return;
+    board ||= this.draft?.sent;
+    if (!this.draft && !board) return;
     this.draft = null;
     if (board) this.board = board;
     this.render();
