@@ -4,15 +4,14 @@
 // storyboard's review the cards become a form: fields edited in place, shots, characters and settings added or
 // removed; `edited()` is the storyboard as the person left it.
 
-import {$, el, fill, posterUrl} from "./core.js";
+import {$, el, fill, plural, posterUrl, seconds} from "./core.js";
 
 const TRANSITIONS = {cut: "cut", seine: "SEINE transition", flf2v: "first-last-frame clip"};
+// the steps of the shipped story SOP whose outputs belong to the storyboard's entries (an iteration per entry)
 const MADE = {sheets: "sheet", keyframes: "keyframe", clips: "clip"};
-// the step ids of the shipped story SOP whose outputs belong to the storyboard's entries (an iteration per entry)
 
 const same = (a, b) => a.toLowerCase() === b.toLowerCase();
 const copy = (value) => JSON.parse(JSON.stringify(value));
-const seconds = (value) => `${Number(value).toLocaleString("en", {maximumFractionDigits: 2})} s`;
 
 export class StoryView {
   constructor(runId, jump) {
@@ -80,7 +79,7 @@ export class StoryView {
       el("div", {class: "story-head"},
         el("span", {class: "eyebrow"}, "Storyboard"),
         el("h3", {class: "story-title"}, board.title),
-        el("span", {class: "muted small"}, `${board.shots.length} shot${board.shots.length === 1 ? "" : "s"} · ${seconds(total)}`)),
+        el("span", {class: "muted small"}, `${plural(board.shots.length, "shot")} · ${seconds(total)}`)),
       el("ul", {class: "cast", "aria-label": "Characters and settings"}, cast.map(([kind, entry], i) =>
         el("li", {class: `cast-card ${kind}`, "data-name": entry.name},
           this.slot("sheets", i),
@@ -92,7 +91,7 @@ export class StoryView {
           el("div", {class: "shot-media"}, this.slot("keyframes", i), this.slot("clips", i)),
           el("div", {class: "shot-body"},
             el("div", {class: "shot-head"}, el("strong", {class: "shot-number"}, `Shot ${i + 1}`),
-              el("span", {class: "chip"}, seconds(shot.duration)),
+              el("span", {class: "chip"}, seconds(Number(shot.duration))),
               i ? el("span", {class: "chip transition", title: "how it follows the shot before"}, `after a ${TRANSITIONS[shot.transition] || shot.transition}`) : null),
             el("p", {class: "shot-text"}, shot.description),
             el("dl", {class: "facts"},
