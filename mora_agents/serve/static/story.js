@@ -4,7 +4,7 @@
 // storyboard's review the cards become a form: fields edited in place, shots, characters and settings added or
 // removed; `edited()` is the storyboard as the person left it.
 
-import {$, el, fill, plural, posterUrl, seconds} from "./core.js";
+import {$, el, fileName, fill, plural, posterUrl, seconds} from "./core.js";
 
 const TRANSITIONS = {cut: "cut", seine: "SEINE transition", flf2v: "first-last-frame clip"};
 // the steps of the shipped story SOP whose outputs belong to the storyboard's entries (an iteration per entry)
@@ -21,7 +21,7 @@ export class StoryView {
     this.reported = "";  // the storyboard as the run last reported it (JSON)
     this.made = new Map();  // "step#iteration" -> {item, node}: the latest result of each
     this.slots = new Map();  // "step#iteration" -> the node its thumbnail goes in
-    this.draft = null;  // at the review: the person's storyboard, and what it started from
+    this.draft = null;  // at the review: {start, board: the person's, changed: called on each change, sent}
     this.node = el("section", {class: "story", hidden: true, "aria-label": "Storyboard"});
   }
 
@@ -62,10 +62,9 @@ export class StoryView {
     const src = made.item.kind === "video" ? posterUrl(this.runId, made.item.path) : made.item.url;
     fill(node, el("button", {type: "button", class: "slot-thumb", title: `${what}: go to its message`,
       onclick: () => this.jump(made.node)},
-    el("img", {src, alt: `${what} ${made.item.path.split("/").pop()}`}),
+    el("img", {src, alt: `${what} ${fileName(made.item.path)}`}),
     el("span", {class: "slot-label", "aria-hidden": "true"}, what),
     made.item.kind === "video" ? el("span", {class: "slot-play", "aria-hidden": "true"}, "▶") : null));
-    node.dataset.made = "true";
   }
 
   render() {
