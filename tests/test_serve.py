@@ -184,6 +184,9 @@ def test_cancel_a_queued_run_and_stop_a_running_one_then_resume_both(server: Ser
     run_dir = server.out / long["id"]
     assert [r["type"] for r in records][-1] == "Stopped" and step_results(run_dir)[-1] == "segments#0"
     assert client.post(f"/api/runs/{long['id']}/cancel").status_code == 409
+    assert not status["revisable"]  # no storyboard: a story's revision is refused, and the run stays stopped
+    refused = client.post(f"/api/runs/{long['id']}/resume", params={"revise": "storyboard"})
+    assert refused.status_code == 409 and "only a story stopped on request" in refused.json()["detail"]
 
     assert client.post(f"/api/runs/{long['id']}/resume").json()["status"] in ("queued", "running")
     assert client.post(f"/api/runs/{queued['id']}/resume").json()["position"] is not None  # behind the long one

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +21,7 @@ from serve_server import Server
 from studio_folders import make_data_folder, make_loop_folder
 
 from mora_agents.runs.catalog import read_info
+from mora_agents.runs.transcript import read_transcript
 from mora_agents.sop.loader import BUILTIN_DIR
 
 AXE = (Path(axe_playwright_python.__file__).parent / "axe.min.js").read_text(encoding="utf-8")
@@ -115,7 +117,8 @@ def review_next(page: Page, step: str) -> None:
     expect(review).to_contain_text(f"Review · step {step}", timeout=90_000)
     expect(review).to_be_in_viewport()  # sticky: in view wherever the conversation is scrolled
     review.locator("button.next").click()
-    expect(page.locator(f".rec[data-type=ReviewDecision]:has-text('decision on {step}: next (by web)')")).to_be_attached()
+    decided = f"decision on {step.partition('#')[0]}: next (by web)"  # a record names the step, not its iteration
+    expect(page.locator(f".rec[data-type=ReviewDecision]:has-text('{decided}')").first).to_be_attached()
 
 
 def test_create_a_run_follow_it_review_it_and_keep_the_chat(studio: Server, tab: Tab, shots: Path) -> None:
@@ -302,3 +305,103 @@ def test_api_docs_work_offline(studio: Server, tab: Tab) -> None:
     expect(page.locator(".swagger-ui .info .title")).to_contain_text("mora serve")
     expect(page.locator(".opblock-summary-path[data-path='/api/runs/{run_id}']").first).to_be_visible()
     assert outside == []
+
+
+def records_of(run_dir: Path, suffix: str) -> list[dict]:
+    """The contents of a run's records whose type ends with `suffix` (`[ReviewDecision]`), in order."""
+    return [r.message["content"] for r in read_transcript(run_dir / "transcript.jsonl") if r.type.endswith(suffix)]
+
+
+def test_a_story_reviewed_on_the_page(studio: Server, tab: Tab, shots: Path) -> None:
+    """A story made on the page with best of 2: its storyboard edited in place (a refused edit first), the judges'
+    pick overruled, the run stopped between steps and its storyboard revised (a shot added, the first one kept)."""
+    page = tab.page
+    page.goto(studio.url)
+    page.select_option("#task", "story")
+    page.select_option("#candidates", "2")
+    page.fill("#text", "a story: a fox in the snow, 2 shots")
+    page.click("#send")
+    run = page.locator("article.run")
+    story, review = run.locator(".story"), page.locator(".review:not([hidden])")
+    expect(review).to_contain_text("Review · step storyboard", timeout=90_000)
+    run_id = run.get_attribute("data-run")
+    assert read_info(studio.out / run_id)["candidates"] == 2  # the request's `candidates`
+
+    # the storyboard's review: fields edited in place, a shot removed; a refused edit keeps the person's edits
+    expect(story.locator(".shot.editing")).to_have_count(2)
+    expect(story.locator(".cast-card.editing")).to_have_count(2)  # the fox and the snowfield
+    story.locator(".shot[data-shot='1'] .shot-camera").fill("close-up, slow dolly-in")
+    story.locator(".shot[data-shot='2'] .remove-shot").click()
+    expect(story.locator(".shot.editing")).to_have_count(1)
+    story.locator(".shot-duration").fill("")
+    expect(review.locator("button.next")).to_have_text("Approve edits")
+    review.locator("button.next").click()
+    expect(review.locator(".error")).to_have_text(re.compile(r"^shots\.0\.duration: Input should be a valid number"))
+    tab.errors.remove("Failed to load resource: the server responded with a status of 400 (Bad Request)")
+    expect(story.locator(".shot-duration")).to_have_attribute("aria-invalid", "true")
+    expect(story.locator(".shot-camera")).to_have_value("close-up, slow dolly-in")  # the edits stay
+    expect(story.locator(".shot.editing")).to_have_count(1)
+    story.locator(".shot-duration").fill("2.5")
+    check_view(page, "story-edit", shots, ".story .shot.editing")
+    review.locator("button.next").click()
+    expect(story.locator(".shot:not(.editing) .camera")).to_have_text("close-up, slow dolly-in")
+    expect(story.locator(".shot")).to_have_count(1)
+    review_next(page, "sheets")
+    review_next(page, "sheets#1")
+    expect(story.locator(".cast-card .slot-thumb img")).to_have_count(2)  # the reference sheets
+
+    # the best-of pick: the candidates side by side, each judge's ranking and reason; Pick N overrules them
+    expect(review).to_contain_text("Review · step keyframes", timeout=90_000)
+    expect(review.locator(".candidate img")).to_have_count(2)
+    expect(review.locator(".vote")).to_have_count(2)  # the metric judges, offline
+    expect(review.locator(".vote").first).to_contain_text(re.compile(r"ranks [12] › [12]"))
+    expect(review.locator(".vote").first).to_contain_text(re.compile(r"\(label→candidate\): 1→[12], 2→[12]"))
+    check_view(page, "story-pick", shots, ".review .candidate img")
+    judged = int(review.locator(".candidate.chosen").get_attribute("data-candidate"))
+    other = 3 - judged
+    review.locator(f".candidate[data-candidate='{other}'] button.pick").click()
+    expect(review).to_contain_text(f"candidate {other} picked by a person", timeout=60_000)
+    expect(review.locator(".candidate.chosen")).to_have_attribute("data-candidate", str(other))
+    review.locator("button.next").click()
+
+    # stopped between steps, then revised: a shot added after the first, which is kept
+    expect(run).to_have_attribute("data-status", "running")
+    run.locator("button.cancel").click()
+    expect(run).to_have_attribute("data-status", "stopped", timeout=60_000)
+    run.locator("button.revise").click()
+    expect(review).to_contain_text("Review · step storyboard", timeout=60_000)
+    story.locator(".shot[data-shot='1'] .add-after").click()
+    story.locator(".shot[data-shot='2'] .shot-description").fill("the fox curls up to sleep under a pine")
+    review.locator("button.next").click()
+    expect(story.locator(".shot")).to_have_count(2)
+    expect(review).to_contain_text("Review · step keyframes#1", timeout=90_000)
+    review.locator("button.next").click()
+    expect(run).to_have_attribute("data-status", "finished", timeout=180_000)
+
+    # the storyboard follows the run: each shot's keyframe and clip; a click goes to its message
+    expect(story.locator(".shot .slot-thumb")).to_have_count(4)
+    story.locator(".shot[data-shot='1'] .slot-keyframe button").click()
+    expect(run.locator(".rec.flash[data-type=StepResult]")).to_contain_text("result of keyframes: artifacts/keyframes-c"
+                                                                           f"{other}.png")
+    check_view(page, "story", shots, ".story .slot-clip img")
+    page.goto(f"{studio.url}/#run/{run_id}")  # the run's own view, for a picture of its storyboard alone
+    expect(page.locator("#run-one .story .slot-thumb")).to_have_count(6)  # the sheets, keyframes and clips
+    page.locator("#run-one .story").evaluate("(node) => node.scrollIntoView({block: 'center'})")
+    page.wait_for_timeout(400)
+    page.locator("#run-one .story").screenshot(path=shots / "story-board.png")
+
+    run_dir = studio.out / run_id
+    board = read_info(run_dir)["storyboard"]
+    assert [(s["camera"], s["duration"]) for s in board["shots"]] == [("close-up, slow dolly-in", 2.5),
+                                                                       ("close-up, slow dolly-in", 2.5)]
+    assert board["shots"][1]["description"] == "the fox curls up to sleep under a pine"
+    decisions = [(d["step"], d["iteration"], d["decision"], d["by"]) for d in records_of(run_dir, "[ReviewDecision]")]
+    assert decisions == [("storyboard", 0, "edit", "web"), ("sheets", 0, "next", "web"), ("sheets", 1, "next", "web"),
+                         ("keyframes", 0, "edit", "web"), ("keyframes", 0, "next", "web"),
+                         ("storyboard", 0, "edit", "web"), ("keyframes", 1, "next", "web")]
+    picks = [r for r in records_of(run_dir, "[StepResult]") if r["step"] == "keyframes"]
+    assert [(p["iteration"], p["details"]["chosen"], p["details"]["by"]) for p in picks] == [
+        (0, judged, "judges"), (0, other, "person"), (1, picks[2]["details"]["chosen"], "judges")]  # shot 1 kept
+    made = [(r["step"], r["iteration"]) for r in records_of(run_dir, "[StepResult]") if ".candidate" in r["step"]]
+    assert sorted(made) == sorted((f"{step}.candidate{n}", shot) for step in ("keyframes", "clips") for n in (1, 2)
+                                  for shot in (0, 1))  # each candidate made once: the first shot's kept

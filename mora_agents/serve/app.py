@@ -8,7 +8,8 @@
     GET  /api/runs/{id}/poster/{path} the first frame of a video of the run (WebP)
     DELETE /api/runs/{id}             remove a run directory that is neither queued nor running (409 otherwise)
     POST /api/runs/{id}/review        a decision for the review a run waits for (the first wins; later ones get 409)
-    POST /api/runs/{id}/resume        queue an interrupted, failed, waiting or stopped run again
+    POST /api/runs/{id}/resume        queue an interrupted, failed, waiting or stopped run again (`?revise=storyboard`:
+                                      a stopped story's storyboard is reviewed first)
     POST /api/runs/{id}/cancel        take a queued run off the queue, or stop a running one at its next checkpoint
     GET  /api/sops[/{name}], POST /api/sops/validate, PUT /api/sops/{name}   the SOP editor's files
     GET  /api/sessions/{id}, POST /api/sessions/{id}/runs                the page's conversations (`sessions`)
@@ -59,7 +60,7 @@ from mora_agents.serve.hub import Hub, NotFound
 from mora_agents.serve.openai_videos import ErrorShape, videos_router
 from mora_agents.serve.sessions import Session, Sessions
 from mora_agents.serve.sops import SopEntry, StepNode, list_sops, read_sop, save_sop, step_nodes, validate_text
-from mora_agents.serve.studio import find_folders, known_adapters, studio_router
+from mora_agents.serve.studio import find_folders, known_adapters, shown_vote, studio_router
 from mora_agents.serve.uploads import UploadTooLarge, read_multipart
 from mora_agents.serve.webhooks import Sender, Webhook
 from mora_agents.serve.worker import Conflict, PendingReview, Worker
@@ -147,7 +148,8 @@ class Review(BaseModel):
     candidates: list[dict[str, Any]] = []
     """At a best-of pick: the candidates (media with their URL); an edit (`pick N`) keeps candidate N."""
     details: dict[str, Any] = {}
-    """At a best-of pick: the judges' votes, reasons and points, and the candidate they chose."""
+    """At a best-of pick: the judges' votes (each with `labels`: the labels it was shown -> candidates, as the data
+    reviewer's), reasons and points, and the candidate they chose."""
 
 
 class RunView(BaseModel):
@@ -177,6 +179,9 @@ class RunView(BaseModel):
     transcript: str
     storyboard: dict[str, Any] | None = None
     """A story's storyboard as it stands (title, characters, settings, shots)."""
+    revisable: bool = False
+    """A story stopped on request between steps: a resume may revise its storyboard first (POST
+    .../resume?revise=storyboard), keeping the shots the edit does not change."""
     story: dict[str, Any] | None = None
     """A finished story's measures (run.json's `story`)."""
 
@@ -217,7 +222,9 @@ def _review(pending: PendingReview, run_id: str) -> Review:
     output = request.output if isinstance(request.output, str) else _media(request.output.model_dump(), run_id)
     return Review(seq=pending.seq, step=request.key, options=request.options, edit=request.edit, text=request.text,
                   output=output, repeats_left=request.repeats_left, format=request.format,
-                  candidates=[_media(c.model_dump(), run_id) for c in request.candidates], details=request.details)
+                  candidates=[_media(c.model_dump(), run_id) for c in request.candidates],
+                  details={**request.details, "votes": [shown_vote(v) for v in request.details["votes"]]}
+                  if "votes" in request.details else request.details)
 
 
 def record_event(record: Record, run_id: str) -> dict[str, Any]:
@@ -375,7 +382,9 @@ def create_app(config: ServeConfig) -> FastAPI:
             adapters=str(info["adapters"]) if info.get("adapters") else None, noise=info.get("noise", False),
             seconds=float(info.get("seconds") or 0.0), created=info.get("created"), started=info.get("started"),
             finished=info.get("finished"), error=info.get("error"), transcript=f"/files/{run_id}/transcript.html",
-            storyboard=info.get("storyboard"), story=info.get("story"))
+            storyboard=info.get("storyboard"), story=info.get("story"),
+            revisable=live is None and bool(info.get("storyboard")) and run_status(info) == "stopped"
+            and can_resume(info) and not info.get("pending_review"))
 
     def damaged(summary: RunSummary) -> RunView:
         """A run directory whose run.json cannot be read: listed with the reason, nothing else."""
@@ -503,13 +512,19 @@ def create_app(config: ServeConfig) -> FastAPI:
         return decision.model_dump()
 
     @app.post("/api/runs/{run_id}/resume", summary="Queue an interrupted, failed, waiting or stopped run again")
-    async def resume(run_id: str) -> RunView:  # in the event loop, as the worker's queue is
-        run_dir = run_path(run_id)
+    async def resume(run_id: str, revise: Literal["storyboard"] | None = Query(
+            None, description="Revise the storyboard first (`mora resume RUN --revise storyboard`): the run waits "
+                              "for its review (POST .../review) before it goes on, keeping what the edit does not "
+                              "change; for a run that is `revisable`.")) -> RunView:  # in the event loop, as the
+        run_dir = run_path(run_id)                                                     # worker's queue is
         current = view(run_dir)
         if not current.resumable:
             raise Conflict(f"run {run_id} is {current.status}: only interrupted, failed, waiting and stopped runs "
                            "resume")
-        worker.submit(run_dir)
+        if revise is not None and not current.revisable:
+            raise Conflict(f"run {run_id}: only a story stopped on request between steps (not at a review) can "
+                           "revise its storyboard")
+        worker.submit(run_dir, revise=revise)
         return view(run_dir)
 
     @app.post("/api/runs/{run_id}/cancel", summary="Cancel a queued run, or stop a running one at its next checkpoint")

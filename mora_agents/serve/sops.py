@@ -25,6 +25,8 @@ class SopEntry(BaseModel):
     steps: list[str] = []
     active: bool
     """Whether runs use this file (a user file replaces a shipped one of the same name)."""
+    best_of: bool = False
+    """Whether it has `best_of` steps: a run's `candidates` makes each of their outputs the best of N."""
     error: str | None = None
     """Why the file does not load, if it does not."""
 
@@ -43,7 +45,8 @@ def list_sops(user_dir: Path) -> list[SopEntry]:
                 entries.append(SopEntry(name=path.stem, origin=origin, file=str(path), active=False, error=str(e)))
                 continue
             entries.append(SopEntry(name=sop.name, origin=origin, file=str(path), description=sop.description,
-                                    steps=[s.id for s in sop.steps], active=path in active))
+                                    steps=[s.id for s in sop.steps], active=path in active,
+                                    best_of=any(s.best_of is not None for s in sop.steps)))
     return entries
 
 

@@ -33,7 +33,7 @@ from mora_agents.data.select import SetRecord, decide, read_log
 from mora_agents.data.sets import SETS, CandidateSet, read_sets
 from mora_agents.errors import InputError
 from mora_agents.jsonl import read_json_object
-from mora_agents.judges import CRITERIA, Vote
+from mora_agents.judges import CRITERION_TEXTS
 from mora_agents.serve.files import inside, shown
 
 LOOP, CARD, METRICS = "loop.json", "card.json", "metrics.json"
@@ -91,11 +91,12 @@ class Decision(BaseModel):
                       description="Who decides: the selection log records `person:NAME`.")
 
 
-def _vote(vote: Vote) -> dict[str, Any]:
-    """A vote as the page shows it: the judge's labels mapped to candidates (`labels`: label -> candidate)."""
-    labels = {str(k): n for k, n in enumerate(vote.shown, 1)} if vote.shown else None
-    return {**vote.model_dump(mode="json"), "aspect": CRITERIA.get(vote.criterion, "") if vote.kind == "mllm" else "",
-            "labels": labels}
+def shown_vote(vote: dict[str, Any]) -> dict[str, Any]:
+    """A vote (a `Vote` as JSON) as the page shows it: the judge's labels mapped to candidates (`labels`: label ->
+    candidate) and, for an MLLM judge, the criterion it ranked by (`aspect`)."""
+    labels = {str(k): n for k, n in enumerate(vote["shown"], 1)} if vote.get("shown") else None
+    aspect = CRITERION_TEXTS.get(vote.get("criterion"), "") if vote.get("kind") == "mllm" else ""
+    return {**vote, "aspect": aspect, "labels": labels}
 
 
 def _set(folder: Folder, cset: CandidateSet, record: SetRecord | None) -> dict[str, Any]:
@@ -113,7 +114,7 @@ def _set(folder: Folder, cset: CandidateSet, record: SetRecord | None) -> dict[s
                         "enhanced_prompt": c.intermediates.enhanced_prompt if c.intermediates else None}
                        for c in cset.candidates if c.number in shown_numbers],
         "excluded": record.excluded if record else {},
-        "votes": [_vote(v) for v in record.votes] if record else [],
+        "votes": [shown_vote(v.model_dump(mode="json")) for v in record.votes] if record else [],
     }
 
 

@@ -66,6 +66,7 @@ $("#ask").addEventListener("submit", async (event) => {
   const request = {text, review: $("#review").checked};
   if ($("#task").value) request.task = $("#task").value;
   if ($("#adapters").value) request.adapters = $("#adapters").value;
+  if (!$("#candidates-field").hidden && Number($("#candidates").value) > 1) request.candidates = Number($("#candidates").value);
   if (previous) request.previous = previous;
   const form = new FormData();
   form.append("request", JSON.stringify(request));
@@ -111,13 +112,24 @@ new ResizeObserver(([entry]) => {
   document.documentElement.style.setProperty("--composer", `${entry.target.offsetHeight}px`);
 }).observe($("#ask"));
 
+let bestOf = new Set();  // the SOPs with best_of steps: runs of them take a number of candidates
+
+// Candidates are offered when the task is an SOP with best_of steps.
+function showCandidates() {
+  $("#candidates-field").hidden = !bestOf.has($("#task").value);
+}
+
+$("#task").addEventListener("change", showCandidates);
+
 export async function fillChoices() {
-  const sops = await loadSops();
+  const sops = (await loadSops()).filter((sop) => sop.active);
   const task = $("#task");
   const chosen = task.value;
   task.replaceChildren(el("option", {value: ""}, "chosen by the planner"),
-    ...sops.filter((sop) => sop.active).map((sop) => el("option", {value: sop.name}, sop.name)));
+    ...sops.map((sop) => el("option", {value: sop.name}, sop.name)));
   task.value = chosen;
+  bestOf = new Set(sops.filter((sop) => sop.best_of).map((sop) => sop.name));
+  showCandidates();
   const adapters = $("#adapters");
   const picked = adapters.value;
   const options = (await trainings()).flatMap((t) => t.adapters.map((a) => el("option", {value: a.path},
@@ -130,6 +142,7 @@ export async function fillChoices() {
 export async function compose({task = null, adapters = null} = {}) {
   await fillChoices();
   if (task !== null) $("#task").value = task;
+  showCandidates();
   if (adapters !== null) $("#adapters").value = adapters;
   location.hash = "#chat";
   $("#text").focus();

@@ -3,6 +3,7 @@
 // s skip), recorded by the server as `mora data review` records it.
 
 import {$, fill, api, el, statusPill} from "./core.js";
+import {votes} from "./judges.js";
 
 let folder = null;  // the folder shown: {id, sets}
 let current = null;  // the set shown
@@ -45,17 +46,6 @@ function renderList() {
     el("span", {class: "set-id"}, s.id), el("span", {class: "set-prompt"}, s.prompt), statusPill(s.status)))));
 }
 
-function vote(v) {
-  const labels = v.labels ? Object.entries(v.labels).map(([label, n]) => `${label}→${n}`).join(", ") : null;
-  return el("li", {class: "vote"},
-    el("div", {class: "vote-head"}, el("strong", {}, v.judge), el("span", {class: "chip"}, v.kind === "mllm" ? "MLLM" : "metric"),
-      v.aspect ? el("span", {class: "muted small"}, v.aspect.split(":")[0]) : null),
-    v.ranking ? el("p", {class: "ranking"}, "ranks ", el("strong", {}, v.ranking.join(" › "))) : el("p", {class: "error small"}, `abstained: ${v.error}`),
-    v.reason ? el("blockquote", {}, v.reason) : null,
-    labels ? el("p", {class: "muted small"}, `Its reason names candidates by the labels it was shown (label→candidate): ${labels}`) : null,
-    v.scores ? el("p", {class: "muted small"}, Object.entries(v.scores).map(([n, score]) => `${n}: ${score.toFixed(3)}`).join(" · ")) : null);
-}
-
 function show(set) {
   current = set;
   renderList();
@@ -87,7 +77,7 @@ function show(set) {
       el("button", {type: "button", class: "skip ghost", onclick: skip}, "Skip for now"),
       el("span", {class: "muted small"}, "Keys: 1–9 pick · d discard · s skip")) : null,
     el("h3", {class: "section-title"}, "Judges"),
-    set.votes.length ? el("ul", {class: "votes"}, set.votes.map(vote)) : el("p", {class: "muted small"}, "no vote recorded"));
+    votes(set.votes));
 }
 
 async function decide(choice) {

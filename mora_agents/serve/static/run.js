@@ -2,6 +2,8 @@
 // calls folded, the progress bar and the review panel in view. Records come over Server-Sent Events.
 
 import {$, fill, ACTIVE, api, el, fileName, posterUrl, runUrl, seconds, statusPill} from "./core.js";
+import {votes} from "./judges.js";
+import {StoryView} from "./story.js";
 
 const LABELS = {next: "Next", repeat: "Repeat", edit: "Edit", stop: "Stop"};
 const KEY_ARGUMENTS = ["prompt", "instruction", "image", "video", "videos", "backend", "seed", "steps", "frames"];
@@ -65,6 +67,8 @@ export class RunCard {
     this.meta = el("span", {class: "muted small"});
     this.cancelButton = el("button", {type: "button", class: "cancel ghost", hidden: true, onclick: () => this.act("/cancel")}, "Cancel");
     this.resumeButton = el("button", {type: "button", class: "resume", hidden: true, onclick: () => this.act("/resume")}, "Resume");
+    this.reviseButton = el("button", {type: "button", class: "revise", hidden: true, title: "Edit the storyboard, then go on: the shots your edit does not change are kept",
+      onclick: () => this.act("/resume?revise=storyboard")}, "Revise storyboard");
     this.transcript = el("a", {href: `/files/${encodeURIComponent(id)}/transcript.html`, target: "_blank", rel: "noopener", class: "small"}, "Transcript");
     this.progressLabel = el("span", {class: "small"});
     this.progressBar = el("progress", {max: 1, value: 0, "aria-label": "progress of the working step"});
@@ -72,17 +76,16 @@ export class RunCard {
     this.result = el("figure", {class: "result", hidden: true});
     this.strip = el("div", {class: "strip"});
     this.stripBox = el("nav", {class: "strip-box", hidden: true, "aria-label": "Steps"}, this.strip);
-    // the storyboard a run plans (scenes, shots) will show here once runs record one
-    this.story = el("section", {class: "story", hidden: true, "aria-label": "Storyboard"});
+    this.story = new StoryView(id, (node) => this.jump(node));
     this.records = el("ol", {class: "records"});
     this.review = el("div", {class: "review", hidden: true, role: "region", "aria-label": "Review"});
     this.error = el("div", {class: "error", role: "alert"});
     this.node = el("article", {class: "run", "data-run": id},
       el("header", {class: "run-head"},
-        el("div", {class: "run-line"}, this.title, el("div", {class: "run-actions"}, this.cancelButton, this.resumeButton, this.transcript)),
+        el("div", {class: "run-line"}, this.title, el("div", {class: "run-actions"}, this.cancelButton, this.reviseButton, this.resumeButton, this.transcript)),
         el("div", {class: "run-line"}, el("div", {class: "run-meta"}, this.status, this.task, this.meta)),
         this.progress),
-      this.result, this.stripBox, this.story, this.records, this.review, this.error);
+      this.result, this.stripBox, this.story.node, this.records, this.review, this.error);
     container.append(this.node);
     this.connect();
   }
@@ -110,7 +113,7 @@ export class RunCard {
     this.error.textContent = "";
     try {
       await api("POST", runUrl(this.id, action));
-      if (action === "/resume" && this.source.readyState === EventSource.CLOSED) this.connect();
+      if (action.startsWith("/resume") && this.source.readyState === EventSource.CLOSED) this.connect();
     } catch (error) {
       this.error.textContent = error.message;
     }
@@ -154,10 +157,18 @@ export class RunCard {
     if (type === "RunFinished") {
       return this.line(record, "done", el("span", {}, record.text.replace(/^run /, "Run ")), time);
     }
+    // a long edit (a whole storyboard) folds under the decision's line
+    const long = type === "ReviewDecision" && content.text?.length > 160;
     const node = this.line(record, `msg ${record.kind}`,
       el("div", {class: "who"}, el("span", {class: "agent"}, record.source.replaceAll("_", " ")), time),
-      el("div", {class: "text"}, record.text), ...record.media.map((m) => mediaView(m, this.id)));
-    if (type === "StepResult") this.addThumb(record, node);
+      el("div", {class: "text"}, long ? `decision on ${content.step}: ${content.decision} (by ${content.by})` : record.text),
+      long ? el("details", {class: "long-text"}, el("summary", {class: "small"}, "the edit"),
+        el("pre", {class: "json", tabindex: "0"}, pretty(content.text))) : null,
+      ...record.media.map((m) => mediaView(m, this.id)));
+    if (type === "StepResult") {
+      this.addThumb(record, node);
+      this.story.addResult(record, node);
+    }
     return node;
   }
 
@@ -187,14 +198,17 @@ export class RunCard {
     const label = content.step + (content.iteration ? ` #${content.iteration + 1}` : "");
     const picture = !item?.url ? el("span", {class: "thumb-text", "aria-hidden": "true"}, "Aa")
       : el("img", {src: item.kind === "video" ? posterUrl(this.id, item.path) : item.url, alt: ""});
-    this.strip.append(el("button", {type: "button", class: "thumb", title: record.text,
-      onclick: () => {
-        node.scrollIntoView({behavior: "smooth", block: "center"});
-        node.classList.remove("flash");
-        void node.offsetWidth;
-        node.classList.add("flash");
-      }}, picture, el("span", {class: "thumb-label"}, label)));
+    this.strip.append(el("button", {type: "button", class: "thumb", title: record.text, onclick: () => this.jump(node)},
+      picture, el("span", {class: "thumb-label"}, label)));
     this.stripBox.hidden = false;
+  }
+
+  // Go to a record, and make it flash.
+  jump(node) {
+    node.scrollIntoView({behavior: "smooth", block: "center"});
+    node.classList.remove("flash");
+    void node.offsetWidth;
+    node.classList.add("flash");
   }
 
   showStatus(run) {
@@ -207,6 +221,7 @@ export class RunCard {
       run.adapters ? `fine-tuned: ${run.adapters.split("/").slice(-2).join("/")}` : ""].filter(Boolean).join(" · ");
     this.cancelButton.hidden = !(ACTIVE.includes(run.status) && !run.resumable);
     this.resumeButton.hidden = !run.resumable;
+    this.reviseButton.hidden = !run.revisable;
     this.error.textContent = run.error && !["finished", "running", "queued"].includes(run.status) ? run.error : "";
     if (run.result && this.result.hidden) {
       fill(this.result,
@@ -216,6 +231,7 @@ export class RunCard {
       $("video", this.result).muted = true;
       this.result.hidden = false;
     }
+    this.story.show(run.storyboard);
     this.showReview(run.review);
   }
 
@@ -232,33 +248,106 @@ export class RunCard {
     if (!review) {
       this.review.hidden = true;
       this.reviewSeq = null;
+      this.story.stopEditing();
       return;
     }
     if (this.reviewSeq === review.seq) return;
     this.reviewSeq = review.seq;
+    this.story.stopEditing();
+    const note = el("span", {class: "error"});
+    // sends a decision; null once taken, else the one line that says why it was refused
+    const send = async (decision, text = null) => {
+      note.textContent = "";
+      try {
+        await api("POST", runUrl(this.id, "/review"), {review: review.seq, decision, text});
+        this.review.hidden = true;
+        return null;
+      } catch (error) {
+        return note.textContent = error.message.split("\n")[0];
+      }
+    };
+    const kind = review.format === "storyboard" && typeof review.output === "string" ? this.storyboardReview(review, send)
+      : review.edit === "choice" ? this.pickReview(review, send) : this.textReview(review, send);
+    const head = el("div", {class: "review-head"}, el("strong", {}, `Review · step ${review.step}`),
+      review.options.includes("repeat") || !review.options.includes("edit")  // not at a revision (next or edit)
+        ? el("span", {class: "muted small"}, `${review.repeats_left} repeat${review.repeats_left === 1 ? "" : "s"} left`) : null);
+    const row = el("div", {class: "row"}, review.options.filter((option) => option !== "edit" || kind.edit).map((option) =>
+      el("button", {type: "button", class: `decide ${option}${option === "next" ? " primary" : ""}${option === "stop" ? " danger" : ""}`,
+        onclick: () => (kind.decide?.[option] || (() => send(option)))()}, kind.labels?.[option] || LABELS[option])),
+    kind.extra, note);
+    this.review.classList.toggle("compact", Boolean(kind.compact));
+    fill(this.review, head, kind.place ? kind.place(row) : [kind.body, row]);
+    this.review.hidden = false;
+    if (kind.ready) kind.ready();  // the storyboard comes into view instead of the latest records
+    else keepUp();
+  }
+
+  // Any step: its output, and its prompt (or what the SOP's `edit` names) to edit.
+  textReview(review, send) {
     const edit = review.options.includes("edit")
       ? el("textarea", {class: "edit-text", rows: 2, "aria-label": `new ${review.edit}`}) : null;
     if (edit) edit.value = review.text || "";
-    const note = el("span", {class: "error"});
-    const decide = async (decision) => {
-      note.textContent = "";
-      try {
-        await api("POST", runUrl(this.id, "/review"), {review: review.seq, decision, text: edit ? edit.value : null});
-        this.review.hidden = true;
-      } catch (error) {
-        note.textContent = error.message;
+    const output = typeof review.output === "string" ? el("blockquote", {}, review.output) : mediaView(review.output, this.id);
+    return {body: [output, edit ? el("label", {class: "field block"}, `${review.edit} (for Edit)`, edit) : null],
+      edit: true, decide: {edit: () => send("edit", edit.value)}};
+  }
+
+  // The storyboard: edited in place in the storyboard view; Approve sends it whole (as JSON) when it changed.
+  storyboardReview(review, send) {
+    const editable = review.options.includes("edit");
+    const approve = el("span", {}, "Approve");
+    const reset = el("button", {type: "button", class: "reset ghost", hidden: true, onclick: () => this.story.reset()}, "Undo edits");
+    const hint = el("p", {class: "small review-hint"}, editable
+      ? "Edit it above: any field, shots, characters, settings."
+      : "No edit left: approve it or stop.");
+    const next = async () => {
+      const edited = this.story.edited();
+      this.story.sending(edited);  // the run may say the review is decided before the answer comes
+      const refused = await (edited ? send("edit", JSON.stringify(edited)) : send("next"));
+      if (refused === null) this.story.stopEditing(edited);
+      else {
+        this.story.sending(null);
+        this.story.markInvalid(refused);
       }
     };
-    const output = typeof review.output === "string" ? el("blockquote", {}, review.output) : mediaView(review.output, this.id);
-    fill(this.review,
-      el("div", {class: "review-head"}, el("strong", {}, `Review · step ${review.step}`),
-        el("span", {class: "muted small"}, `${review.repeats_left} repeat${review.repeats_left === 1 ? "" : "s"} left`)),
-      output,
-      edit ? el("label", {class: "field block"}, `${review.edit} (for Edit)`, edit) : null,
-      el("div", {class: "row"}, review.options.map((option) => el("button", {type: "button",
-        class: `decide ${option}${option === "next" ? " primary" : ""}${option === "stop" ? " danger" : ""}`,
-        onclick: () => decide(option)}, LABELS[option])), note));
-    this.review.hidden = false;
-    keepUp();
+    return {body: hint, extra: reset, labels: {next: approve, repeat: "Write again"}, decide: {next}, compact: true,
+      ready: () => {
+        const board = JSON.parse(review.output);
+        if (!editable) return this.story.show(board);
+        this.story.edit(board, (edited) => {
+          approve.textContent = edited ? "Approve edits" : "Approve";
+          reset.hidden = !edited;
+        });
+        this.story.node.scrollIntoView({block: "start"});
+      }};
+  }
+
+  // A best-of pick: the candidates side by side beside the judges' votes and reasons; Pick N overrules them.
+  pickReview(review, send) {
+    const details = review.details || {};
+    const canPick = review.options.includes("edit");
+    const chosen = Number(review.text || details.chosen);
+    const grid = el("div", {class: "candidates pick"}, review.candidates.map((item, i) => {
+      const number = i + 1;
+      const points = details.points?.[String(number)];
+      const media = !item.url ? el("p", {class: "muted small"}, item.path)
+        : item.kind === "video" ? el("video", {src: item.url, autoplay: true, loop: true, playsinline: true, preload: "auto",
+          poster: posterUrl(this.id, item.path), "aria-label": `candidate ${number}`})
+          : el("img", {src: item.url, alt: `candidate ${number}`});
+      if (media.tagName === "VIDEO") media.muted = true;
+      return el("figure", {class: `candidate${number === chosen ? " chosen" : ""}`, "data-candidate": number},
+        el("span", {class: "number"}, String(number)), media,
+        el("figcaption", {},
+          el("span", {class: "muted small"}, points === undefined ? "" : `${points} point${points === 1 ? "" : "s"}`),
+          number === chosen ? el("span", {class: "pill tone-ok"}, details.by === "person" ? "your pick" : "judges' pick")
+            : canPick ? el("button", {type: "button", class: "pick", onclick: () => send("edit", String(number))}, `Pick ${number}`) : null));
+    }));
+    const judges = details.votes
+      ? el("details", {class: "judges", open: matchMedia("(min-width: 641px)").matches},  // folded on a phone
+        el("summary", {}, `The judges' votes (${details.votes.length})`), votes(details.votes))
+      : null;
+    return {place: (row) => [details.why ? el("p", {class: "small why"}, details.why) : null,
+      el("div", {class: "pick-layout"}, el("div", {}, grid, row), judges)],
+    labels: {next: `Keep ${chosen}`, repeat: "New candidates"}};
   }
 }
