@@ -290,12 +290,25 @@ def _result_kinds(template: str, sop: SOP, produces: dict[str, str]) -> set[str]
     return kinds
 
 
+_LOADED: dict[Path, tuple[tuple[int, int, int], SOP]] = {}
+"""SOPs `find_sops` read, by path, with the file's state (inode, size, modification time) they were read in."""
+
+
+def _load_once(path: Path) -> SOP:
+    """`load_sop`, again only when the file changed (a server asks for every SOP at each request and run start)."""
+    stat = path.stat()
+    state = (stat.st_ino, stat.st_size, stat.st_mtime_ns)
+    if (known := _LOADED.get(path)) is None or known[0] != state:
+        _LOADED[path] = known = (state, load_sop(path))
+    return known[1]
+
+
 def find_sops(extra: Path | None = None) -> dict[str, tuple[SOP, Path]]:
     """All SOPs by name; a user's file replaces a shipped one of the same name."""
     found: dict[str, tuple[SOP, Path]] = {}
     for folder in sop_dirs(extra):
         for path in sorted(folder.glob("*.y*ml")):
-            sop = load_sop(path)
+            sop = _load_once(path)
             found[sop.name] = (sop, path)
     return found
 
