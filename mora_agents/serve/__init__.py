@@ -68,6 +68,7 @@ def log_to_stderr() -> logging.Logger:
     logger = logging.getLogger("mora.serve")
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
+    logger.propagate = False  # the MCP SDK gives the root logger a handler of its own: each line would print twice
     return logger
 
 
