@@ -199,6 +199,7 @@ SOP_REQUESTS: dict[str, dict[str, Any]] = {
     "connect_videos": {"videos": ["a.mp4", "b.mp4"]},
     "connect_videos_flf2v": {"videos": ["a.mp4", "b.mp4"]},
     "story": {"overrides": SVD_2S},
+    "long_video": {"duration": 30},
 }
 """Per shipped SOP: a tiny request that runs it in seconds, its repeated (or for_each) step (if any) twice."""
 
