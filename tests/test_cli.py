@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 import mora_agents
 from mora_agents.batch import BatchRequest
 from mora_agents.batch.display import results_table
-from mora_agents.batch.engine import BatchResult
+from mora_agents.batch.jobs import BatchResult
 from mora_agents.cli import app
 from mora_agents.console import DescriptionColumn, make_console
 from mora_agents.data import PendingSet, Vote

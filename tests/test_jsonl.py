@@ -12,7 +12,8 @@ import pytest
 from conftest import make_image, make_video
 
 from mora_agents.batch import read_requests
-from mora_agents.batch.engine import BatchResult, write_summary
+from mora_agents.batch.engine import write_summary
+from mora_agents.batch.jobs import BatchResult
 from mora_agents.batch.requests import BatchRequest
 from mora_agents.data import read_seeds
 from mora_agents.errors import InputError

@@ -7,7 +7,8 @@
                         RunOptions(preset="tiny", out=Path("runs/batch")))
 """
 
-from mora_agents.batch.engine import BatchResult, check_requests, run_batch, write_summary
+from mora_agents.batch.engine import check_requests, run_batch, write_summary
+from mora_agents.batch.jobs import BatchResult
 from mora_agents.batch.requests import BatchRequest, read_requests
 
 __all__ = ["BatchRequest", "BatchResult", "check_requests", "read_requests", "run_batch", "write_summary"]

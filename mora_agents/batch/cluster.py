@@ -20,7 +20,7 @@ from typing import Any
 import ray
 from ray.exceptions import OutOfMemoryError, RayActorError, RayError
 
-from mora_agents.batch.engine import BatchResult, Notify, drive_run, refresh
+from mora_agents.batch.jobs import BatchResult, Notify, drive_run, refresh
 from mora_agents.errors import InputError
 
 

@@ -10,7 +10,8 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from mora_agents.batch.engine import FAILED, BatchResult
+from mora_agents.batch.engine import FAILED
+from mora_agents.batch.jobs import BatchResult
 from mora_agents.console import DescriptionColumn
 
 COLORS = {"finished": "green", "running": "cyan", "interrupted": "yellow", "invalid": "red",

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from mora_agents.batch import BatchRequest, run_batch
-from mora_agents.batch.engine import Notify
+from mora_agents.batch.jobs import Notify
 from mora_agents.data.make import Checked, MakeConfig, check_inputs, check_settings, make_data
 from mora_agents.data.report import summarise, write_report
 from mora_agents.data.seeds import Seed

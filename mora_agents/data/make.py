@@ -28,7 +28,7 @@ from typing import Any
 from autogen_core.models import ChatCompletionClient
 
 from mora_agents.batch import BatchRequest, BatchResult, run_batch
-from mora_agents.batch.engine import Notify
+from mora_agents.batch.jobs import Notify
 from mora_agents.data.seeds import Seed
 from mora_agents.data.sets import Candidate, CandidateSet, intermediates, write_sets
 from mora_agents.data.writer import write_prompts

@@ -12,7 +12,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from mora_agents.batch.display import BatchDisplay
-from mora_agents.batch.engine import Notify
+from mora_agents.batch.jobs import Notify
 from mora_agents.data import CRITERIA, CandidateSet, PendingSet, TextChooser, Vote
 from mora_agents.data.loop import LoopUI
 from mora_agents.data.select import Choice, SelectionLog
