@@ -23,13 +23,13 @@ DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
         "connect_videos": {"frames": 16, "width": 512, "height": 512, "sampler": "ddpm", "steps": 250,
                            "guidance_scale": 8.0, "fps": 8},
     },
-    "tiny": {
-        "text_to_image": {"width": 64, "height": 64, "steps": 4, "high_noise_frac": 0.5, "guidance_scale": 5.0,
+    "tiny": {  # the fewest steps and frames that run every code path; clips as long in seconds as the full ones
+        "text_to_image": {"width": 64, "height": 64, "steps": 2, "high_noise_frac": 0.5, "guidance_scale": 5.0,
                           "strength": 0.3},
-        "edit_image": {"steps": 3, "guidance_scale": 7.5, "image_guidance_scale": 1.5, "max_side": 128},
-        "image_to_video": {"width": 64, "height": 64, "frames": 25, "steps": 2, "fps": 7,
+        "edit_image": {"steps": 1, "guidance_scale": 7.5, "image_guidance_scale": 1.5, "max_side": 128},
+        "image_to_video": {"width": 64, "height": 64, "frames": 7, "steps": 1, "fps": 2,
                            "motion_bucket_id": 180, "noise_aug_strength": 0.1, "decode_chunk_size": 12},
-        "connect_videos": {"frames": 16, "width": 64, "height": 64, "sampler": "ddim", "steps": 3,
+        "connect_videos": {"frames": 16, "width": 64, "height": 64, "sampler": "ddim", "steps": 1,
                            "guidance_scale": 8.0, "fps": 8},
     },
 }
@@ -55,19 +55,19 @@ BACKEND_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
         "open-sora-plan": {"frames": 93, "width": 640, "height": 480, "steps": 100, "guidance_scale": 7.5, "fps": 24,
                            "negative_prompt": _NEGATIVE_IMAGE},
     },
-    "tiny": {
-        "flux-schnell": {"width": 64, "height": 64, "steps": 2, "strength": 0.3},
-        "flux-kontext": {"steps": 2, "guidance_scale": 2.5, "max_side": 128},
-        "wan2.2-ti2v-5b": {"width": 64, "height": 64, "frames": 9, "steps": 2, "fps": 8, "guidance_scale": 5.0,
+    "tiny": {  # as DEFAULTS["tiny"]; Wan's clips are 5 frames at 1 fps: 5 s, as the full models' 5 s
+        "flux-schnell": {"width": 64, "height": 64, "steps": 1, "strength": 0.3},
+        "flux-kontext": {"steps": 1, "guidance_scale": 2.5, "max_side": 128},
+        "wan2.2-ti2v-5b": {"width": 64, "height": 64, "frames": 5, "steps": 1, "fps": 1, "guidance_scale": 5.0,
                            "negative_prompt": _NEGATIVE_VIDEO},
-        "ltx-video": {"width": 64, "height": 64, "frames": 9, "steps": 2, "fps": 8, "guidance_scale": 3.0,
+        "ltx-video": {"width": 64, "height": 64, "frames": 9, "steps": 1, "fps": 2, "guidance_scale": 3.0,
                       "negative_prompt": _NEGATIVE_VIDEO},
-        "wan2.1-flf2v": {"frames": 9, "width": 64, "height": 64, "steps": 2, "guidance_scale": 5.5, "fps": 8,
+        "wan2.1-flf2v": {"frames": 5, "width": 64, "height": 64, "steps": 1, "guidance_scale": 5.5, "fps": 1,
                          "negative_prompt": _NEGATIVE_VIDEO},
-        "sd3": {"width": 64, "height": 64, "steps": 2, "guidance_scale": 7.0, "strength": 0.6, "max_side": 128},
-        "sd3.5-large": {"width": 64, "height": 64, "steps": 2, "guidance_scale": 3.5, "strength": 0.6},
-        "sd3.5-medium": {"width": 64, "height": 64, "steps": 2, "guidance_scale": 4.5, "strength": 0.6},
-        "open-sora-plan": {"frames": 9, "width": 64, "height": 64, "steps": 4, "guidance_scale": 7.5, "fps": 8,
+        "sd3": {"width": 64, "height": 64, "steps": 1, "guidance_scale": 7.0, "strength": 0.6, "max_side": 128},
+        "sd3.5-large": {"width": 64, "height": 64, "steps": 1, "guidance_scale": 3.5, "strength": 0.6},
+        "sd3.5-medium": {"width": 64, "height": 64, "steps": 1, "guidance_scale": 4.5, "strength": 0.6},
+        "open-sora-plan": {"frames": 9, "width": 64, "height": 64, "steps": 4, "guidance_scale": 7.5, "fps": 2,
                            "negative_prompt": _NEGATIVE_IMAGE},
     },
 }
@@ -107,9 +107,18 @@ def seeded(seed: int | None) -> Iterator[torch.Generator]:
     the pipeline, on the device the models run on (where the pipelines draw their noise with it), and, for the
     call, the global random state, forked and seeded from the same seed, for library code that draws without a
     generator (LTX-Video 0.9.1's decoder noise). So a call gives the same frames whatever ran before it in the
-    process, and changes nothing for the calls after it (tool calls run one at a time)."""
+    process, and changes nothing for the calls after it (tool calls run one at a time).
+
+    Under the tiny preset the call runs on one CPU thread: its operations are too small to gain from more, and
+    the idle threads would only spin (on a busy machine, several times slower)."""
     device = resolve_device(settings().device)
     gen = generator(seed, device)
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        torch.manual_seed(gen.initial_seed())
-        yield gen
+    threads = torch.get_num_threads()
+    if settings().preset == "tiny":
+        torch.set_num_threads(1)
+    try:
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            torch.manual_seed(gen.initial_seed())
+            yield gen
+    finally:
+        torch.set_num_threads(threads)
