@@ -24,12 +24,12 @@ from mora_agents.errors import InputError, MoraError
 from mora_agents.eval.cli import eval_command
 from mora_agents.jsonl import escape_separators
 from mora_agents.settings import PRESETS
-from mora_agents.ui.terminal import TerminalUI
 
 if TYPE_CHECKING:
     from mora_agents.data.select import SelectionResult
     from mora_agents.runs.review import Reviewer
     from mora_agents.runs.runner import RunOutcome
+    from mora_agents.ui.terminal import TerminalUI
 
 class _OneLineErrors(TyperGroup):
     """Usage errors (`--duration abc`, a missing argument) as one line and exit code 2, like all bad input."""
@@ -124,6 +124,7 @@ def _drive(start: Callable[[TerminalUI, Reviewer], Awaitable[RunOutcome]], revie
 
     The tiny preset's warning shows when the run starts (bad input stays one line)."""
     from mora_agents.runs.review import TextReviewer, auto_accept
+    from mora_agents.ui.terminal import TerminalUI
 
     ui = TerminalUI(console, notice=NOISE_WARNING if preset == "tiny" else None)
     try:
@@ -182,13 +183,16 @@ def resume(
     memory_profile: Annotated[Optional[str], typer.Option(help="Change the memory profile (e.g. 24gb after running out of GPU memory).")] = None,
 ) -> None:
     """Continue a run from its last finished step (checked by sha256); the transcript marks the interruption."""
-    from mora_agents.runs.catalog import read_info
-    from mora_agents.runs.runner import resume_run
+    from mora_agents.runs.catalog import check_resumable, read_info
 
     try:
-        preset = read_info(run_dir)["preset"]
+        info = read_info(run_dir)
+        check_resumable(run_dir, info)  # a finished run is refused at once, before the models' libraries load
     except InputError as e:
         raise fail(str(e), 2) from None
+    preset = info["preset"]
+    from mora_agents.runs.runner import resume_run
+
     _drive(lambda ui, reviewer: resume_run(run_dir, device=device, memory_profile=memory_profile, on_record=ui.show,
                                            reviewer=reviewer), review, preset)
 
@@ -316,6 +320,7 @@ def chat(
     """Chat requests into the group chat; follow-ups refer to the last result. /help lists the commands."""
     from mora_agents.runs.runner import RunOptions, check_options
     from mora_agents.ui.chat import ChatSession, chat_loop, enable_line_editing
+    from mora_agents.ui.terminal import TerminalUI
 
     options = RunOptions(preset=preset, device=device, out=out_dir, sops_dir=sops, seed=seed, max_repeats=max_repeats,
                          memory_profile=memory_profile, adapters=adapters, system=system)

@@ -6,24 +6,17 @@ import sys
 from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
-from mora_agents.console import DescriptionColumn, make_console
-from mora_agents.errors import InputError, MoraError
-from mora_agents.eval._deps import MissingDependencyError
-from mora_agents.eval.api import Evaluator, resolve_metrics
-from mora_agents.eval.chart import write_chart, write_drift_chart
-from mora_agents.eval.prompts import PromptEntry, load_prompts
-from mora_agents.eval.report import drift_table, paper_table, results_table, suite_markdown, write_json
-from mora_agents.eval.result import VideoEvaluation
-from mora_agents.eval.targets import Target, load_target
-from mora_agents.eval.video import BadInputError
-from mora_agents.eval.weights import ENV_VAR
-from mora_agents.inputs import check_output_file
+from mora_agents.console import make_console
+
+if TYPE_CHECKING:
+    from mora_agents.eval.prompts import PromptEntry
+    from mora_agents.eval.result import VideoEvaluation
+    from mora_agents.eval.targets import Target
 
 SUITES = ("t2v",)
 VideoMaker = Callable[[list[str], Path, str, "str | None"], list[Path]]
@@ -37,6 +30,9 @@ def _fail(message: str, code: int = 2) -> typer.Exit:
 
 def _targets(paths: list[Path], prompt: str | None, entries: list[PromptEntry] | None, suite: bool) -> list[Target]:
     """Targets for the given paths; prompt entries apply by order, or by prompt text in a suite."""
+    from mora_agents.eval.targets import load_target
+    from mora_agents.eval.video import BadInputError
+
     if suite:
         paths = paths or [e.video for e in entries or [] if e.video]
     targets = [load_target(p) for p in paths]
@@ -77,7 +73,8 @@ def eval_command(
         str | None, typer.Option("--metrics", help="Comma-separated metric names (default: all).")
     ] = None,
     weights: Annotated[
-        Path | None, typer.Option("--weights", envvar=ENV_VAR, help="VBench-layout weights directory.")
+        Path | None, typer.Option("--weights", envvar="VBENCH_CACHE_DIR",  # eval.weights.ENV_VAR (no eval module imported here)
+         help="VBench-layout weights directory.")
     ] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write results as JSON.")] = None,
     chart: Annotated[Path | None, typer.Option("--chart", help="Write a PNG bar chart (for runs with chained segments, also their drift curves: NAME-drift.png).")] = None,
@@ -94,6 +91,18 @@ def eval_command(
     ray: Annotated[str | None, typer.Option(help="--generate on Ray: local, auto or ADDRESS (see mora batch).")] = None,
 ) -> None:
     """Score videos with VBench dimensions and the Mora paper's metrics."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    from mora_agents.console import DescriptionColumn
+    from mora_agents.errors import InputError, MoraError
+    from mora_agents.eval._deps import MissingDependencyError
+    from mora_agents.eval.api import Evaluator, resolve_metrics
+    from mora_agents.eval.chart import write_chart, write_drift_chart
+    from mora_agents.eval.prompts import load_prompts
+    from mora_agents.eval.report import drift_table, paper_table, results_table, suite_markdown, write_json
+    from mora_agents.eval.video import BadInputError
+    from mora_agents.inputs import check_output_file
+
     console = make_console(soft_wrap=False)
     if prompt is not None and prompts is not None:
         raise _fail("use either --prompt or --prompts, not both")

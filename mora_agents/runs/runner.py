@@ -64,7 +64,7 @@ from mora_agents.inputs import (
 from mora_agents.media import Artifact, atomic_path, sha256_file
 from mora_agents.pipelines.adapters import card_sha256, check_adapters
 from mora_agents.pipelines.loading import MEMORY_PROFILES, resolve_device
-from mora_agents.runs.catalog import read_info, run_status
+from mora_agents.runs.catalog import can_resume, check_resumable, read_info, run_status
 from mora_agents.runs.lock import run_lock
 from mora_agents.runs.review import Reviewer, auto_accept, decide
 from mora_agents.runs.state import (
@@ -362,9 +362,7 @@ async def resume_run(run_dir: Path, *, device: str | None = None, memory_profile
         if info["status"] == "running":  # we hold the lock: the process that said so is gone
             info["status"] = "interrupted"
         status = run_status(info)
-        if not can_resume(info):
-            raise InputError(f"{run_dir}: the run is {status}; only queued, interrupted, failed, waiting or "
-                             "stopped-on-request runs can be run")
+        check_resumable(run_dir, info)
         if device is not None:
             info["device"] = device
         if memory_profile is not None and memory_profile not in MEMORY_PROFILES:
@@ -380,13 +378,6 @@ async def resume_run(run_dir: Path, *, device: str | None = None, memory_profile
                 session.note("Adapters", f"agents fine-tuned by {adapters['adapters']} "
                                          f"(sha256 {adapters['adapters_sha256']})")
             return await session.start(status, stop)
-
-
-def can_resume(info: dict[str, Any]) -> bool:
-    """Whether `resume_run` takes a run (its run.json): queued, interrupted, failed, waiting, or stopped on request."""
-    status = run_status(info)
-    return status in ("queued", "interrupted", "failed", "waiting for review") or (
-        status == "stopped" and bool(info.get("resumable")))
 
 
 def mark_stopped(run_dir: Path) -> None:

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 from mora_agents.errors import InputError
-from mora_agents.pipelines.adapters import AGENT_MODELS, trained_models
 from mora_agents.sop.messages import PromptBudget
 from mora_agents.sop.schema import SOP, StepSpec
 from mora_agents.sop.template import has_template, references
@@ -78,6 +77,8 @@ def required_models(sop: SOP, overrides: Mapping[str, Mapping[str, Any]]) -> lis
 def check_calls(sop: SOP, overrides: Mapping[str, Mapping[str, Any]], adapters: Path | None = None) -> None:
     """Before a run: each call's known arguments fit its backend (what it reads, its frame and size rules), and
     trained adapters only meet the backends they were trained on. Raises InputError naming the step."""
+    from mora_agents.pipelines.adapters import AGENT_MODELS, trained_models  # torch: only where a run starts
+
     trained = set(trained_models(adapters))
     defaults = set(AGENT_MODELS.values())
     for call in sop_calls(sop):

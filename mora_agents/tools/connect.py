@@ -6,7 +6,6 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import numpy as np
-import torch
 from PIL import Image
 
 from mora_agents.media import (
@@ -18,7 +17,6 @@ from mora_agents.media import (
     resize_frames,
     write_video,
 )
-from mora_agents.pipelines.loading import load_pipeline
 from mora_agents.settings import denoise_callback, output_path, settings, steps_callback
 from mora_agents.tools.backends import BACKENDS, backend_named
 from mora_agents.tools.defaults import fill_defaults, seeded
@@ -42,11 +40,13 @@ def transition(first: Image.Image, last: Image.Image, prompt: str, backend: str 
                **given: Any) -> np.ndarray:
     """Frames [N, H, W, 3] uint8 at the model size from `first` to `last` (both among them), by a first-last-frame
     backend; `given`: its parameters (None: the backend's default)."""
+    from mora_agents.pipelines.loading import load_pipeline
+
     spec = backend_named(BACKENDS["connect_videos"], backend)
     p = fill_defaults("connect_videos", spec.name, **given)
     pipe = load_pipeline(spec.models[0])
     note_cut_prompts(pipe, spec, {"prompt": prompt, "negative_prompt": p["negative_prompt"]})
-    with torch.inference_mode(), seeded(seed) as gen:
+    with seeded(seed) as gen:
         if spec.name in ("seine", "open-sora-plan"):  # this project's pipelines: uint8 frames
             specific = (dict(mask_type="onelast1", sampler=p["sampler"]) if spec.name == "seine" else
                         dict(negative_prompt=p["negative_prompt"], max_sequence_length=spec.text.tokens))

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-
-from mora_agents.pipelines.loading import resolve_device
 from mora_agents.settings import settings
 from mora_agents.tools.registry import get_tool
+
+if TYPE_CHECKING:
+    import torch
 
 DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
     "full": {
@@ -93,6 +93,8 @@ def fill_defaults(tool: str, backend: str, **given: Any) -> dict[str, Any]:
 
 def generator(seed: int | None, device: str | torch.device = "cpu") -> torch.Generator:
     """A generator on `device` seeded by `seed` (a random seed when None)."""
+    import torch
+
     gen = torch.Generator(device)
     if seed is None:
         gen.seed()
@@ -103,7 +105,7 @@ def generator(seed: int | None, device: str | torch.device = "cpu") -> torch.Gen
 
 @contextmanager
 def seeded(seed: int | None) -> Iterator[torch.Generator]:
-    """All the randomness of one model call, drawn from `seed` (a random one when None): the generator it passes to
+    """One model call, in inference mode, with all its randomness drawn from `seed` (a random one when None): the generator it passes to
     the pipeline, on the device the models run on (where the pipelines draw their noise with it), and, for the
     call, the global random state, forked and seeded from the same seed, for library code that draws without a
     generator (LTX-Video 0.9.1's decoder noise). So a call gives the same frames whatever ran before it in the
@@ -111,13 +113,17 @@ def seeded(seed: int | None) -> Iterator[torch.Generator]:
 
     Under the tiny preset the call runs on one CPU thread: its operations are too small to gain from more, and
     the idle threads would only spin (on a busy machine, several times slower)."""
+    import torch
+
+    from mora_agents.pipelines.loading import resolve_device
+
     device = resolve_device(settings().device)
     gen = generator(seed, device)
     threads = torch.get_num_threads()
     if settings().preset == "tiny":
         torch.set_num_threads(1)
     try:
-        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        with torch.inference_mode(), torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             torch.manual_seed(gen.initial_seed())
             yield gen
     finally:

@@ -6,11 +6,8 @@ from __future__ import annotations
 from typing import Annotated
 
 import numpy as np
-import torch
 
 from mora_agents.media import Artifact, fit_image, load_image, probe, write_video
-from mora_agents.pipelines.adapters import adapters_scope
-from mora_agents.pipelines.loading import load_pipeline
 from mora_agents.settings import denoise_callback, output_path, settings, steps_callback
 from mora_agents.tools.backends import BACKENDS, backend_named
 from mora_agents.tools.defaults import fill_defaults, seeded
@@ -62,6 +59,9 @@ def image_to_video(
     noise_aug_strength 0.1, decode_chunk_size 12). The clip is written at `fps`. `adapters`: with the image-to-video
     agent's fine-tuned weights and modulation token from that folder.
     """
+    from mora_agents.pipelines.adapters import adapters_scope
+    from mora_agents.pipelines.loading import load_pipeline
+
     spec = backend_named(BACKENDS["image_to_video"], backend)
     p = fill_defaults("image_to_video", spec.name, width=width, height=height, frames=frames, steps=steps, fps=fps,
                       negative_prompt=negative_prompt, guidance_scale=guidance_scale, motion_bucket_id=motion_bucket_id,
@@ -78,7 +78,7 @@ def image_to_video(
                         max_sequence_length=spec.text.tokens)
         if spec.name == "ltx-video":
             specific["frame_rate"] = p["fps"]
-    with torch.inference_mode(), seeded(seed) as gen:
+    with seeded(seed) as gen:
         if spec.name == "open-sora-plan":  # this project's pipeline: uint8 frames
             video = pipe([start], width=p["width"], height=p["height"], num_frames=p["frames"],
                          num_inference_steps=p["steps"], generator=gen, output_type="np",
