@@ -23,7 +23,7 @@ from mora_agents.console import make_console
 from mora_agents.errors import InputError, MoraError
 from mora_agents.eval.cli import eval_command
 from mora_agents.jsonl import escape_separators
-from mora_agents.settings import PRESETS
+from mora_agents.settings import PRESETS, RUNS_DIR, user_sops_dir
 
 if TYPE_CHECKING:
     from mora_agents.data.select import SelectionResult
@@ -100,6 +100,9 @@ def print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=1, default=str) + "\n")
 
 
+OutOption = Annotated[Path, typer.Option("--out", help="Base folder of run directories.")]
+SopsOption = Annotated[Optional[Path], typer.Option(
+    help="Your SOP folder, read beside the shipped SOPs (default: $MORA_SOPS, else ~/.mora/sops).")]
 SystemOption = Annotated[Optional[str], typer.Option(
     help="The paper's system for every agent: svd (SDXL, InstructPix2Pix, SVD-XT, SEINE) or osp (SD3, SD3 "
          "image-to-image, Open-Sora-Plan v1.2); default: the SOPs' backends.")]
@@ -150,8 +153,8 @@ def run(
     duration: Annotated[Optional[float], typer.Option(help="Length in seconds (the SOP's default otherwise).")] = None,
     preset: Annotated[str, typer.Option(help="full: real weights; tiny: random small models (noise, for tests).")] = "full",
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:1, ...")] = "auto",
-    sops: Annotated[Optional[Path], typer.Option(help="A folder of your own SOP files.")] = None,
-    out_dir: Annotated[Path, typer.Option("--out", help="Base folder of run directories.")] = Path("runs"),
+    sops: SopsOption = None,
+    out_dir: OutOption = RUNS_DIR,
     seed: Annotated[Optional[int], typer.Option(help="Base seed (random if not given; always recorded).")] = None,
     set_: Annotated[list[str], typer.Option("--set", help="Override a tool parameter: TOOL.PARAM=VALUE.")] = [],
     review: Annotated[bool, typer.Option("--review", help="Ask me at the SOP's review points (next/repeat/edit/stop).")] = False,
@@ -200,7 +203,7 @@ def resume(
 @app.command()
 def batch(
     requests: Annotated[Path, typer.Argument(help="A JSONL file, one request per line: {\"text\": ..., \"seed\": ...}.")],
-    out_dir: Annotated[Path, typer.Option("--out", help="Folder of the batch's run directories and summary.jsonl.")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder of the batch's run directories and summary.jsonl.")] = RUNS_DIR,
     ray: Annotated[Optional[str], typer.Option(help="Run on Ray: local (start it here), auto (the running cluster) or the cluster's ADDRESS.")] = None,
     gpus_per_worker: Annotated[float, typer.Option(help="GPUs per Ray worker (one worker per CPU on a cluster without GPUs).")] = 1.0,
     workers: Annotated[Optional[int], typer.Option(min=1, help="At most this many Ray workers (default: as many as fit).")] = None,
@@ -208,7 +211,7 @@ def batch(
     skip_invalid: Annotated[bool, typer.Option("--skip-invalid", help="Skip bad lines (listed) instead of stopping.")] = False,
     preset: Annotated[str, typer.Option(help="full: real weights; tiny: random small models (noise, for tests).")] = "full",
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:1, ...")] = "auto",
-    sops: Annotated[Optional[Path], typer.Option(help="A folder of your own SOP files.")] = None,
+    sops: SopsOption = None,
     memory_profile: Annotated[str, typer.Option(help="resident: models stay on the GPU; 24gb: offloaded between uses to fit a 24 GB GPU.")] = "resident",
     adapters: Annotated[Optional[Path], typer.Option(help="A `mora train` output: every run (but lines with their own) uses the agents it fine-tuned.")] = None,
     system: SystemOption = None,
@@ -277,7 +280,7 @@ app.command("eval", help="Score videos or run directories with the paper's metri
 
 
 @app.command()
-def runs(out_dir: Annotated[Path, typer.Option("--out", help="Base folder of run directories.")] = Path("runs"),
+def runs(out_dir: OutOption = RUNS_DIR,
          as_json: Annotated[bool, typer.Option("--json", help="Print one JSON list of the runs (for scripts).")] = False,
          ) -> None:
     """List runs: task, status (finished / failed / stopped / interrupted / waiting for review / damaged), time, result."""
@@ -308,8 +311,8 @@ def runs(out_dir: Annotated[Path, typer.Option("--out", help="Base folder of run
 def chat(
     preset: Annotated[str, typer.Option(help="full: real weights; tiny: random small models (noise, for tests).")] = "full",
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:1, ...")] = "auto",
-    sops: Annotated[Optional[Path], typer.Option(help="A folder of your own SOP files.")] = None,
-    out_dir: Annotated[Path, typer.Option("--out", help="Base folder of run directories.")] = Path("runs"),
+    sops: SopsOption = None,
+    out_dir: OutOption = RUNS_DIR,
     seed: Annotated[Optional[int], typer.Option(help="Base seed of every turn (random if not given).")] = None,
     review: Annotated[bool, typer.Option("--review", help="Start with human review on (/review toggles it).")] = False,
     max_repeats: Annotated[int, typer.Option(min=0, help="Repeats (and edits) allowed per reviewed step.")] = 3,
@@ -553,7 +556,7 @@ def data_make(
     preset: Annotated[str, typer.Option(help="full: real weights; tiny: random small models (noise, for tests).")] = "full",
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:1, ...")] = "auto",
     memory_profile: Annotated[str, typer.Option(help="resident: models stay on the GPU; 24gb: offloaded between uses to fit a 24 GB GPU.")] = "resident",
-    sops: Annotated[Optional[Path], typer.Option(help="A folder of your own SOP files.")] = None,
+    sops: SopsOption = None,
     adapters: Annotated[Optional[Path], typer.Option(help="A `mora train` output: generate with the agents it fine-tuned.")] = None,
     ray: Annotated[Optional[str], typer.Option(help="Run on Ray: local, auto or ADDRESS (see mora batch).")] = None,
     system: SystemOption = None,
@@ -634,8 +637,8 @@ def serve(
     port: Annotated[int, typer.Option(min=0, max=65535, help="Port (0: a free one).")] = 7860,
     preset: Annotated[str, typer.Option(help="full: real weights; tiny: random small models (noise, for tests).")] = "full",
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:1, ...")] = "auto",
-    out_dir: Annotated[Path, typer.Option("--out", help="Base folder of run directories.")] = Path("runs"),
-    sops: Annotated[Path, typer.Option(help="Your SOP folder: runs use it, the SOP editor saves into it.")] = Path.home() / ".mora" / "sops",
+    out_dir: OutOption = RUNS_DIR,
+    sops: Annotated[Optional[Path], typer.Option(help="Your SOP folder: runs use it, the SOP editor saves into it (default: $MORA_SOPS, else ~/.mora/sops).")] = None,
     token: Annotated[Optional[str], typer.Option(envvar="MORA_TOKEN", help="Bearer token every request must carry.")] = None,
     max_image_mb: Annotated[float, typer.Option(min=0, help="Size limit of an uploaded image, in MB.")] = 50,
     max_video_mb: Annotated[float, typer.Option(min=0, help="Size limit of an uploaded video, in MB.")] = 2048,
@@ -653,8 +656,8 @@ def serve(
         from mora_agents.serve.webhooks import Webhook
     except ImportError as e:
         raise fail(f"mora serve needs {e.name}: pip install 'mora-agents[serve]'", 2) from None
-    options = RunOptions(preset=preset, device=device, out=out_dir, sops_dir=sops, memory_profile=memory_profile,
-                         adapters=adapters, system=system)
+    options = RunOptions(preset=preset, device=device, out=out_dir, sops_dir=sops or user_sops_dir(),
+                         memory_profile=memory_profile, adapters=adapters, system=system)
     try:
         check_preset(preset)
         config = ServeConfig(options, token=token, max_image_bytes=int(max_image_mb * 2**20),
@@ -674,8 +677,8 @@ def mcp(
     port: Annotated[int, typer.Option(help="With --transport http: port.")] = 7861,
     preset: Annotated[str, typer.Option(help="full: real weights; tiny: random small models (noise, for tests).")] = "full",
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:1, ...")] = "auto",
-    out_dir: Annotated[Path, typer.Option("--out", help="Base folder of run directories.")] = Path("runs"),
-    sops: Annotated[Path, typer.Option(help="Your SOP folder: runs use it.")] = Path.home() / ".mora" / "sops",
+    out_dir: OutOption = RUNS_DIR,
+    sops: SopsOption = None,
     token: Annotated[Optional[str], typer.Option(envvar="MORA_TOKEN", help="With --transport http: bearer token every request must carry.")] = None,
     memory_profile: Annotated[str, typer.Option(help="resident: models stay on the GPU; 24gb: offloaded between uses to fit a 24 GB GPU.")] = "resident",
     adapters: Annotated[Optional[Path], typer.Option(help="A `mora train` output: every run uses the agents it fine-tuned.")] = None,
@@ -689,8 +692,8 @@ def mcp(
         from mora_agents.serve import ServeConfig
     except ImportError as e:
         raise fail(f"mora mcp needs {e.name}: pip install 'mora-agents[serve,mcp]'", 2) from None
-    options = RunOptions(preset=preset, device=device, out=out_dir, sops_dir=sops, memory_profile=memory_profile,
-                         adapters=adapters)
+    options = RunOptions(preset=preset, device=device, out=out_dir, sops_dir=sops or user_sops_dir(),
+                         memory_profile=memory_profile, adapters=adapters)
     try:
         check_preset(preset)
         if transport not in ("stdio", "http"):
@@ -745,7 +748,7 @@ def transcript(
 
 
 @sops_app.command("list")
-def sops_list(sops: Annotated[Optional[Path], typer.Option(help="Also a folder of your own SOP files.")] = None,
+def sops_list(sops: SopsOption = None,
               as_json: Annotated[bool, typer.Option("--json", help="Print one JSON list of the SOPs (for scripts).")] = False,
               ) -> None:
     """List the SOPs (tasks) that `mora run` can follow."""
@@ -769,7 +772,7 @@ def sops_list(sops: Annotated[Optional[Path], typer.Option(help="Also a folder o
 
 
 @sops_app.command("show")
-def sops_show(name: str, sops: Annotated[Optional[Path], typer.Option(help="Also a folder of your own SOP files.")] = None) -> None:
+def sops_show(name: str, sops: SopsOption = None) -> None:
     """Print an SOP file."""
     from mora_agents.sop.loader import find_sops
 
@@ -785,7 +788,7 @@ def sops_show(name: str, sops: Annotated[Optional[Path], typer.Option(help="Also
 
 @sops_app.command("validate")
 def sops_validate(files: Annotated[Optional[list[Path]], typer.Argument(help="SOP files (default: all found).")] = None,
-                  sops: Annotated[Optional[Path], typer.Option(help="Also a folder of your own SOP files.")] = None) -> None:
+                  sops: SopsOption = None) -> None:
     """Validate SOP files; errors name the file, the step and the field."""
     from mora_agents.sop.loader import load_sop, sop_dirs
 

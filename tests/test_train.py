@@ -459,8 +459,8 @@ def test_mismatched_or_missing_adapters_stop_before_a_run_exists(trained: Path, 
 def test_bench_training_smoke_runs_and_counts(tmp_path: Path):
     """`mora bench --training` at size tiny on the CPU: every row trains (timings meaningless) and is counted."""
     out = tmp_path / "bench.json"
-    result = CliRunner().invoke(app, ["bench", "--training", "--size", "tiny", "--device", "cpu", "--workloads",
-                                      "image_to_image", "--repeats", "1", "--json", str(out)])
+    result = CliRunner().invoke(app, ["bench", "--training", "--preset", "tiny", "--device", "cpu", "--workloads",
+                                      "image_to_image", "--repeats", "1", "--json-out", str(out)])
     assert result.exit_code == 0, result.output
     rows = json.loads(out.read_text())["rows"]
     assert [(r["mode"], r["profile"]) for r in rows] == [("lora", "resident"), ("full", "resident")]

@@ -76,7 +76,8 @@ def eval_command(
         Path | None, typer.Option("--weights", envvar="VBENCH_CACHE_DIR",  # eval.weights.ENV_VAR (no eval module imported here)
          help="VBench-layout weights directory.")
     ] = None,
-    json_out: Annotated[Path | None, typer.Option("--json", help="Write results as JSON.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON (stdout) instead of the tables.")] = False,
+    json_out: Annotated[Path | None, typer.Option("--json-out", help="Also write the results as JSON to this file.")] = None,
     chart: Annotated[Path | None, typer.Option("--chart", help="Write a PNG bar chart (for runs with chained segments, also their drift curves: NAME-drift.png).")] = None,
     suite: Annotated[str | None, typer.Option("--suite", help="Prompt-suite protocol: t2v.")] = None,
     report: Annotated[Path, typer.Option("--report", help="Markdown report path for --suite.")] = Path(
@@ -90,7 +91,8 @@ def eval_command(
     preset: Annotated[str, typer.Option(help="Models for --generate: full, or tiny (noise, for tests).")] = "full",
     ray: Annotated[str | None, typer.Option(help="--generate on Ray: local, auto or ADDRESS (see mora batch).")] = None,
 ) -> None:
-    """Score videos with VBench dimensions and the Mora paper's metrics."""
+    """Score videos with VBench dimensions and the Mora paper's metrics: tables on stdout (JSON with --json), what was
+    written on stderr."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
     from mora_agents.console import DescriptionColumn
@@ -99,11 +101,13 @@ def eval_command(
     from mora_agents.eval.api import Evaluator, resolve_metrics
     from mora_agents.eval.chart import write_chart, write_drift_chart
     from mora_agents.eval.prompts import load_prompts
-    from mora_agents.eval.report import drift_table, paper_table, results_table, suite_markdown, write_json
+    from mora_agents.eval.report import drift_table, paper_table, results_json, results_table, suite_markdown
     from mora_agents.eval.video import BadInputError
     from mora_agents.inputs import check_output_file
+    from mora_agents.media import atomic_path
 
     console = make_console(soft_wrap=False)
+    notes = make_console(stderr=True)
     if prompt is not None and prompts is not None:
         raise _fail("use either --prompt or --prompts, not both")
     if suite is not None and (suite not in SUITES or prompts is None):
@@ -111,7 +115,7 @@ def eval_command(
     if generate is not None and (suite is None or paths):
         raise _fail("--generate makes the videos of a --suite: give no PATH")
     try:
-        for path, flag in ((json_out, "--json"), (chart, "--chart"), (report if suite else None, "--report")):
+        for path, flag in ((json_out, "--json-out"), (chart, "--chart"), (report if suite else None, "--report")):
             if path is not None:
                 check_output_file(path, flag)
     except InputError as exc:
@@ -142,21 +146,25 @@ def eval_command(
     except (MissingDependencyError, MoraError) as exc:
         raise _fail(str(exc), code=1) from None
 
-    for evaluation in evaluations:
-        console.print(results_table(evaluation))
-        if (table := paper_table(evaluation)) is not None:
-            console.print(table)
-        for step, rows in evaluation.drift.items():
-            console.print(drift_table(step, rows))
+    if as_json:
+        sys.stdout.write(results_json(evaluations))
+    else:
+        for evaluation in evaluations:
+            console.print(results_table(evaluation))
+            if (table := paper_table(evaluation)) is not None:
+                console.print(table)
+            for step, rows in evaluation.drift.items():
+                console.print(drift_table(step, rows))
     if json_out is not None:
-        write_json(evaluations, json_out)
-        console.print(f"JSON written to {escape(str(json_out))}")
+        with atomic_path(json_out) as tmp:
+            tmp.write_text(results_json(evaluations), encoding="utf-8")
+        notes.print(f"JSON written to {escape(str(json_out))}")
     if suite is not None:
         unavailable = {n: r.reason for e in evaluations for n, r in e.results.items() if r.value is None}
         report.write_text(
             suite_markdown(suite, _suite_groups(evaluations, entries or []), unavailable), encoding="utf-8"
         )
-        console.print(f"Markdown report written to {escape(str(report))}")
+        notes.print(f"Markdown report written to {escape(str(report))}")
     if chart is not None:
         try:
             shown = write_chart(evaluations, chart)
@@ -165,8 +173,8 @@ def eval_command(
         except ValueError as exc:
             raise _fail(f"--chart {chart}: {exc}") from None
         note = f"with paper rows: {', '.join(shown)}" if shown else "no paper rows for this task"
-        console.print(f"Chart written to {escape(str(chart))} ({note})")
+        notes.print(f"Chart written to {escape(str(chart))} ({note})")
         if any(e.drift for e in evaluations):
             drift_chart = chart.with_name(f"{chart.stem}-drift{chart.suffix}")
             write_drift_chart(evaluations, drift_chart)
-            console.print(f"Drift chart written to {escape(str(drift_chart))}")
+            notes.print(f"Drift chart written to {escape(str(drift_chart))}")

@@ -94,9 +94,10 @@ def drift_table(step: str, rows: list[dict]) -> Table:
     return table
 
 
-def write_json(evaluations: list[VideoEvaluation], path: Path) -> None:
+def results_json(evaluations: list[VideoEvaluation]) -> str:
+    """The results as one JSON document (`mora eval --json`, `--json-out`)."""
     payload = {"schema_version": SCHEMA_VERSION, "videos": [e.to_dict() for e in evaluations]}
-    path.write_text(json.dumps(payload, indent=2, default=float) + "\n", encoding="utf-8")
+    return json.dumps(payload, indent=2, default=float) + "\n"
 
 
 Aggregate = dict[str, dict[str, dict[str, tuple[float, int]]]]

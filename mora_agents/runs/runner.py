@@ -75,7 +75,7 @@ from mora_agents.runs.state import (
     write_state,
 )
 from mora_agents.runs.transcript import Record, TranscriptWriter, read_transcript
-from mora_agents.settings import use_settings
+from mora_agents.settings import RUNS_DIR, use_settings
 from mora_agents.sop.calls import check_calls
 from mora_agents.sop.loader import find_sops
 from mora_agents.sop.measures import run_measures
@@ -89,7 +89,7 @@ from mora_agents.tools.registry import get_tool
 class RunOptions:
     preset: str = "full"
     device: str = "auto"
-    out: Path = Path("runs")
+    out: Path = RUNS_DIR
     sops_dir: Path | None = None
     seed: int | None = None
     overrides: dict[str, dict[str, Any]] = field(default_factory=dict)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import codecs
+import logging
 import os
+from functools import cache
 from pathlib import Path
 
 import yaml
@@ -12,6 +14,7 @@ from pydantic import ValidationError
 
 from mora_agents.errors import InputError, validation_summary
 from mora_agents.jsonl import read_bounded
+from mora_agents.settings import SOPS_VARIABLE, user_sops_dir
 from mora_agents.sop.roles import ROLES
 from mora_agents.sop.schema import SOP
 from mora_agents.sop.template import (
@@ -29,16 +32,32 @@ class SOPError(InputError):
     """An SOP file that does not load or validate."""
 
 
+OLD_SOPS_VARIABLE = "MORA_SOPS_PATH"
+"""Folders of SOPs before MORA_SOPS (a path list): still read, with a note."""
+
+
 def sop_dirs(extra: Path | None = None) -> list[Path]:
-    """Where SOPs are looked up, later entries overriding earlier ones by name:
-    the shipped SOPs, then the folders in MORA_SOPS_PATH, then `extra` (`--sops DIR`)."""
+    """Where SOPs are looked up, later entries overriding earlier ones by name: the shipped SOPs, then the person's
+    folder: `extra` (`--sops DIR`, which must exist), else `settings.user_sops_dir()` when it exists. The folders of
+    the old MORA_SOPS_PATH come before it."""
     dirs = [BUILTIN_DIR]
-    dirs += [Path(p) for p in os.environ.get("MORA_SOPS_PATH", "").split(os.pathsep) if p]
+    if old := [Path(p) for p in os.environ.get(OLD_SOPS_VARIABLE, "").split(os.pathsep) if p]:
+        _note_old_variable()
+        dirs += old
     if extra is not None:
         if not extra.is_dir():
             raise InputError(f"--sops {extra}: not a directory")
         dirs.append(extra)
+    elif user_sops_dir().is_dir():
+        dirs.append(user_sops_dir())
     return dirs
+
+
+@cache
+def _note_old_variable() -> None:
+    logging.getLogger("mora_agents").warning(
+        f"{OLD_SOPS_VARIABLE} is read for now; name your SOP folder with {SOPS_VARIABLE}=DIR instead (one folder, "
+        "the one `mora serve`'s SOP editor saves into; default ~/.mora/sops)")
 
 
 def _where(data: dict, loc: tuple) -> str:
