@@ -103,6 +103,8 @@ def print_json(data: Any) -> None:
 OutOption = Annotated[Path, typer.Option("--out", help="Base folder of run directories.")]
 SopsOption = Annotated[Optional[Path], typer.Option(
     help="Your SOP folder, read beside the shipped SOPs (default: $MORA_SOPS, else ~/.mora/sops).")]
+VerboseOption = Annotated[int, typer.Option(
+    "--verbose", "-v", count=True, help="-v: every message and tool call; -vv: the records as they are (JSON lines).")]
 SystemOption = Annotated[Optional[str], typer.Option(
     help="The paper's system for every agent: svd (SDXL, InstructPix2Pix, SVD-XT, SEINE) or osp (SD3, SD3 "
          "image-to-image, Open-Sora-Plan v1.2); default: the SOPs' backends.")]
@@ -122,14 +124,16 @@ def _noise_warning(preset: str) -> None:
         console.print(NOISE_WARNING)
 
 
-def _drive(start: Callable[[TerminalUI, Reviewer], Awaitable[RunOutcome]], review: bool, preset: str) -> None:
+def _drive(start: Callable[[TerminalUI, Reviewer], Awaitable[RunOutcome]], review: bool, preset: str,
+           verbosity: int) -> None:
     """Run a request or a resume with the terminal display; map errors to one line and an exit code.
 
     The tiny preset's warning shows when the run starts (bad input stays one line)."""
     from mora_agents.runs.review import TextReviewer, auto_accept
     from mora_agents.ui.terminal import TerminalUI
 
-    ui = TerminalUI(console, notice=NOISE_WARNING if preset == "tiny" else None)
+    ui = TerminalUI(console, notice=NOISE_WARNING if preset == "tiny" else None, verbosity=verbosity)
+    ui.reviewing = review
     try:
         with ui.live():
             outcome = asyncio.run(start(ui, TextReviewer(ui.ask, "human") if review else auto_accept))
@@ -138,9 +142,8 @@ def _drive(start: Callable[[TerminalUI, Reviewer], Awaitable[RunOutcome]], revie
     except MoraError as e:
         raise fail(str(e), 1) from None
     except KeyboardInterrupt:
-        raise fail("interrupted; `mora resume RUN` continues from the last finished step (see `mora runs`)", 130) from None
-    note = " [yellow](noise: tiny preset)[/]" if outcome.noise else ""
-    console.print(f"[green]done:[/] {escape(str(outcome.result))}{note}")
+        raise fail(f"interrupted; {ui.resume_hint()} continues from the last finished step", 130) from None
+    ui.done(outcome)
     print_path(outcome.result)
 
 
@@ -162,6 +165,7 @@ def run(
     memory_profile: Annotated[str, typer.Option(help="resident: models stay on the GPU; 24gb: offloaded between uses to fit a 24 GB GPU.")] = "resident",
     adapters: Annotated[Optional[Path], typer.Option(help="A `mora train` output: run the agents it fine-tuned.")] = None,
     system: SystemOption = None,
+    verbose: VerboseOption = 0,
 ) -> None:
     """Run a request through the agents; writes runs/<time>-<slug>/ with result.mp4 and transcript.jsonl."""
     from mora_agents.inputs import parse_sets
@@ -175,7 +179,8 @@ def run(
     except InputError as e:
         raise fail(str(e), 2) from None
     _drive(lambda ui, reviewer: run_request(request, images=image, videos=video, task=task, duration=duration,
-                                            options=options, on_record=ui.show, reviewer=reviewer), review, preset)
+                                            options=options, on_record=ui.show, reviewer=reviewer), review, preset,
+           verbose)
 
 
 @app.command()
@@ -184,6 +189,7 @@ def resume(
     review: Annotated[bool, typer.Option("--review", help="Ask me at the remaining review points.")] = False,
     device: Annotated[Optional[str], typer.Option(help="Run on another device than the run was started on.")] = None,
     memory_profile: Annotated[Optional[str], typer.Option(help="Change the memory profile (e.g. 24gb after running out of GPU memory).")] = None,
+    verbose: VerboseOption = 0,
 ) -> None:
     """Continue a run from its last finished step (checked by sha256); the transcript marks the interruption."""
     from mora_agents.runs.catalog import check_resumable, read_info
@@ -197,7 +203,7 @@ def resume(
     from mora_agents.runs.runner import resume_run
 
     _drive(lambda ui, reviewer: resume_run(run_dir, device=device, memory_profile=memory_profile, on_record=ui.show,
-                                           reviewer=reviewer), review, preset)
+                                           reviewer=reviewer), review, preset, verbose)
 
 
 @app.command()
@@ -319,6 +325,7 @@ def chat(
     memory_profile: Annotated[str, typer.Option(help="resident: models stay on the GPU; 24gb: offloaded between uses to fit a 24 GB GPU.")] = "resident",
     adapters: Annotated[Optional[Path], typer.Option(help="A `mora train` output: run the agents it fine-tuned.")] = None,
     system: SystemOption = None,
+    verbose: VerboseOption = 0,
 ) -> None:
     """Chat requests into the group chat; follow-ups refer to the last result. /help lists the commands."""
     from mora_agents.runs.runner import RunOptions, check_options
@@ -334,7 +341,7 @@ def chat(
         raise fail(str(e), 2) from None
     _noise_warning(preset)
     enable_line_editing()
-    ui = TerminalUI(console)
+    ui = TerminalUI(console, verbosity=verbose)
     chat_loop(ChatSession(options, ui, ui.ask, review=review))
 
 
@@ -789,18 +796,23 @@ def sops_show(name: str, sops: SopsOption = None) -> None:
 @sops_app.command("validate")
 def sops_validate(files: Annotated[Optional[list[Path]], typer.Argument(help="SOP files (default: all found).")] = None,
                   sops: SopsOption = None) -> None:
-    """Validate SOP files; errors name the file, the step and the field."""
-    from mora_agents.sop.loader import load_sop, sop_dirs
+    """Validate SOP files; errors (all of each file's) name the file, the step and the field."""
+    from mora_agents.sop.loader import SOPError, load_sop, sop_dirs
 
-    paths = files or [p for d in sop_dirs(sops) for p in sorted(d.glob("*.y*ml"))]
+    try:
+        paths = files or [p for d in sop_dirs(sops) for p in sorted(d.glob("*.y*ml"))]
+    except InputError as e:
+        raise fail(str(e), 2) from None
     failed = 0
     for path in paths:
         try:
             sop = load_sop(path)
-            out.print(f"[green]ok[/] {escape(str(path))} ({escape(sop.name)}, {len(sop.steps)} steps)")
-        except InputError as e:
+            steps = len(sop.steps)
+            out.print(f"[green]ok[/] {escape(str(path))} ({escape(sop.name)}, {steps} step{'s' * (steps != 1)})")
+        except SOPError as e:  # every problem of the file, a line each
             failed += 1
-            console.print(f"[red]invalid[/] {escape(str(e))}")
+            for problem in e.problems:
+                console.print(f"[red]invalid[/] {escape(problem)}")
     if failed:
         raise typer.Exit(2)
 

@@ -9,6 +9,7 @@
                           it covers (see `mora_agents.runs.state`)
         run.json          status, preset, seed, timings, error (one line) and error_details
         run.lock          locked by the process that runs the run (see `mora_agents.runs.lock`)
+        log.txt           what the model libraries logged and warned during the run (`mora_agents.runs.log`)
         result.mp4        the final video
 
 The team runs in turns that end at checkpoints (a plan, a step result, a review request); after each the
@@ -66,6 +67,7 @@ from mora_agents.pipelines.adapters import card_sha256, check_adapters
 from mora_agents.pipelines.loading import MEMORY_PROFILES, resolve_device
 from mora_agents.runs.catalog import can_resume, check_resumable, read_info, run_status
 from mora_agents.runs.lock import run_lock
+from mora_agents.runs.log import run_log
 from mora_agents.runs.review import Reviewer, auto_accept, decide
 from mora_agents.runs.state import (
     STATE_FILE,
@@ -370,7 +372,7 @@ async def resume_run(run_dir: Path, *, device: str | None = None, memory_profile
         info["memory_profile"] = memory_profile or info.get("memory_profile", "resident")
         adapters = run_adapters(info.get("adapters"), info["preset"], info.get("adapters_sha256"))
         with use_settings(preset=info["preset"], device=info["device"], memory_profile=info["memory_profile"],
-                          adapters=adapters["adapters"]):
+                          adapters=adapters["adapters"]), run_log(run_dir):
             sops_dir = info.get("sops_dir")
             sops = {name: sop for name, (sop, _) in find_sops(Path(sops_dir) if sops_dir else None).items()}
             session = _Session(run_dir, info, sops, model_client or client_from_env(), on_record, reviewer)
