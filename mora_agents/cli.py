@@ -751,7 +751,7 @@ def transcript(
             sys.stdout.write(escape_separators(record.model_dump_json()) + "\n")
         else:
             out.print(f"[dim]{record.seq:>3} +{record.elapsed:7.2f}s[/] [bold cyan]{escape(record.source)}[/] "
-                      f"{escape(describe(record))}")
+                      f"{escape(describe(record, path.parent.resolve()))}")
 
 
 @sops_app.command("list")

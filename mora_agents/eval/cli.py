@@ -101,10 +101,16 @@ def eval_command(
     from mora_agents.eval.api import Evaluator, resolve_metrics
     from mora_agents.eval.chart import write_chart, write_drift_chart
     from mora_agents.eval.prompts import load_prompts
-    from mora_agents.eval.report import drift_table, paper_table, results_json, results_table, suite_markdown
+    from mora_agents.eval.report import (
+        drift_table,
+        paper_table,
+        results_json,
+        results_table,
+        suite_markdown,
+        write_json,
+    )
     from mora_agents.eval.video import BadInputError
     from mora_agents.inputs import check_output_file
-    from mora_agents.media import atomic_path
 
     console = make_console(soft_wrap=False)
     notes = make_console(stderr=True)
@@ -156,8 +162,7 @@ def eval_command(
             for step, rows in evaluation.drift.items():
                 console.print(drift_table(step, rows))
     if json_out is not None:
-        with atomic_path(json_out) as tmp:
-            tmp.write_text(results_json(evaluations), encoding="utf-8")
+        write_json(evaluations, json_out)
         notes.print(f"JSON written to {escape(str(json_out))}")
     if suite is not None:
         unavailable = {n: r.reason for e in evaluations for n, r in e.results.items() if r.value is None}

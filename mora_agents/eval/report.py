@@ -100,6 +100,14 @@ def results_json(evaluations: list[VideoEvaluation]) -> str:
     return json.dumps(payload, indent=2, default=float) + "\n"
 
 
+def write_json(evaluations: list[VideoEvaluation], path: Path) -> None:
+    """The results as JSON in a file, written whole or not at all."""
+    from mora_agents.media import atomic_path
+
+    with atomic_path(path) as tmp:
+        tmp.write_text(results_json(evaluations), encoding="utf-8")
+
+
 Aggregate = dict[str, dict[str, dict[str, tuple[float, int]]]]
 
 

@@ -60,7 +60,7 @@ def describe_tool_result(result: dict[str, Any]) -> str:
         output = json.loads(result["content"])
     except json.JSONDecodeError:
         output = result["content"]
-    return f"-> {describe_artifact(output) if isinstance(output, dict) and 'kind' in output else repr(output)}"
+    return f"tool result: {describe_artifact(output) if isinstance(output, dict) and 'kind' in output else repr(output)}"
 
 
 def describe(record: Record, root: Path | None = None) -> str:
@@ -102,7 +102,7 @@ def _describe(record: Record, root: Path | None) -> str:
         detail = describe_artifact(content["result"]) if content.get("result") else content.get("error")
         return f"run {content['status']}: {detail}"
     if t == "ToolCallRequestEvent":
-        return "; ".join(f"call {describe_call(c, root)}" for c in content)
+        return "; ".join(f"tool call {describe_call(c, root)}" for c in content)
     if t == "ToolCallExecutionEvent":
         return "; ".join(describe_tool_result(c) for c in content)
     return f"{t}: {content if isinstance(content, str) else json.dumps(content)}"
