@@ -196,7 +196,8 @@ def resume(
 
     try:
         info = read_info(run_dir)
-        check_resumable(run_dir, info)  # a finished run is refused at once, before the models' libraries load
+        if info["status"] != "running":  # a finished run is refused at once, before the models' libraries load
+            check_resumable(run_dir, info)  # (a running one only the runner can judge, holding its lock)
     except InputError as e:
         raise fail(str(e), 2) from None
     preset = info["preset"]

@@ -30,7 +30,8 @@ from mora_agents.runs.transcript import read_transcript
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 # fast tiny runs: one denoising step, 8 frames at 7 fps a segment (one segment for 1 s, three for 3 s)
-FAST = {"text_to_image.steps": 1, "edit_image.steps": 1, "image_to_video.steps": 1, "image_to_video.frames": 8}
+FAST = {"text_to_image.steps": 1, "edit_image.steps": 1, "image_to_video.steps": 1, "image_to_video.frames": 8,
+        "image_to_video.fps": 7}
 LINES = [
     {"text": "a red fox running through snow", "duration": 1, "seed": 5, "name": "fox"},
     {"text": "a red fox running through snow", "duration": 1},  # no seed: derived from the content...

@@ -60,7 +60,7 @@ class Evaluator:
             if on_metric:
                 on_metric(name)
         return VideoEvaluation(target.source, str(target.video), target.prompt, target.task, ctx.results, target.drift,
-                               target.system)
+                               target.system, target.noise)
 
 
 def evaluate_video(

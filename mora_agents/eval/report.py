@@ -19,7 +19,8 @@ SCHEMA_VERSION = 1
 
 def results_table(evaluation: VideoEvaluation) -> Table:
     """One row per metric: value, backend, frames, fps and checkpoint (or why it is unavailable)."""
-    table = Table(title=escape(evaluation.source), title_justify="left")
+    noise = " (noise: tiny preset, random weights)" if evaluation.noise else ""
+    table = Table(title=escape(evaluation.source) + noise, title_justify="left")
     for column in ("metric", "value", "backend", "frames", "fps"):
         table.add_column(column, no_wrap=True)
     table.add_column("checkpoint / note")

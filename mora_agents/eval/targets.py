@@ -27,6 +27,8 @@ class Target:
     """A run's drift per chained step (its `run.json`; see `mora_agents.eval.drift.chain_drift`)."""
     system: str | None = None
     """The paper's system the run was made with (its `run.json`), if any."""
+    noise: bool = False
+    """A run of random-weight models (`--preset tiny`, its `run.json`): its scores measure noise."""
 
 
 def load_target(path: str | Path) -> Target:
@@ -68,6 +70,7 @@ def _load_run(run: Path) -> Target:
         output_caption=inputs.get("output_caption"),
         drift=_run_drift(info),
         system=info.get("system") if isinstance(info.get("system"), str) else None,
+        noise=info.get("noise") is True,
     )
 
 
