@@ -348,8 +348,9 @@ def read_video(path: str | Path, label: str | None = None) -> tuple[np.ndarray, 
     return np.stack(frames), info.fps
 
 
-def write_video(frames: np.ndarray | Sequence[np.ndarray], fps: float, path: Path) -> None:
-    """Write RGB frames as H.264 MP4 (yuv420p; odd sizes are padded to even by ffmpeg's rule)."""
+def write_video(frames: np.ndarray | Sequence[np.ndarray], fps: float, path: Path, noise: bool = False) -> Artifact:
+    """Write RGB frames as H.264 MP4 (yuv420p; an odd side is scaled up to even) and return its Artifact, told from
+    what was written (no decoding it again, as `probe` would)."""
     frames = np.asarray(frames, dtype=np.uint8)
     height, width = frames.shape[1:3]
     with atomic_path(path) as tmp:
@@ -361,6 +362,8 @@ def write_video(frames: np.ndarray | Sequence[np.ndarray], fps: float, path: Pat
         for frame in frames:
             writer.send(np.ascontiguousarray(frame))
         writer.close()
+    return Artifact(path=str(path), kind="video", sha256=sha256_file(path), width=width + width % 2,
+                    height=height + height % 2, frames=len(frames), fps=float(fps), noise=noise)
 
 
 def resize_frames(frames: np.ndarray, width: int, height: int) -> np.ndarray:

@@ -66,5 +66,4 @@ def ease_into(
         out[t] = np.clip(value, 0, 255).round().astype(np.uint8)
     out[-1] = target.astype(np.uint8)
     path = output_path(output, "ease_into", ".mp4")
-    write_video(out, fps, path)
-    return probe(path)
+    return write_video(out, fps, path)

@@ -11,7 +11,6 @@ from PIL import Image
 from mora_agents.media import (
     Artifact,
     load_image,
-    probe,
     read_video,
     resample_fps,
     resize_frames,
@@ -98,8 +97,7 @@ def connect_videos(
                       negative_prompt=negative_prompt, frames=frames, width=width, height=height, sampler=sampler,
                       steps=steps, guidance_scale=guidance_scale)
     path = output_path(output, "connect_videos", ".mp4")
-    write_video(np.concatenate([a, resize_frames(clip, *size), b]), fps, path)
-    return probe(path, noise=settings().preset == "tiny")
+    return write_video(np.concatenate([a, resize_frames(clip, *size), b]), fps, path, noise=settings().preset == "tiny")
 
 
 @register(produces="video", media={"image": "image", "last_image": "image"}, backends=BACKENDS["connect_images"])
@@ -132,5 +130,4 @@ def connect_images(
                       width=width, height=height, sampler=sampler, steps=steps, guidance_scale=guidance_scale)
     rate = fill_defaults("connect_images", backend_named(BACKENDS["connect_images"], backend).name, fps=fps)["fps"]
     path = output_path(output, "connect_images", ".mp4")
-    write_video(resize_frames(clip, *first.size), rate, path)
-    return probe(path, noise=settings().preset == "tiny")
+    return write_video(resize_frames(clip, *first.size), rate, path, noise=settings().preset == "tiny")

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import numpy as np
 
-from mora_agents.media import Artifact, fit_image, load_image, probe, write_video
+from mora_agents.media import Artifact, fit_image, load_image, write_video
 from mora_agents.settings import denoise_callback, output_path, settings, steps_callback
 from mora_agents.tools.backends import BACKENDS, backend_named
 from mora_agents.tools.defaults import fill_defaults, seeded
@@ -90,5 +90,4 @@ def image_to_video(
             video = (np.clip(frames, 0, 1) * 255).round().astype(np.uint8)
     settings().progress.stop()
     path = output_path(output, "image_to_video", ".mp4")
-    write_video(video, p["fps"], path)
-    return probe(path, noise=settings().preset == "tiny")
+    return write_video(video, p["fps"], path, noise=settings().preset == "tiny")
