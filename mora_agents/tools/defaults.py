@@ -23,7 +23,8 @@ DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
         "connect_videos": {"frames": 16, "width": 512, "height": 512, "sampler": "ddpm", "steps": 250,
                            "guidance_scale": 8.0, "fps": 8},
     },
-    "tiny": {  # the fewest steps and frames that run every code path; clips as long in seconds as the full ones
+    "tiny": {  # the fewest steps and frames that run every code path, at a frame or two a second (SVD's 3.5 s clips
+        # are as long as the full model's): a run at an SOP's default length chains a few clips, two or more
         "text_to_image": {"width": 64, "height": 64, "steps": 2, "high_noise_frac": 0.5, "guidance_scale": 5.0,
                           "strength": 0.3},
         "edit_image": {"steps": 1, "guidance_scale": 7.5, "image_guidance_scale": 1.5, "max_side": 128},
@@ -55,14 +56,14 @@ BACKEND_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
         "open-sora-plan": {"frames": 93, "width": 640, "height": 480, "steps": 100, "guidance_scale": 7.5, "fps": 24,
                            "negative_prompt": _NEGATIVE_IMAGE},
     },
-    "tiny": {  # as DEFAULTS["tiny"]; Wan's clips are 5 frames at 1 fps: 5 s, as the full models' 5 s
+    "tiny": {  # as DEFAULTS["tiny"]; Wan's and LTX's clips are 9 frames at 1 fps, 9 s (a 30 s run chains 3)
         "flux-schnell": {"width": 64, "height": 64, "steps": 1, "strength": 0.3},
         "flux-kontext": {"steps": 1, "guidance_scale": 2.5, "max_side": 128},
-        "wan2.2-ti2v-5b": {"width": 64, "height": 64, "frames": 5, "steps": 1, "fps": 1, "guidance_scale": 5.0,
+        "wan2.2-ti2v-5b": {"width": 64, "height": 64, "frames": 9, "steps": 1, "fps": 1, "guidance_scale": 5.0,
                            "negative_prompt": _NEGATIVE_VIDEO},
-        "ltx-video": {"width": 64, "height": 64, "frames": 9, "steps": 1, "fps": 2, "guidance_scale": 3.0,
+        "ltx-video": {"width": 64, "height": 64, "frames": 9, "steps": 1, "fps": 1, "guidance_scale": 3.0,
                       "negative_prompt": _NEGATIVE_VIDEO},
-        "wan2.1-flf2v": {"frames": 5, "width": 64, "height": 64, "steps": 1, "guidance_scale": 5.5, "fps": 1,
+        "wan2.1-flf2v": {"frames": 9, "width": 64, "height": 64, "steps": 1, "guidance_scale": 5.5, "fps": 1,
                          "negative_prompt": _NEGATIVE_VIDEO},
         "sd3": {"width": 64, "height": 64, "steps": 1, "guidance_scale": 7.0, "strength": 0.6, "max_side": 128},
         "sd3.5-large": {"width": 64, "height": 64, "steps": 1, "guidance_scale": 3.5, "strength": 0.6},
