@@ -253,11 +253,11 @@ def _run(tmp_path: Path, text: str, **kwargs) -> Path:
 
 
 def test_shipped_sops_with_newer_backends_run(tmp_path: Path) -> None:
-    wan = json.loads((_run(tmp_path, "a red fox", task="text_to_video_wan", duration=10) / "run.json").read_text())
+    wan = json.loads((_run(tmp_path, "a red fox", task="text_to_video_wan", duration=18) / "run.json").read_text())
     assert wan["status"] == "finished"
     assert wan["backends"] == {"text_to_image": ["flux-schnell"], "image_to_video": ["wan2.2-ti2v-5b"]}
     assert len(wan["drift"]["segments"]) == 2
-    keyframes = _run(tmp_path, "a red fox", task="text_to_video_keyframes", duration=10)
+    keyframes = _run(tmp_path, "a red fox", task="text_to_video_keyframes", duration=18)
     info = json.loads((keyframes / "run.json").read_text())
     assert info["backends"] == {"text_to_image": ["sdxl"], "connect_images": ["wan2.1-flf2v"]}
     requests = [json.loads(line)["message"]["content"] for line in (keyframes / "transcript.jsonl").read_text().splitlines()
