@@ -198,8 +198,10 @@ SOP_REQUESTS: dict[str, dict[str, Any]] = {
     "edit_video": {"videos": ["a.mp4"], "overrides": SVD_2S},
     "connect_videos": {"videos": ["a.mp4", "b.mp4"]},
     "connect_videos_flf2v": {"videos": ["a.mp4", "b.mp4"]},
+    "story": {"overrides": SVD_2S},
+    "long_video": {"duration": 30},
 }
-"""Per shipped SOP: a tiny request that runs it in seconds, its repeated step (if any) twice."""
+"""Per shipped SOP: a tiny request that runs it in seconds, its repeated (or for_each) step (if any) twice."""
 
 
 def sop_inputs(base: Path) -> None:
@@ -229,9 +231,9 @@ def run_sop(task: str, base: Path, out: Path, kill_after: tuple[str, int] | None
 
 
 def kill_point(run_dir: Path) -> tuple[str, int]:
-    """Where the SOP check kills a run: right after the first iteration of its repeated step, so that the resumed
-    process runs the next iteration with nothing run before it, unlike the uninterrupted one; else right after
-    its first tool step."""
+    """Where the SOP check kills a run: right after the first iteration of its repeated (or for_each) step, so that
+    the resumed process runs the next iteration with nothing run before it, unlike the uninterrupted one; else right
+    after its first tool step."""
     results = [r.message["content"] for r in read_transcript(run_dir / "transcript.jsonl")
                if r.type.endswith("[StepResult]")]
     done = {(r["step"], r["iteration"]) for r in results}

@@ -6,12 +6,11 @@ import asyncio
 import json
 import logging
 import sys
-import threading
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 from rich.markup import escape
@@ -61,6 +60,24 @@ app.add_typer(sops_app, name="sops")
 data_app = typer.Typer(help="Training data: candidates from seed prompts, selection by judges and people.",
                        no_args_is_help=True)
 app.add_typer(data_app, name="data")
+
+SpeedProfile = Annotated[str, typer.Option(
+    "--speed", help="How the denoisers run: exact (as without the speed stack), fast (caches, the best attention "
+    "installed, regional torch.compile), fastest (and fp8 weights on GPUs that have them).")]
+SpeedOptions = Annotated[list[str], typer.Option(
+    "--speed-option", help="NAME=VALUE over the --speed profile (repeatable): cache=none|auto|first-block|taylorseer, "
+    "cache_threshold=N, attention=default|auto|flash|sage|..., compile=none|regional|full, quantize=none|fp8|int8, "
+    "distill=none|lightx2v, parallel=ulysses|ring.")]
+Gpus = Annotated[int, typer.Option(
+    "--gpus", help="GPUs one request's denoiser is split across (diffusers' context parallelism: Wan, FLUX.1, "
+    "LTX-Video).")]
+
+
+def speed_settings(speed: str, speed_option: list[str], gpus: int) -> dict[str, Any]:
+    """The RunOptions fields of --speed, --speed-option and --gpus (checked with the other options)."""
+    from mora_agents.pipelines.speed import parse_speed_options
+
+    return {"speed": speed, "speed_options": parse_speed_options(speed_option), "gpus": gpus}
 app.command("bench", help="Time the paper's workloads on real-size random-weight models: reference vs ours.")(bench_command)
 console = make_console(stderr=True)
 """Messages, warnings and errors (stderr). Every text that is not the package's own is escaped here."""
@@ -166,6 +183,10 @@ def run(
     memory_profile: Annotated[str, typer.Option(help="resident: models stay on the GPU; 24gb: offloaded between uses to fit a 24 GB GPU.")] = "resident",
     adapters: Annotated[Optional[Path], typer.Option(help="A `mora train` output: run the agents it fine-tuned.")] = None,
     system: SystemOption = None,
+    speed: SpeedProfile = "exact",
+    speed_option: SpeedOptions = [],
+    gpus: Gpus = 1,
+    candidates: Annotated[int, typer.Option(help="Best of N: candidates of each keyframe and clip of the SOP's best_of steps (a story's), ranked by the judges (MORA_JUDGES, else metric judges).")] = 1,
     verbose: VerboseOption = 0,
 ) -> None:
     """Run a request through the agents; writes runs/<time>-<slug>/ with result.mp4 and transcript.jsonl."""
@@ -176,7 +197,8 @@ def run(
         check_preset(preset)
         options = RunOptions(preset=preset, device=device, out=out_dir, sops_dir=sops, seed=seed,
                              overrides=parse_sets(set_), max_repeats=max_repeats, memory_profile=memory_profile,
-                             adapters=adapters, system=system)
+                             adapters=adapters, system=system, candidates=candidates,
+                             **speed_settings(speed, speed_option, gpus))
     except InputError as e:
         raise fail(str(e), 2) from None
     _drive(lambda ui, reviewer: run_request(request, images=image, videos=video, task=task, duration=duration,
@@ -190,6 +212,7 @@ def resume(
     review: Annotated[bool, typer.Option("--review", help="Ask me at the remaining review points.")] = False,
     device: Annotated[Optional[str], typer.Option(help="Run on another device than the run was started on.")] = None,
     memory_profile: Annotated[Optional[str], typer.Option(help="Change the memory profile (e.g. 24gb after running out of GPU memory).")] = None,
+    revise: Annotated[Optional[str], typer.Option(help="Edit the output of a text step that ran (e.g. storyboard) first; what the edit does not change is kept.")] = None,
     verbose: VerboseOption = 0,
 ) -> None:
     """Continue a run from its last finished step (checked by sha256); the transcript marks the interruption."""
@@ -205,7 +228,8 @@ def resume(
     from mora_agents.runs.runner import resume_run
 
     _drive(lambda ui, reviewer: resume_run(run_dir, device=device, memory_profile=memory_profile, on_record=ui.show,
-                                           reviewer=reviewer), review, preset, verbose)
+                                           reviewer=reviewer, revise=revise), review or revise is not None, preset,
+           verbose)
 
 
 @app.command()
@@ -213,7 +237,7 @@ def batch(
     requests: Annotated[Path, typer.Argument(help="A JSONL file, one request per line: {\"text\": ..., \"seed\": ...}.")],
     out_dir: Annotated[Path, typer.Option("--out", help="Folder of the batch's run directories and summary.jsonl.")] = RUNS_DIR,
     ray: Annotated[Optional[str], typer.Option(help="Run on Ray: local (start it here), auto (the running cluster) or the cluster's ADDRESS.")] = None,
-    gpus_per_worker: Annotated[float, typer.Option(help="GPUs per Ray worker (one worker per CPU on a cluster without GPUs).")] = 1.0,
+    gpus_per_worker: Annotated[Optional[float], typer.Option(help="GPUs per Ray worker (default: --gpus; one worker per CPU on a cluster without GPUs).")] = None,
     workers: Annotated[Optional[int], typer.Option(min=1, help="At most this many Ray workers (default: as many as fit).")] = None,
     retries: Annotated[int, typer.Option(min=0, help="Times a run whose Ray worker died goes to another worker.")] = 2,
     skip_invalid: Annotated[bool, typer.Option("--skip-invalid", help="Skip bad lines (listed) instead of stopping.")] = False,
@@ -223,6 +247,9 @@ def batch(
     memory_profile: Annotated[str, typer.Option(help="resident: models stay on the GPU; 24gb: offloaded between uses to fit a 24 GB GPU.")] = "resident",
     adapters: Annotated[Optional[Path], typer.Option(help="A `mora train` output: every run (but lines with their own) uses the agents it fine-tuned.")] = None,
     system: SystemOption = None,
+    speed: SpeedProfile = "exact",
+    speed_option: SpeedOptions = [],
+    gpus: Gpus = 1,
 ) -> None:
     """Run many requests, each a normal run in OUT; again with the same file skips finished runs and resumes the rest."""
     from mora_agents.batch import check_requests, read_requests, run_batch
@@ -233,7 +260,7 @@ def batch(
     try:
         check_preset(preset)
         options = RunOptions(preset=preset, device=device, out=out_dir, sops_dir=sops, memory_profile=memory_profile,
-                             adapters=adapters, system=system)
+                             adapters=adapters, system=system, **speed_settings(speed, speed_option, gpus))
         found, errors = read_requests(requests)
         if errors and not skip_invalid:  # name every bad line at once, in the file's order
             errors += [f"{r.label}: {r.error}" for r in check_requests(found, options) if r.status == "invalid"]
@@ -243,7 +270,7 @@ def batch(
             console.print(f"[yellow]skipped:[/] {escape(error)}")
         _noise_warning(preset)
         with BatchDisplay(console) as display:
-            results = run_batch(found, options, ray=ray, gpus_per_worker=gpus_per_worker, workers=workers,
+            results = run_batch(found, options, ray=ray, gpus_per_worker=gpus_per_worker or float(gpus), workers=workers,
                                 retries=retries, skip_invalid=skip_invalid, summary=summary, on_update=display.update)
     except InputError as e:
         for line in str(e).splitlines():
@@ -327,6 +354,10 @@ def chat(
     memory_profile: Annotated[str, typer.Option(help="resident: models stay on the GPU; 24gb: offloaded between uses to fit a 24 GB GPU.")] = "resident",
     adapters: Annotated[Optional[Path], typer.Option(help="A `mora train` output: run the agents it fine-tuned.")] = None,
     system: SystemOption = None,
+    speed: SpeedProfile = "exact",
+    speed_option: SpeedOptions = [],
+    gpus: Gpus = 1,
+    candidates: Annotated[int, typer.Option(help="Best of N for every turn's best_of steps (a story's keyframes and clips).")] = 1,
     verbose: VerboseOption = 0,
 ) -> None:
     """Chat requests into the group chat; follow-ups refer to the last result. /help lists the commands."""
@@ -334,9 +365,10 @@ def chat(
     from mora_agents.ui.chat import ChatSession, chat_loop, enable_line_editing
     from mora_agents.ui.terminal import TerminalUI
 
-    options = RunOptions(preset=preset, device=device, out=out_dir, sops_dir=sops, seed=seed, max_repeats=max_repeats,
-                         memory_profile=memory_profile, adapters=adapters, system=system)
     try:
+        options = RunOptions(preset=preset, device=device, out=out_dir, sops_dir=sops, seed=seed,
+                             max_repeats=max_repeats, memory_profile=memory_profile, adapters=adapters, system=system,
+                             candidates=candidates, **speed_settings(speed, speed_option, gpus))
         check_preset(preset)
         check_options(options)
     except InputError as e:
@@ -356,11 +388,12 @@ def train_command(
     preset: Annotated[str, typer.Option(help="full: real weights; tiny: random small models (for tests).")] = "full",
     device: Annotated[str, typer.Option(help="auto, cpu or cuda (several processes: --num-processes).")] = "auto",
     num_processes: Annotated[int, typer.Option(help="Processes (GPUs; CPU processes with --device cpu) training as one; the global batch stays --batch-size.")] = 1,
-    agents: Annotated[str, typer.Option(help="Comma-separated agents to train.")] = "text_to_image,image_to_image,image_to_video",
+    system: Annotated[str, typer.Option(help="The paper's system to train: svd (SDXL, InstructPix2Pix, SVD-XT) or osp (SD3, Open-Sora-Plan v1.2); with --iterations and ablations, its runs too.")] = "svd",
+    agents: Annotated[Optional[str], typer.Option(help="Comma-separated agents to train (default: all of the system's: svd text_to_image,image_to_image,image_to_video; osp text_to_image,image_to_video).", show_default=False)] = None,
     objective: Annotated[str, typer.Option(help="chain: the video loss trains the whole chain (the paper's); per-agent: each agent on its own output.")] = "chain",
-    sampling_steps: Annotated[Optional[int], typer.Option(help="chain: DDIM steps of an upstream agent's generation (default: 20; tiny preset: 2).", show_default=False)] = None,
+    sampling_steps: Annotated[Optional[int], typer.Option(help="chain: sampling steps of an upstream agent's generation (default: 20; tiny preset: 2).", show_default=False)] = None,
     backprop_steps: Annotated[int, typer.Option(help="chain: K, the last sampling steps gradients pass through.")] = 1,
-    full: Annotated[bool, typer.Option("--full", help="Fine-tune every UNet weight instead of LoRA adapters.")] = False,
+    full: Annotated[bool, typer.Option("--full", help="Fine-tune every denoiser weight (UNet or DiT) instead of LoRA adapters.")] = False,
     lora_rank: Annotated[int, typer.Option(help="LoRA rank.")] = 16,
     no_modulation: Annotated[bool, typer.Option("--no-modulation", help="No modulation token, no alpha (ablation).")] = False,
     modulation_init: Annotated[str, typer.Option(help="text: the [Mod] token's embedding; random (ablation).")] = "text",
@@ -370,9 +403,9 @@ def train_command(
     lr_modulation: Annotated[float, typer.Option(help="Learning rate of the modulation tokens.")] = 1e-4,
     checkpoint_every: Annotated[int, typer.Option(help="Steps between checkpoints.")] = 4,
     keep_checkpoints: Annotated[int, typer.Option(help="Checkpoints kept (the last N, the final step's included); 0: removed at the end.")] = 2,
-    frames: Annotated[Optional[int], typer.Option(help="Clip frames the image-to-video agent learns (default: the preset's 25).")] = None,
-    resolution: Annotated[Optional[str], typer.Option(help="WIDTHxHEIGHT to train at (default: the preset's, 1024x576).")] = None,
-    memory_profile: Annotated[str, typer.Option(help="resident; 24gb: one UNet on the GPU at a time (per-agent).")] = "resident",
+    frames: Annotated[Optional[int], typer.Option(help="Clip frames the image-to-video agent learns (default: its clip's, svd 25, osp 93).", show_default=False)] = None,
+    resolution: Annotated[Optional[str], typer.Option(help="WIDTHxHEIGHT to train at (default: each agent's inference size; svd 1024x576).", show_default=False)] = None,
+    memory_profile: Annotated[str, typer.Option(help="resident; 24gb: one denoiser on the GPU at a time (per-agent).")] = "resident",
     report_to: Annotated[str, typer.Option(help="none, tensorboard or wandb: losses and rates through accelerate's trackers (OUT/logs).")] = "none",
     init_adapters: Annotated[Optional[Path], typer.Option(help="Start from a previous `mora train` output.")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the noise, timesteps and data order (with --iterations: of everything).")] = 0,
@@ -405,7 +438,8 @@ def train_command(
 
     ablations = data == Path("ablations") and (ablation_prompts is not None or not data.is_dir())
     training = dict(
-        preset=preset, agents=[a.strip() for a in agents.split(",") if a.strip()], objective=objective,
+        system=system, preset=preset, objective=objective,
+        agents=None if agents is None else [a.strip() for a in agents.split(",") if a.strip()],
         sampling_steps=sampling_steps, backprop_steps=backprop_steps, full=full, lora_rank=lora_rank,
         modulation=not no_modulation, modulation_init=modulation_init, steps=steps, batch_size=batch_size, lr=lr,
         lr_modulation=lr_modulation, checkpoint_every=checkpoint_every, keep_checkpoints=keep_checkpoints,
@@ -438,7 +472,7 @@ def train_command(
         except InputError as e:
             raise fail(str(e), 2) from None
         stages = _Stages(prompts, out_dir, preset, device, memory_profile, sops, eval_prompts, judge, judges,
-                         reviewer_name, ray)
+                         reviewer_name, ray, config.system)
         if ablations:
             _train_ablations(stages, make, config, eval_seeds, judge_frames, eval_share, metrics, num_processes)
         else:
@@ -503,6 +537,7 @@ class _Stages:
     judges: Path | None
     name: str
     ray: str | None
+    system: str
 
     def inputs(self) -> dict[str, Any]:
         """The run options, seeds, held-out seeds, judges, reviewer and displays (InputError if one is bad)."""
@@ -512,7 +547,8 @@ class _Stages:
 
         check_preset(self.preset)
         return dict(seeds=read_seeds(self.prompts), out=self.out_dir, options=RunOptions(
-            preset=self.preset, device=self.device, sops_dir=self.sops, memory_profile=self.memory_profile),
+            preset=self.preset, device=self.device, sops_dir=self.sops, memory_profile=self.memory_profile,
+            system=self.system),
             eval_seeds=read_seeds(self.eval_prompts) if self.eval_prompts else None,
             judges=judge_specs(self.judge, self.judges), reviewer=TerminalSetReview(console, self.name), ray=self.ray,
             ui=LoopDisplay(console))
@@ -656,6 +692,10 @@ def serve(
     webhook: Annotated[Optional[str], typer.Option(help="POST video.completed / video.failed events here (signed; needs --webhook-secret).")] = None,
     webhook_secret: Annotated[Optional[str], typer.Option(envvar="MORA_WEBHOOK_SECRET", help="The webhooks' signing secret (whsec_ and base64, as Standard Webhooks).")] = None,
     system: SystemOption = None,
+    speed: SpeedProfile = "exact",
+    speed_option: SpeedOptions = [],
+    gpus: Gpus = 1,
+    data: Annotated[list[Path], typer.Option(help="A data folder (`mora data make`), a loop folder (`mora train --iterations`) or a `mora train` output for the page's data and training views (repeatable; folders directly under --out are found too).")] = [],
 ) -> None:
     """Serve the web page, the HTTP API (docs at /docs), OpenAI's Videos API (/v1) and MCP (/mcp); one run at a time."""
     from mora_agents.runs.runner import RunOptions
@@ -665,13 +705,14 @@ def serve(
         from mora_agents.serve.webhooks import Webhook
     except ImportError as e:
         raise fail(f"mora serve needs {e.name}: pip install 'mora-agents[serve]'", 2) from None
-    options = RunOptions(preset=preset, device=device, out=out_dir, sops_dir=sops or user_sops_dir(),
-                         memory_profile=memory_profile, adapters=adapters, system=system)
     try:
         check_preset(preset)
+        options = RunOptions(preset=preset, device=device, out=out_dir, sops_dir=sops or user_sops_dir(),
+                             memory_profile=memory_profile, adapters=adapters, system=system,
+                             **speed_settings(speed, speed_option, gpus))
         config = ServeConfig(options, token=token, max_image_bytes=int(max_image_mb * 2**20),
                              max_video_bytes=int(max_video_mb * 2**20),
-                             webhook=Webhook(webhook, webhook_secret or "") if webhook else None)
+                             webhook=Webhook(webhook, webhook_secret or "") if webhook else None, data=data)
         run_server(config, host, port, on_start=lambda: _noise_warning(preset))
     except InputError as e:
         raise fail(str(e), 2) from None
@@ -691,6 +732,7 @@ def mcp(
     token: Annotated[Optional[str], typer.Option(envvar="MORA_TOKEN", help="With --transport http: bearer token every request must carry.")] = None,
     memory_profile: Annotated[str, typer.Option(help="resident: models stay on the GPU; 24gb: offloaded between uses to fit a 24 GB GPU.")] = "resident",
     adapters: Annotated[Optional[Path], typer.Option(help="A `mora train` output: every run uses the agents it fine-tuned.")] = None,
+    system: SystemOption = None,
 ) -> None:
     """Serve the tasks as MCP tools (generate, image_to_video, extend, edit, connect, status, result, cancel) and the
     SOPs and runs as resources, for an MCP host; one run at a time."""
@@ -701,8 +743,8 @@ def mcp(
         from mora_agents.serve import ServeConfig
     except ImportError as e:
         raise fail(f"mora mcp needs {e.name}: pip install 'mora-agents[serve,mcp]'", 2) from None
-    options = RunOptions(preset=preset, device=device, out=out_dir, sops_dir=sops or user_sops_dir(),
-                         memory_profile=memory_profile, adapters=adapters)
+    options = RunOptions(preset=preset, device=device, out=out_dir, sops_dir=sops, memory_profile=memory_profile,
+                         adapters=adapters, system=system)
     try:
         check_preset(preset)
         if transport not in ("stdio", "http"):
@@ -820,25 +862,4 @@ def sops_validate(files: Annotated[Optional[list[Path]], typer.Argument(help="SO
 
 
 def main() -> None:
-    try:
-        app()
-    except SystemExit as e:
-        if "torch" in sys.modules and all(t.daemon or t is threading.main_thread() for t in threading.enumerate()):
-            _exit_now(e.code)
-        raise
-
-
-def _exit_now(code: object) -> NoReturn:
-    """Exit as `SystemExit(code)` would, exit handlers run and output flushed, without tearing the interpreter down
-    (once torch and diffusers are loaded, freeing their thousands of modules one by one takes about 1.5 s; the
-    system frees the process at once). Every file the package writes is closed (and synced) by then."""
-    import atexit
-    import os
-
-    if code is not None and not isinstance(code, int):
-        print(code, file=sys.stderr)
-        code = 1
-    atexit._run_exitfuncs()  # e.g. the chat's history, a Ray instance started here, logging's flush
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code or 0)
+    app()

@@ -11,9 +11,9 @@ import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Literal, Protocol, get_args
+from typing import Any, Literal, Protocol, get_args
 
 Preset = Literal["full", "tiny"]
 MemoryProfile = Literal["resident", "24gb"]
@@ -43,6 +43,42 @@ class _NoProgress:
     def stop(self) -> None: ...
 
 
+@dataclass(frozen=True)
+class Speed:
+    """How the denoisers run: a `--speed` profile resolved with its options (`mora_agents.pipelines.speed`); hashable,
+    as part of a loaded pipeline's identity. The defaults change nothing."""
+
+    profile: str = "exact"
+    cache: str = "none"
+    cache_threshold: float | None = None
+    """None: each model's own."""
+    attention: str = "default"
+    compile: str = "none"
+    quantize: str = "none"
+    distill: str = "none"
+    parallel: str = "ulysses"
+    notes: tuple[str, ...] = field(default=(), compare=False)
+    """What the profile left out on this device, and why."""
+
+    @property
+    def exact(self) -> bool:
+        """Whether it changes nothing a pipeline computes (`parallel` only matters with several GPUs)."""
+        return self == Speed(parallel=self.parallel)
+
+    def record(self) -> dict[str, Any]:
+        """For run.json: every setting, and the notes."""
+        data = asdict(self)
+        data["notes"] = list(self.notes)
+        return data
+
+    def describe(self) -> str:
+        """One line for the transcript."""
+        changed = [f"{f.name}={getattr(self, f.name)}" for f in fields(self)
+                   if f.name not in ("profile", "notes") and getattr(self, f.name) != f.default]
+        return f"{self.profile}: " + (", ".join(changed) or "nothing changed") + "".join(
+            f"; {n}" for n in self.notes)
+
+
 @dataclass
 class ToolSettings:
     preset: str = "full"
@@ -60,6 +96,10 @@ class ToolSettings:
     adapters: Path | None = None
     """A folder written by `mora train` (LoRA or full weights and modulation tokens): the pipelines of the agents
     it trained load with it (see `mora_agents.pipelines.adapters`)."""
+    speed: Speed = field(default_factory=Speed)
+    """How the denoisers run (`--speed`, `--speed-option`)."""
+    gpus: int = 1
+    """GPUs one request's denoiser is split across (`--gpus`, `mora_agents.pipelines.parallel`)."""
     progress: ProgressHook = field(default_factory=_NoProgress)
 
 
@@ -148,3 +188,25 @@ def collect_notes() -> Iterator[list[str]]:
         yield notes
     finally:
         _notes.reset(token)
+
+
+_details: ContextVar[dict | None] = ContextVar("mora_tool_details", default=None)
+
+
+def report(**values: object) -> None:
+    """Report structured facts of a tool call beside its output (e.g. a pick's judges, votes and reasons): kept for the
+    step's result (so for the transcript) within `collect_details`, dropped otherwise (the caller has the output)."""
+    details = _details.get()
+    if details is not None:
+        details.update(values)
+
+
+@contextmanager
+def collect_details() -> Iterator[dict]:
+    """Collect what the tool calls made within the block report (`report`), in this thread or task."""
+    details: dict = {}
+    token = _details.set(details)
+    try:
+        yield details
+    finally:
+        _details.reset(token)

@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import os
+import subprocess
+import time
 from pathlib import Path
 
 import numpy as np
@@ -8,6 +11,7 @@ import torch
 from PIL import Image
 
 from mora_agents.media import write_video
+from mora_agents.runs.transcript import read_transcript
 from mora_agents.settings import use_settings
 
 
@@ -50,3 +54,26 @@ def server(tmp_path_factory: pytest.TempPathFactory):
     server = Server(tmp_path_factory.mktemp("serve"), "--max-image-mb", "0.05", "--max-video-mb", "1").start()
     yield server
     server.stop()
+
+
+def signal_when_asked(command: list[str], out: Path, signum: int, step: str, iteration: int) -> tuple[Path, int]:
+    """Start a command that makes one run in `out` (`mora run ...`), send it `signum` once the run asks for `step`'s
+    iteration `iteration`; the run directory and the exit code."""
+    process = subprocess.Popen(command, env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    try:
+        while time.monotonic() < deadline:
+            transcripts = list(out.glob("*/transcript.jsonl"))
+            if transcripts and any(r.type.endswith("[StepRequest]") and r.message["content"]["step"] == step
+                                   and r.message["content"]["iteration"] == iteration
+                                   for r in read_transcript(transcripts[0])):
+                process.send_signal(signum)
+                return transcripts[0].parent, process.wait(timeout=120)
+            if process.poll() is not None:
+                raise AssertionError(f"the run ended (exit {process.returncode}) before {step} #{iteration}")
+            time.sleep(0.05)
+        raise AssertionError(f"the run did not reach {step} #{iteration} in time")
+    finally:
+        if process.poll() is None:
+            process.kill()

@@ -95,7 +95,7 @@ def test_first_last_frame_backends_connect_videos_and_images(tiny, tmp_path: Pat
     ({"text_to_image": {"backend": "flux-schnell", "guidance_scale": 3}},
      "guidance_scale: backend flux-schnell does not take it (only sdxl, sd3, sd3.5-large, sd3.5-medium)"),
     ({"image_to_video": {"backend": "cogvideox"}},
-     "Input should be 'svd-xt', 'wan2.2-ti2v-5b', 'ltx-video' or 'open-sora-plan'"),
+     "Input should be 'svd-xt', 'wan2.2-ti2v-5b', 'ltx-video', 'open-sora-plan', 'skyreels-v2-df' or 'framepack'"),
     ({"image_to_video": {"backend": "open-sora-plan", "frames": 16}},
      "frames 16: backend open-sora-plan makes 4k+1 frames (e.g. 13 or 17)"),
     ({"connect_videos": {"backend": "open-sora-plan", "steps": 3}}, "steps 3: backend open-sora-plan takes at least 4"),
@@ -123,8 +123,8 @@ def test_library_calls_follow_the_backend_rules_too(tmp_path: Path) -> None:
 
 def test_the_agents_schema_and_their_calls_carry_the_backends() -> None:
     for tool, backends in BACKENDS.items():  # the parameter's type and the table name the same backends
-        enum = REGISTRY[tool].args_model.model_json_schema()["properties"]["backend"]["anyOf"][0]["enum"]
-        assert enum == list(backends), tool
+        choice = REGISTRY[tool].args_model.model_json_schema()["properties"]["backend"]["anyOf"][0]
+        assert choice.get("enum", [choice.get("const")]) == list(backends), tool  # one backend: a const
     spec = REGISTRY["image_to_video"]
     with pytest.raises(ValidationError, match="frames 24: backend wan2.2-ti2v-5b makes 4k\\+1 frames"):
         spec.validate_args({"image": "a.png", "backend": "wan2.2-ti2v-5b", "frames": 24})

@@ -17,9 +17,9 @@ from PIL import Image
 
 from mora_agents.media import Artifact, read_video
 from mora_agents.models import tiny_backends
-from mora_agents.pipelines.loading import MODEL_IDS, build_pipeline, load_pipeline
+from mora_agents.pipelines.loading import COMPONENT_FOLDERS, MODEL_IDS, build_pipeline, load_pipeline
 from mora_agents.settings import use_settings
-from mora_agents.tools import connect_images, connect_videos, edit_image, image_to_video, text_to_image
+from mora_agents.tools import connect_images, connect_videos, edit_image, image_to_video, keyframe, text_to_image
 from mora_agents.tools.backends import BACKENDS
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -49,6 +49,9 @@ def calls(folder: Path) -> dict[str, Callable[[], Artifact]]:
         made[f"connect_videos {backend}"] = functools.partial(connect_videos, str(a), str(b), backend=backend, seed=5)
         made[f"connect_images {backend}"] = functools.partial(connect_images, str(start), str(end), backend=backend,
                                                               seed=5)
+    for backend in BACKENDS["keyframe"]:
+        made[f"keyframe {backend}"] = functools.partial(keyframe, "the fox by the lake", [str(start), str(end)],
+                                                        backend=backend, seed=5)
     assert {name.split()[1] for name in made} == {b for tool in BACKENDS.values() for b in tool}
     return made
 
@@ -77,8 +80,7 @@ def test_every_backend_gives_the_same_frames_for_the_same_seed_whatever_ran_befo
 def test_pipelines_are_built_in_inference_mode_and_leave_the_random_state_alone(tiny) -> None:
     """Models built from a config start in training mode, where dropout (T5, UMT5) draws from the global random
     state; the tiny builders seed their weights without changing it."""
-    # not pipelines: the folders SEINE's VAE and text encoder, and Open-Sora-Plan's text encoder, come from
-    for key in [key for key in MODEL_IDS if key not in ("sd_v1_4", "mt5_xxl")]:
+    for key in [key for key in MODEL_IDS if key not in COMPONENT_FOLDERS]:
         state = torch.get_rng_state()
         built = build_pipeline(key, torch.device("cpu"), torch.float32)
         assert torch.equal(torch.get_rng_state(), state), key

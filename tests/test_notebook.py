@@ -19,3 +19,4 @@ def test_quickstart_notebook_executes(tmp_path: Path) -> None:
     text = "".join(o.get("text", "") for o in outputs)
     assert "2 segments, motion_bucket_id 180" in text
     assert "decision on image: edit 'a white fox in a snowstorm' (by script)" in text
+    assert "story: 2 shots, joined by ['seine']" in text

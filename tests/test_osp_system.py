@@ -110,9 +110,11 @@ def _frames(path: str) -> np.ndarray:
 def test_missing_weights_of_the_osp_system_fail_fast(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
     with pytest.raises(ModelNotAvailable, match=r"^2 models not on this machine .*\n"
-                       r"  hf download LanguageBind/Open-Sora-Plan-v1.2.0 --include '93x480p_i2v/\*' 'vae/\*'   "
+                       r"  hf download LanguageBind/Open-Sora-Plan-v1.2.0 --include '93x480p_i2v/\*' "
+                       r"--include 'vae/\*'   "
                        r"# model 'open_sora_plan', MORA_MODEL_OPEN_SORA_PLAN\n"
-                       r"  hf download google/mt5-xxl --include '\*.json' spiece.model pytorch_model.bin   "
+                       r"  hf download google/mt5-xxl --include '\*.json' --include spiece.model "
+                       r"--include pytorch_model.bin   "
                        r"# model 'mt5_xxl', MORA_MODEL_MT5_XXL$"):
         check_available(["open_sora_plan", "mt5_xxl"])
     monkeypatch.setenv("MORA_MODEL_OPEN_SORA_PLAN", str(tmp_path))

@@ -266,3 +266,14 @@ def test_mcp_over_streamable_http_with_the_token(server: Server) -> None:
     refused = httpx.post(f"{server.url}/mcp", json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"},
                          headers={"Authorization": "Bearer wrong", "Accept": "application/json, text/event-stream"})
     assert refused.status_code == 401 and "token" in refused.json()["detail"]  # the same rule as the page's
+
+
+def test_model_mora_osp_runs_the_osp_system(server: Server, client: openai.OpenAI) -> None:
+    video = client.videos.create(prompt="a quiet harbour", seconds="1", model="mora-osp")
+    info = json.loads((server.out / video.id / "run.json").read_text())
+    assert info["system"] == "osp" and info["overrides"]["image_to_video"]["backend"] == "open-sora-plan"
+    assert video.model == "mora-osp"
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    httpx.post(f"{server.url}/api/runs/{video.id}/cancel", headers=headers).raise_for_status()
+    wait_for(lambda: client.videos.retrieve(video.id).status == "failed")
+    assert client.videos.delete(video.id).deleted

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import signal_when_asked
 from typer.testing import CliRunner
 
 from mora_agents.cli import app
@@ -41,25 +42,9 @@ def tool_runs(run_dir: Path, tool: str) -> int:
 
 def signal_during_second_segment(out: Path, signum: int) -> tuple[Path, int]:
     """Start `mora run` (3 segments), send `signum` once it asks for the second; the run dir and exit code."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
     command = [sys.executable, "-m", "mora_agents", "run", FOX, "--preset", "tiny", "--device", "cpu",
                "--seed", str(SEED), "--duration", "11", "--out", str(out)]
-    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 300
-    try:
-        while time.monotonic() < deadline:
-            transcripts = list(out.glob("*/transcript.jsonl"))
-            if transcripts and any(r.type.endswith("[StepRequest]") and r.message["content"]["step"] == "segments"
-                                   and r.message["content"]["iteration"] == 1 for r in read_transcript(transcripts[0])):
-                process.send_signal(signum)
-                return transcripts[0].parent, process.wait(timeout=120)
-            if process.poll() is not None:
-                raise AssertionError(f"the run ended (exit {process.returncode}) before its second segment")
-            time.sleep(0.05)
-        raise AssertionError("the run did not reach its second segment in time")
-    finally:
-        if process.poll() is None:
-            process.kill()
+    return signal_when_asked(command, out, signum, "segments", 1)
 
 
 def test_killed_run_resumes_without_redoing_finished_steps_and_gives_the_same_video(tmp_path: Path) -> None:
@@ -156,7 +141,8 @@ def test_a_resumed_run_of_every_shipped_sop_equals_the_uninterrupted_one(tmp_pat
         assert row["passed"], f"{row['sop']}: {row.get('log_tail', '')}"
         assert row["killed"] == -signal.SIGKILL and row["resume_exit"] == 0 and row["whole"] == row["resumed"]
     assert {row["sop"]: row["kill_after"][0] for row in rows if row["kill_after"][0] != "segments"} == {
-        "connect_videos": "connect", "connect_videos_flf2v": "connect", "text_to_video_keyframes": "segments.keyframe"}
+        "connect_videos": "connect", "connect_videos_flf2v": "connect", "text_to_video_keyframes": "segments.keyframe",
+        "story": "sheets", "long_video": "image"}
     assert done.returncode == 0
 
 

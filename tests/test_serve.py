@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import http.client
+import io
 import json
 import os
 import shutil
@@ -18,6 +19,7 @@ from conftest import make_image
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from serve_server import Server, events, follow
+from studio_folders import make_data_folder
 from typer.testing import CliRunner
 
 from mora_agents.cli import app
@@ -182,6 +184,9 @@ def test_cancel_a_queued_run_and_stop_a_running_one_then_resume_both(server: Ser
     run_dir = server.out / long["id"]
     assert [r["type"] for r in records][-1] == "Stopped" and step_results(run_dir)[-1] == "segments#0"
     assert client.post(f"/api/runs/{long['id']}/cancel").status_code == 409
+    assert not status["revisable"]  # no storyboard: a story's revision is refused, and the run stays stopped
+    refused = client.post(f"/api/runs/{long['id']}/resume", params={"revise": "storyboard"})
+    assert refused.status_code == 409 and "only a story stopped on request" in refused.json()["detail"]
 
     assert client.post(f"/api/runs/{long['id']}/resume").json()["status"] in ("queued", "running")
     assert client.post(f"/api/runs/{queued['id']}/resume").json()["position"] is not None  # behind the long one
@@ -238,8 +243,12 @@ def test_sops_list_validate_and_save_only_into_the_user_folder(server: Server, c
     assert client.put("/api/sops/other", json={"yaml": text}).status_code == 400  # its name field says text_to_video
 
     mine = text.replace("name: text_to_video", "name: my_video")
-    assert client.post("/api/sops/validate", json={"yaml": mine}).json() == {"valid": True, "name": "my_video",
-                                                                               "error": None}
+    valid = client.post("/api/sops/validate", json={"yaml": mine}).json()
+    assert valid["valid"] and valid["name"] == "my_video" and valid["error"] is None
+    assert [(n["id"], n["tool"], n["uses"], n["review"], n["repeat"]) for n in valid["steps"]] == [  # the diagram
+        ("enhance", None, [], True, False), ("image", "text_to_image", ["enhance"], True, False),
+        ("segments", "image_to_video", ["image", "enhance"], False, True), ("join", "concat_videos", ["segments"],
+                                                                            False, False)]
     saved = client.put("/api/sops/my_video", json={"yaml": mine}).json()
     assert Path(saved["file"]) == server.sops / "my_video.yaml" and (server.sops / "my_video.yaml").read_text() == mine
     entry = next(s for s in client.get("/api/sops").json() if s["name"] == "my_video")
@@ -523,7 +532,8 @@ def test_serve_checks_its_run_options_before_serving(tmp_path: Path) -> None:
     for args, message in ((["--adapters", str(tmp_path / "nowhere")], "nowhere"),
                           (["--memory-profile", "8gb"], "--memory-profile 8gb: unknown"),
                           (["--out", str(tmp_path / "missing" / "runs")], "does not exist"),
-                          (["--sops", str(BUILTIN_DIR)], "the shipped SOPs' folder")):
+                          (["--sops", str(BUILTIN_DIR)], "the shipped SOPs' folder"),
+                          (["--data", str(tmp_path)], "not a data folder (sets.json)")):
         refused = CliRunner().invoke(app, ["serve", "--preset", "tiny", "--sops", str(tmp_path / "sops"),
                                            "--out", str(tmp_path / "runs"), *args])
         assert refused.exit_code == 2 and message in refused.stderr, (args, refused.output)
@@ -556,3 +566,87 @@ def test_serve_checks_its_port_before_serving(tmp_path: Path) -> None:
     assert not (tmp_path / "sops").exists()  # the port is checked before anything is made
     with pytest.raises(InputError, match="--port 70000: not a port"):
         bind("127.0.0.1", 70000)
+
+
+def test_delete_a_run_only_when_no_one_runs_it(server: Server, client: httpx.Client) -> None:
+    run = create(client)
+    refused = client.delete(f"/api/runs/{run['id']}")
+    assert refused.status_code == 409 and "cancel it first" in refused.json()["detail"]
+    client.post(f"/api/runs/{run['id']}/cancel").raise_for_status()
+    assert follow(client, run["id"])[2]["status"] == "stopped"
+    assert client.delete(f"/api/runs/{run['id']}").json() == {"id": run["id"], "deleted": True}
+    assert not (server.out / run["id"]).exists()
+    assert client.delete(f"/api/runs/{run['id']}").status_code == 404
+
+
+def test_posters_and_sessions(server: Server, client: httpx.Client, finished: str) -> None:
+    from PIL import Image
+
+    view = client.get(f"/api/runs/{finished}").json()
+    poster = client.get(view["poster"])
+    assert poster.status_code == 200 and poster.headers["content-type"] == "image/webp"
+    result = read_transcript(server.out / finished / "transcript.jsonl")[-1].message["content"]["result"]
+    assert Image.open(io.BytesIO(poster.content)).size == (result["width"], result["height"])
+    assert client.get(f"/api/runs/{finished}/poster/..%2Frun.json").status_code in (403, 404)
+    assert client.get(f"/api/runs/{finished}/poster/nothing.mp4").status_code == 404
+
+    session = "chat-0123456789"
+    assert client.get(f"/api/sessions/{session}").json() == {"id": session, "runs": [], "previous": None}
+    for _ in range(2):  # once only
+        added = client.post(f"/api/sessions/{session}/runs", json={"run": finished}).json()
+    assert added == {"id": session, "runs": [finished], "previous": finished}
+    assert json.loads((server.out / ".sessions" / f"{session}.json").read_text()) == {"runs": [finished]}
+    assert client.post(f"/api/sessions/{session}/runs", json={"run": "nope"}).status_code == 404
+    bad = client.get("/api/sessions/x")
+    assert bad.status_code == 400 and "not a session id" in bad.json()["detail"]
+
+
+def test_data_folders_decisions_trainings_and_adapters_per_request(tmp_path: Path) -> None:
+    data = make_data_folder(tmp_path / "data")
+    training = tmp_path / "trained"  # an adapter card the page lists, whose weights do not load
+    training.mkdir()
+    (training / "card.json").write_text(json.dumps({"agents": {"image_to_video": {}}, "steps": 2,
+                                                    "losses": [{"step": 1, "total": 0.5}]}))
+    options = RunOptions(preset="tiny", device="cpu", out=tmp_path / "runs", sops_dir=tmp_path / "sops")
+    with TestClient(create_app(ServeConfig(options, data=[data, training])), base_url="http://127.0.0.1") as local:
+        assert local.get("/api/data").json() == [{"id": "data", "path": str(data), "loop": None, "error": None,
+                                                  "sets": {"undecided": 1, "accepted": 1, "discarded": 0,
+                                                           "unjudged": 0}}]
+        sets = {s["id"]: s for s in local.get("/api/data/data").json()["sets"]}
+        vote = sets["p001"]["votes"][0]
+        assert vote["ranking"] == [3, 1, 2] and vote["labels"] == {"1": 3, "2": 1, "3": 2} and vote["aspect"]
+        video = sets["p001"]["candidates"][0]["video"]
+        assert local.get(video).content == (data / "runs" / "p001-1" / "result.mp4").read_bytes()
+        assert local.get("/api/data/data/files/..%2Fdata%2Fsets.json").status_code in (403, 404)
+        assert local.get("/api/data/nothing").status_code == 404
+
+        assert local.post("/api/data/data/sets/p002", json={"choice": 1}).status_code == 409  # the judges decided
+        wrong = local.post("/api/data/data/sets/p001", json={"choice": 7})
+        assert wrong.status_code == 400 and "not one of its candidates (1, 2, 3)" in wrong.json()["detail"]
+        decided = local.post("/api/data/data/sets/p001", json={"choice": None, "name": "alice"}).json()
+        assert decided["status"] == "discarded" and decided["decision"]["by"] == "person:alice"
+        assert local.post("/api/data/data/sets/p001", json={"choice": 1}).status_code == 409  # the first wins
+        assert read_log_status(data) == {"p001": "discarded", "p002": "accepted"}
+
+        [listed] = local.get("/api/training").json()
+        assert listed["kind"] == "training" and listed["adapters"][0]["losses"] == [{"step": 1, "total": 0.5}]
+        unknown = local.post("/api/runs", json={"text": FOX, "adapters": str(tmp_path)})
+        assert unknown.status_code == 400 and "not one of the trainings this server shows" in unknown.json()["detail"]
+        broken = local.post("/api/runs", json={"text": FOX, "adapters": str(training)})
+        assert broken.status_code == 400 and str(training) in broken.json()["detail"]
+        assert not (tmp_path / "runs").exists() or not any(p for p in (tmp_path / "runs").iterdir()
+                                                            if (p / "run.json").exists())
+
+        docs = local.get("/docs").text  # Swagger UI from the package, no CDN
+        assert "/docs/assets/swagger-ui-bundle.js" in docs and "cdn" not in docs.lower()
+        assert local.get("/docs/assets/swagger-ui-bundle.js").status_code == 200
+
+
+def read_log_status(data: Path) -> dict[str, str]:
+    return {k: v["status"] for k, v in json.loads((data / "selection.json").read_text())["sets"].items()}
+
+
+def test_mcp_takes_the_system_option(tmp_path: Path) -> None:
+    refused = CliRunner().invoke(app, ["mcp", "--preset", "tiny", "--system", "sdxl", "--out", str(tmp_path / "runs"),
+                                       "--sops", str(tmp_path / "sops")])
+    assert refused.exit_code == 2 and "--system sdxl: unknown (choose from svd, osp)" in refused.stderr

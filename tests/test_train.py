@@ -169,7 +169,7 @@ def test_a_chain_step_sends_the_video_loss_to_the_upstream_agents(dataset: Path)
     detached) and they get none, while the video agent still does."""
     config = TrainConfig(**FAST)
     samples = read_dataset(dataset)
-    chains = sample_chains(samples, list(AGENTS))
+    chains = sample_chains(samples, list(AGENTS), "svd")
     assert chains == {0: ["text_to_image", "image_to_video"], 1: list(AGENTS)}  # sample 2's edit source: its first frame
 
     def gradients(detach: bool) -> dict[str, tuple[float, float]]:
@@ -179,7 +179,7 @@ def test_a_chain_step_sends_the_video_loss_to_the_upstream_agents(dataset: Path)
             if detach and agent.name != "image_to_video":
                 agent.generate = lambda *args, generate=agent.generate: generate(*args).detach()
         chain_loss(agents, agents, chains, [0, 1], config.sampling()).backward()
-        return {a.name: (sum(p.grad.norm().item() for p in a.unet.parameters() if p.grad is not None),
+        return {a.name: (sum(p.grad.norm().item() for p in a.denoiser.parameters() if p.grad is not None),
                          a.modulation.z.grad.norm().item() if a.modulation.z.grad is not None else 0.0)
                 for a in agents}
 
@@ -199,7 +199,7 @@ def test_the_video_agents_differentiable_image_token_is_the_pipelines():
     from mora_agents.train.agents import ImageToVideoAgent
 
     pipe = tiny.stable_video_diffusion()
-    agent = ImageToVideoAgent(pipe, torch.device("cpu"), 5.0, "tiny", 4)
+    agent = ImageToVideoAgent(pipe, torch.device("cpu"), TrainConfig(preset="tiny", frames=4))
     image = Image.fromarray(frames(3, count=1, size=48)[0])
     with torch.no_grad():
         ours = agent.image_tokens(pipe.video_processor.preprocess(image, height=48, width=48))
@@ -233,8 +233,8 @@ def test_the_modulation_token_lengthens_the_conditioning_by_one(dataset: Path):
                               samples, dataset, torch.device("cpu"), torch.float32)
         for agent in agents:
             seen = []
-            agent.unet.register_forward_hook(lambda m, args, kwargs, out: seen.append(kwargs["encoder_hidden_states"].shape[1]),
-                                             with_kwargs=True)
+            agent.denoiser.register_forward_hook(
+                lambda m, args, kwargs, out: seen.append(kwargs["encoder_hidden_states"].shape[1]), with_kwargs=True)
             with torch.no_grad():
                 agent([0])
             assert seen == [agent.cache["embeds"].shape[1] + modulation]

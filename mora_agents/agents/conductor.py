@@ -28,9 +28,11 @@ from mora_agents.agents.messages import (
 from mora_agents.errors import InputError
 from mora_agents.media import Artifact, atomic_copy
 from mora_agents.pipelines.loading import check_available
+from mora_agents.pipelines.speed import check_speed
 from mora_agents.settings import settings
-from mora_agents.sop.calls import check_calls, required_models
+from mora_agents.sop.calls import check_calls, required_models, sop_calls
 from mora_agents.sop.execution import Execution, validate_inputs
+from mora_agents.sop.formats import display
 from mora_agents.sop.messages import (
     ReviewDecision,
     ReviewRequest,
@@ -39,25 +41,33 @@ from mora_agents.sop.messages import (
     step_key,
 )
 from mora_agents.sop.schema import SOP
+from mora_agents.tools.registry import get_tool
 
 
 def review_request(execution: Execution, result: StepResult, max_repeats: int) -> ReviewRequest:
-    """The question for a person about `result`: its output, what they may answer and what they may edit."""
+    """The question for a person about `result`: its output, what they may answer and what they may edit (a
+    structured output shown as YAML; a pick with its candidates, the judges' votes and the candidate they chose)."""
     left = max(0, max_repeats - execution.repeats.get(result.key, 0))
-    target = execution.edit_target(result.step)
+    target = execution.edit_target(result)
+    format_ = execution.format_of(result.step) if target == "output" else None
     options = ["next", *(["repeat"] + (["edit"] if target else []) if left else []), "stop"]
     text = result.output if target == "output" else result.arguments.get(target) if target else None
+    if format_ is not None and isinstance(text, str):
+        text = display(format_, text)
+    elif target == "choice":
+        text = str(result.details.get("chosen", ""))
     return ReviewRequest(step=result.step, iteration=result.iteration, agent=result.agent, output=result.output,
                          options=options, repeats_left=left, edit=target or None,
-                         text=text if isinstance(text, str) else None)
+                         text=text if isinstance(text, str) else None, format=format_,
+                         candidates=execution.candidates_of(result), details=result.details)
 
 
 class ConductorAgent(StreamingAgent):
     def __init__(self, sops: dict[str, SOP], run_dir: Path, seed: int,
-                 overrides: dict[str, dict[str, Any]] | None = None, max_repeats: int = 3) -> None:
+                 overrides: dict[str, dict[str, Any]] | None = None, max_repeats: int = 3, candidates: int = 1) -> None:
         super().__init__("conductor", "Follows the SOP: sends each step to its agent and collects the results.")
         self.sops, self.run_dir, self.seed, self.overrides = sops, run_dir, seed, overrides or {}
-        self.max_repeats = max_repeats
+        self.max_repeats, self.candidates = max_repeats, candidates
         self.execution: Execution | None = None
 
     @property
@@ -73,6 +83,19 @@ class ConductorAgent(StreamingAgent):
     async def load_state(self, state: Mapping[str, Any]) -> None:
         saved = state.get("execution")
         self.execution = Execution.from_state(saved, self.run_dir) if saved else None
+
+    def revise(self, decision: ReviewDecision) -> None:
+        """A person's edit of a step's output after the run went on (`mora resume RUN --revise STEP`): the later
+        steps whose inputs it changes run again, the others keep their results. ValueError if it is no edit of a
+        finished text step's output."""
+        if self.execution is None or (result := self.execution.results.get(step_key(decision.step, decision.iteration))
+                                      ) is None:
+            raise ValueError(f"step '{decision.step}' has no result to revise yet")
+        if self.execution.edit_target(result) != "output":
+            raise ValueError(f"step '{decision.step}' is not a text step: only a text step's output (a storyboard, a "
+                             "prompt) can be revised")
+        if decision.decision == "edit":
+            self.execution.replace_output(result.key, decision.text or "")
 
     def _apply(self, decision: ReviewDecision) -> Response | None:
         """Act on a review decision; a Response when the run ends here (stop)."""
@@ -108,9 +131,10 @@ class ConductorAgent(StreamingAgent):
             try:
                 inputs = validate_inputs(sop, last.content.inputs, self.run_dir)
                 check_calls(sop, self.overrides, settings().adapters)
+                check_speed(settings().speed, [b.name for c in sop_calls(sop) if (b := c.backend(self.overrides))])
                 if settings().preset == "full":
                     check_available(required_models(sop, self.overrides))
-                self.execution = Execution(sop, inputs, self.run_dir, self.seed, self.overrides)
+                self.execution = Execution(sop, inputs, self.run_dir, self.seed, self.overrides, self.candidates)
                 self.execution.check_repeats()
             except InputError as e:
                 self.execution = None
@@ -130,6 +154,12 @@ class ConductorAgent(StreamingAgent):
             raise RuntimeError(f"the conductor cannot act on {type(last).__name__}")
         request = self.execution.next_request()
         if request is not None:
+            if request.tool is not None and settings().preset == "full":  # models its arguments decide (a join's)
+                try:
+                    check_available(get_tool(request.tool).models_for(request.arguments))
+                except InputError as e:
+                    yield self._finish("failed", error=f"step '{request.key}': {e}")
+                    return
             yield Response(chat_message=StepRequestMessage(content=request, source=self.name))
             return
         result = self.execution.outputs()["result"]

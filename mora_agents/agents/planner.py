@@ -32,10 +32,12 @@ def fill_plan(choice: PlanChoice, request: UserRequest, sop: SOP) -> Plan:
     """Fill the SOP's inputs: text from the choice, duration, and attachments in order by kind.
 
     In a chat follow-up, the previous result comes first among the videos when the SOP needs more
-    videos than were attached ("extend it", "connect it with clip.mp4").
+    videos than were attached ("extend it", "connect it with clip.mp4"); an optional video input (`long_video`'s)
+    takes only attached ones.
     """
     queues = {"image": list(request.images), "video": list(request.videos)}
-    if request.previous and sum(spec.type == "video" for spec in sop.inputs.values()) > len(request.videos):
+    if request.previous and sum(spec.type == "video" and spec.required for spec in sop.inputs.values()) > len(
+            request.videos):
         queues["video"].insert(0, request.previous)
     inputs: dict[str, object] = {}
     for name, spec in sop.inputs.items():

@@ -2,7 +2,9 @@
 and the media agent, which runs its tool as requested with no LLM.
 
 Malformed model output (invalid JSON, an unknown tool, wrong argument types, a path outside the run
-directory) goes back to the model with the error; after `max_retries` tries the step fails cleanly.
+directory, a structured answer that does not fit its schema) goes back to the model with the error; after
+`max_retries` tries the step fails cleanly. A text step with a `format` (a storyboard) is asked for that message as
+structured output; the result is its JSON.
 """
 
 from __future__ import annotations
@@ -45,7 +47,8 @@ from mora_agents.agents.messages import (
 from mora_agents.errors import describe_error, validation_summary
 from mora_agents.llm.prompts import step_prompt
 from mora_agents.media import Artifact
-from mora_agents.settings import collect_notes, settings
+from mora_agents.settings import collect_details, collect_notes, settings
+from mora_agents.sop.formats import FORMATS
 from mora_agents.sop.messages import PromptBudget, StepFailed, StepRequest, StepResult
 from mora_agents.tools.registry import REGISTRY, get_tool
 from mora_agents.tools.text_budget import prompt_tokens
@@ -110,7 +113,7 @@ class StepAgent(StreamingAgent):
         """Run the tool; yields the execution event and the step's Response."""
         start = time.perf_counter()
         try:
-            output, notes = await asyncio.to_thread(_call_tool, get_tool(call.name).func, arguments)
+            output, notes, details = await asyncio.to_thread(_call_tool, get_tool(call.name).func, arguments)
         except Exception as e:  # a tool failure ends the step; the conductor reports it
             error = (out_of_memory(request, e) if isinstance(e, torch.OutOfMemoryError)
                      else f"{call.name} failed: {describe_error(e)}")
@@ -128,14 +131,15 @@ class StepAgent(StreamingAgent):
             content=text, call_id=call.id, is_error=False, name=call.name)], source=self.name)
         result = StepResult(step=request.step, iteration=request.iteration, agent=self.name, tool=call.name,
                             arguments=json.loads(json.dumps(arguments, default=str)), output=output, seconds=seconds,
-                            notes=notes)
+                            notes=notes, details=json.loads(json.dumps(details, default=str)), inputs=request.inputs)
         yield Response(chat_message=StepResultMessage(content=result, source=self.name))
 
 
-def _call_tool(func: Callable[..., Any], arguments: dict[str, Any]) -> tuple[Any, list[str]]:
-    """Run a tool (in a worker thread), with the notes it makes (`settings.note`)."""
-    with collect_notes() as notes:
-        return func(**arguments), notes
+def _call_tool(func: Callable[..., Any], arguments: dict[str, Any]) -> tuple[Any, list[str], dict[str, Any]]:
+    """Run a tool (in a worker thread), with the notes it makes (`settings.note`) and what it reports
+    (`settings.report`)."""
+    with collect_notes() as notes, collect_details() as details:
+        return func(**arguments), notes, details
 
 
 def over_budget(budget: PromptBudget, text: str) -> tuple[str, str] | None:
@@ -178,11 +182,21 @@ class ModelAgent(StepAgent):
         budget = request.budget.model_dump() if request.budget else None
         history: list[LLMMessage] = [
             SystemMessage(content=self.system_message),
-            UserMessage(content=step_prompt(request.step, request.tool, request.arguments, budget), source="conductor"),
+            UserMessage(content=step_prompt(request.step, request.tool, request.arguments, budget, request.format),
+                        source="conductor"),
         ]
         tools = [get_tool(request.tool).function_tool] if request.tool else []
         error, answer = "", None
         for _ in range(self.max_retries):
+            if request.format is not None:
+                try:
+                    yield self._answer(request, await self._structured(history, request.format, cancellation_token))
+                    return
+                except ValueError as e:  # pydantic's ValidationError included: the answer does not fit the schema
+                    error = validation_summary(e) if isinstance(e, ValidationError) else str(e)
+                    history.append(UserMessage(content=f"Error: {error}. Answer again with the whole {request.format}"
+                                               " as JSON.", source="conductor"))
+                    continue
             reply = await self.model_client.create(history, tools=tools, cancellation_token=cancellation_token)
             history.append(AssistantMessage(content=reply.content, source=self.name))
             if request.tool is None:
@@ -220,7 +234,18 @@ class ModelAgent(StepAgent):
             return
         yield self._fail(request, f"the model gave no valid answer in {self.max_retries} tries; last error: {error}")
 
+    async def _structured(self, history: list[LLMMessage], format_: str, cancellation_token: CancellationToken) -> str:
+        """One structured-output call for a `format` step: the answer as checked JSON; ValueError (for the model)
+        when it is no such message."""
+        model = FORMATS[format_]
+        reply = await self.model_client.create(history, json_output=model, cancellation_token=cancellation_token)
+        history.append(AssistantMessage(content=reply.content, source=self.name))
+        if not isinstance(reply.content, str):
+            raise ValueError(f"answer with the {format_} as JSON, not a tool call")
+        return model.model_validate_json(reply.content).model_dump_json()
+
     def _answer(self, request: StepRequest, text: str, notes: list[str] | None = None) -> Response:
         result = StepResult(step=request.step, iteration=request.iteration, agent=self.name, tool=None,
-                            arguments=request.arguments, output=text, seconds=0.0, notes=notes or [])
+                            arguments=request.arguments, output=text, seconds=0.0, notes=notes or [],
+                            inputs=request.inputs)
         return Response(chat_message=StepResultMessage(content=result, source=self.name))

@@ -30,7 +30,7 @@ from mora_agents.agents.messages import (
 )
 from mora_agents.agents.planner import PlannerAgent
 from mora_agents.agents.step_agent import MediaAgent, ModelAgent, StepAgent
-from mora_agents.llm.prompts import PROMPT_AGENT_SYSTEM, TOOL_AGENT_SYSTEM
+from mora_agents.llm.prompts import PROMPT_AGENT_SYSTEM, STORY_AGENT_SYSTEM, TOOL_AGENT_SYSTEM
 from mora_agents.sop.roles import ROLES
 from mora_agents.sop.schema import SOP
 
@@ -54,8 +54,8 @@ def step_agents(model_client: ChatCompletionClient, run_dir: Path) -> list[StepA
         if not role.llm:
             agents.append(MediaAgent(name, role.description, run_dir))
             continue
-        system = PROMPT_AGENT_SYSTEM if name == "prompt_agent" else TOOL_AGENT_SYSTEM.format(
-            role=name.replace("_", " "), description=role.description)
+        system = {"prompt_agent": PROMPT_AGENT_SYSTEM, "story_agent": STORY_AGENT_SYSTEM}.get(name) or \
+            TOOL_AGENT_SYSTEM.format(role=name.replace("_", " "), description=role.description)
         agents.append(ModelAgent(name, role.description, run_dir, model_client, system))
     return agents
 

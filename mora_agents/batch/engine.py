@@ -76,8 +76,9 @@ def _digest(data: dict[str, Any]) -> str:
 
 
 def _run_options(request: BatchRequest, options: RunOptions, seed: int | None) -> RunOptions:
-    """The batch's options with what the request itself sets: seed, overrides and adapters."""
-    return replace(options, seed=seed, overrides=request.overrides, adapters=request.adapters or options.adapters)
+    """The batch's options with what the request itself sets: seed, overrides, adapters and candidates."""
+    return replace(options, seed=seed, overrides=request.overrides, adapters=request.adapters or options.adapters,
+                   candidates=request.candidates)
 
 
 def _content(request: BatchRequest, options: RunOptions) -> dict[str, Any]:
@@ -87,7 +88,9 @@ def _content(request: BatchRequest, options: RunOptions) -> dict[str, Any]:
                "videos": [sha256_file(p) for p in request.videos], "overrides": request.overrides,
                "preset": options.preset, "duration": None if request.duration is None else float(request.duration)}
     content |= {"system": options.system} if options.system else {}  # no system: keys as before
-    return content | ({"adapters": card_sha256(adapters)} if adapters else {})  # no adapters: keys as before
+    content |= {"candidates": request.candidates} if request.candidates != 1 else {}  # one: keys as before
+    speed = {"speed": [options.speed, options.speed_options]} if options.speed != "exact" or options.speed_options else {}
+    return content | ({"adapters": card_sha256(adapters)} if adapters else {}) | speed  # none of them: keys as before
 
 
 def _seed_and_key(request: BatchRequest, options: RunOptions, copies: Counter[str]) -> tuple[int, str]:
@@ -217,6 +220,8 @@ def run_batch(requests: Sequence[BatchRequest], options: RunOptions, *, ray: str
             raise InputError("--ray: Ray is not installed (pip install 'mora-agents[batch]')") from None
         if gpus_per_worker <= 0:
             raise InputError(f"--gpus-per-worker {gpus_per_worker:g}: must be positive")
+        if gpus_per_worker < options.gpus:
+            raise InputError(f"--gpus-per-worker {gpus_per_worker:g}: each run takes --gpus {options.gpus}")
         session = ray_session(ray)
     options = replace(options, out=options.out.resolve(), sops_dir=options.sops_dir and options.sops_dir.resolve())
     results = check_requests(requests, options)

@@ -4,7 +4,8 @@
     {"text": "the cat starts to dance", "images": ["cat.png"], "set": {"image_to_video.motion_bucket_id": 127}}
 
 Fields (as the flags of `mora run`): `text` (the request, required), `task`, `images`, `videos` (paths,
-relative to the file's folder), `duration`, `seed`, `set` (`{"TOOL.PARAM": value}`, as `--set`), `adapters` (a
+relative to the file's folder), `duration`, `seed`, `set` (`{"TOOL.PARAM": value}`, as `--set`), `candidates` (as
+`--candidates`), `adapters` (a
 `mora train` output, relative to the file's folder; default: the batch's `--adapters`) and `name` (a label for the
 progress display and the summary). Unknown fields are errors.
 """
@@ -44,6 +45,8 @@ class BatchRequest:
     """A `mora train` output this request runs with (None: the batch's `RunOptions.adapters`)."""
     name: str | None = None
     label: str = ""
+    candidates: int = 1
+    """Best of N for the SOP's `best_of` steps (`--candidates`)."""
 
 
 class _Line(BaseModel):
@@ -57,6 +60,7 @@ class _Line(BaseModel):
     duration: float | None = None
     seed: StrictInt | None = None
     set: dict[str, Any] = Field(default_factory=dict)
+    candidates: StrictInt = 1
     adapters: str | None = None
     name: str | None = None
 
@@ -96,7 +100,7 @@ def parse_line(text: str, base: Path, label: str) -> BatchRequest:
                         videos=[base / Path(p).expanduser() for p in line.videos], duration=line.duration,
                         seed=line.seed, overrides=_overrides(line.set),
                         adapters=base / Path(line.adapters).expanduser() if line.adapters else None, name=line.name,
-                        label=label)
+                        label=label, candidates=line.candidates)
 
 
 def read_requests(path: Path) -> tuple[list[BatchRequest], list[str]]:

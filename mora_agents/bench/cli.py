@@ -24,7 +24,10 @@ from rich.progress import (
 from mora_agents.console import DescriptionColumn, make_console
 
 if TYPE_CHECKING:
+    import torch
+
     from mora_agents.bench.workloads import Workload
+    from mora_agents.settings import Speed
 
 WORKLOAD_HELP = (
     "text_to_image, image_edit, svd_segment, text_to_video_12s, seine_transition, flux_schnell_image, "
@@ -145,12 +148,25 @@ def bench_command(
     gpu: Annotated[
         str, typer.Option(help="With --count-flops: the GPU whose dense bf16 peak the ideal times use.")
     ] = "H100 SXM",
+    speed: Annotated[
+        str | None,
+        typer.Option(
+            help="Comma-separated speed profiles to run as their own rows, with PSNR against ours: fast, fastest "
+            "(exact: only with --speed-option); their settings are the table's cache, attention, compile and "
+            "quantize columns.",
+        ),
+    ] = None,
+    speed_option: Annotated[
+        list[str],
+        typer.Option("--speed-option", help="NAME=VALUE over each --speed profile (as `mora run --speed-option`)."),
+    ] = [],
     training: Annotated[
         bool,
         typer.Option(
             "--training",
             help="Fine-tuning steps instead of inference (workloads: text_to_image, image_to_image, image_to_video, "
-            "all), LoRA and full: step time and peak memory on CUDA; parameters, memory and FLOPs per step anywhere.",
+            "all; the OSP system's sd3, open_sora_plan, osp), LoRA and full: step time and peak memory on CUDA; "
+            "parameters, memory and FLOPs per step anywhere.",
         ),
     ] = False,
 ) -> None:
@@ -213,6 +229,7 @@ def bench_command(
     for name in chosen:
         if reason := unavailable(name, resolved):
             print(f"mora bench: ours+{name} skipped: {reason}", file=sys.stderr)
+    speeds = _speeds(speed, speed_option, resolved)
     plan = Plan(
         size=size,
         device=resolved,
@@ -224,10 +241,29 @@ def bench_command(
         memory_profile=memory_profile,
         reference=reference,
         candidates=tuple(chosen),
+        speeds=speeds,
     )
     with _progress(console) as progress:
         report = run_benchmark(plan, _Bars(progress))
     outputs.write(report.to_markdown(), report.to_json(), console)
+
+
+def _speeds(profiles: str | None, options: list[str], device: torch.device) -> tuple[tuple[str, Speed], ...]:
+    """The `--speed` rows: each profile with the options over it, resolved for the device, by row name."""
+    from mora_agents.errors import InputError
+    from mora_agents.pipelines.speed import PROFILES, parse_speed_options, resolve_speed
+
+    if profiles is None:
+        if options:
+            raise _fail("--speed-option: give the --speed profiles it changes (e.g. --speed exact)")
+        return ()
+    try:
+        parsed = parse_speed_options(options)
+        suffix = "".join(f"+{name}={value}" for name, value in parsed.items())
+        return tuple((f"{profile}{suffix}", resolve_speed(profile, parsed, device))
+                     for profile in _names("--speed", profiles, list(PROFILES)))
+    except InputError as exc:
+        raise _fail(str(exc)) from None
 
 
 def _count(workloads: tuple[Workload, ...], size: str, gpu: str, outputs: _Outputs) -> None:

@@ -22,6 +22,8 @@ from torch import nn
 
 from mora_agents.bench.build import DEPENDS, build_pipeline
 from mora_agents.pipelines.loading import finish_pipeline
+from mora_agents.pipelines.speed import REPEATED_BLOCKS
+from mora_agents.settings import Speed
 
 Settings = Mapping[str, Mapping[str, Any]]
 """Tool parameters by tool name, as in `tools.defaults.DEFAULTS[preset]`."""
@@ -44,6 +46,8 @@ class Configuration:
     """Pipelines built inside every run, as a timed `build` stage; otherwise once, before the runs."""
     overrides: Settings = field(default_factory=dict)
     """Settings changed from the preset's: only approximate speed-ups have any."""
+    speed: Speed | None = None
+    """The speed settings of a `--speed` row (`mora_agents.pipelines.speed`)."""
 
 
 def _reference(
@@ -67,6 +71,16 @@ def _offloaded(key: str, pipe: DiffusionPipeline, device: torch.device) -> Diffu
 
 REFERENCE = Configuration("reference", _reference, per_task=True)
 OURS = Configuration("ours", _ours)
+
+
+def speed_configuration(name: str, speed: Speed) -> Configuration:
+    """`ours` run with speed settings (`mora run --speed`): its own row, with PSNR against the exact output."""
+
+    def prepare(key: str, pipe: DiffusionPipeline, device: torch.device) -> DiffusionPipeline:
+        torch._dynamo.reset()  # as for the compile candidate: each row pays its own compiling
+        return finish_pipeline(key, pipe, device, speed=speed)
+
+    return Configuration(f"ours+{name}", prepare, speed=speed)
 
 
 def approximate(name: str, overrides: Settings) -> Configuration:
@@ -97,12 +111,6 @@ def _fused_qkv(key: str, pipe: DiffusionPipeline) -> None:
 
 FUSED_QKV_MODELS = frozenset({"sdxl_base", "sdxl_refiner", "instruct_pix2pix"})
 """The models whose pipelines have `fuse_qkv_projections` (the denoiser's and the VAE's attention)."""
-REPEATED_BLOCKS = {
-    "svd": ("BasicTransformerBlock", "TemporalBasicTransformerBlock"),
-    "seine": ("TransformerBlock3D",),
-}
-"""The transformer blocks of the denoisers that declare no `_repeated_blocks` (UNet2DConditionModel declares its
-`BasicTransformerBlock`)."""
 
 
 def _compile(key: str, pipe: DiffusionPipeline) -> None:

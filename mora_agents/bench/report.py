@@ -10,6 +10,8 @@ from typing import Any
 from mora_agents.bench.measure import StageSample
 
 GIB = 2**30
+SPEED_COLUMNS = ("cache", "attention", "compile", "quantize")
+"""The speed settings of `--speed` rows (`mora_agents.pipelines.speed`), each a column."""
 COLUMNS = (
     "workload",
     "configuration",
@@ -22,6 +24,7 @@ COLUMNS = (
     "of bf16 peak",
     "PSNR vs ours (dB)",
     "time vs ours",
+    *SPEED_COLUMNS,
     "notes",
 )
 
@@ -104,6 +107,8 @@ class Row:
     max_abs_diff_vs_ours: float | None = None
     within_budget: bool | None = None
     """For memory-profile rows on CUDA: whether the peak reserved memory stayed within the profile's budget."""
+    speed: dict[str, Any] | None = None
+    """The speed settings of a `--speed` row (`Speed.record()`)."""
 
     @classmethod
     def from_runs(
@@ -202,7 +207,7 @@ class Report:
             name = (row.workload, row.configuration)
             untimed = (("setup (once)", row.setup_s), ("first run (warm-up)", row.first_run_s))
             lines += [
-                _line(*name, label, f"{seconds:.3f}", *[""] * 7, "not in the total")
+                _line(*name, label, f"{seconds:.3f}", *[""] * (len(COLUMNS) - 5), "not in the total")
                 for label, seconds in untimed
                 if seconds is not None
             ]
@@ -216,9 +221,7 @@ class Report:
                     f"{stage.denoiser_share:.0%}",
                     _fmt(stage.denoiser_tflops, ".1f"),
                     _fmt(stage.peak_fraction, ".0%"),
-                    "",
-                    "",
-                    "",
+                    *[""] * (len(COLUMNS) - 9),
                 )
                 for stage in row.stages
             ]
@@ -234,6 +237,7 @@ class Report:
                     "",
                     _fmt(row.psnr_db_vs_ours, ".1f"),
                     _fmt(row.time_vs_ours, ".2f", "x"),
+                    *(str(row.speed[column]) if row.speed else "" for column in SPEED_COLUMNS),
                     self._notes(row),
                 )
             )
@@ -243,7 +247,7 @@ class Report:
         return "\n".join(lines) + "\n"
 
     def _notes(self, row: Row) -> str:
-        notes = []
+        notes = list(row.speed["notes"]) if row.speed else []
         if row.max_abs_diff_vs_ours == 0:
             notes.append("output identical to ours")
         if row.within_budget is not None:

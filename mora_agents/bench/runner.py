@@ -26,6 +26,7 @@ from mora_agents.bench.configurations import (
     approximate,
     candidate,
     merge,
+    speed_configuration,
     unavailable,
     unsupported,
 )
@@ -39,7 +40,7 @@ from mora_agents.bench.measure import (
 from mora_agents.bench.report import Report, Row, Skipped
 from mora_agents.bench.workloads import Workload, settings_for
 from mora_agents.pipelines.loading import full_dtype
-from mora_agents.settings import ProgressHook
+from mora_agents.settings import ProgressHook, Speed
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,8 @@ class Plan:
     """Also run `reference` (the paper's code)."""
     candidates: tuple[str, ...] = ()
     """Exact speed-up candidates (names in `configurations.CANDIDATES`) to run as their own rows."""
+    speeds: tuple[tuple[str, Speed], ...] = ()
+    """Speed settings (`--speed`) to run as their own rows, by row name."""
 
 
 def configurations(
@@ -73,6 +76,7 @@ def configurations(
     if plan.approximate and workload.approximation is not None:
         chosen.append(approximate(*workload.approximation(settings)))
     chosen += [candidate(name) for name in candidates]
+    chosen += [speed_configuration(name, speed) for name, speed in plan.speeds]
     if profile is not None and workload.name in profile.workloads:
         chosen.append(profile.configuration)
     return chosen
@@ -138,6 +142,7 @@ def _measure(
     row = Row.from_runs(
         workload.name, configuration.name, overrides, setup_s, first_run_s, runs, flops, peak_tflops
     )
+    row.speed = configuration.speed.record() if configuration.speed else None
     return row, output
 
 

@@ -1,10 +1,12 @@
 """`mora bench --training`: fine-tuning steps of the agents on full-size random-weight models.
 
-Each row trains one agent, or all three together (`all`), as `mora train --objective per-agent` does: the same
-agents, `Stepper` (AdamW, EMA, min-SNR, modulation token, gradient checkpointing, bf16 autocast with fp32 trainable
-weights) and batch (4, the paper's), on four synthetic samples encoded by the agents' own encoders: SDXL base at 1024x576, InstructPix2Pix at
-1024x576, SVD-XT on 25 frames at 1024x576; LoRA (rank 16) and `--full`, under the resident profile and, with
-`--memory-profile 24gb`, under 24gb (one UNet on the GPU at a time, one sample at a time).
+Each row trains one agent, or all of a system's together (`all`, `osp`), as `mora train --objective per-agent` does:
+the same agents, `Stepper` (AdamW, EMA, min-SNR, modulation token, gradient checkpointing, bf16 autocast with fp32
+trainable weights) and batch (4, the paper's), on four synthetic samples encoded by the agents' own encoders at
+their default training shapes: Mora (SVD)'s SDXL base and InstructPix2Pix at 1024x576, SVD-XT on 25 frames at
+1024x576; Mora (Open-Sora-Plan)'s SD3 Medium at 1024x768 (`sd3`) and Open-Sora-Plan v1.2 on 93 frames at 640x480
+(`open_sora_plan`); LoRA (rank 16) and `--full`, under the resident profile and, with `--memory-profile 24gb`, under
+24gb (one denoiser on the GPU at a time, one sample at a time).
 
 On CUDA a row times `--repeats` steps after `--warmup` (median) and takes the peak allocated and reserved memory.
 Everywhere, without a GPU too (`--count-flops`, or a CPU device), the models are built on the meta device and each
@@ -35,14 +37,20 @@ from mora_agents.pipelines.adapters import AGENT_MODELS
 from mora_agents.settings import ProgressHook
 from mora_agents.train.agents import TrainableAgent
 from mora_agents.train.dataset import read_dataset, write_sample
-from mora_agents.train.trainer import Stepper, TrainConfig, make_agent, resolution
+from mora_agents.train.trainer import Stepper, TrainConfig, encode, make_agent
 
 SAMPLES = 4
 """Synthetic samples, one batch: the paper's batch size."""
-TRAINING_WORKLOADS = (*AGENT_MODELS, "all")
+TRAINING_WORKLOADS: dict[str, tuple[str, list[str] | None]] = {
+    **{name: ("svd", [name]) for name in AGENT_MODELS["svd"]}, "all": ("svd", None),
+    "sd3": ("osp", ["text_to_image"]), "open_sora_plan": ("osp", ["image_to_video"]), "osp": ("osp", None)}
+"""Workload -> the system and the agents it trains (None: all of the system's)."""
 MODES = ("lora", "full")
-SIZE_SETTINGS = {"full": {"preset": "full", "frames": 25}, "tiny": {"preset": "tiny", "frames": 4, "resolution": (32, 32)}}
-"""The training shapes per size: full, the presets' inference sizes (1024x576, SVD's 25 frames); tiny, a smoke test."""
+SIZE_SETTINGS = {"full": {"preset": "full"}, "tiny": {"preset": "tiny", "frames": 5, "resolution": (32, 32)}}
+"""The training shapes per size: full, each agent's defaults (its inference size; SVD-XT 25 frames, Open-Sora-Plan
+93); tiny, a smoke test (5 frames: Open-Sora-Plan's are 4k+1)."""
+DATASET_FRAMES = {"full": 93, "tiny": 5}
+"""Frames of the synthetic clips: the longest clip an agent learns (Open-Sora-Plan's 93; SVD-XT reads the first 25)."""
 BUDGET_GIB = 22.0
 """What the 24gb profile must stay under (as for inference), leaving room for the CUDA context."""
 COLUMNS = ("agents", "mode", "profile", "parameters", "trainable", "weights", "gradients", "AdamW", "EMA",
@@ -81,8 +89,8 @@ class TrainingReport:
         return json.dumps(asdict(self), indent=2, default=str)
 
     def to_markdown(self) -> str:
-        shapes = ("SDXL base and InstructPix2Pix at 1024x576, SVD-XT 25 frames at 1024x576" if self.size == "full"
-                  else "tiny models (a smoke test)")
+        shapes = ("SDXL base and InstructPix2Pix at 1024x576, SVD-XT 25 frames at 1024x576; SD3 Medium at 1024x768, "
+                  "Open-Sora-Plan v1.2 93 frames at 640x480" if self.size == "full" else "tiny models (a smoke test)")
         lines = ["# mora bench --training", "",
                  f"One optimisation step of batch {SAMPLES} ({shapes}), on {self.device}. Memory columns in GiB: "
                  "weights (frozen bf16, trained fp32, VAEs fp32), gradients, AdamW state and EMA of the trained "
@@ -109,15 +117,14 @@ def training_rows(workloads: tuple[str, ...], profiles: tuple[str, ...]) -> Iter
 
 
 def config_for(size: str, workload: str, mode: str, profile: str) -> TrainConfig:
-    agents = list(AGENT_MODELS) if workload == "all" else [workload]
-    return TrainConfig(**SIZE_SETTINGS[size], device="auto", agents=agents, objective="per-agent",
+    system, agents = TRAINING_WORKLOADS[workload]
+    return TrainConfig(**SIZE_SETTINGS[size], system=system, device="auto", agents=agents, objective="per-agent",
                        full=mode == "full", memory_profile=profile, batch_size=SAMPLES)
 
 
 def synthetic_dataset(folder: Path, size: str) -> Path:
     """SAMPLES samples of every agent (first frame, edit, clip) with smooth random pictures, at the training shapes."""
-    settings = SIZE_SETTINGS[size]
-    width, height = settings.get("resolution", (1024, 576))
+    width, height = SIZE_SETTINGS[size].get("resolution", (1024, 576))
     scratch = folder / "scratch"
     scratch.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
@@ -125,7 +132,7 @@ def synthetic_dataset(folder: Path, size: str) -> Path:
     for n in range(SAMPLES):
         phase = rng.uniform(0, 6, (3,))
         clip = np.stack([np.stack([127 + 120 * np.sin(5 * x + 3 * y + p + 0.3 * i) for p in phase], -1)
-                         for i in range(settings["frames"])]).astype(np.uint8)
+                         for i in range(DATASET_FRAMES[size])]).astype(np.uint8)
         write_video(clip, 7, scratch / f"clip{n}.mp4")
         save_image(Image.fromarray(clip[0]), scratch / f"first{n}.png")
         save_image(Image.fromarray(255 - clip[0]), scratch / f"edited{n}.png")
@@ -141,15 +148,25 @@ def _agents(config: TrainConfig, size: str, device: torch.device, dataset: Path)
     where dtypes do not matter), then prepared and their samples encoded exactly as `mora train` does."""
     samples = read_dataset(dataset)
     agents = []
-    for name in config.agents:
-        pipe = build_pipeline(AGENT_MODELS[name], size, device)
+    for name in config.agent_names():
+        key = AGENT_MODELS[config.system][name]
+        pipe = build_pipeline(key, size, device)
         for module in pipe.components.values():
             if isinstance(module, nn.Module):  # nn.Module's own `to`: diffusers' warns about every cast
                 nn.Module.to(module, dtype=torch.bfloat16 if device.type == "cuda" else torch.float32)
+        if device == META and key == "open_sora_plan":
+            _shaped_text_states(pipe.text_encoder)
         agent = make_agent(name, pipe, config, device)
-        agent.encode(samples, dataset, resolution(config, name))
+        encode(agent, samples, dataset)
         agents.append(agent)
     return agents
+
+
+def _shaped_text_states(encoder: nn.Module) -> None:
+    """mT5's encoder reads its attention mask's values (transformers skips an all-ones mask), which meta tensors do
+    not have: on meta it returns states of the right shape only (encoding the dataset is no part of a step)."""
+    encoder.forward = lambda input_ids, attention_mask=None: (
+        torch.empty(*input_ids.shape, encoder.config.d_model, device=META, dtype=encoder.dtype),)
 
 
 def _static(row: TrainingRow, agents: list[TrainableAgent], bf16: bool) -> None:
@@ -160,7 +177,7 @@ def _static(row: TrainingRow, agents: list[TrainableAgent], bf16: bool) -> None:
         row.parameters += sum(p.numel() for p in agent.parameters())
         row.trainable += sum(p.numel() for p in trained)
         for name, module in agent.pipe.components.items():
-            if isinstance(module, nn.Module) and name != "unet":
+            if isinstance(module, nn.Module) and name != agent.component:
                 row.weights_gib += sum(p.numel() for p in module.parameters()) * (4 if name == "vae" else frozen_bytes) / GIB
     row.weights_gib += ((row.parameters - row.trainable) * frozen_bytes + row.trainable * 4) / GIB
     row.gradients_gib, row.optimizer_gib, row.ema_gib = (row.trainable * b / GIB for b in (4, 8, 4))

@@ -13,6 +13,7 @@ from mora_agents.data.select import (
     ReviewStopped,
     SelectionResult,
     TextChooser,
+    decide,
     review,
     scripted_choices,
     select,
@@ -21,5 +22,5 @@ from mora_agents.data.sets import CandidateSet, read_sets
 from mora_agents.judges import CRITERIA, JudgeSpec, Vote, judge_specs, parse_judge, read_judges_file
 
 __all__ = ["CRITERIA", "SKIP", "CandidateSet", "JudgeSpec", "MakeConfig", "MakeResult", "PendingSet",
-           "ReviewStopped", "Seed", "SelectionResult", "TextChooser", "Vote", "judge_specs", "make_data",
+           "ReviewStopped", "Seed", "SelectionResult", "TextChooser", "Vote", "decide", "judge_specs", "make_data",
            "parse_judge", "read_judges_file", "read_seeds", "read_sets", "review", "scripted_choices", "select"]

@@ -72,6 +72,7 @@ CONFIGURATIONS = (
 """The paper's Table 5 rows (arXiv 2403.13248v3, appendix B; Mora (Open-Sora-Plan), fine-tuned as its
 self-modulated multi-agent training), as our configurations."""
 PAPER_SOURCE = "Yuan et al., Mora, arXiv:2403.13248v3, Table 5 (Mora (Open-Sora-Plan) ablations)"
+SYSTEM_LABELS = {"svd": "Mora (SVD)", "osp": "Mora (Open-Sora-Plan)"}
 
 
 @dataclass
@@ -112,8 +113,9 @@ def run_ablations(seeds: list[Seed], out: Path, config: AblationConfig, options:
     if not heldout:
         raise InputError("ablations: the configurations are compared on held-out prompts; give --eval-prompts or "
                          "an --eval-share above 0")
-    train = config.train.model_copy(update={"preset": options.preset, "device": options.device,
-                                            "memory_profile": options.memory_profile})
+    options = replace(options, system=options.system or config.train.system)  # the runs' system trains
+    train = TrainConfig.parse(**{**config.train.model_dump(), "preset": options.preset, "device": options.device,
+                                 "memory_profile": options.memory_profile, "system": options.system})
     check_device(train.device)
     make = replace(config.make, iteration=1)
     checked = check_inputs([*train_seeds, *heldout], make, replace(options, out=out))
@@ -147,7 +149,7 @@ def run_ablations(seeds: list[Seed], out: Path, config: AblationConfig, options:
                   for k in range(config.seeds)]
         rows.append(_row(configuration, dataset, adapters, scores))
     table = {"source": PAPER_SOURCE, "columns": COLUMNS, "seeds": config.seeds, "heldout": len(heldout),
-             "preset": options.preset, "configurations": rows}
+             "preset": options.preset, "system": options.system, "configurations": rows}
     return AblationResult(out, table, write_table(out, table))
 
 
@@ -196,14 +198,17 @@ def write_table(out: Path, table: dict[str, Any]) -> dict[str, Path]:
         for m in COLUMNS) + " |" for row in table["configurations"]]
     paper = [f"| {row['label']} | | " + " | ".join(f"{row['paper'][m]:.3f}" if m == VIDEO_QUALITY else f"{row['paper'][m]:.2f}"
                                                      for m in COLUMNS) + " |" for row in table["configurations"]]
+    system = table.get("system", "svd")
     lines = ["# Ablations (the paper's Table 5)", "",
-             f"## Ours: preset `{table['preset']}`, Mora (SVD) agents, {table['heldout']} held-out prompt(s) x "
-             f"{table['seeds']} seed(s)", "",
+             f"## Ours: preset `{table['preset']}`, {SYSTEM_LABELS[system]} agents, {table['heldout']} held-out "
+             f"prompt(s) x {table['seeds']} seed(s)", "",
              "Mean ± standard deviation over the seeds of the mean over the held-out prompts. `*`: a weight-free "
              "fallback backend, not the paper's metric; `-`: not available here. `samples`: the training set's size.",
              "", header, rule, *ours, "",
              f"## The paper: Mora (Open-Sora-Plan), {table['source']}", "",
-             "Reported numbers, for comparison only: another system (SD3 + Open-Sora-Plan), other data and weights.",
+             "Reported numbers, for comparison only: " + (
+                 "the same system, other data and weights." if system == "osp" else
+                 "another system (SD3 + Open-Sora-Plan), other data and weights."),
              "", header, rule, *paper]
     with atomic_path(paths["markdown"]) as tmp:
         tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
@@ -239,8 +244,9 @@ def _chart(path: Path, table: dict[str, Any]) -> None:
         ax.set_yticks([0, 0.2, 0.4, 0.6, 0.8, 1.0])
         ax.set_ylabel("score")
         ax.legend(fontsize="small", ncol=len(rows), loc="upper center")
-    axes[0].set_title(f"Ours: Mora (SVD) agents, preset {table['preset']}, {table['heldout']} held-out prompt(s) x "
-                      f"{table['seeds']} seed(s); error bars: std over seeds; hatched: fallback backend")
+    axes[0].set_title(f"Ours: {SYSTEM_LABELS[table.get('system', 'svd')]} agents, preset {table['preset']}, "
+                      f"{table['heldout']} held-out prompt(s) x {table['seeds']} seed(s); error bars: std over seeds; "
+                      "hatched: fallback backend")
     axes[1].set_title(f"Paper (reported, not ours): {table['source']}")
     axes[1].set_xticks(range(len(columns)), [COLUMNS[m] for m in columns])
     fig.tight_layout()

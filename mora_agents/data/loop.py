@@ -305,8 +305,9 @@ def run_loop(seeds: Sequence[Seed], out: Path, config: LoopConfig, options: RunO
         train_seeds, heldout = list(seeds), list(eval_seeds)
     else:
         train_seeds, heldout = split_seeds(seeds, config.eval_share, config.make.seed)
-    train_config = config.train.model_copy(update={"preset": options.preset, "device": options.device,
-                                                   "memory_profile": options.memory_profile})
+    options = replace(options, system=options.system or config.train.system)  # the runs' system trains
+    train_config = TrainConfig.parse(**{**config.train.model_dump(), "preset": options.preset, "device": options.device,
+                                        "memory_profile": options.memory_profile, "system": options.system})
     check_device(train_config.device)  # the runs take cuda:N too; training, after them, would not
     check_tracker(train_config.report_to)
     config = replace(config, train=train_config)

@@ -11,7 +11,7 @@ are written into `DATA/dataset/` with `mora_agents.train.write_sample`.
 
 People: any callable of a `PendingSet` that returns a candidate number, None (discard) or `SKIP` (decide later) is
 a reviewer: `scripted_choices([...])`, `TextChooser(input)`, `mora data review` (a terminal with thumbnails), a
-notebook function, later a web page.
+notebook function, the page of `mora serve` (`decide`: one set at a time).
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ import os
 import random
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -42,7 +41,7 @@ from mora_agents.judges import (
     build_judges,
     describe_judges,
     judge_specs,
-    rank_shown,
+    rank_all,
 )
 from mora_agents.jsonl import read_json_object, text_lines
 from mora_agents.media import atomic_path
@@ -239,12 +238,7 @@ def draw_set(seed: int, set_id: str, specs: Sequence[JudgeSpec], candidates: Seq
 def judge_set(showing: Showing, judges: Sequence[Judge], draw: Draw) -> list[Vote]:
     """Every judge's vote on one set, at once: each by its drawn criterion, shown the candidates in its drawn order
     (its answer mapped back to the candidates' numbers)."""
-    def vote(judge: Judge) -> Vote:
-        label = judge.spec.label
-        return rank_shown(judge, showing, draw.criteria[label], draw.orders[label])
-
-    with ThreadPoolExecutor(len(judges)) as pool:
-        return list(pool.map(vote, judges))
+    return rank_all(judges, showing, draw.criteria, draw.orders)
 
 
 def _judge(data_dir: Path, cset: CandidateSet, judges: Sequence[Judge], frames: int, seed: int) -> SetRecord:
@@ -356,6 +350,26 @@ def review(data_dir: Path, reviewer: Reviewer, on_set: Callable[[SetRecord], Non
     if not _log_path(data_dir).is_file():
         raise InputError(f"{data_dir}: no {SELECTION} (run `mora data select {data_dir}` first)")
     return _run(data_dir, None, reviewer, False, 0, 0, on_set)
+
+
+def decide(data_dir: Path, set_id: str, choice: int | None, name: str = "web") -> SetRecord:
+    """One person's decision on one undecided set, recorded as `mora data review` records it (through `review`):
+    `choice` a candidate number (accepted, written into the dataset) or None (discarded). InputError when the set
+    is unknown or not waiting for a person, or `choice` is not one of its candidates."""
+    data_dir = Path(data_dir).resolve()
+    record = read_log(data_dir).sets.get(set_id)
+    if record is None or record.status != "undecided":
+        state = "not judged yet" if record is None else record.status
+        raise InputError(f"set {set_id}: {state}, not waiting for a person")
+    if choice is not None and choice not in record.candidates:
+        raise InputError(f"set {set_id}: {choice} is not one of its candidates "
+                         f"({', '.join(map(str, record.candidates))})")
+
+    def person(pending: PendingSet) -> Choice:
+        return choice if pending.id == set_id else SKIP
+
+    person.name = name  # type: ignore[attr-defined]
+    return review(data_dir, person).log.sets[set_id]
 
 
 def _made(data_dir: Path) -> dict:

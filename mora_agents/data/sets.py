@@ -110,8 +110,9 @@ def intermediates(run_dir: Path, data_dir: Path, preset: str) -> Made:
     made_by = [{"field": name, "step": result.key, "agent": result.agent, "tool": str(result.tool)}
                for name, result in steps.items() if result is not None]
     return Made(clip=str(output(video).relative_to(data_dir)), fps=video.output.fps, made_by=made_by, **paths,
-                         **{name: defaults[name] if video.arguments.get(name) is None else video.arguments[name]
-                            for name in ("motion_bucket_id", "noise_aug_strength")})
+                video_prompt=video.arguments.get("prompt") or None,
+                **{name: defaults[name] if video.arguments.get(name) is None else video.arguments[name]
+                   for name in ("motion_bucket_id", "noise_aug_strength")})
 
 
 def write_sets(data_dir: Path, sets: list[CandidateSet]) -> None:

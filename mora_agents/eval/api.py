@@ -10,9 +10,11 @@ from mora_agents.eval.backends import Backends
 from mora_agents.eval.metrics import METRICS, EvalContext
 from mora_agents.eval.metrics.summary import QUALITY_DIMENSIONS, VIDEO_QUALITY
 from mora_agents.eval.result import VideoEvaluation, unavailable
+from mora_agents.eval.story import story_measures
 from mora_agents.eval.targets import Target, load_target
-from mora_agents.eval.video import read_video
+from mora_agents.eval.video import BadInputError, read_video
 from mora_agents.eval.weights import WeightStore
+from mora_agents.llm.storyboard import Storyboard
 
 
 def resolve_metrics(names: Iterable[str] | None) -> list[str]:
@@ -60,7 +62,20 @@ class Evaluator:
             if on_metric:
                 on_metric(name)
         return VideoEvaluation(target.source, str(target.video), target.prompt, target.task, ctx.results, target.drift,
-                               target.system, target.noise)
+                               target.system, target.noise, self._story(target))
+
+    def _story(self, target: Target) -> dict:
+        """A story run's measures, computed again with this evaluator's networks (its weights)."""
+        story = target.story
+        if not story.get("storyboard") or not story.get("clips"):
+            return {}
+        run = target.video.parent
+        try:
+            board = Storyboard.model_validate(story["storyboard"]).view()
+        except ValueError as e:
+            raise BadInputError(f"{run / 'run.json'}: its story's storyboard is damaged ({e})") from None
+        return story_measures(board, [run / clip for clip in story["clips"]], target.video, story.get("parts") or [],
+                              self.backends)
 
 
 def evaluate_video(

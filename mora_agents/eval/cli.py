@@ -106,6 +106,7 @@ def eval_command(
         paper_table,
         results_json,
         results_table,
+        story_tables,
         suite_markdown,
         write_json,
     )
@@ -161,6 +162,8 @@ def eval_command(
                 console.print(table)
             for step, rows in evaluation.drift.items():
                 console.print(drift_table(step, rows))
+            for table in story_tables(evaluation.story) if evaluation.story else []:
+                console.print(table)
     if json_out is not None:
         write_json(evaluations, json_out)
         notes.print(f"JSON written to {escape(str(json_out))}")

@@ -20,6 +20,8 @@ from skimage.filters import laplace
 
 from mora_agents.media import fit_image, load_image, read_video
 
+DRIFT_WINDOW = 4.0
+"""Seconds between the frames measured in a clip made in one call (`clip_drift`)."""
 MAX_SHARPEN = 3.0
 """The strongest unsharp mask a sharpness match applies (amount), so that noise is never blown up."""
 
@@ -99,3 +101,14 @@ def chain_drift(first_keyframe: Path, segments: Sequence[Path]) -> list[dict[str
         start += (len(frames) - 1) / fps
         previous = frames[-1]
     return rows
+
+
+def clip_drift(video: Path, window: float = DRIFT_WINDOW) -> list[dict[str, Any]]:
+    """Per `window` seconds of a clip made in one call (a long-video model's): the start time and the drift of the
+    frame there against the clip's first frame and against the frame before it, in the rows of `chain_drift`."""
+    frames, fps = read_video(video)
+    step = max(1, round(window * fps))
+    return [{"segment": index + 1, "start": round(start / fps, 3), "to_first": frame_drift(frames[start], frames[0]),
+             "to_previous": frame_drift(frames[start], frames[start - 1]) if start else None}
+            for index, start in enumerate(range(0, len(frames), step))]
+

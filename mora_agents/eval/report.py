@@ -95,6 +95,41 @@ def drift_table(step: str, rows: list[dict]) -> Table:
     return table
 
 
+def _value(measure: dict | None) -> str:
+    """A measure `{"value", "backend"}` as `0.912 (fallback:ssim)`, or why it is missing."""
+    if not measure:
+        return ""
+    if measure.get("value") is None:
+        return f"unavailable ({' '.join(str(measure.get('reason', '')).split())[:60]})"
+    backend = measure.get("backend")
+    return f"{measure['value']:.3f}" + (f" ({backend})" if backend and backend != "reference" else "")
+
+
+def story_tables(story: dict) -> list[Table]:
+    """A story's measures: each shot's consistency and adherence, each character's and setting's consistency
+    across the shots it is in, and every join's smoothness and seam."""
+    shots = Table(title=f"story: each shot ({story['frames']})", title_justify="left")
+    for column in ("shot", "subject consistency (DINO)", "background consistency (CLIP)", "adherence (ViCLIP)"):
+        shots.add_column(column)
+    adherence = {row["shot"]: row for row in story.get("adherence", [])}
+    for row in story.get("within_shot", []):
+        shots.add_row(str(row["shot"]), _value(row["subject_consistency"]), _value(row["background_consistency"]),
+                      _value(adherence.get(row["shot"])))
+    across = Table(title="story: across shots (mean similarity of the shots each is in)", title_justify="left")
+    for column in ("character or setting", "shots", "DINO", "CLIP"):
+        across.add_column(column)
+    for name, row in story.get("across_shots", {}).items():
+        across.add_row(f"{name} ({row['kind']})", ", ".join(map(str, row["shots"])),
+                       *(_value({"value": row[k], "backend": row["backends"][k]}) for k in ("dino", "clip")))
+    joins = Table(title="story: joins", title_justify="left")
+    for column in ("after shot", "via", "frames", "smoothness", "seam (DINO)"):
+        joins.add_column(column)
+    for row in story.get("joins", []):
+        joins.add_row(str(row["after_shot"]), row["via"], "-".join(map(str, row["frames"])),
+                      _value(row["smoothness"]), _value(row["seam"]))
+    return [shots, across, joins]
+
+
 def results_json(evaluations: list[VideoEvaluation]) -> str:
     """The results as one JSON document (`mora eval --json`, `--json-out`)."""
     payload = {"schema_version": SCHEMA_VERSION, "videos": [e.to_dict() for e in evaluations]}

@@ -62,6 +62,8 @@ class VideoEvaluation:
     """The paper's system a run was made with (`mora run --system`; its run.json), if any."""
     noise: bool = False
     """A run of random-weight models (`--preset tiny`): its scores measure noise, not the method."""
+    story: dict[str, Any] = field(default_factory=dict)
+    """For a story: its consistency measures (`mora_agents.eval.story.story_measures`)."""
 
     def value(self, metric: str) -> float | None:
         result = self.results.get(metric)
@@ -77,4 +79,5 @@ class VideoEvaluation:
             **({"drift": self.drift} if self.drift else {}),
             **({"system": self.system} if self.system else {}),
             **({"noise": True} if self.noise else {}),
+            **({"story": self.story} if self.story else {}),
         }

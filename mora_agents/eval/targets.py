@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from mora_agents.eval.video import BadInputError
 
@@ -29,6 +30,8 @@ class Target:
     """The paper's system the run was made with (its `run.json`), if any."""
     noise: bool = False
     """A run of random-weight models (`--preset tiny`, its `run.json`): its scores measure noise."""
+    story: dict[str, Any] = field(default_factory=dict)
+    """A story's storyboard, clips (paths in the run) and parts (its `run.json`'s `story`), measured again."""
 
 
 def load_target(path: str | Path) -> Target:
@@ -68,7 +71,8 @@ def _load_run(run: Path) -> Target:
         input_videos=input_videos,
         input_caption=inputs.get("input_caption"),
         output_caption=inputs.get("output_caption"),
-        drift=_run_drift(info),
+        drift=_recorded(info, "drift"),
+        story=_recorded(info, "story"),
         system=info.get("system") if isinstance(info.get("system"), str) else None,
         noise=info.get("noise") is True,
     )
@@ -83,7 +87,8 @@ def _run_info(run: Path) -> dict:
     return info if isinstance(info, dict) else {}
 
 
-def _run_drift(info: dict) -> dict[str, list[dict]]:
-    """The drift a run recorded in its run.json (none for a run from before it was measured)."""
-    drift = info.get("drift")
-    return drift if isinstance(drift, dict) else {}
+def _recorded(info: dict, key: str) -> dict[str, Any]:
+    """What a run recorded in its run.json under `key` (its drift, its story; none for a run from before it was
+    measured)."""
+    value = info.get(key)
+    return value if isinstance(value, dict) else {}

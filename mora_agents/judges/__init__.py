@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from mora_agents.judges.metric import MetricJudge
+from mora_agents.judges.metric import MetricJudge, ReferenceJudge
 from mora_agents.judges.mllm import OpenAIJudge
 from mora_agents.judges.specs import (
     DEFAULT_JUDGES,
@@ -24,13 +24,26 @@ from mora_agents.judges.specs import (
     parse_judge,
     read_judges_file,
 )
-from mora_agents.judges.votes import CRITERIA, Judge, Showing, Vote, rank_shown, shown
+from mora_agents.judges.votes import (
+    CONSISTENCY,
+    CRITERIA,
+    CRITERION_TEXTS,
+    Judge,
+    Showing,
+    Vote,
+    rank_all,
+    rank_shown,
+    shown,
+)
 
 
 def build_judges(specs: Sequence[JudgeSpec]) -> list[Judge]:
-    """A judge for each spec: a metric judge or an MLLM judge."""
-    return [MetricJudge(spec) if spec.metric else OpenAIJudge(spec) for spec in specs]
+    """A judge for each spec: a metric judge (`metric:reference_similarity` compares with the references shown) or an
+    MLLM judge."""
+    return [ReferenceJudge(spec) if spec.metric == "reference_similarity" else MetricJudge(spec) if spec.metric
+            else OpenAIJudge(spec) for spec in specs]
 
 
-__all__ = ["CRITERIA", "DEFAULT_JUDGES", "Judge", "JudgeSpec", "MetricJudge", "OpenAIJudge", "Showing", "Vote",
-           "build_judges", "describe_judges", "judge_specs", "parse_judge", "rank_shown", "read_judges_file", "shown"]
+__all__ = ["CONSISTENCY", "CRITERIA", "CRITERION_TEXTS", "DEFAULT_JUDGES", "Judge", "JudgeSpec", "MetricJudge",
+           "OpenAIJudge", "ReferenceJudge", "Showing", "Vote", "build_judges", "describe_judges", "judge_specs",
+           "parse_judge", "rank_all", "rank_shown", "read_judges_file", "shown"]

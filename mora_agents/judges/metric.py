@@ -1,9 +1,14 @@
 """Metric judges (`metric:NAME`, the offline default): they rank by one `mora eval` metric of the whole video
-(weight-free fallbacks where reference weights are missing) and ignore the criterion; their votes say so."""
+(weight-free fallbacks where reference weights are missing) and ignore the criterion; their votes say so.
+`metric:reference_similarity` ranks by how much the candidates look like the reference pictures they are shown
+with (a story's sheets)."""
 
 from __future__ import annotations
 
+import numpy as np
+
 from mora_agents.eval import Evaluator, Target
+from mora_agents.eval.story import Similarity, reference_similarity
 from mora_agents.judges.specs import JudgeSpec
 from mora_agents.judges.votes import Showing, Vote
 
@@ -27,3 +32,25 @@ class MetricJudge:
             "ranking": sorted(scores, key=lambda n: (-scores[n], n)), "scores": {str(n): v for n, v in scores.items()},
             "backend": next(iter(results.values())).backend,
             "reason": f"by {self.metric}, higher is better (a metric judge: the criterion is not used)"})
+
+
+class ReferenceJudge:
+    """Ranks the candidates by their similarity to the reference pictures (`eval.story.reference_similarity`: DINO
+    features, or colour histograms without its weights), ignoring the criterion; abstains without references."""
+
+    def __init__(self, spec: JudgeSpec) -> None:
+        self.spec, self.similarity = spec, Similarity()
+
+    def rank(self, showing: Showing, criterion: int) -> Vote:
+        vote = Vote(judge=self.spec.label, kind="metric", criterion=criterion, tries=1)
+        if not showing.references:
+            return vote.model_copy(update={"error": "no reference pictures to compare with"})
+        references = [picture for _, picture in showing.references]
+        found = {n: reference_similarity(np.stack(frames), references, self.similarity)
+                 for n, (frames, _) in showing.frames.items()}
+        scores = {n: value for n, (value, _) in found.items()}
+        return vote.model_copy(update={
+            "ranking": sorted(scores, key=lambda n: (-scores[n], n)), "scores": {str(n): v for n, v in scores.items()},
+            "backend": next(iter(found.values()))[1],
+            "reason": "by the similarity to the reference pictures, higher is better (a metric judge: the criterion "
+                      "is not used)"})

@@ -21,12 +21,13 @@ from pydantic import ValidationError
 
 from mora_agents.errors import MoraError, validation_summary
 from mora_agents.judges.specs import OPENAI_API, JudgeSpec
-from mora_agents.judges.votes import CRITERIA, Ranking, Showing, Vote, check_ranking
+from mora_agents.judges.votes import CRITERION_TEXTS, Ranking, Showing, Vote, check_ranking
 
-JUDGE_SYSTEM = """You judge candidate videos for a video generation system's training data.
+JUDGE_SYSTEM = """You judge candidate videos (or pictures) made by a video generation system.
 You are shown several candidate videos made from the same prompt. Each candidate is shown as a few frames in time
-order, each frame labelled with its candidate's number. Rank all the candidates by the given criterion, best
-first, judging only by that criterion and by what the frames show.
+order (a picture: one frame), each frame labelled with its candidate's number; reference pictures, when given, come
+first. Rank all the candidates by the given criterion, best first, judging only by that criterion and by what the
+frames show.
 Answer with JSON only: {"ranking": [the candidate numbers, best first, each exactly once], "reason": "one short
 sentence"}."""
 
@@ -55,9 +56,12 @@ def judge_messages(showing: Showing, criterion: int, max_side: int) -> list[dict
     numbers = sorted(showing.videos)
     count = len(next(iter(showing.frames.values()))[0])
     parts: list[dict] = [{"type": "text", "text": (
-        f"Criterion: {CRITERIA[criterion]}\nThe videos were made from this prompt: {showing.prompt}\n"
+        f"Criterion: {CRITERION_TEXTS[criterion]}\nThe videos were made from this prompt: {showing.prompt}\n"
         f"There are {len(numbers)} candidates ({', '.join(map(str, numbers))}), each shown as {count} frames in "
         "time order.")}]
+    for label, picture in showing.references:
+        parts.append({"type": "text", "text": f"Reference picture: {label}"})
+        parts.append({"type": "image_url", "image_url": {"url": data_url(picture, max_side)}})
     for number in numbers:
         own = f" It was made from: {showing.own_prompts[number]}" if number in showing.own_prompts else ""
         parts.append({"type": "text", "text": f"Candidate {number}.{own}"})

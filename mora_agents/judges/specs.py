@@ -25,6 +25,8 @@ OPENAI_KEYS = ("MORA_JUDGE_API_KEY", "OPENAI_API_KEY")
 """The variables holding the key of a judge of OpenAI's API without `api_key_env`, in this order."""
 DEFAULT_JUDGES = ("metric:imaging_quality", "metric:subject_consistency")
 """The offline judges: per-frame quality (BRISQUE without weights) and temporal consistency (SSIM without weights)."""
+JUDGE_METRICS = ("reference_similarity",)
+"""Metric judges beside the `mora eval` metrics: the similarity of candidates to the reference pictures shown."""
 MAX_JUDGES_BYTES = 1 * 2**20
 _VARIABLE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
@@ -58,8 +60,8 @@ class JudgeSpec(BaseModel):
     def _one_kind(self) -> JudgeSpec:
         if (self.metric is None) == (self.model is None):
             raise ValueError("give either 'metric' (a metric judge) or 'model' (an MLLM judge)")
-        if self.metric is not None and self.metric not in METRICS:
-            raise ValueError(f"unknown metric '{self.metric}' (metrics: {', '.join(METRICS)})")
+        if self.metric is not None and self.metric not in (*METRICS, *JUDGE_METRICS):
+            raise ValueError(f"unknown metric '{self.metric}' (metrics: {', '.join((*METRICS, *JUDGE_METRICS))})")
         if self.base_url is not None and not self.base_url.startswith(("http://", "https://")):
             raise ValueError(f"base_url '{self.base_url}' is not an http(s) URL")
         if self.api_key_env is not None and not _VARIABLE.fullmatch(self.api_key_env):
@@ -123,14 +125,15 @@ def read_judges_file(path: Path) -> list[JudgeSpec]:
     return specs
 
 
-def judge_specs(options: Sequence[str] = (), file: Path | None = None) -> list[JudgeSpec]:
+def judge_specs(options: Sequence[str] = (), file: Path | None = None,
+                defaults: Sequence[str] = DEFAULT_JUDGES) -> list[JudgeSpec]:
     """The configured judges: `--judge` options and a `--judges` file, else `MORA_JUDGES` (the same specs as
-    `--judge`, separated by spaces), else the offline metric judges. At least two, with distinct labels, and every
-    key they name set."""
+    `--judge`, separated by spaces), else the offline metric judges (`defaults`). At least two, with distinct labels,
+    and every key they name set."""
     specs = [parse_judge(text) for text in options] + (read_judges_file(file) if file is not None else [])
     if not specs and os.environ.get("MORA_JUDGES", "").strip():
         specs = [parse_judge(text, "MORA_JUDGES:") for text in os.environ["MORA_JUDGES"].split()]
-    specs = specs or [parse_judge(text) for text in DEFAULT_JUDGES]
+    specs = specs or [parse_judge(text) for text in defaults]
     labels = [spec.label for spec in specs]
     if len(specs) < 2:
         raise InputError(f"judges: {len(specs)} given; the rule needs at least two (--judge, --judges or MORA_JUDGES)")

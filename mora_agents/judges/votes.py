@@ -8,7 +8,8 @@ the candidates), maps the answer back to the candidates' own numbers and records
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -39,6 +40,13 @@ CRITERIA = {
     9: "Cleanliness: rank the videos by how free they are of artifacts, distortions and noise.",
     10: "Motion: rank the videos by how natural and smooth their motion is, without stutter, lag or frozen frames.",
 }
+CONSISTENCY = 11
+"""The criterion of a pick against reference pictures (a story's character and setting sheets); not among the ten
+the data stage draws from."""
+CRITERION_TEXTS = {**CRITERIA, CONSISTENCY: (
+    "Consistency with the references: rank the candidates by how closely the characters and places they show look "
+    "like those of the reference pictures (faces, fur or clothes, colours, shapes, the look of the place), and by how "
+    "well they show what the prompt asks for.")}
 
 
 @dataclass
@@ -52,6 +60,8 @@ class Showing:
     """Candidate -> (K frames, their times in seconds)."""
     own_prompts: dict[int, str] = field(default_factory=dict)
     """Candidate -> its own enhanced prompt, when the candidates' prompt agent enhanced them differently."""
+    references: list[tuple[str, np.ndarray]] = field(default_factory=list)
+    """Pictures the candidates must stay consistent with, each with its label (a story's reference sheets)."""
 
 
 class Vote(BaseModel):
@@ -109,7 +119,8 @@ def shown(showing: Showing, order: Sequence[int]) -> Showing:
     labels = dict(enumerate(order, 1))
     return Showing(showing.prompt, {k: showing.videos[n] for k, n in labels.items()},
                    {k: showing.frames[n] for k, n in labels.items()},
-                   {k: showing.own_prompts[n] for k, n in labels.items() if n in showing.own_prompts})
+                   {k: showing.own_prompts[n] for k, n in labels.items() if n in showing.own_prompts},
+                   showing.references)
 
 
 def rank_shown(judge: Judge, showing: Showing, criterion: int, order: Sequence[int]) -> Vote:
@@ -122,3 +133,15 @@ def rank_shown(judge: Judge, showing: Showing, criterion: int, order: Sequence[i
     return vote.model_copy(update={
         "shown": list(order), "ranking": None if vote.ranking is None else [back[k] for k in vote.ranking],
         "scores": None if vote.scores is None else {str(back[int(k)]): v for k, v in vote.scores.items()}})
+
+
+def rank_all(judges: Sequence[Judge], showing: Showing, criteria: Mapping[str, int],
+             orders: Mapping[str, Sequence[int]]) -> list[Vote]:
+    """Every judge's vote on one set, at once (a thread each: they are usually separate servers): each by its
+    criterion, shown the candidates in its order (`criteria` and `orders` by judge label; see `rank_shown`)."""
+    def vote(judge: Judge) -> Vote:
+        label = judge.spec.label
+        return rank_shown(judge, showing, criteria[label], orders[label])
+
+    with ThreadPoolExecutor(len(judges)) as pool:
+        return list(pool.map(vote, judges))

@@ -6,7 +6,9 @@ It plays the three LLM roles well enough to run every SOP with no model server:
   camera, style);
 - tool agents (given tools): emit the tool call that the step's JSON block prescribes;
 - prompt writer (asked for `WrittenPrompts` JSON): new scenes or edit instructions drawn, seeded, from its own
-  tables.
+  tables;
+- story agent (asked for a `Storyboard`): characters, setting and shots drawn from keyword tables
+  (`mora_agents.llm.storyboard.write_storyboard`).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from autogen_core.tools import Tool, ToolSchema
 from pydantic import BaseModel
 
 from mora_agents.llm.prompts import WrittenPrompts, json_blocks
+from mora_agents.llm.storyboard import Storyboard, write_storyboard
 
 # (keywords, phrase): the first table row whose keyword occurs in the prompt wins.
 SETTINGS = [
@@ -131,11 +134,16 @@ def write_prompts(examples: Sequence[str], count: int, seed: int, kind: str = "s
 
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(?:s|sec|secs|second|seconds)\b", re.I)
+_MINUTES = re.compile(r"(\d+(?:\.\d+)?)[\s-]*(?:min|mins|minute|minutes)\b", re.I)
+LONG_SECONDS = 30
+"""The shortest video `long_video` makes."""
 # (task, keywords): checked in order, each only when the attachments fit the task.
 _ROUTES = [
+    ("story", ("story", "storyboard", "shots", "scenes", "episode", "a tale ", "fairy tale", "short film")),
     ("connect_videos", ("connect", "transition", "join", "bridge", "merge")),
     ("digital_world", ("minecraft", "digital world", "game world", "simulate", "voxel")),
     ("extend_video", ("extend", "continue", "longer", "more seconds", "lengthen")),
+    ("long_video", ("long video", "long-form", "long take", "minute")),
     ("edit_video", ("edit", "change", "make it", "turn it", "style", "restyle", "convert")),
 ]
 
@@ -146,10 +154,17 @@ def route(request: dict[str, Any], task_names: Sequence[str]) -> dict[str, Any]:
     low = text.lower()
     n_images, n_videos = len(request.get("images", [])), len(request.get("videos", []))
     available = n_videos + bool(request.get("previous"))  # a follow-up may refer to the previous result
+    duration = request.get("duration")
+    if duration is None and (match := _DURATION.search(text)):
+        duration = float(match.group(1))
+    elif duration is None and (match := _MINUTES.search(text)):
+        duration = 60 * float(match.group(1))
     fits = {
+        "story": n_images == n_videos == 0,
         "connect_videos": available >= 2,
         "digital_world": n_videos == 0,
         "extend_video": available == 1,
+        "long_video": n_videos <= 1 and n_images <= 1 and (duration is None or duration >= LONG_SECONDS),
         "edit_video": available == 1,
     }
     task = request.get("task")
@@ -163,9 +178,6 @@ def route(request: dict[str, Any], task_names: Sequence[str]) -> dict[str, Any]:
         reason = f"{n_images} image(s) and {n_videos} video(s) attached"
     if task not in task_names:
         task = "text_to_video"
-    duration = request.get("duration")
-    if duration is None and (match := _DURATION.search(text)):
-        duration = float(match.group(1))
     return {"task": task, "prompt": text.strip(), "duration": duration, "reason": reason}
 
 
@@ -202,6 +214,10 @@ class OfflineChatCompletionClient(ChatCompletionClient):
             task = blocks[-1]
             content: str | list[FunctionCall] = json.dumps(
                 {"prompts": write_prompts(task["examples"], task["count"], task["seed"], task.get("kind", "scene"))})
+        elif json_output is Storyboard:
+            step = blocks[-1]["arguments"]
+            content = write_storyboard(str(step.get("request", "")), int(step.get("shots") or 3),
+                                       float(step.get("duration") or 12)).model_dump_json()
         elif isinstance(json_output, type):
             sops, request = blocks[-2], blocks[-1]
             content = json.dumps(route(request, [s["name"] for s in sops]))

@@ -12,13 +12,25 @@ PLANNER_SYSTEM = """You are the planner of Mora, a team of agents that generates
 Choose the one SOP (standard operating procedure) that fits the person's request, using the attached
 files' kinds (images, videos), and extract the description of the wanted video and any duration in seconds.
 `previous` is the video made in the chat's turn before: a follow-up that refers to it ("extend it", "make it
-1920s style", "connect it with ...") is a task on that video.
+1920s style", "connect it with ...") is a task on that video. A request that tells a story over several shots or
+scenes (characters and events in sequence) is the `story` task.
 Answer with JSON only, matching the given schema."""
 
 PROMPT_AGENT_SYSTEM = """You are the prompt agent of Mora. Rewrite the given prompt for a text-to-image and
 image-to-video model: keep its subject and intent, and add concrete visual detail: the subject's
 appearance, the setting, the lighting, the camera (shot and motion) and the style. Keep it to one or two
 sentences under 70 words. Reply with the enhanced prompt only."""
+
+STORY_AGENT_SYSTEM = """You are the story agent of Mora. From a person's request, write the storyboard of a short video
+story: its shots in order, the characters and the settings they use.
+- Give every character and every setting a short name and one canonical description of its look (species or
+  person, age, build, clothes and colours; for a place: what it is, its light and colours). The same words describe
+  it in every shot, so keep them concrete and visual; a character's sheet and every keyframe are drawn from them.
+- Each shot: what happens (one or two sentences a camera could film), the names of the characters present, the
+  name of its setting, the camera (shot size and motion), its duration in seconds, and how it follows the shot
+  before: "cut" (a hard cut), "seine" (a generated transition) or "flf2v" (a first-last-frame clip between them).
+- Write as many shots as the step asks for unless the request itself says how many, with durations adding up to
+  about the requested length. Answer with JSON only, matching the given schema."""
 
 TOOL_AGENT_SYSTEM = """You are the {role} of Mora. {description}
 When you are given a step, call the named tool exactly once with the arguments given in the step's JSON.
@@ -45,12 +57,17 @@ class WrittenPrompts(BaseModel):
 _JSON_BLOCK = re.compile(r"```json\n(.*?)\n```", re.S)
 
 
-def step_prompt(step: str, tool: str | None, arguments: dict[str, Any], budget: dict[str, Any] | None = None) -> str:
+def step_prompt(step: str, tool: str | None, arguments: dict[str, Any], budget: dict[str, Any] | None = None,
+                format_: str | None = None) -> str:
     """The user message that gives a step to an agent; the JSON block is the machine-readable part. `budget`: the
-    text encoder that will read a text answer (`tool`, `backend`, `encoder`, `tokens`), which cuts what is longer."""
+    text encoder that will read a text answer (`tool`, `backend`, `encoder`, `tokens`), which cuts what is longer;
+    `format_`: the structured message a text answer must be (`storyboard`)."""
     payload = json.dumps({"step": step, "tool": tool, "arguments": arguments,
-                          **({"budget": budget} if budget else {})}, indent=1)
-    if tool is None:
+                          **({"budget": budget} if budget else {}), **({"format": format_} if format_ else {})},
+                         indent=1)
+    if format_ is not None:
+        what = f"Write the {format_} this step asks for, as JSON matching the given schema."
+    elif tool is None:
         what = "Answer this step in text, as your instructions say."
         if budget:
             what += (f" Your answer is read by {budget['tool']} ({budget['backend']}), whose {budget['encoder']} text "

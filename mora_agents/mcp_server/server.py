@@ -109,14 +109,17 @@ def build_server(hub: Hub, *, local_files: bool) -> MoraMCP:
             if model is not None:
                 asked = video_request(hub, model, images=len(image_paths), seconds=seconds, size=size)
                 task, duration, overrides, meta = asked.task, asked.duration, asked.overrides, asked.meta
+                system = asked.system
             else:
                 duration = hub.duration(seconds, task) if task else None
                 overrides = hub.size_overrides(size, task) if size and task else {}
                 meta = {"model": task, "size": size or hub.default_size(task)}
+                system = None
             overrides = merged(overrides, settings or {})
             try:
                 state = await hub.create(prompt, images=image_paths, videos=video_paths, task=task,
-                                         duration=duration, seed=seed, overrides=overrides, extra={"openai": meta})
+                                         duration=duration, seed=seed, overrides=overrides, extra={"openai": meta},
+                                         system=system)
             except InputError as e:  # name the argument, not the file the server made of it
                 message = str(e)
                 for path, name in named.items():
@@ -163,7 +166,8 @@ def build_server(hub: Hub, *, local_files: bool) -> MoraMCP:
     async def generate(prompt: str, ctx: Context, seconds: float | None = None, size: str | None = None,
                        model: str = "mora", seed: int | None = None, settings: dict[str, dict[str, Any]] | None = None,
                        wait: bool = True) -> dict[str, Any]:
-        """Make a video from text. `model`: mora (the planner picks the task) or an SOP's name; `seconds`: its
+        """Make a video from text. `model`: mora (the planner picks the task; mora-svd or mora-osp: with that
+        system's models) or an SOP's name; `seconds`: its
         length (4 by default); `size`: WIDTHxHEIGHT (the models' own by default); `seed`: the same seed, the same
         video; `settings`: tool parameters as `mora run --set` takes them ({"image_to_video": {"frames": 8}});
         `wait`: false returns the video id at once."""

@@ -212,15 +212,18 @@ class Encoder(nn.Module):
         self.mid = _mid(channels)
         self.norm_out = _norm(channels)
         self.conv_out = CausalConv3d(channels, 2 * config["z_channels"], 3, padding=1)
+        self.gradient_checkpointing = False
+        """Recompute each block's activations in the backward pass (`enable_gradient_checkpointing`): training
+        backpropagates through the encoder when a generated frame is the known frame of the masked video."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = _per_frame(self.conv_in, x) if isinstance(self.conv_in, nn.Conv2d) else self.conv_in(x)
-        for level in self.down:
-            for resnet in level.block:
-                x = resnet(x)
-            if hasattr(level, "downsample"):
-                x = level.downsample(x)
-        return self.conv_out(F.silu(self.norm_out(_run_mid(self.mid, x))))
+        blocks = [block for level in self.down
+                  for block in (*level.block, *([level.downsample] if hasattr(level, "downsample") else []))]
+        for block in (*blocks, self.mid.block_1, self.mid.attn_1, self.mid.block_2):
+            checkpointed = torch.is_grad_enabled() and self.gradient_checkpointing
+            x = self._gradient_checkpointing_func(block, x) if checkpointed else block(x)
+        return self.conv_out(F.silu(self.norm_out(x)))
 
 
 class Decoder(nn.Module):
@@ -280,6 +283,8 @@ class OpenSoraCausalVAE(ModelMixin, ConfigMixin):
     scaling factor (`SCALING_FACTOR`: the pipeline does, as the reference's wrapper). The constructor takes the
     reference's config keys.
     """
+
+    _supports_gradient_checkpointing = True  # the encoder's (what training backpropagates through)
 
     @register_to_config
     def __init__(

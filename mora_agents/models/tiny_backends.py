@@ -1,4 +1,5 @@
-"""Tiny random-weight versions of the other backends' pipelines (Wan, LTX-Video, FLUX, SD 3.x), for tests and demos.
+"""Tiny random-weight versions of the other backends' pipelines (Wan, LTX-Video, FLUX, SD 3.x, SDXL with
+IP-Adapter), for tests and demos.
 
 As in `tiny.py`: the pipeline classes are exactly those of the `full` preset, only the configs are small, the
 weights random (seeded) and the tokenizers in memory. The compression factors of the video VAEs are the real
@@ -20,6 +21,7 @@ from diffusers import (
     LTXVideoTransformer3DModel,
     SD3Transformer2DModel,
     StableDiffusion3Pipeline,
+    StableDiffusionXLPipeline,
     WanImageToVideoPipeline,
     WanTransformer3DModel,
 )
@@ -31,12 +33,14 @@ from transformers import (
     CLIPVisionModel,
     MT5Config,
     MT5EncoderModel,
+    CLIPVisionModelWithProjection,
     T5Config,
     T5EncoderModel,
     UMT5Config,
     UMT5EncoderModel,
 )
 
+from mora_agents.models import tiny
 from mora_agents.models.tiny import TEXT_DIM, _text_config, random_weights
 from mora_agents.models.tokenizer import tiny_clip_tokenizer, tiny_t5_tokenizer
 
@@ -194,3 +198,35 @@ def sd35_medium(seed: int = 18) -> StableDiffusion3Pipeline:
     """Stable Diffusion 3.5 Medium (MMDiT-X): RMS-normed queries and keys, a second self-attention in its first
     block."""
     return _sd3(seed, qk_norm="rms_norm", dual_attention_layers=(0,))
+
+
+IMAGE_EMBED_DIM = 16
+"""Projection width of the tiny IP-Adapter's image encoder (ViT-bigG's is 1280)."""
+
+
+def sdxl_ip_adapter(seed: int = 15) -> StableDiffusionXLPipeline:
+    """SDXL base (tiny, its own weights) with an IP-Adapter of random weights in the layout of `ip-adapter_sdxl.bin`
+    (an image projection to 4 tokens, and image keys and values for every cross-attention, numbered 1, 3, 5, ... as
+    in the real file), loaded by diffusers' own `load_ip_adapter`, with a tiny CLIP vision encoder."""
+    pipe = tiny.sdxl_base(seed)
+    unet = pipe.unet
+    cross, channels = unet.config.cross_attention_dim, unet.config.block_out_channels
+    with random_weights(seed):
+        vision = CLIPVisionConfig(hidden_size=16, intermediate_size=37, projection_dim=IMAGE_EMBED_DIM,
+                                  num_hidden_layers=2, num_attention_heads=2, image_size=32, patch_size=8)
+        encoder = CLIPVisionModelWithProjection(vision)
+        projection = {"proj.weight": torch.randn(4 * cross, IMAGE_EMBED_DIM) * 0.02,
+                      "proj.bias": torch.zeros(4 * cross), "norm.weight": torch.ones(cross),
+                      "norm.bias": torch.zeros(cross)}
+        layers, number = {}, 1
+        for name in unet.attn_processors:
+            if name.endswith("attn2.processor"):
+                block = name.split(".")[0]
+                width = channels[-1] if block == "mid_block" else (
+                    list(reversed(channels)) if block == "up_blocks" else channels)[int(name.split(".")[1])]
+                layers[f"{number}.to_k_ip.weight"] = torch.randn(width, cross) * 0.02
+                layers[f"{number}.to_v_ip.weight"] = torch.randn(width, cross) * 0.02
+                number += 2  # the original file numbers every attention layer: its cross-attentions are the odd ones
+    pipe.register_modules(image_encoder=encoder, feature_extractor=CLIPImageProcessorPil(crop_size=32, size=32))
+    pipe.load_ip_adapter({"image_proj": projection, "ip_adapter": layers}, subfolder="", weight_name="")
+    return pipe

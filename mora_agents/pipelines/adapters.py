@@ -1,18 +1,21 @@
-"""What `mora train` produces and how pipelines use it: LoRA or full UNet weights and modulation tokens.
+"""What `mora train` produces and how pipelines use it: LoRA or full denoiser weights and modulation tokens.
 
 An adapter folder holds, per trained agent, its weights (`<agent>/pytorch_lora_weights.safetensors` in diffusers'
-LoRA layout, or `<agent>/unet.safetensors`) and its modulation token z (`<agent>/modulation.safetensors`), and a card
-(`card.json`, written last) naming the base models, the preset, the LoRA settings and the sha256 of every file. The
-folder's sha256 is the card's: the card pins every file, so it identifies the whole folder.
+LoRA layout, or the whole denoiser, `<agent>/unet.safetensors` or `<agent>/transformer.safetensors`) and its
+modulation token z (`<agent>/modulation.safetensors`), and a card (`card.json`, written last) naming the system,
+the base models, the preset, the LoRA settings and the sha256 of every file. The folder's sha256 is the card's: the
+card pins every file, so it identifies the whole folder.
 
-The LoRA files are what diffusers' own `save_lora_weights` writes (keys `unet.<module>.lora_A.weight`, the peft
-config in the file's metadata): `pipe.load_lora_weights("OUT/text_to_image")` loads them into a plain diffusers
-SDXL or InstructPix2Pix pipeline; SVD's pipeline has no LoRA loader, peft's `inject_adapter_in_model` and
+The LoRA files are what diffusers' own `save_lora_weights` writes (keys `unet.<module>.lora_A.weight`, or
+`transformer.<module>...` for a DiT, the peft config in the file's metadata): `pipe.load_lora_weights(
+"OUT/text_to_image")` loads them into a plain diffusers SDXL, InstructPix2Pix or Stable Diffusion 3 pipeline; SVD's
+pipeline and our Open-Sora-Plan one have no LoRA loader, peft's `inject_adapter_in_model` and
 `set_peft_model_state_dict` load the same file (docs/training.md shows both, and how to attach z).
 
-The modulation token (the paper's self-modulation, Algorithm 1) is one extra vector appended to the sequence the
-denoiser cross-attends to: a forward pre-hook on the UNet adds it to `encoder_hidden_states`, so it takes part in
-every call the pipelines make, classifier-free-guidance batches included, in training and in inference alike.
+The modulation token (the paper's self-modulation, Algorithm 1) is one extra vector appended to the text (or image)
+tokens the denoiser reads: a forward pre-hook on the denoiser adds it to `encoder_hidden_states` (and a kept
+position to `encoder_attention_mask` where the denoiser takes one), so it takes part in every call the pipelines
+make, classifier-free-guidance batches included, in training and in inference alike.
 """
 
 from __future__ import annotations
@@ -33,18 +36,20 @@ from mora_agents.errors import InputError, validation_summary
 from mora_agents.media import atomic_path, sha256_file
 from mora_agents.settings import settings, use_settings
 
-AGENT_MODELS: dict[str, str] = {
-    "text_to_image": "sdxl_base",
-    "image_to_image": "instruct_pix2pix",
-    "image_to_video": "svd",
+AGENT_MODELS: dict[str, dict[str, str]] = {
+    "svd": {"text_to_image": "sdxl_base", "image_to_image": "instruct_pix2pix", "image_to_video": "svd"},
+    "osp": {"text_to_image": "sd3", "image_to_video": "open_sora_plan"},
 }
-"""The trainable agents and the model (pipeline key) each fine-tunes: its UNet."""
+"""Per system (the paper's Mora (SVD) and Mora (Open-Sora-Plan)), the trainable agents, upstream first, and the
+model (pipeline key) each fine-tunes: its denoiser (UNet or DiT). The OSP system's image editor (SD3 image-to-image)
+and connection agent (Open-Sora-Plan) share these models, so they run with the same adapters."""
 CARD = "card.json"
 LORA_WEIGHTS = "pytorch_lora_weights.safetensors"
 """diffusers' default LoRA file name: `load_lora_weights(folder)` finds it without `weight_name`."""
 MODULATION = "modulation.safetensors"
-MODULATION_NOTE = ("z: one token [1, width] appended to the UNet's encoder_hidden_states (after the prompt or image "
-                   "tokens, in every UNet call, the unconditional rows of classifier-free guidance included)")
+MODULATION_NOTE = ("z: one token [1, width] appended to the denoiser's encoder_hidden_states (after the prompt or "
+                   "image tokens, in every call, the unconditional rows of classifier-free guidance included; a "
+                   "kept position appended to encoder_attention_mask where the denoiser takes one)")
 
 
 class LoraSpec(BaseModel):
@@ -61,12 +66,12 @@ class LoraSpec(BaseModel):
 
 class AgentWeights(BaseModel):
     model: str
-    """The model key (`sdxl_base`, ...) whose UNet these weights belong to."""
+    """The model key (`sdxl_base`, `sd3`, ...) whose denoiser these weights belong to."""
     source: str
     """The model id or folder it was trained from."""
     mode: Literal["lora", "full"]
     weights: str
-    """Relative path of the safetensors file: LoRA weights (diffusers' layout) or the whole UNet's state dict."""
+    """Relative path of the safetensors file: LoRA weights (diffusers' layout) or the whole denoiser's state dict."""
     modulation: str | None = None
     """Relative path of the modulation token {"z": [1, width]}; none when trained with --no-modulation."""
 
@@ -77,6 +82,8 @@ class AdapterCard(BaseModel):
 
     model_config = ConfigDict(extra="allow")
     format: Literal[1] = 1
+    system: Literal["svd", "osp"] = "svd"
+    """The paper's system whose agents were trained (cards from before the OSP system have none: svd)."""
     preset: str
     agents: dict[str, AgentWeights]
     lora: LoraSpec | None = None
@@ -111,8 +118,9 @@ def check_adapters(folder: Path) -> AdapterCard:
     if card.preset != preset:
         raise InputError(f"adapters {folder}: trained on preset '{card.preset}', but this runs preset '{preset}'")
     for agent, weights in card.agents.items():
-        if weights.model not in AGENT_MODELS.values():
-            raise InputError(f"adapters {folder}: agent '{agent}' has unknown model '{weights.model}'")
+        if AGENT_MODELS[card.system].get(agent) != weights.model:
+            raise InputError(f"adapters {folder}: agent '{agent}' has model '{weights.model}', which the "
+                             f"{card.system} system does not train")
         if (source := model_source(weights.model)) != weights.source:
             raise InputError(f"adapters {folder}: agent '{agent}' was trained on {weights.source}, but model "
                              f"'{weights.model}' is {source} here")
@@ -161,56 +169,75 @@ def adapters_scope(adapters: str | Path | None) -> Iterator[None]:
 
 
 class Modulation(nn.Module):
-    """The modulation token z [1, width], appended to a UNet's conditioning sequence once attached."""
+    """The modulation token z [1, width], appended to a denoiser's conditioning sequence once attached."""
 
     def __init__(self, z: torch.Tensor, trainable: bool = False) -> None:
         super().__init__()
         self.z = nn.Parameter(z.detach().reshape(1, -1).clone(), requires_grad=trainable)
 
     def extend(self, states: torch.Tensor) -> torch.Tensor:
-        """[batch, tokens, width] -> [batch, tokens + 1, width]: z appended to every row."""
+        """[..., tokens, width] -> [..., tokens + 1, width]: z appended to every row (Open-Sora-Plan's text states
+        come as [batch, 1, tokens, width])."""
         z = self.z.to(device=states.device, dtype=states.dtype)
-        return torch.cat([states, z.expand(states.shape[0], 1, -1)], dim=1)
+        return torch.cat([states, z.expand(*states.shape[:-2], 1, -1)], dim=-2)
 
-    def attach(self, unet: nn.Module) -> RemovableHandle:
-        """Append z to every call of `unet` (its `encoder_hidden_states`, keyword or third positional argument)."""
+    def attach(self, denoiser: nn.Module) -> RemovableHandle:
+        """Append z to every call of `denoiser` (its `encoder_hidden_states`, keyword or third positional argument),
+        and a kept position to its `encoder_attention_mask` when the call gives one."""
 
         def hook(module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
             if "encoder_hidden_states" in kwargs:
                 kwargs = {**kwargs, "encoder_hidden_states": self.extend(kwargs["encoder_hidden_states"])}
             else:
                 args = (*args[:2], self.extend(args[2]), *args[3:])
+            if kwargs.get("encoder_attention_mask") is not None:
+                mask = kwargs["encoder_attention_mask"]
+                kwargs["encoder_attention_mask"] = torch.cat([mask, mask.new_ones(*mask.shape[:-1], 1)], dim=-1)
             return args, kwargs
 
-        return unet.register_forward_pre_hook(hook, with_kwargs=True)
+        return denoiser.register_forward_pre_hook(hook, with_kwargs=True)
 
 
-def width(unet: nn.Module) -> int:
-    """The width of a UNet's conditioning tokens (its cross-attention width)."""
-    return unet.config.cross_attention_dim
+def denoiser_name(pipe: Any) -> str:
+    """The pipeline component that denoises (and that training fine-tunes): `unet` or `transformer`."""
+    return "unet" if getattr(pipe, "unet", None) is not None else "transformer"
+
+
+def width(denoiser: nn.Module) -> int:
+    """The width of the conditioning tokens a denoiser reads, z's width: a UNet's cross-attention width, SD3's joint
+    text width (its T5 width), Open-Sora-Plan's text encoder width (before its caption projection)."""
+    config = denoiser.config
+    return next(config[key] for key in ("joint_attention_dim", "caption_channels", "cross_attention_dim")
+                if config.get(key))
 
 
 # -- weights ------------------------------------------------------------------------------------------
 
 
-def add_lora(unet: nn.Module, spec: LoraSpec) -> None:
-    """Inject LoRA layers (peft) into a UNet. SVD's UNet lacks diffusers' `add_adapter`, so every UNet goes
-    through peft's `inject_adapter_in_model`, which is what `add_adapter` calls."""
+def add_lora(denoiser: nn.Module, spec: LoraSpec) -> None:
+    """Inject LoRA layers (peft) into a denoiser. SVD's UNet and our Open-Sora-Plan DiT lack diffusers'
+    `add_adapter`, so every denoiser goes through peft's `inject_adapter_in_model`, which is what `add_adapter`
+    calls."""
     from peft import inject_adapter_in_model
 
-    inject_adapter_in_model(spec.config(), unet)
+    inject_adapter_in_model(spec.config(), denoiser)
 
 
-def save_lora(unet: nn.Module, spec: LoraSpec, path: Path) -> None:
-    """A UNet's LoRA weights in diffusers' layout (what its `save_lora_weights` writes: `unet.`-prefixed peft keys,
-    the peft config in the metadata), written atomically."""
-    from diffusers.loaders import StableDiffusionLoraLoaderMixin
+def save_lora(denoiser: nn.Module, component: str, spec: LoraSpec, path: Path) -> None:
+    """A denoiser's LoRA weights in diffusers' layout (what its `save_lora_weights` writes: peft keys prefixed by the
+    `component`, `unet` or `transformer`, the peft config in the metadata), written atomically."""
+    from diffusers.loaders import SD3LoraLoaderMixin, StableDiffusionLoraLoaderMixin
     from peft import get_peft_model_state_dict
 
-    state = {name: t.detach().float().cpu().contiguous() for name, t in get_peft_model_state_dict(unet).items()}
+    state = {name: t.detach().float().cpu().contiguous() for name, t in get_peft_model_state_dict(denoiser).items()}
+    metadata = spec.config().to_dict()
     with atomic_path(path) as tmp:
-        StableDiffusionLoraLoaderMixin.save_lora_weights(tmp.parent, unet_lora_layers=state, weight_name=tmp.name,
-                                                         unet_lora_adapter_metadata=spec.config().to_dict())
+        if component == "unet":
+            StableDiffusionLoraLoaderMixin.save_lora_weights(tmp.parent, unet_lora_layers=state, weight_name=tmp.name,
+                                                             unet_lora_adapter_metadata=metadata)
+        else:
+            SD3LoraLoaderMixin.save_lora_weights(tmp.parent, transformer_lora_layers=state, weight_name=tmp.name,
+                                                 transformer_lora_adapter_metadata=metadata)
 
 
 def save_modulation(z: torch.Tensor, path: Path) -> None:
@@ -222,9 +249,11 @@ def save_modulation(z: torch.Tensor, path: Path) -> None:
                   metadata={"format": "pt", "mora_modulation": MODULATION_NOTE})
 
 
-def load_weights(unet: nn.Module, folder: Path, card: AdapterCard, agent: str) -> Modulation | None:
-    """Load an agent's trained weights into `unet` (LoRA injected first) and return its modulation token (not yet
-    attached). Every file is checked first (`check_file`: the card's sha256, finite values)."""
+def load_weights(denoiser: nn.Module, component: str, folder: Path, card: AdapterCard, agent: str
+                 ) -> Modulation | None:
+    """Load an agent's trained weights into `denoiser` (the pipeline's `component`; LoRA injected first) and return
+    its modulation token (not yet attached). Every file is checked first (`check_file`: the card's sha256, finite
+    values)."""
     from peft import set_peft_model_state_dict
     from safetensors.torch import load_file
 
@@ -235,44 +264,46 @@ def load_weights(unet: nn.Module, folder: Path, card: AdapterCard, agent: str) -
     if entry.mode == "lora":
         if card.lora is None:
             raise InputError(f"adapters {folder}: agent '{agent}' has LoRA weights but the card has no lora settings")
-        add_lora(unet, card.lora)
-        result = set_peft_model_state_dict(unet, {name.removeprefix("unet."): t for name, t in weights.items()})
+        add_lora(denoiser, card.lora)
+        result = set_peft_model_state_dict(denoiser, {name.removeprefix(f"{component}."): t
+                                                      for name, t in weights.items()})
         if result.unexpected_keys:
             raise InputError(f"adapters {folder}: {entry.weights} does not fit model '{entry.model}' "
                              f"(unexpected {result.unexpected_keys[0]})")
     else:
         try:
-            unet.load_state_dict(weights)
+            denoiser.load_state_dict(weights)
         except RuntimeError as e:
             raise InputError(f"adapters {folder}: {entry.weights} does not fit model '{entry.model}' "
                              f"({str(e).splitlines()[1].strip() if len(str(e).splitlines()) > 1 else e})") from None
     if entry.modulation is None:
         return None
     z = load_file(Path(folder) / entry.modulation)["z"]
-    if z.shape[-1] != width(unet):
+    if z.shape[-1] != width(denoiser):
         raise InputError(f"adapters {folder}: the modulation token of '{agent}' has width {z.shape[-1]}, "
-                         f"the model's conditioning {width(unet)}")
+                         f"the model's conditioning {width(denoiser)}")
     return Modulation(z)
 
 
 def apply_adapters(pipe: Any, key: str, folder: Path) -> None:
     """For inference: give the pipeline of model `key` the trained weights (LoRA merged) and modulation token of
-    the agent that fine-tuned it, if the folder has one."""
+    the agent that fine-tuned its denoiser, if the folder has one."""
     from peft.tuners.tuners_utils import BaseTunerLayer
 
     card = check_adapters(folder)
     agent = next((name for name, entry in card.agents.items() if entry.model == key), None)
     if agent is None:
         return
-    unet = pipe.unet
-    modulation = load_weights(unet, folder, card, agent)
-    for module in unet.modules():
+    component = denoiser_name(pipe)
+    denoiser = getattr(pipe, component)
+    modulation = load_weights(denoiser, component, folder, card, agent)
+    for module in denoiser.modules():
         if isinstance(module, BaseTunerLayer):
             module.merge()  # the same function, without the LoRA matmuls at every step
     if modulation is not None:
-        modulation.to(device=unet.device, dtype=unet.dtype)
-        unet.mora_modulation_hook = modulation.attach(unet)
-        unet.mora_modulation = modulation  # a submodule: it follows the UNet between devices
+        modulation.to(device=denoiser.device, dtype=denoiser.dtype)
+        denoiser.mora_modulation_hook = modulation.attach(denoiser)
+        denoiser.mora_modulation = modulation  # a submodule: it follows the denoiser between devices
 
 
 def trained_models(folder: Path | None) -> dict[str, str]:

@@ -22,6 +22,7 @@ import PIL.Image
 import torch
 import torch.nn.functional as F
 from diffusers import DiffusionPipeline, PNDMScheduler
+from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
 from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 from huggingface_hub import snapshot_download
@@ -80,14 +81,23 @@ class OpenSoraPlanPipeline(DiffusionPipeline):
         height, width = images.shape[-2:]
         video = torch.zeros(1, 3, num_frames, height, width, device=device, dtype=dtype)
         video[:, :, list(positions)] = images.to(device, dtype).transpose(0, 1)[None]
-        mask = torch.ones(num_frames, 1, height, width, device=device)
-        mask[list(positions)] = 0
-        posterior = self.vae.encode(video * (mask.transpose(0, 1)[None] < 0.5)).latent_dist
-        masked_latent = posterior.sample(generator).float() * SCALING_FACTOR
+        known = torch.zeros(num_frames, dtype=torch.bool, device=device)
+        known[list(positions)] = True
+        posterior, mask = self.encode_masked_video(video, known)
+        return posterior.sample(generator).float() * SCALING_FACTOR, mask
+
+    def encode_masked_video(self, video: torch.Tensor, known: torch.Tensor
+                            ) -> tuple[DiagonalGaussianDistribution, torch.Tensor]:
+        """The VAE posterior of a video [1, 3, T, H, W] in [-1, 1] with the frames not `known` ([T] booleans) set to
+        grey, and the mask (1 on those frames) on the latent grid [1, 4, t, h, w]: the first frame repeated
+        `temporal_compression` times, the frames folded into the channels. Differentiable in `video`."""
+        height, width = video.shape[-2:]
+        posterior = self.vae.encode(video * known.view(1, 1, -1, 1, 1)).latent_dist
         factor, spatial = self.vae.temporal_compression, self.vae.spatial_compression
+        mask = (~known).float().view(-1, 1, 1, 1).expand(-1, 1, height, width)
         mask = F.interpolate(mask, size=(height // spatial, width // spatial), mode="bilinear")
         mask = torch.cat([mask[:1].expand(factor - 1, -1, -1, -1), mask])  # the first frame counts `factor` times
-        return masked_latent, mask.reshape(1, factor, -1, *mask.shape[-2:])
+        return posterior, mask.reshape(1, factor, -1, *mask.shape[-2:])
 
     @torch.no_grad()
     def __call__(
@@ -213,7 +223,7 @@ def _require(root: Path, patterns: Sequence[Sequence[str]], what: str, how: str)
 
 
 OSP_DOWNLOAD = f"hf download {OSP_REPO_ID} --include '{OSP_SUBFOLDER}/*' 'vae/*'"
-MT5_DOWNLOAD = f"hf download {MT5_REPO_ID} --include '*.json' spiece.model pytorch_model.bin"
+MT5_DOWNLOAD = f"hf download {MT5_REPO_ID} --include '*.json' --include spiece.model --include pytorch_model.bin"
 _WEIGHTS = ("diffusion_pytorch_model*.safetensors", "diffusion_pytorch_model*.bin")
 
 

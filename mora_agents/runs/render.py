@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from mora_agents.llm.storyboard import Storyboard
 from mora_agents.runs.transcript import Record
 
 
@@ -17,8 +18,18 @@ def describe_artifact(a: dict[str, Any]) -> str:
 
 
 def describe_output(output: dict[str, Any] | str) -> str:
-    """A step's output: an artifact (a dict) or text."""
-    return describe_artifact(output) if isinstance(output, dict) else repr(output)
+    """A step's output: an artifact (a dict), a storyboard (its shots, characters and settings) or text."""
+    if isinstance(output, dict):
+        return describe_artifact(output)
+    if output.startswith('{"title"'):
+        try:
+            board = Storyboard.model_validate_json(output)
+        except ValueError:
+            return repr(output)
+        return (f"storyboard {board.title!r}: {len(board.shots)} shot(s); characters "
+                f"{', '.join(c.name for c in board.characters) or 'none'}; settings "
+                f"{', '.join(s.name for s in board.settings)}")
+    return repr(output)
 
 
 def record_media(record: Record) -> list[dict[str, Any]]:
@@ -88,7 +99,10 @@ def _describe(record: Record, root: Path | None) -> str:
         return f"step {step} -> {content['agent']}: {what}"
     if t.endswith("[StepResult]"):
         notes = "".join(f"; note: {text}" for text in content.get("notes") or [])
-        return f"result of {content['step']}: {describe_output(content['output'])} in {content['seconds']:.1f}s{notes}"
+        details = content.get("details") or {}
+        picked = f"; kept candidate {details['chosen']} (by {details['by']})" if "chosen" in details else ""
+        return (f"result of {content['step']}: {describe_output(content['output'])} in {content['seconds']:.1f}s"
+                f"{picked}{notes}")
     if t.endswith("[StepFailed]"):
         return f"step {content['step']} failed: {content['error']}"
     if t.endswith("[ReviewRequest]"):

@@ -30,7 +30,7 @@ import time
 import traceback
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import aclosing, contextmanager, suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -41,7 +41,7 @@ from autogen_agentchat.messages import BaseChatMessage, ToolCallExecutionEvent
 from autogen_core.models import ChatCompletionClient
 from pydantic import ValidationError
 
-from mora_agents.agents.conductor import ConductorAgent
+from mora_agents.agents.conductor import ConductorAgent, review_request
 from mora_agents.agents.messages import (
     PlanMessage,
     RequestMessage,
@@ -63,27 +63,31 @@ from mora_agents.inputs import (
     copy_input,
 )
 from mora_agents.media import Artifact, atomic_path, sha256_file
-from mora_agents.pipelines.adapters import card_sha256, check_adapters
+from mora_agents.pipelines.adapters import card_sha256, check_adapters, read_card
 from mora_agents.pipelines.loading import MEMORY_PROFILES, resolve_device
+from mora_agents.pipelines.parallel import check_gpus, parallel_attention
+from mora_agents.pipelines.speed import resolve_speed
 from mora_agents.runs.catalog import can_resume, check_resumable, read_info, run_status
 from mora_agents.runs.lock import run_lock
 from mora_agents.runs.log import run_log
 from mora_agents.runs.review import Reviewer, auto_accept, decide
 from mora_agents.runs.state import (
     STATE_FILE,
+    Resumption,
     SavedState,
     read_state,
     reconcile,
     write_state,
 )
 from mora_agents.runs.transcript import Record, TranscriptWriter, read_transcript
-from mora_agents.settings import RUNS_DIR, use_settings
+from mora_agents.settings import RUNS_DIR, Speed, use_settings
 from mora_agents.sop.calls import check_calls
 from mora_agents.sop.loader import find_sops
 from mora_agents.sop.measures import run_measures
 from mora_agents.sop.messages import ReviewRequest, RunFinished, UserRequest
 from mora_agents.sop.schema import SOP
 from mora_agents.tools.backends import SYSTEMS, system_overrides
+from mora_agents.tools.pick import MAX_CANDIDATES
 from mora_agents.tools.registry import get_tool
 
 
@@ -108,11 +112,39 @@ class RunOptions:
     """The paper's system to run (`svd` or `osp`, `tools.backends.SYSTEMS`): every model tool runs its backend, as if
     set with `--set TOOL.backend=...`, unless `overrides` names one. None: the SOPs' backends (the tools' defaults,
     the `svd` system's, unless an SOP names others)."""
+    speed: str = "exact"
+    """`exact`, `fast` or `fastest` (`--speed`, see `mora_agents.pipelines.speed`)."""
+    speed_options: dict[str, Any] = field(default_factory=dict)
+    """Settings over the profile (`--speed-option NAME=VALUE`)."""
+    gpus: int = 1
+    """GPUs one request's denoiser is split across (`--gpus`, see `mora_agents.pipelines.parallel`)."""
+    candidates: int = 1
+    """Candidates of each iteration of the SOP's `best_of` steps (a story's keyframes and clips); the judges keep the
+    best (`--candidates`)."""
 
     @property
     def tool_overrides(self) -> dict[str, dict[str, Any]]:
         """The overrides with the system's backends: what the run's SOP calls see (and run.json records)."""
         return system_overrides(self.system, self.overrides) if self.system in SYSTEMS else self.overrides
+
+
+def run_speed(profile: str, options: dict[str, Any], device: str, gpus: int, memory_profile: str) -> Speed:
+    """The speed settings of a run on its device (and `--gpus` there); raises InputError (one line)."""
+    try:
+        resolved = resolve_device(device)
+    except RuntimeError as e:
+        raise InputError(f"--device {device}: {str(e).splitlines()[0]}") from None
+    speed = resolve_speed(profile, options, resolved)
+    check_gpus(gpus, resolved)
+    if gpus > 1 and memory_profile != "resident":
+        raise InputError(f"--gpus {gpus}: with --memory-profile resident (each GPU holds the models it runs)")
+    if speed.quantize != "none" and memory_profile != "resident":
+        raise InputError(f"--speed-option quantize={speed.quantize}: with --memory-profile resident")
+    if gpus > 1:  # every GPU would decide on its own part of the sequence whether to skip
+        parallel_attention(speed, resolved)
+        if speed.cache != "none":
+            speed = replace(speed, cache="none", notes=(*speed.notes, f"no cache with --gpus {gpus}"))
+    return speed
 
 
 @dataclass
@@ -165,9 +197,21 @@ def check_options(options: RunOptions) -> None:
                          f"(choose from {', '.join(MEMORY_PROFILES)})")
     if options.system is not None and options.system not in SYSTEMS:
         raise InputError(f"--system {options.system}: unknown (choose from {', '.join(SYSTEMS)})")
+    run_speed(options.speed, options.speed_options, options.device, options.gpus, options.memory_profile)
     options.overrides = check_overrides(options.overrides)
     check_overrides(options.tool_overrides)  # the system's backends with the person's parameters
+    check_candidates(options.candidates)
     run_adapters(options.adapters, options.preset)
+    if options.adapters and options.system and (trained := read_card(options.adapters).system) != options.system:
+        raise InputError(f"--adapters {options.adapters}: trained the {trained} system's agents, but this run uses "
+                         f"--system {options.system}")
+
+
+def check_candidates(candidates: Any) -> int:
+    """`--candidates`: a whole number from 1 to MAX_CANDIDATES; raises InputError."""
+    if isinstance(candidates, bool) or not isinstance(candidates, int) or not 1 <= candidates <= MAX_CANDIDATES:
+        raise InputError(f"--candidates {candidates}: a whole number from 1 to {MAX_CANDIDATES}")
+    return candidates
 
 
 def slug(text: str) -> str:
@@ -284,9 +328,11 @@ def prepare_run(text: str, *, images: Sequence[Path] = (), videos: Sequence[Path
 def _run_info(request: UserRequest, options: RunOptions, seed: int, adapters: dict[str, Any]) -> dict[str, Any]:
     """A new run's run.json (status queued)."""
     return {"request": request.model_dump(), "task": None, "preset": options.preset, "device": options.device,
-            "memory_profile": options.memory_profile, "seed": seed, "system": options.system,
+            "memory_profile": options.memory_profile, "speed": options.speed, "speed_options": options.speed_options,
+            "gpus": options.gpus, "seed": seed, "system": options.system,
             "overrides": options.tool_overrides,
             "max_repeats": options.max_repeats, "review": options.review, "sops_dir": str(options.sops_dir or ""),
+            "candidates": options.candidates,
             "noise": options.preset == "tiny", "status": "queued", "seconds": 0.0, **adapters,
             "created": datetime.now().isoformat()}
 
@@ -345,7 +391,7 @@ async def run_request(text: str, *, images: Sequence[Path] = (), videos: Sequenc
 async def resume_run(run_dir: Path, *, device: str | None = None, memory_profile: str | None = None,
                      model_client: ChatCompletionClient | None = None,
                      on_record: Callable[[Record, Path], None] | None = None, reviewer: Reviewer = auto_accept,
-                     stop: asyncio.Event | None = None) -> RunOutcome:
+                     stop: asyncio.Event | None = None, revise: str | None = None) -> RunOutcome:
     """Run a queued run, or continue an interrupted, failed or stopped one from its last checkpoint.
 
     The one entry point that drives a run, whatever killed it before: the run is locked first (`RunLocked` if
@@ -353,7 +399,8 @@ async def resume_run(run_dir: Path, *, device: str | None = None, memory_profile
     a step recorded as finished is never run again (see `mora_agents.runs.state`); the files of every finished
     step are checked against the sha256 recorded when they were made. `device` and `memory_profile` change
     where the rest runs (e.g. after running out of GPU memory). Once `stop` is set, the run stops at its next
-    checkpoint with status `stopped` (resumable) and MoraError is raised.
+    checkpoint with status `stopped` (resumable) and MoraError is raised. `revise`: a text step that ran (a
+    storyboard) whose output `reviewer` may edit first; the later results its edit does not change are kept.
     """
     from mora_agents.llm import client_from_env
 
@@ -371,15 +418,22 @@ async def resume_run(run_dir: Path, *, device: str | None = None, memory_profile
             raise InputError(f"--memory-profile {memory_profile}: unknown (choose from {', '.join(MEMORY_PROFILES)})")
         info["memory_profile"] = memory_profile or info.get("memory_profile", "resident")
         adapters = run_adapters(info.get("adapters"), info["preset"], info.get("adapters_sha256"))
+        gpus = info.get("gpus", 1)
+        speed = run_speed(info.get("speed", "exact"), info.get("speed_options", {}), info["device"], gpus,
+                          info["memory_profile"])
         with use_settings(preset=info["preset"], device=info["device"], memory_profile=info["memory_profile"],
-                          adapters=adapters["adapters"]), run_log(run_dir):
+                          adapters=adapters["adapters"], speed=speed, gpus=gpus), run_log(run_dir):
             sops_dir = info.get("sops_dir")
             sops = {name: sop for name, (sop, _) in find_sops(Path(sops_dir) if sops_dir else None).items()}
+            info["speed_settings"] = speed.record()  # as resolved on this device (saved when the run starts)
             session = _Session(run_dir, info, sops, model_client or client_from_env(), on_record, reviewer)
             if status == "queued" and adapters["adapters"]:
                 session.note("Adapters", f"agents fine-tuned by {adapters['adapters']} "
                                          f"(sha256 {adapters['adapters_sha256']})")
-            return await session.start(status, stop)
+            if not speed.exact or gpus > 1:
+                session.note("Speed", speed.describe() + (f"; the denoisers split across {gpus} GPUs where "
+                                                          "diffusers can" if gpus > 1 else ""))
+            return await session.start(status, stop, revise)
 
 
 def mark_stopped(run_dir: Path) -> None:
@@ -447,7 +501,8 @@ class _Session:
     def __init__(self, run_dir: Path, info: dict[str, Any], sops: dict[str, SOP], model_client: ChatCompletionClient,
                  on_record: Callable[[Record, Path], None] | None, reviewer: Reviewer) -> None:
         self.run_dir, self.info, self.on_record, self.reviewer = run_dir, info, on_record, reviewer
-        self.conductor = ConductorAgent(sops, run_dir, info["seed"], info["overrides"], info.get("max_repeats", 3))
+        self.conductor = ConductorAgent(sops, run_dir, info["seed"], info["overrides"], info.get("max_repeats", 3),
+                                        info.get("candidates", 1))
         self.team = build_team(model_client, sops, self.conductor)
         with recording(run_dir, "transcript.jsonl"):  # it completes or drops a last line cut short
             self.transcript = TranscriptWriter(run_dir / "transcript.jsonl")
@@ -475,8 +530,9 @@ class _Session:
     def note(self, type_: str, text: str) -> None:
         self._emit(self.transcript.make("note", "runner", type_, {"text": text}))
 
-    async def start(self, status: str, stop: asyncio.Event | None) -> RunOutcome:
-        """Reconcile the saved state with the transcript, then run from there."""
+    async def start(self, status: str, stop: asyncio.Event | None, revise: str | None = None) -> RunOutcome:
+        """Reconcile the saved state with the transcript (and revise a step's output, if asked), then run from
+        there."""
         state = read_state(self.run_dir)
         if state is not None:
             try:
@@ -500,11 +556,36 @@ class _Session:
             self.note("Resumed", f"resumed a run that was {status}"
                        + (" from its last checkpoint" if state is not None else " from the start"))
         if resumption.finished is not None and self.result_intact(resumption.finished):
-            return self.end(resumption.finished)
+            return await self.end(resumption.finished)
+        if revise is not None:
+            await self.revise(revise, resumption)
         task, replay = resumption.task, resumption.task is not None
         if state is None and task is None:
             task = RequestMessage(content=UserRequest.model_validate(self.info["request"]), source="user")
         return await self.drive(task, replay, resumption.review, stop)
+
+    async def revise(self, step: str, resumption: Resumption) -> None:
+        """Ask the reviewer for an edit of a finished text step's output (`--revise STEP`) and apply it to the saved
+        execution: the state that covers it is written first (with the decision as its last record), then the
+        decision is appended to the transcript, as a turn's records are."""
+        execution = self.conductor.execution
+        result = execution.results.get(step) if execution is not None else None
+        if resumption.review is not None or resumption.task is not None:
+            waiting = resumption.review.key if resumption.review is not None else "its last turn"
+            raise InputError(f"--revise {step}: the run waits at {waiting}; continue it first (mora resume RUN)")
+        if result is None or execution.edit_target(result) != "output":
+            texts = [key for key, r in execution.results.items() if r.tool is None] if execution else []
+            raise InputError(f"--revise {step}: the run has no finished text step '{step}' (text steps that ran: "
+                             f"{', '.join(texts) or 'none yet'})")
+        request = review_request(execution, result, 1).model_copy(update={"options": ["next", "edit"]})
+        decision = (await self.review(request)).content
+        try:
+            self.conductor.revise(decision)
+        except ValueError as e:
+            raise InputError(f"--revise {step}: {e}") from None
+        record = self.transcript.make_message(ReviewDecisionMessage(content=decision, source=decision.by))
+        write_state(self.run_dir, SavedState(seq=record.seq, records=[record], team=dict(await self.team.save_state())))
+        self._emit(record)
 
     def verify_artifacts(self, state: SavedState) -> None:
         """Every file a finished step made is still the one it made (sha256), the last checkpoint's included."""
@@ -567,6 +648,11 @@ class _Session:
             raise MoraError("the group chat stopped without reaching a checkpoint")
         return finished, review
 
+    def _storyboard(self) -> dict[str, Any]:
+        """run.json's `storyboard`: a story's storyboard as it stands (for pages and scripts while the run goes on)."""
+        board = self.conductor.execution.structured("storyboard") if self.conductor.execution else None
+        return {"storyboard": board} if board is not None else {}
+
     def _elapsed(self) -> float:
         return round(self.previous_seconds + time.monotonic() - self.started, 3)
 
@@ -587,7 +673,7 @@ class _Session:
                     with recording(self.run_dir, STATE_FILE):
                         write_state(self.run_dir, SavedState(seq=self.held[-1].seq, records=self.held, team=dict(team)))
                 self._flush()
-                self.save_info(seconds=self._elapsed())
+                self.save_info(seconds=self._elapsed(), **self._storyboard())
                 if finished is not None:
                     break
                 if stop is not None and stop.is_set():
@@ -618,7 +704,7 @@ class _Session:
             error = f"{self._where()}: {_cause(e)}"
             self._emit(self.transcript.make("error", "runner", "Error", {"error": error, "details": details}))
             finished = RunFinished(status="failed", error=error, details=details)
-        return self.end(finished)
+        return await self.end(finished)
 
     def _where(self) -> str:
         """Who was acting when the team failed: a step and its agent, the planner or the conductor."""
@@ -629,12 +715,14 @@ class _Session:
             return f"step '{self.last_message.content.key}' ({agent})"
         return agent
 
-    def end(self, finished: RunFinished) -> RunOutcome:
-        """Record how the run ended in run.json; raise for anything but finished."""
+    async def end(self, finished: RunFinished) -> RunOutcome:
+        """Record how the run ended in run.json, with its measures (read from its videos in a thread: the event loop
+        may be a server's); raise for anything but finished."""
         ok = finished.status == "finished"
+        measures = await asyncio.to_thread(run_measures, self.conductor.execution, ok)
         self.save_info(status=finished.status, error=None if ok else finished.error,
                        error_details=None if ok else finished.details, seconds=self._elapsed(),
-                       finished=datetime.now().isoformat(), **run_measures(self.conductor.execution, ok))
+                       finished=datetime.now().isoformat(), **measures)
         if finished.status == "rejected":
             raise InputError(finished.error)
         if finished.status == "stopped":

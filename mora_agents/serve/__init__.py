@@ -15,6 +15,7 @@ import uvicorn
 from mora_agents.errors import InputError, MoraError
 from mora_agents.runs.runner import check_options
 from mora_agents.serve.app import ServeConfig, create_app, is_loopback
+from mora_agents.serve.studio import folder_kind
 from mora_agents.sop.loader import BUILTIN_DIR
 
 __all__ = ["ServeConfig", "bind", "check_config", "create_app", "is_loopback", "serve"]
@@ -43,10 +44,14 @@ def bind(host: str, port: int) -> socket.socket:
 
 def check_config(config: ServeConfig, host: str) -> None:
     """Before serving: a host other than a loopback address needs a token, and the run options are checked as
-    `mora run` checks them (else InputError). The user SOP folder is created."""
+    `mora run` checks them (else InputError), as are the --data folders. The user SOP folder is created."""
     if not is_loopback(host) and not config.token:
         raise InputError(f"--host {host}: serving beyond this machine needs --token (every request must carry it)")
     check_options(config.options)
+    for folder in config.data:
+        if folder_kind(folder) is None:
+            raise InputError(f"--data {folder}: not a data folder (sets.json), a loop folder (loop.json) or a "
+                             "`mora train` output (card.json)")
     assert config.options.sops_dir is not None
     if config.options.sops_dir.resolve() == BUILTIN_DIR.resolve():
         raise InputError(f"--sops {config.options.sops_dir}: the shipped SOPs' folder; the page saves SOPs into "
@@ -63,6 +68,7 @@ def log_to_stderr() -> logging.Logger:
     logger = logging.getLogger("mora.serve")
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
+    logger.propagate = False  # the MCP SDK gives the root logger a handler of its own: each line would print twice
     return logger
 
 

@@ -5,16 +5,21 @@
     GET  /api/runs                    the runs under --out, oldest first
     GET  /api/runs/{id}               one run: status, queue position, plan, pending review, progress, result
     GET  /api/runs/{id}/events        its records as Server-Sent Events, from the start, `?from=SEQ` or Last-Event-ID
+    GET  /api/runs/{id}/poster/{path} the first frame of a video of the run (WebP)
+    DELETE /api/runs/{id}             remove a run directory that is neither queued nor running (409 otherwise)
     POST /api/runs/{id}/review        a decision for the review a run waits for (the first wins; later ones get 409)
-    POST /api/runs/{id}/resume        queue an interrupted, failed, waiting or stopped run again
+    POST /api/runs/{id}/resume        queue an interrupted, failed, waiting or stopped run again (`?revise=storyboard`:
+                                      a stopped story's storyboard is reviewed first)
     POST /api/runs/{id}/cancel        take a queued run off the queue, or stop a running one at its next checkpoint
     GET  /api/sops[/{name}], POST /api/sops/validate, PUT /api/sops/{name}   the SOP editor's files
+    GET  /api/sessions/{id}, POST /api/sessions/{id}/runs                the page's conversations (`sessions`)
+    /api/data..., /api/training       data folders, the data reviewer and trainings (`studio`)
     GET  /files/{id}/transcript.html  the transcript page (`mora transcript --html`)
     GET  /files/{id}/{path}           a file of the run directory (HTTP range requests, so videos seek)
     /v1/videos...                     OpenAI's Videos API over the same runs (`openai_videos`)
     /mcp                              the MCP server over the same runs, streamable HTTP (`mora_agents.mcp_server`)
 
-FastAPI documents them at /docs.
+FastAPI documents them at /docs (Swagger UI served from the `fastapi-offline` package: no CDN).
 """
 
 from __future__ import annotations
@@ -27,12 +32,13 @@ import re
 import tempfile
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager, suppress
-from dataclasses import dataclass, replace
-from pathlib import Path, PurePosixPath
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import quote, urlsplit
 
 from fastapi import FastAPI, Header, HTTPException, Query, Request
+from fastapi_offline import FastAPIOffline
 from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, StreamingResponse
@@ -49,9 +55,12 @@ from mora_agents.runs.progress import ProgressReport
 from mora_agents.runs.render import describe, record_media
 from mora_agents.runs.runner import RunOptions, can_resume, prepare_run
 from mora_agents.runs.transcript import Record, read_transcript
-from mora_agents.serve.hub import Hub
+from mora_agents.serve.files import inside, poster, real_file, shown
+from mora_agents.serve.hub import Hub, NotFound
 from mora_agents.serve.openai_videos import ErrorShape, videos_router
-from mora_agents.serve.sops import SopEntry, list_sops, read_sop, save_sop, validate_text
+from mora_agents.serve.sessions import Session, Sessions
+from mora_agents.serve.sops import SopEntry, StepNode, list_sops, read_sop, save_sop, step_nodes, validate_text
+from mora_agents.serve.studio import find_folders, known_adapters, shown_vote, studio_router
 from mora_agents.serve.uploads import UploadTooLarge, read_multipart
 from mora_agents.serve.webhooks import Sender, Webhook
 from mora_agents.serve.worker import Conflict, PendingReview, Worker
@@ -81,6 +90,8 @@ class ServeConfig:
     max_video_bytes: int = 2 * 2**30
     webhook: Webhook | None = None
     """Where completed and failed videos are announced (signed), if anywhere."""
+    data: list[Path] = field(default_factory=list)
+    """Data folders, loop folders and training outputs the page shows (besides those found under `out`)."""
 
 
 class RunCreate(BaseModel):
@@ -95,6 +106,13 @@ class RunCreate(BaseModel):
     max_repeats: int = Field(3, ge=0, description="Repeats (and edits) allowed per reviewed step.")
     previous: str | None = Field(None, description="A run id: its result is what the request refers to ('extend it').")
     set: dict[str, dict[str, Any]] = Field({}, description='Tool parameters: {"image_to_video": {"motion_bucket_id": 127}}.')
+    candidates: int = Field(1, description="Best of N for the SOP's best_of steps (a story's keyframes and clips).")
+    adapters: str | None = Field(None, description="Fine-tuned agents for this run: the path of adapters that GET "
+                                 "/api/training lists (the server's --adapters otherwise).")
+
+
+class SessionRun(BaseModel):
+    run: str = Field(description="A run id.")
 
 
 class ReviewAnswer(BaseModel):
@@ -112,6 +130,8 @@ class SopCheck(BaseModel):
     name: str | None = None
     error: str | None = None
     """What is wrong, naming the step and the field."""
+    steps: list[StepNode] = []
+    """When valid: the steps for the editor's diagram."""
 
 
 class Review(BaseModel):
@@ -123,6 +143,13 @@ class Review(BaseModel):
     """The current value of what an edit rewrites."""
     output: dict[str, Any] | str
     repeats_left: int
+    format: str | None = None
+    """`storyboard`: `text` is the storyboard as YAML; an edit is a whole one or edit commands."""
+    candidates: list[dict[str, Any]] = []
+    """At a best-of pick: the candidates (media with their URL); an edit (`pick N`) keeps candidate N."""
+    details: dict[str, Any] = {}
+    """At a best-of pick: the judges' votes (each with `labels`: the labels it was shown -> candidates, as the data
+    reviewer's), reasons and points, and the candidate they chose."""
 
 
 class RunView(BaseModel):
@@ -140,6 +167,9 @@ class RunView(BaseModel):
     progress: ProgressReport | None
     result: str | None
     """URL of result.mp4 once finished."""
+    poster: str | None
+    """URL of the result's first frame (WebP)."""
+    adapters: str | None
     noise: bool
     seconds: float
     created: str | None
@@ -147,6 +177,13 @@ class RunView(BaseModel):
     finished: str | None
     error: str | None
     transcript: str
+    storyboard: dict[str, Any] | None = None
+    """A story's storyboard as it stands (title, characters, settings, shots)."""
+    revisable: bool = False
+    """A story stopped on request between steps: a resume may revise its storyboard first (POST
+    .../resume?revise=storyboard), keeping the shots the edit does not change."""
+    story: dict[str, Any] | None = None
+    """A finished story's measures (run.json's `story`)."""
 
 
 def _one_line(status: int, message: str) -> JSONResponse:
@@ -175,35 +212,6 @@ def address(url: str) -> tuple[str | None, int | None] | None:
         return None
 
 
-def real_file(path: Path) -> Path | None:
-    """The real path of a regular file, or None: also for a name that the file system refuses (longer than its
-    names, a loop of links), so that no name a client sends can raise."""
-    try:
-        real = path.resolve()
-        return real if real.is_file() else None
-    except (OSError, RuntimeError, ValueError):
-        return None
-
-
-def shown(name: str) -> str:
-    """A name from a client as a message shows it: at most 100 characters."""
-    return name if len(name) <= 100 else f"{name[:100]}..."
-
-
-def run_file(run_dir: Path, relative: str) -> Path:
-    """A file inside the run directory (its real path); absolute paths, `..`, and links that lead out are refused
-    (403), names that no file has are not found (404)."""
-    if (not relative or relative.startswith("/") or "\\" in relative or "\0" in relative
-            or ".." in PurePosixPath(relative).parts):
-        raise HTTPException(403, f"{shown(relative)}: not a path inside the run directory")
-    path = real_file(run_dir / relative)
-    if path is None:
-        raise HTTPException(404, f"{shown(relative)}: no such file in the run")
-    if not path.is_relative_to(run_dir):
-        raise HTTPException(403, f"{shown(relative)}: leads outside the run directory")
-    return path
-
-
 def _media(artifact: dict[str, Any], run_id: str) -> dict[str, Any]:
     path = artifact["path"]
     return {**artifact, "url": None if Path(path).is_absolute() else f"/files/{run_id}/{quote(path)}"}
@@ -213,7 +221,10 @@ def _review(pending: PendingReview, run_id: str) -> Review:
     request = pending.request
     output = request.output if isinstance(request.output, str) else _media(request.output.model_dump(), run_id)
     return Review(seq=pending.seq, step=request.key, options=request.options, edit=request.edit, text=request.text,
-                  output=output, repeats_left=request.repeats_left)
+                  output=output, repeats_left=request.repeats_left, format=request.format,
+                  candidates=[_media(c.model_dump(), run_id) for c in request.candidates],
+                  details={**request.details, "votes": [shown_vote(v) for v in request.details["votes"]]}
+                  if "votes" in request.details else request.details)
 
 
 def record_event(record: Record, run_id: str) -> dict[str, Any]:
@@ -301,12 +312,14 @@ def create_app(config: ServeConfig) -> FastAPI:
                 await stack.enter_async_context(mcp_sessions())
             yield
 
-    app = FastAPI(title="mora serve", lifespan=lifespan,
-                  description="Runs, review, SOPs and transcripts of mora-agents over HTTP; the page is at /.")
+    app = FastAPIOffline(title="mora serve", lifespan=lifespan, static_url="/docs/assets",
+                         description="Runs, review, SOPs and transcripts of mora-agents over HTTP; the page is at /.")
     app.add_middleware(Guard, token=config.token, local_only=config.local_only)
     app.add_middleware(ErrorShape)  # outside the guard: its refusals of /v1 requests take the API's shape
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.include_router(videos_router(hub, config.max_image_bytes, config.max_video_bytes))
+    app.include_router(studio_router(config.data, out))
+    sessions = Sessions(out)
     app.router.routes.extend(mcp_routes)
 
     @app.exception_handler(InputError)
@@ -341,6 +354,17 @@ def create_app(config: ServeConfig) -> FastAPI:
             raise HTTPException(404, f"run {shown(run_id)}: no such run")
         return out / run_id
 
+    def adapters(asked: str | None) -> Path | None:
+        """The adapters a request names: one of the trainings the page lists (400 otherwise), or the server's."""
+        if asked is None:
+            return options.adapters
+        known = known_adapters(find_folders(config.data, out))
+        path = Path(asked)
+        if not path.is_absolute() or path not in known:
+            raise InputError(f"adapters '{shown(asked)}': not one of the trainings this server shows "
+                             "(GET /api/training lists them)")
+        return path
+
     def view(run_dir: Path) -> RunView:
         info, run_id = read_info(run_dir), run_dir.name
         live = worker.live.get(run_id)
@@ -353,14 +377,19 @@ def create_app(config: ServeConfig) -> FastAPI:
             plan=json.loads(plan.read_text(encoding="utf-8")) if plan.is_file() else None,
             review=None if pending is None else _review(pending, run_id),
             progress=live.progress if live is not None else None,
-            result=f"/files/{run_id}/result.mp4" if result.is_file() else None, noise=info.get("noise", False),
+            result=f"/files/{run_id}/result.mp4" if result.is_file() else None,
+            poster=f"/api/runs/{run_id}/poster/result.mp4" if result.is_file() else None,
+            adapters=str(info["adapters"]) if info.get("adapters") else None, noise=info.get("noise", False),
             seconds=float(info.get("seconds") or 0.0), created=info.get("created"), started=info.get("started"),
-            finished=info.get("finished"), error=info.get("error"), transcript=f"/files/{run_id}/transcript.html")
+            finished=info.get("finished"), error=info.get("error"), transcript=f"/files/{run_id}/transcript.html",
+            storyboard=info.get("storyboard"), story=info.get("story"),
+            revisable=live is None and bool(info.get("storyboard")) and run_status(info) == "stopped"
+            and can_resume(info) and not info.get("pending_review"))
 
     def damaged(summary: RunSummary) -> RunView:
         """A run directory whose run.json cannot be read: listed with the reason, nothing else."""
         return RunView(id=summary.path.name, status="damaged", position=None, resumable=False, request={"text": ""},
-                       task=None, plan=None, review=None, progress=None, result=None, noise=False, seconds=0.0,
+                       task=None, plan=None, review=None, progress=None, result=None, poster=None, adapters=None, noise=False, seconds=0.0,
                        created=None, started=None, finished=None, error=summary.problem,
                        transcript=f"/files/{summary.path.name}/transcript.html")
 
@@ -412,7 +441,7 @@ def create_app(config: ServeConfig) -> FastAPI:
                 if not previous.is_file():
                     raise InputError(f"previous: run {asked.previous} has no result")
             run_options = replace(options, seed=asked.seed, overrides=asked.set, max_repeats=asked.max_repeats,
-                                  review=asked.review)
+                                  review=asked.review, adapters=adapters(asked.adapters), candidates=asked.candidates)
             try:
                 # decoding and copying the inputs takes a while for a long video: off the event loop, which serves
                 # the other clients and the event streams meanwhile
@@ -483,19 +512,50 @@ def create_app(config: ServeConfig) -> FastAPI:
         return decision.model_dump()
 
     @app.post("/api/runs/{run_id}/resume", summary="Queue an interrupted, failed, waiting or stopped run again")
-    async def resume(run_id: str) -> RunView:  # in the event loop, as the worker's queue is
-        run_dir = run_path(run_id)
+    async def resume(run_id: str, revise: Literal["storyboard"] | None = Query(
+            None, description="Revise the storyboard first (`mora resume RUN --revise storyboard`): the run waits "
+                              "for its review (POST .../review) before it goes on, keeping what the edit does not "
+                              "change; for a run that is `revisable`.")) -> RunView:  # in the event loop, as the
+        run_dir = run_path(run_id)                                                     # worker's queue is
         current = view(run_dir)
         if not current.resumable:
             raise Conflict(f"run {run_id} is {current.status}: only interrupted, failed, waiting and stopped runs "
                            "resume")
-        worker.submit(run_dir)
+        if revise is not None and not current.revisable:
+            raise Conflict(f"run {run_id}: only a story stopped on request between steps (not at a review) can "
+                           "revise its storyboard")
+        worker.submit(run_dir, revise=revise)
         return view(run_dir)
 
     @app.post("/api/runs/{run_id}/cancel", summary="Cancel a queued run, or stop a running one at its next checkpoint")
     async def cancel(run_id: str) -> dict[str, str]:  # in the event loop, as the worker's queue is
         run_path(run_id)
         return {"id": run_id, "cancel": worker.cancel(run_id)}
+
+    @app.delete("/api/runs/{run_id}", summary="Delete a run that is neither queued nor running")
+    def delete(run_id: str) -> dict[str, Any]:
+        """Remove the run directory; 409 while the run is queued or running (here or in another process)."""
+        run_path(run_id)
+        try:
+            hub.delete(run_id)
+        except NotFound:  # deleted meanwhile
+            raise HTTPException(404, f"run {shown(run_id)}: no such run") from None
+        return {"id": run_id, "deleted": True}
+
+    @app.get("/api/runs/{run_id}/poster/{path:path}", summary="The first frame of a video of the run (WebP)",
+             response_class=FileResponse)
+    async def run_poster(run_id: str, path: str) -> FileResponse:
+        run_dir = run_path(run_id)
+        return FileResponse(await asyncio.to_thread(poster, run_dir, path), media_type="image/webp")
+
+    @app.get("/api/sessions/{session_id}", summary="A conversation of the page: its runs")
+    def session(session_id: str) -> Session:
+        return sessions.get(session_id)
+
+    @app.post("/api/sessions/{session_id}/runs", summary="Add a run to a conversation")
+    def session_add(session_id: str, run: SessionRun) -> Session:
+        run_path(run.run)
+        return sessions.add(session_id, run.run)
 
     @app.get("/api/sops", summary="List shipped and user SOPs")
     def sops() -> list[SopEntry]:
@@ -512,7 +572,8 @@ def create_app(config: ServeConfig) -> FastAPI:
     @app.post("/api/sops/validate", summary="Validate SOP text")
     def validate(sop: SopText) -> SopCheck:
         try:
-            return SopCheck(valid=True, name=validate_text(sop.yaml).name)
+            checked = validate_text(sop.yaml)
+            return SopCheck(valid=True, name=checked.name, steps=step_nodes(checked))
         except InputError as e:
             return SopCheck(valid=False, error=str(e))
 
@@ -529,6 +590,6 @@ def create_app(config: ServeConfig) -> FastAPI:
 
     @app.get("/files/{run_id}/{path:path}", summary="A file of a run directory (HTTP range requests)")
     def run_files(run_id: str, path: str) -> FileResponse:
-        return FileResponse(run_file(run_path(run_id), path))
+        return FileResponse(inside(run_path(run_id), path))
 
     return app

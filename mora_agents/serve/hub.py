@@ -170,9 +170,11 @@ class Hub:
     async def create(self, text: str, *, images: Sequence[Path] = (), videos: Sequence[Path] = (),
                      task: str | None = None, duration: float | None = None, seed: int | None = None,
                      overrides: Mapping[str, Mapping[str, Any]] | None = None, previous: Path | None = None,
-                     extra: Mapping[str, Any] | None = None) -> Snapshot:
-        """Check a request as `mora run` does (InputError) and queue it; its run directory exists on return."""
-        options = replace(self.options, seed=seed, overrides={k: dict(v) for k, v in (overrides or {}).items()})
+                     extra: Mapping[str, Any] | None = None, system: str | None = None) -> Snapshot:
+        """Check a request as `mora run` does (InputError) and queue it; its run directory exists on return.
+        `system`: the paper's system of this run (`--system`); None: the server's."""
+        options = replace(self.options, seed=seed, overrides={k: dict(v) for k, v in (overrides or {}).items()},
+                          system=system or self.options.system)
         # decoding and copying inputs takes a while for a long video: off the event loop, which serves the others
         run_dir = await asyncio.to_thread(prepare_run, text, images=images, videos=videos, task=task,
                                           duration=duration, previous=previous, options=options, extra=extra)

@@ -13,7 +13,8 @@
     GET    /v1/videos/characters/{id}    one character
 
 A video is a run of the server (its id is the run id): the page lists it, the worker runs it in the queue's order.
-`model` is `mora` (the planner picks the task), or an SOP's name (that task). Errors have OpenAI's shape,
+`model` is `mora` (the planner picks the task; `mora-svd` and `mora-osp` with that system's models, as
+`--system`), or an SOP's name (that task). Errors have OpenAI's shape,
 `{"error": {"message", "type", "param", "code"}}`, and `x-should-retry: false` unless retrying can help.
 """
 
@@ -51,8 +52,9 @@ from mora_agents.serve.hub import BadRequest, Hub, NotFound, Snapshot, timestamp
 from mora_agents.serve.uploads import UploadTooLarge, read_multipart
 from mora_agents.serve.worker import Conflict
 
-SYSTEMS = ("mora",)
-"""Model names that are systems (the planner picks the task) rather than SOPs."""
+SYSTEMS: dict[str, str | None] = {"mora": None, "mora-svd": "svd", "mora-osp": "osp"}
+"""Model names that are systems (the planner picks the task) rather than SOPs, and the paper's system each runs
+(`RunOptions.system`; None: the server's)."""
 DEFAULT_SECONDS = 4.0
 """As OpenAI's API: a request without `seconds` asks for 4 s (where the task takes a duration)."""
 POLL_AFTER_MS = "500"
@@ -170,13 +172,16 @@ class VideoRequest:
     overrides: dict[str, dict[str, Any]]
     meta: dict[str, Any] = field(default_factory=dict)
     """Recorded in run.json under `openai`: model, size, seconds, remixed_from_video_id, character."""
+    system: str | None = None
+    """The paper's system the model names (`mora-osp`: osp); None: the server's."""
 
 
 def video_request(hub: Hub, model: str, *, images: int = 0, seconds: str | float | None = None,
                   size: str | None = None) -> VideoRequest:
     """Map `model`, `seconds` and `size` onto a task, a duration and tool parameters; BadRequest naming the field.
 
-    `mora`: the planner picks the task (text_to_video, or image_to_video with an image; checked against that one).
+    `mora` (`mora-svd`, `mora-osp`: with that system): the planner picks the task (text_to_video, or image_to_video
+    with an image; checked against that one).
     An SOP name: that task, whose image inputs must match `images` and which takes no video (extensions and edits
     have routes of their own). `seconds`: the task's duration (4 when not given); `size`: `WIDTHxHEIGHT` for every
     call that has a width and height (the first frame and the clips); not given, the backends' own.
@@ -201,7 +206,7 @@ def video_request(hub: Hub, model: str, *, images: int = 0, seconds: str | float
     duration = hub.duration(seconds if seconds not in (None, "") else DEFAULT_SECONDS if has_duration else None, task)
     overrides = hub.size_overrides(size, task) if size else {}
     meta = {"model": model, "size": size or hub.default_size(task), "seconds": f"{duration:g}" if duration else None}
-    return VideoRequest(forced, duration, overrides, meta)
+    return VideoRequest(forced, duration, overrides, meta, SYSTEMS.get(model))
 
 
 def flat_fields(body: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
@@ -408,7 +413,7 @@ def videos_router(hub: Hub, max_image_bytes: int, max_video_bytes: int) -> APIRo
         try:
             state = await hub.create(prompt_of(fields), images=images, videos=videos, task=asked.task,
                                      duration=asked.duration, seed=seed_of(fields), overrides=asked.overrides,
-                                     extra={"openai": asked.meta})
+                                     extra={"openai": asked.meta}, system=asked.system)
         except BadRequest:
             raise
         except InputError as e:  # name the client's field and file, not the temporary copy
@@ -532,6 +537,7 @@ def videos_router(hub: Hub, max_image_bytes: int, max_video_bytes: int) -> APIRo
         state = await hub.create(prompt_of(fields), images=run(asked["images"]), videos=run(asked["videos"]),
                                  task=info.get("task"), duration=asked.get("duration"), seed=info["seed"],
                                  overrides=merged(info["overrides"], tool_sets(fields)), extra={"openai": meta},
+                                 system=info.get("system"),
                                  previous=source.run_dir / asked["previous"] if asked.get("previous") else None)
         return video_object(hub, state)
 

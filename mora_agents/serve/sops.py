@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 import tempfile
 from pathlib import Path
 
@@ -23,6 +25,8 @@ class SopEntry(BaseModel):
     steps: list[str] = []
     active: bool
     """Whether runs use this file (a user file replaces a shipped one of the same name)."""
+    best_of: bool = False
+    """Whether it has `best_of` steps: a run's `candidates` makes each of their outputs the best of N."""
     error: str | None = None
     """Why the file does not load, if it does not."""
 
@@ -41,7 +45,8 @@ def list_sops(user_dir: Path) -> list[SopEntry]:
                 entries.append(SopEntry(name=path.stem, origin=origin, file=str(path), active=False, error=str(e)))
                 continue
             entries.append(SopEntry(name=sop.name, origin=origin, file=str(path), description=sop.description,
-                                    steps=[s.id for s in sop.steps], active=path in active))
+                                    steps=[s.id for s in sop.steps], active=path in active,
+                                    best_of=any(s.best_of is not None for s in sop.steps)))
     return entries
 
 
@@ -69,6 +74,32 @@ def validate_text(text: str) -> SOP:
             return load_sop(path)
         except SOPError as e:
             raise SOPError(str(e).removeprefix(f"{path}: ")) from None
+
+
+class StepNode(BaseModel):
+    """A step as the editor's diagram draws it."""
+
+    id: str
+    agent: str
+    tool: str | None
+    review: bool
+    repeat: bool
+    """Repeated (segments until a length)."""
+    when: str | None
+    uses: list[str]
+    """The earlier steps whose outputs its arguments (or its repeat) name."""
+
+
+def step_nodes(sop: SOP) -> list[StepNode]:
+    """The SOP's steps in order, each with the steps it takes its inputs from."""
+    ids = [step.id for step in sop.steps]
+    nodes = []
+    for step in sop.steps:
+        named = json.dumps([step.args, step.repeat.model_dump() if step.repeat else None, step.when])
+        uses = [i for i in dict.fromkeys(re.findall(r"steps\.(\w+)", named)) if i in ids and i != step.id]
+        nodes.append(StepNode(id=step.id, agent=step.agent, tool=step.tool, review=step.review,
+                              repeat=step.repeat is not None, when=step.when, uses=uses))
+    return nodes
 
 
 def save_sop(name: str, text: str, user_dir: Path) -> Path:

@@ -47,6 +47,8 @@ class LiveRun:
     stop: asyncio.Event = field(default_factory=asyncio.Event)
     review: PendingReview | None = None
     progress: ProgressReport | None = None
+    revise: str | None = None
+    """A text step (`storyboard`) whose output the run's first review revises (`resume_run`'s `revise`)."""
 
 
 class Worker:
@@ -75,12 +77,13 @@ class Worker:
         """1 for the next run to start, 2 after it, ...; None when the run is not queued."""
         return self.queue.index(run_id) + 1 if run_id in self.queue else None
 
-    def submit(self, run_dir: Path) -> None:
-        """Queue a run directory (queued, or resumable) at the end."""
+    def submit(self, run_dir: Path, revise: str | None = None) -> None:
+        """Queue a run directory (queued, or resumable) at the end; `revise`: a text step whose output is reviewed
+        first (see `resume_run`)."""
         run_id = run_dir.name
         if run_id in self.live:
             raise Conflict(f"run {run_id} is already {'running' if run_id == self.current else 'queued'}")
-        self.live[run_id] = LiveRun(run_dir)
+        self.live[run_id] = LiveRun(run_dir, revise=revise)
         self.queue.append(run_id)
         self._wake.set()
         self.notify(run_id)
@@ -163,8 +166,9 @@ class Worker:
         log.info("run %s: started", run_id)
         with use_settings(progress=tracker):
             try:
-                reviewer = self._reviewer(run_id, live) if read_info(live.run_dir).get("review") else auto_accept
-                outcome = await resume_run(live.run_dir, on_record=on_record, reviewer=reviewer, stop=live.stop)
+                reviewer = self._reviewer(run_id, live, every=bool(read_info(live.run_dir).get("review")))
+                outcome = await resume_run(live.run_dir, on_record=on_record, reviewer=reviewer, stop=live.stop,
+                                           revise=live.revise)
                 log.info("run %s: %s, %s", run_id, outcome.status, outcome.result)
             except MoraError as e:  # recorded in the run directory; the worker goes on
                 log.info("run %s: %s", run_id, e)
@@ -176,12 +180,19 @@ class Worker:
             live.progress = report
             self.notify(run_id)
 
-    def _reviewer(self, run_id: str, live: LiveRun) -> Reviewer:
-        """Waits for the first decision posted for the review (`decide`)."""
+    def _reviewer(self, run_id: str, live: LiveRun, every: bool) -> Reviewer:
+        """Waits for the first decision posted for the review (`decide`): at `every` review point, or only at the
+        revision a resume asks for first (`live.revise`); the others are accepted."""
+        asked = live.revise is None
 
         async def review(request: ReviewRequest) -> ReviewDecision:
+            nonlocal asked
+            if asked and not every:
+                return auto_accept(request)
+            asked = True
             records = read_transcript(live.run_dir / "transcript.jsonl")
-            seq = next(r.seq for r in reversed(records) if r.type.endswith("[ReviewRequest]"))
+            seq = next((r.seq for r in reversed(records) if r.type.endswith("[ReviewRequest]")),
+                       records[-1].seq if records else 0)  # a revision's request is not a record of its own
             live.review = PendingReview(seq, request, asyncio.get_running_loop().create_future())
             self.notify(run_id)
             try:

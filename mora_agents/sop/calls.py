@@ -22,6 +22,8 @@ from mora_agents.tools.registry import get_tool
 CHAIN_AGENT = "media_agent"
 REDRAW_AGENT = "text_to_image_agent"
 """The agent that redraws chain frames and keyframes (`text_to_image` from an image)."""
+CRITIC_AGENT, PICK_TOOL = "critic_agent", "pick_best"
+"""Who picks the best of a `best_of` step's candidates, and with which tool."""
 
 
 @dataclass(frozen=True)
@@ -44,9 +46,12 @@ class Call:
 
 
 def step_calls(step: StepSpec) -> Iterator[Call]:
-    """A step's tool call, then those of its chain's sub-steps, in the order they run before each later segment."""
+    """A step's tool call (and a best-of step's pick), then those of its chain's sub-steps, in the order they run before
+    each later segment."""
     if step.tool is not None:
         yield Call(step.id, "args", step.agent, step.tool, step.args)
+    if step.best_of is not None:  # with several candidates: the critic's pick
+        yield Call(f"{step.id}.pick", "best_of", CRITIC_AGENT, PICK_TOOL)
     chain = step.repeat.chain if step.repeat else None
     if chain is None:
         return
@@ -76,11 +81,12 @@ def required_models(sop: SOP, overrides: Mapping[str, Mapping[str, Any]]) -> lis
 
 def check_calls(sop: SOP, overrides: Mapping[str, Mapping[str, Any]], adapters: Path | None = None) -> None:
     """Before a run: each call's known arguments fit its backend (what it reads, its frame and size rules), and
-    trained adapters only meet the backends they were trained on. Raises InputError naming the step."""
-    from mora_agents.pipelines.adapters import AGENT_MODELS, trained_models  # torch: only where a run starts
+    trained adapters only meet the backends they were trained on: a step whose tool a trained model serves must run
+    that model (adapters of one system refused on the other's). Raises InputError naming the step."""
+    from mora_agents.pipelines.adapters import read_card, trained_models  # torch: only where a run starts
 
     trained = set(trained_models(adapters))
-    defaults = set(AGENT_MODELS.values())
+    system = read_card(adapters).system if trained else None
     for call in sop_calls(sop):
         spec = get_tool(call.tool)
         try:
@@ -88,12 +94,11 @@ def check_calls(sop: SOP, overrides: Mapping[str, Mapping[str, Any]], adapters: 
         except ValueError as e:
             raise InputError(f"task '{sop.name}', step '{call.step}': {e}") from None
         backend = call.backend(overrides)
-        if backend is not None and not backend.adapters:
-            default = spec.backend({})
-            if trained & set(default.models) & defaults:
-                raise InputError(f"--adapters {adapters}: trained on {default.name}, but step '{call.step}' runs "
-                                 f"{call.tool} with backend {backend.name} (adapters apply to the paper's models "
-                                 "only)")
+        served = [b.name for b in spec.backends.values() if b.adapters and trained & set(b.models)]
+        if backend is not None and served and not trained & set(backend.models):
+            raise InputError(f"--adapters {adapters}: trained on {', '.join(served)}, but step '{call.step}' runs "
+                             f"{call.tool} with backend {backend.name} (adapters apply to the models they were "
+                             f"trained on: run them with --system {system})")
 
 
 def prompt_budget(sop: SOP, step_id: str, overrides: Mapping[str, Mapping[str, Any]]) -> PromptBudget | None:

@@ -19,6 +19,7 @@ from mora_agents.settings import SOPS_VARIABLE, user_sops_dir
 from mora_agents.sop.roles import ROLES
 from mora_agents.sop.schema import SOP
 from mora_agents.sop.template import (
+    ITEM_ROOTS,
     expression,
     has_template,
     is_expression,
@@ -181,6 +182,9 @@ def check_references(sop: SOP, path: Path) -> None:
         if check(lambda: _check_names(step, REGISTRY, fail)):  # else its calls cannot be told
             if step.repeat is not None:
                 check(lambda: _check_repeat(step, REGISTRY, fail))
+            if step.drift and (step.repeat is not None or step.tool is None or REGISTRY[step.tool].produces != "video"):
+                problems.append(str(fail("drift", "measures one clip made in one call: a step that makes a video and "
+                                         "does not repeat (a chained step is measured per segment anyway)")))
             for call in step_calls(step):
                 check(lambda call=call: _check_call(call, fail))
             if step.edit is not None and step.edit not in REGISTRY[step.tool].parameters:
@@ -188,11 +192,16 @@ def check_references(sop: SOP, path: Path) -> None:
                                          f"(it has: {', '.join(REGISTRY[step.tool].parameters)})")))
             fields.update({_arg_field(call, k): v for call in step_calls(step) if call.field != "args"
                            for k, v in call.args.items()})
+        if step.for_each is not None and not is_expression(step.for_each):
+            problems.append(str(fail("for_each", f"'{step.for_each}' is not one {{{{ expression }}}} giving a list")))
+        if step.best_of is not None:
+            fields.update({"best_of.prompt": step.best_of.prompt, "best_of.references": step.best_of.references})
         fields.update({"when": step.when, "repeat.until_seconds": step.repeat.until_seconds if step.repeat else None})
         for field, value in fields.items():
-            check(lambda field=field, value=value: _check_template(value, sop, produces,
-                                                                  lambda msg: fail(field, msg)))
-        produces[step.id] = REGISTRY[step.tool].produces if step.tool in REGISTRY else "text"
+            check(lambda field=field, value=value: _check_template(
+                value, sop, produces, lambda msg: fail(field, msg), each=step.for_each is not None and field != "when"))
+        check(lambda: _check_template(step.for_each, sop, produces, lambda msg: fail("for_each", msg)))
+        produces[step.id] = step.format or (REGISTRY[step.tool].produces if step.tool in REGISTRY else "text")
     for name, value in sop.outputs.items():
         check(lambda name=name, value=value: _check_template(
             value, sop, produces, lambda msg: SOPError(f"{path}: field 'outputs.{name}': {msg}")))
@@ -292,12 +301,21 @@ def _check_repeat(step, registry, fail) -> None:
                        f"'{keyframes.into}' for the end frames")
 
 
-def _check_template(value, sop: SOP, earlier: dict[str, str], fail) -> None:
+def _check_template(value, sop: SOP, earlier: dict[str, str], fail, each: bool = False) -> None:
+    """A field's templates read declared inputs and earlier steps (and, in a for_each step's fields, `item` and
+    `index`)."""
     try:
         refs = references(value)
     except ValueError as e:
         raise fail(str(e)) from None
-    for root, name, *rest in refs:
+    for root, *path in refs:
+        if root in ITEM_ROOTS or "[index]" in path:
+            if not each:
+                raise fail(f"'{'index' if root != 'item' else root}' is only defined in the fields of a for_each "
+                           "step")
+            if root in ITEM_ROOTS:
+                continue
+        name, *rest = path
         if root == "inputs" and name not in sop.inputs:
             raise fail(f"unknown input '{name}' (inputs: {', '.join(sop.inputs)})")
         if root == "inputs" and rest and sop.inputs[name].type not in ("image", "video"):
@@ -326,12 +344,25 @@ def _result_kinds(template: str, sop: SOP, produces: dict[str, str]) -> set[str]
     return kinds
 
 
+_LOADED: dict[Path, tuple[tuple[int, int, int], SOP]] = {}
+"""SOPs `find_sops` read, by path, with the file's state (inode, size, modification time) they were read in."""
+
+
+def _load_once(path: Path) -> SOP:
+    """`load_sop`, again only when the file changed (a server asks for every SOP at each request and run start)."""
+    stat = path.stat()
+    state = (stat.st_ino, stat.st_size, stat.st_mtime_ns)
+    if (known := _LOADED.get(path)) is None or known[0] != state:
+        _LOADED[path] = known = (state, load_sop(path))
+    return known[1]
+
+
 def find_sops(extra: Path | None = None) -> dict[str, tuple[SOP, Path]]:
     """All SOPs by name; a user's file replaces a shipped one of the same name."""
     found: dict[str, tuple[SOP, Path]] = {}
     for folder in sop_dirs(extra):
         for path in sorted(folder.glob("*.y*ml")):
-            sop = load_sop(path)
+            sop = _load_once(path)
             found[sop.name] = (sop, path)
     return found
 

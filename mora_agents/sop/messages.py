@@ -73,6 +73,12 @@ class StepRequest(BaseModel):
     """A repeated step's number of runs, once known (from its second iteration on): segment 2 of `iterations`."""
     budget: PromptBudget | None = None
     """A text step's token budget (given to the agent, and its answer checked against it)."""
+    format: str | None = None
+    """A text step's structured answer (`storyboard`): the agent must write that message (JSON), which is checked."""
+    inputs: str | None = None
+    """The digest of what the step was asked with (its SOP arguments rendered, before seeds and file names): a result
+    stays valid while its step would be asked the same, so an edit upstream (a storyboard's) keeps the work it does
+    not change."""
 
     @property
     def key(self) -> str:
@@ -90,6 +96,10 @@ class StepResult(BaseModel):
     seconds: float
     notes: list[str] = []
     """What a person must know about the result, e.g. a prompt longer than its text encoder reads (what it cut)."""
+    details: dict[str, Any] = {}
+    """What the tool reported beside its output (`settings.report`): a pick's judges, their votes and reasons."""
+    inputs: str | None = None
+    """The request's `inputs` digest."""
 
     @property
     def key(self) -> str:
@@ -125,6 +135,12 @@ class ReviewRequest(BaseModel):
     """What an edit rewrites: a tool argument (e.g. `prompt`), `output` for a text step, None: no edit."""
     text: str | None = None
     """The current value of what an edit rewrites, to start the person's edit from."""
+    format: str | None = None
+    """A structured output (`storyboard`): `text` is it as YAML, and an edit is a whole new one or edit commands."""
+    candidates: list[Artifact] = []
+    """A best-of step's candidates (number k is `candidates[k - 1]`); an edit names the one to keep instead."""
+    details: dict[str, Any] = {}
+    """The result's details (a pick's votes and reasons)."""
 
     @property
     def key(self) -> str:

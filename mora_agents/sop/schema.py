@@ -103,6 +103,18 @@ class RepeatSpec(_Strict):
         return value
 
 
+class BestOfSpec(_Strict):
+    """Best of N: with `--candidates N` (N > 1) each iteration of the step is made N times (each with its own seed),
+    and the critic agent's judges rank the candidates (`pick_best`) and keep one; a person may overrule them at the
+    step's review point. With one candidate (the default) the step runs as if it had no `best_of`."""
+
+    prompt: str
+    """What the candidates should show, as the judges read it (a template)."""
+    references: str | None = None
+    """Images the candidates must stay consistent with (a template, e.g. the reference sheets of a shot's cast): the
+    judges rank by that consistency."""
+
+
 class StepSpec(_Strict):
     id: str = Field(pattern=IDENTIFIER, max_length=NAME_LENGTH)
     agent: str
@@ -115,11 +127,20 @@ class StepSpec(_Strict):
     repeat: RepeatSpec | None = None
     review: bool = False
     """A human review point: with review on, a person accepts, repeats or edits this step's output."""
+    drift: bool = False
+    """Record in run.json how this step's video drifts over time: every 4 s of it, the frame there against the clip's
+    first frame and against the frame before it (for a long clip made in one call; chained steps are measured per
+    segment without it)."""
     edit: str | None = None
     """At a review point, the text argument a person may rewrite before the step runs again (e.g.
     `prompt`). A text step (no tool) needs none: its output itself is what a person edits."""
+    format: Literal["storyboard"] | None = None
+    """A text step's answer: free text (none), or a structured message the LLM must write and that is checked (a
+    `storyboard`); its fields are readable in templates (`steps.ID.output.shots`)."""
+    for_each: str | None = None
+    """One `{{ expression }}` giving a list: the step runs once per item (`item` and `index` in its templates)."""
+    best_of: BestOfSpec | None = None
     description: str = ""
-
 
     @model_validator(mode="after")
     def _edit_needs_review(self) -> StepSpec:
@@ -127,6 +148,13 @@ class StepSpec(_Strict):
             raise ValueError("edit applies to review points only (set review: true)")
         if self.edit is not None and self.tool is None:
             raise ValueError("a text step needs no edit: a person edits its output directly")
+        if self.format is not None and self.tool is not None:
+            raise ValueError("format applies to text steps (no tool): it is the structure of the agent's answer")
+        if self.for_each is not None and self.repeat is not None:
+            raise ValueError("a step either repeats until a length (repeat) or runs once per item (for_each)")
+        if self.best_of is not None and (self.tool is None or self.repeat is not None):
+            raise ValueError("best_of needs a tool, and a step without repeat (each segment of a chain starts from "
+                             "the one before)")
         return self
 
 

@@ -3,11 +3,14 @@
 A string that is exactly one `{{ expression }}` evaluates to the expression's value (an artifact, a
 number, a list); any other string with `{{ }}` renders to text.
 
-A template may read `inputs.NAME`, `steps.ID.output`, `steps.ID.outputs` (and `outputs[i]`) and, of an
-image or video, the fields in ARTIFACT_FIELDS, and combine them with literals, operators, conditions
-(`if`/`else`, `{% if %}`) and the FILTERS. Everything else (other attributes or methods, calls, loops,
-assignments, `**`, `%`) is refused when the template is read, so no template runs code or loops; each
-`+` and `*` result and the whole output are bounded by MAX_RENDER_SIZE characters (or list items).
+A template may read `inputs.NAME`, `steps.ID.output`, `steps.ID.outputs` (and `outputs[i]`), of an image or
+video the fields in ARTIFACT_FIELDS, of a structured output (a storyboard) the fields in STRUCTURED_FIELDS, and in
+a `for_each` step its `item` (`item.FIELD`), its `index` (`outputs[index]`) and `steps.ID.named` (a `for_each`
+step's outputs by their item's name), and combine them with literals, operators, conditions (`if`/`else`,
+`{% if %}`) and the FILTERS (`pick`: the values of a mapping or list at the given names or indices). Everything
+else (other attributes or methods, calls, loops, assignments, `**`, `%`) is refused when the template is read, so
+no template runs code or loops; each `+` and `*` result and the whole output are bounded by MAX_RENDER_SIZE
+characters (or list items).
 """
 
 from __future__ import annotations
@@ -20,11 +23,16 @@ from typing import Any
 from jinja2 import StrictUndefined, TemplateSyntaxError, nodes
 from jinja2.sandbox import SandboxedEnvironment
 
-ROOTS = ("inputs", "steps")
-STEP_FIELDS = ("output", "outputs")
+from mora_agents.llm.storyboard import VIEW_FIELDS
+
+ROOTS = ("inputs", "steps", "item", "index")
+ITEM_ROOTS = ("item", "index")
+"""What a `for_each` step's templates read besides inputs and steps: the current item and its position."""
+STEP_FIELDS = ("output", "outputs", "named")
 ARTIFACT_FIELDS = ("seconds", "frames", "fps", "width", "height")
+STRUCTURED_FIELDS = VIEW_FIELDS
 FILTERS = ("default", "round", "int", "float", "abs", "lower", "upper", "trim", "capitalize", "title", "length",
-           "first", "last")
+           "first", "last", "pick")
 TESTS = ("defined", "undefined", "none", "number", "string", "sequence")
 MAX_RENDER_SIZE = 10_000
 """Characters of a rendered string, items of a rendered list."""
@@ -71,14 +79,30 @@ class _BoundedEnvironment(SandboxedEnvironment):
         return super().getattr(obj, attribute)
 
     def is_safe_attribute(self, obj: Any, attr: str, value: Any) -> bool:
-        return attr in (*STEP_FIELDS, *ARTIFACT_FIELDS)
+        return attr in (*STEP_FIELDS, *ARTIFACT_FIELDS)  # items and structured outputs are dicts: their keys
 
     def is_safe_callable(self, obj: Any) -> bool:
         return False
 
 
+def pick(values: Any, keys: Any) -> list[Any]:
+    """The values of a mapping (or list) at `keys` (names, or indices), in their order: `steps.sheets.named |
+    pick(item.cast)` is the sheets of a shot's characters and setting."""
+    keys = keys if isinstance(keys, (list, tuple)) else [keys]
+    if len(keys) > MAX_RENDER_SIZE:
+        raise TemplateLimitError(f"pick of {len(keys)} keys (at most {MAX_RENDER_SIZE})")
+    found = []
+    for key in keys:
+        try:
+            found.append(values[key])
+        except (KeyError, IndexError, TypeError):
+            have = ", ".join(map(str, values)) if isinstance(values, dict) else f"{len(values)} values"
+            raise ValueError(f"pick: no '{key}' (there are: {have})") from None
+    return found
+
+
 ENV = _BoundedEnvironment(undefined=StrictUndefined, keep_trailing_newline=True)
-ENV.filters = {name: ENV.filters[name] for name in FILTERS}
+ENV.filters = {name: ENV.filters[name] for name in FILTERS if name != "pick"} | {"pick": pick}
 ENV.tests = {name: ENV.tests[name] for name in TESTS}
 
 
@@ -205,18 +229,23 @@ def reference(node: nodes.Node) -> tuple[str | int, ...]:
         node = node.node
     if not isinstance(node, nodes.Name) or node.name not in ROOTS:
         found = f"'{node.name}'" if isinstance(node, nodes.Name) else _describe(node)
-        raise ValueError(f"{found} cannot be read (templates may use {' and '.join(ROOTS)})")
+        raise ValueError(f"{found} cannot be read (templates may use {', '.join(ROOTS)})")
     path.append(node.name)
     path.reverse()
     if not _readable(path):
         shown = ".".join(str(p) for p in path)
         raise ValueError(f"'{shown}' cannot be read: templates read inputs.NAME, steps.ID.output, steps.ID.outputs "
-                         f"(or outputs[i]), and of images and videos {', '.join(ARTIFACT_FIELDS)}")
+                         f"(or outputs[i]), of images and videos {', '.join(ARTIFACT_FIELDS)}, of a storyboard "
+                         f"{', '.join(STRUCTURED_FIELDS)}, and in a for_each step item.FIELD, index and "
+                         "steps.ID.named")
     return tuple(path)
 
 
 def _subscript(node: nodes.Node) -> str | int:
-    """A literal subscript: a name (`steps['image']`) or a whole number (`outputs[0]`, `outputs[-1]`)."""
+    """A literal subscript: a name (`steps['image']`) or a whole number (`outputs[0]`, `outputs[-1]`), or a
+    `for_each` step's `index` (`outputs[index]`)."""
+    if isinstance(node, nodes.Name) and node.name == "index":
+        return "[index]"
     negative = isinstance(node, nodes.Neg)
     literal = node.node if negative else node
     value = literal.value if isinstance(literal, nodes.Const) else None
@@ -226,16 +255,23 @@ def _subscript(node: nodes.Node) -> str | int:
 
 
 def _readable(path: list[str | int]) -> bool:
-    """inputs.NAME[.FIELD], steps.ID.output[.FIELD], steps.ID.outputs, steps.ID.outputs[i][.FIELD]."""
+    """inputs.NAME[.FIELD], steps.ID.output[.FIELD], steps.ID.outputs, steps.ID.outputs[i or index][.FIELD],
+    steps.ID.named, item[.FIELD[i]], index."""
     root, *rest = path
+    if root == "index":
+        return not rest
+    if root == "item":
+        return len(rest) <= 2 and all(isinstance(p, str) for p in rest[:1])
     if not rest or not isinstance(rest[0], str):
         return False
     if root == "steps":
         if len(rest) < 2 or rest[1] not in STEP_FIELDS:
             return False
-        if rest[1] == "outputs" and len(rest) > 2 and not isinstance(rest[2], int):
+        if rest[1] == "named":
+            return len(rest) == 2
+        if rest[1] == "outputs" and len(rest) > 2 and not isinstance(rest[2], int) and rest[2] != "[index]":
             return False
         rest = rest[2:] if rest[1] == "output" else rest[3:] if len(rest) > 2 else []
     else:
         rest = rest[1:]
-    return not rest or (len(rest) == 1 and rest[0] in ARTIFACT_FIELDS)
+    return not rest or (len(rest) == 1 and rest[0] in (*ARTIFACT_FIELDS, *STRUCTURED_FIELDS))

@@ -43,10 +43,15 @@ class Backend:
     """Widths and heights are multiples of this (the VAE's factor times the denoiser's patch)."""
     frames_step: int = 1
     """Frame counts are `frames_step * k + 1` (the VAE's temporal factor); 1: any count."""
+    frame_params: frozenset[str] = frozenset({"frames"})
+    """The parameters that count frames, and so follow `frames_step`."""
+    below: tuple[tuple[str, str], ...] = ()
+    """Pairs of parameters (a, b) where a, when both are given, must be below b."""
     text: TextBudget | None = None
     """None: it reads no text."""
     adapters: bool = False
-    """Whether `mora train` adapters apply to it (they are trained on the paper's models)."""
+    """Whether `mora train` adapters apply to it: it runs a model one of the paper's systems trains (SDXL base,
+    InstructPix2Pix, SVD-XT; SD3 Medium, Open-Sora-Plan)."""
     min_steps: int = 1
     """The fewest denoising steps its sampler takes (PNDM's warm-up needs 4)."""
 
@@ -71,8 +76,9 @@ BACKENDS: dict[str, dict[str, Backend]] = {
         "flux-schnell": Backend(
             "flux-schnell", "FLUX.1 [schnell]", ("flux_schnell",), _params("width", "height", "steps"), side=16,
             text=TextBudget("T5", "tokenizer_2", 256, "flux_schnell")),
-        **{name: Backend(name, label, (key,), _params("negative_prompt", "width", "height", "steps", "guidance_scale"),
-                         side=16, text=TextBudget("T5", "tokenizer_3", 256, key))
+        **{name: Backend(name, label, (key,), _params("negative_prompt", "width", "height", "steps", "guidance_scale",
+                                                      more={"adapters"} if key == "sd3" else frozenset()),
+                         side=16, text=TextBudget("T5", "tokenizer_3", 256, key), adapters=key == "sd3")
            for name, label, key in (("sd3", "Stable Diffusion 3 Medium", "sd3"),
                                     ("sd3.5-large", "Stable Diffusion 3.5 Large", "sd35_large"),
                                     ("sd3.5-medium", "Stable Diffusion 3.5 Medium", "sd35_medium"))},
@@ -87,8 +93,8 @@ BACKENDS: dict[str, dict[str, Backend]] = {
             side=16, text=TextBudget("T5", "tokenizer_2", 512, "flux_kontext")),
         "sd3": Backend(
             "sd3", "Stable Diffusion 3 Medium (image-to-image)", ("sd3",),
-            _params("steps", "guidance_scale", "max_side", "strength"), side=16,
-            text=TextBudget("T5", "tokenizer_3", 256, "sd3")),
+            _params("steps", "guidance_scale", "max_side", "strength", "adapters"), side=16,
+            text=TextBudget("T5", "tokenizer_3", 256, "sd3"), adapters=True),
     },
     "image_to_video": {
         "svd-xt": Backend(
@@ -104,8 +110,8 @@ BACKENDS: dict[str, dict[str, Backend]] = {
             side=32, frames_step=8, text=TextBudget("T5", "tokenizer", 128, "ltx_video")),
         "open-sora-plan": Backend(
             "open-sora-plan", "Open-Sora-Plan v1.2", ("open_sora_plan", "mt5_xxl"),
-            _params("negative_prompt", "guidance_scale", more=_VIDEO), side=16, frames_step=4, text=_OSP_TEXT,
-            min_steps=4),
+            _params("negative_prompt", "guidance_scale", "adapters", more=_VIDEO), side=16, frames_step=4,
+            text=_OSP_TEXT, min_steps=4, adapters=True),
     },
     "connect_videos": {
         "seine": Backend(
@@ -119,13 +125,38 @@ BACKENDS: dict[str, dict[str, Backend]] = {
         "open-sora-plan": Backend(
             "open-sora-plan", "Open-Sora-Plan v1.2 (first and last frame)", ("open_sora_plan", "mt5_xxl"),
             _params("negative_prompt", "frames", "width", "height", "steps", "guidance_scale"), side=16,
-            frames_step=4, text=_OSP_TEXT, min_steps=4),
+            frames_step=4, text=_OSP_TEXT, min_steps=4, adapters=True),
     },
 }
 """Per model tool, its backends by name; the first is the default."""
+_WINDOWS = frozenset({"seconds", "width", "height", "steps", "fps", "negative_prompt", "guidance_scale", "base_frames",
+                      "overlap_history", "addnoise_condition", "ar_step", "causal_block_size"})
+"""What SkyReels-V2 diffusion forcing reads: a length in seconds, made in windows of `base_frames` that each continue
+the last `overlap_history` frames of the one before."""
+SKYREELS_DF = Backend(
+    "skyreels-v2-df", "SkyReels-V2 DF 1.3B (diffusion forcing)", ("skyreels_df",), _WINDOWS, side=16, frames_step=4,
+    frame_params=frozenset({"base_frames", "overlap_history"}), below=(("overlap_history", "base_frames"),),
+    text=TextBudget("UMT5", "tokenizer", 512, "skyreels_df"))
+BACKENDS["image_to_video"] |= {
+    "skyreels-v2-df": SKYREELS_DF,
+    "framepack": Backend(
+        "framepack", "FramePack (HunyuanVideo)", ("framepack", "hunyuan_video", "flux_redux"),
+        frozenset({"seconds", "width", "height", "steps", "fps", "guidance_scale"}), side=16,
+        text=TextBudget("Llama", "tokenizer", 256, "hunyuan_video")),
+}
+BACKENDS["extend_video"] = {"skyreels-v2-df": SKYREELS_DF}
 BACKENDS["connect_images"] = BACKENDS["connect_videos"]
+BACKENDS["keyframe"] = {
+    "flux-kontext": Backend(
+        "flux-kontext", "FLUX.1 Kontext [dev], the references laid out on its input canvas", ("flux_kontext",),
+        _params("steps", "guidance_scale"), side=16, text=TextBudget("T5", "tokenizer_2", 512, "flux_kontext")),
+    "sdxl-ip-adapter": Backend(
+        "sdxl-ip-adapter", "SDXL base with IP-Adapter (the references' image features)",
+        ("sdxl_base", "sdxl_ip_adapter"), _params("steps", "guidance_scale", "negative_prompt", "reference_scale"),
+        text=TextBudget("CLIP", "tokenizer", CLIP_77, "sdxl_base")),
+}
 PROMPTS = {"text_to_image": "prompt", "edit_image": "instruction", "image_to_video": "prompt",
-           "connect_videos": "prompt", "connect_images": "prompt"}
+           "connect_videos": "prompt", "connect_images": "prompt", "extend_video": "prompt", "keyframe": "prompt"}
 """The parameter of each model tool that its backend's text encoder reads (with `negative_prompt`)."""
 SYSTEMS: dict[str, dict[str, str]] = {
     "svd": {"text_to_image": "sdxl", "edit_image": "instruct-pix2pix", "image_to_video": "svd-xt",
@@ -173,12 +204,17 @@ def check_backend_args(backends: Mapping[str, Backend], values: Mapping[str, Any
     steps = values.get("steps")
     if isinstance(steps, int) and steps < backend.min_steps:
         raise ValueError(f"steps {steps}: backend {backend.name} takes at least {backend.min_steps}")
-    frames = values.get("frames")
-    if isinstance(frames, int) and (frames - 1) % backend.frames_step:
-        step = backend.frames_step
-        below = (frames - 1) // step * step + 1
-        raise ValueError(f"frames {frames}: backend {backend.name} makes {step}k+1 frames "
-                         f"(e.g. {below} or {below + step})")
+    for param in sorted(backend.frame_params):
+        frames = values.get(param)
+        if isinstance(frames, int) and (frames - 1) % backend.frames_step:
+            step = backend.frames_step
+            below = (frames - 1) // step * step + 1
+            raise ValueError(f"{param} {frames}: backend {backend.name} makes {step}k+1 frames "
+                             f"(e.g. {below} or {below + step})")
+    for low, high in backend.below:
+        if isinstance(values.get(low), int | float) and isinstance(values.get(high), int | float) \
+                and values[low] >= values[high]:
+            raise ValueError(f"{low} {values[low]}: backend {backend.name} needs it below {high} ({values[high]})")
     for side in ("width", "height"):
         value = values.get(side)
         if isinstance(value, int) and value % backend.side:

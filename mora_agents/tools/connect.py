@@ -1,13 +1,16 @@
 """First-last-frame generation: a clip from one frame to another (SEINE by default, Wan 2.1 FLF2V or Open-Sora-Plan),
-and the video connection built on it, A + transition + B."""
+the video connection built on it, A + transition + B, and the join of a story's shots, each by its own transition."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Annotated, Any
 
 import numpy as np
 from PIL import Image
+from pydantic import Field
 
+from mora_agents.inputs import MAX_SEED
 from mora_agents.media import (
     Artifact,
     load_image,
@@ -16,7 +19,8 @@ from mora_agents.media import (
     resize_frames,
     write_video,
 )
-from mora_agents.settings import denoise_callback, output_path, settings, steps_callback
+from mora_agents.llm.storyboard import Transition
+from mora_agents.settings import denoise_callback, output_path, report, settings, steps_callback
 from mora_agents.tools.backends import BACKENDS, backend_named
 from mora_agents.tools.defaults import fill_defaults, seeded
 from mora_agents.tools.params import (
@@ -38,11 +42,12 @@ from mora_agents.tools.text_budget import note_cut_prompts
 def transition(first: Image.Image, last: Image.Image, prompt: str, backend: str | None, seed: int | None,
                **given: Any) -> np.ndarray:
     """Frames [N, H, W, 3] uint8 at the model size from `first` to `last` (both among them), by a first-last-frame
-    backend; `given`: its parameters (None: the backend's default)."""
+    backend; `given`: its parameters (those not given or None: the backend's defaults)."""
     from mora_agents.pipelines.loading import load_pipeline
 
     spec = backend_named(BACKENDS["connect_videos"], backend)
-    p = fill_defaults("connect_videos", spec.name, **given)
+    names = ("negative_prompt", "frames", "width", "height", "sampler", "steps", "guidance_scale")
+    p = fill_defaults("connect_videos", spec.name, **{name: given.get(name) for name in names})
     pipe = load_pipeline(spec.models[0])
     note_cut_prompts(pipe, spec, {"prompt": prompt, "negative_prompt": p["negative_prompt"]})
     with seeded(seed) as gen:
@@ -131,3 +136,59 @@ def connect_images(
     rate = fill_defaults("connect_images", backend_named(BACKENDS["connect_images"], backend).name, fps=fps)["fps"]
     path = output_path(output, "connect_images", ".mp4")
     return write_video(resize_frames(clip, *first.size), rate, path, noise=settings().preset == "tiny")
+
+
+TRANSITION_BACKENDS = {"seine": "seine", "flf2v": "wan2.1-flf2v"}
+"""The connect backend that generates each kind of transition (a cut generates nothing)."""
+
+
+def _join_models(arguments: Mapping[str, Any]) -> tuple[str, ...]:
+    """The models of the transitions a join asks for."""
+    kinds = arguments.get("transitions")
+    backends = BACKENDS["connect_videos"]
+    return tuple(dict.fromkeys(m for kind in kinds if kind in TRANSITION_BACKENDS
+                               for m in backends[TRANSITION_BACKENDS[kind]].models)) if isinstance(kinds, list) else ()
+
+
+@register(produces="video", media={"videos": "video"}, models_of=_join_models)
+def join_clips(
+    videos: Annotated[list[str], Field(min_length=1), "paths of the clips (a story's shots), in order"],
+    transitions: Annotated[list[Transition], "how each clip after the first follows the one before: cut, seine (a "
+                           "SEINE transition) or flf2v (a Wan 2.1 FLF2V clip); default: cuts"] = [],
+    prompts: Annotated[list[str], "what each generated transition shows (default: 'smooth transition')"] = [],
+    seed: Annotated[Seed | None, "random seed (transition k takes seed + k)"] = None,
+    output: Annotated[str | None, "path of the MP4 to write"] = None,
+) -> Artifact:
+    """Join clips in order, each to the one before by its transition: a cut, or a generated clip from the last frame
+    before to the first frame after (SEINE, or Wan 2.1 FLF2V; the backend's defaults, as `connect_images`).
+
+    Clips and transitions are fitted to the first clip's size and resampled to its frame rate (as `concat_videos`).
+    Where each shot and transition lies in the result is reported (`parts`: kind, shot or via, first frame, frames)."""
+    if transitions and len(transitions) != len(videos) - 1:
+        raise ValueError(f"transitions: {len(transitions)} given for {len(videos)} clips (one per clip after the "
+                         "first)")
+    if prompts and len(prompts) != len(videos) - 1:
+        raise ValueError(f"prompts: {len(prompts)} given for {len(videos)} clips (one per clip after the first)")
+    first, fps = read_video(videos[0])
+    height, width = first.shape[1:3]
+    pieces, parts = [first], [{"kind": "shot", "shot": 1, "start": 0, "frames": len(first)}]
+    start, previous = len(first), first
+    for k, video in enumerate(videos[1:], 1):
+        frames, clip_fps = read_video(video)
+        frames = resample_fps(resize_frames(frames, width, height), clip_fps, fps)
+        via = transitions[k - 1] if transitions else "cut"
+        if via != "cut":
+            made = transition(Image.fromarray(previous[-1]), Image.fromarray(frames[0]),
+                              prompts[k - 1] if prompts else "smooth transition", TRANSITION_BACKENDS[via],
+                              None if seed is None else (seed + k) % (MAX_SEED + 1))
+            clip = resize_frames(made, width, height)
+            pieces.append(clip)
+            parts.append({"kind": "transition", "via": via, "start": start, "frames": len(clip)})
+            start += len(clip)
+        pieces.append(frames)
+        parts.append({"kind": "shot", "shot": k + 1, "start": start, "frames": len(frames)})
+        start, previous = start + len(frames), frames
+    path = output_path(output, "join_clips", ".mp4")
+    joined = write_video(np.concatenate(pieces), fps, path, noise=settings().preset == "tiny")
+    report(parts=parts)
+    return joined

@@ -43,7 +43,8 @@ _NEGATIVE_IMAGE = "low resolution, blurry, bad anatomy, malformed hands, text, w
 BACKEND_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
     "full": {
         "flux-schnell": {"width": 1024, "height": 576, "steps": 4, "strength": 0.3},
-        "flux-kontext": {"steps": 28, "guidance_scale": 2.5, "max_side": 1024},
+        "flux-kontext": {"steps": 28, "guidance_scale": 2.5, "max_side": 1024, "width": 1024, "height": 576},
+        "sdxl-ip-adapter": {"width": 1024, "height": 576, "steps": 40, "guidance_scale": 5.0, "reference_scale": 0.6},
         "wan2.2-ti2v-5b": {"width": 1280, "height": 704, "frames": 121, "steps": 50, "fps": 24, "guidance_scale": 5.0,
                            "negative_prompt": _NEGATIVE_VIDEO},
         "ltx-video": {"width": 704, "height": 480, "frames": 161, "steps": 50, "fps": 25, "guidance_scale": 3.0,
@@ -55,10 +56,15 @@ BACKEND_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
         "sd3.5-medium": {"width": 1024, "height": 768, "steps": 40, "guidance_scale": 4.5, "strength": 0.6},
         "open-sora-plan": {"frames": 93, "width": 640, "height": 480, "steps": 100, "guidance_scale": 7.5, "fps": 24,
                            "negative_prompt": _NEGATIVE_IMAGE},
+        "skyreels-v2-df": {"seconds": 4.0, "width": 960, "height": 544, "steps": 30, "fps": 24, "guidance_scale": 5.0,
+                           "negative_prompt": _NEGATIVE_VIDEO, "base_frames": 97, "overlap_history": 17,
+                           "addnoise_condition": 20.0, "ar_step": 0, "causal_block_size": None},
+        "framepack": {"seconds": 5.0, "width": 832, "height": 480, "steps": 25, "fps": 30, "guidance_scale": 10.0},
     },
     "tiny": {  # as DEFAULTS["tiny"]; Wan's and LTX's clips are 9 frames at 1 fps, 9 s (a 30 s run chains 3)
         "flux-schnell": {"width": 64, "height": 64, "steps": 1, "strength": 0.3},
-        "flux-kontext": {"steps": 1, "guidance_scale": 2.5, "max_side": 128},
+        "flux-kontext": {"steps": 1, "guidance_scale": 2.5, "max_side": 128, "width": 64, "height": 64},
+        "sdxl-ip-adapter": {"width": 64, "height": 64, "steps": 2, "guidance_scale": 5.0, "reference_scale": 0.6},
         "wan2.2-ti2v-5b": {"width": 64, "height": 64, "frames": 9, "steps": 1, "fps": 1, "guidance_scale": 5.0,
                            "negative_prompt": _NEGATIVE_VIDEO},
         "ltx-video": {"width": 64, "height": 64, "frames": 9, "steps": 1, "fps": 1, "guidance_scale": 3.0,
@@ -70,14 +76,23 @@ BACKEND_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
         "sd3.5-medium": {"width": 64, "height": 64, "steps": 1, "guidance_scale": 4.5, "strength": 0.6},
         "open-sora-plan": {"frames": 9, "width": 64, "height": 64, "steps": 4, "guidance_scale": 7.5, "fps": 2,
                            "negative_prompt": _NEGATIVE_IMAGE},
+        "skyreels-v2-df": {"seconds": 2.0, "width": 64, "height": 64, "steps": 2, "fps": 8, "guidance_scale": 5.0,
+                           "negative_prompt": _NEGATIVE_VIDEO, "base_frames": 17, "overlap_history": 5,
+                           "addnoise_condition": 20.0, "ar_step": 0, "causal_block_size": None},
+        "framepack": {"seconds": 2.0, "width": 64, "height": 64, "steps": 2, "fps": 8, "guidance_scale": 10.0},
     },
 }
 """Per preset, per backend other than the defaults: its recommended parameters (`full`: its authors')."""
 
 
 def backend_defaults(preset: str, tool: str, backend: str) -> dict[str, Any]:
-    """The parameter defaults of a tool's backend under a preset (`connect_images` runs `connect_videos`' models)."""
-    return BACKEND_DEFAULTS[preset].get(backend) or DEFAULTS[preset]["connect_videos" if tool == "connect_images" else tool]
+    """The parameter defaults of a tool's backend under a preset (`connect_images` runs `connect_videos`' models), with
+    those of a distilled LoRA over them when the speed settings load one (`--speed-option distill=...`)."""
+    from mora_agents.pipelines.speed import distilled_defaults
+
+    defaults = BACKEND_DEFAULTS[preset].get(backend) or DEFAULTS[preset]["connect_videos" if tool == "connect_images"
+                                                                          else tool]
+    return defaults | distilled_defaults(backend, settings().speed)
 
 
 def fill_defaults(tool: str, backend: str, **given: Any) -> dict[str, Any]:

@@ -53,7 +53,7 @@ def text_to_image(
     seed: Annotated[Seed | None, "random seed"] = None,
     backend: Annotated[TextToImageBackend | None, "the model: sdxl (default), flux-schnell, sd3, sd3.5-large or "
                        "sd3.5-medium"] = None,
-    adapters: Annotated[str | None, "a `mora train` output folder (default: the run's; sdxl)"] = None,
+    adapters: Annotated[str | None, "a `mora train` output folder (default: the run's; sdxl, sd3)"] = None,
     output: Annotated[str | None, "path of the PNG to write"] = None,
 ) -> Artifact:
     """Generate an image from a text prompt (sdxl: SDXL base finished by its refiner; flux-schnell: FLUX.1 [schnell];
@@ -63,7 +63,8 @@ def text_to_image(
     With `image`, the model starts from it, noised by `strength` (img2img; sdxl: a strength within the refiner's
     share runs the refiner alone), at its size rounded to the backend's multiple, and the result has the image's
     size. Unset parameters take the backend's defaults (sdxl: 1024x576, 40 steps, 0.8, guidance 5.0, strength
-    0.3). `adapters`: the base runs with the text-to-image agent's fine-tuned weights and modulation token.
+    0.3). `adapters`: the base (sd3: the transformer) runs with the text-to-image agent's fine-tuned weights and
+    modulation token.
     """
     from mora_agents.pipelines.adapters import adapters_scope
     from mora_agents.pipelines.loading import load_pipeline
@@ -154,7 +155,7 @@ def edit_image(
     strength: Annotated[Redraw | None, "how much of the image is redrawn, above 0 and up to 1 (sd3)"] = None,
     seed: Annotated[Seed | None, "random seed"] = None,
     backend: Annotated[EditImageBackend | None, "the model: instruct-pix2pix (default), flux-kontext or sd3"] = None,
-    adapters: Annotated[str | None, "a `mora train` output folder (default: the run's; instruct-pix2pix)"] = None,
+    adapters: Annotated[str | None, "a `mora train` output folder (default: the run's; instruct-pix2pix, sd3)"] = None,
     output: Annotated[str | None, "path of the PNG to write"] = None,
 ) -> Artifact:
     """Edit an image following a written instruction (instruct-pix2pix: InstructPix2Pix; flux-kontext: FLUX.1
@@ -165,7 +166,8 @@ def edit_image(
     defaults (instruct-pix2pix: 100 steps, guidance 7.5, image guidance 1.5, max side 1024; flux-kontext: 28 steps,
     guidance 2.5; sd3: 28 steps of which `strength` 0.6 run, guidance 7). sd3 is no instruction-tuned editor: it
     redraws the image towards the instruction read as a description of the result (SDEdit). `adapters`: with the
-    image-to-image agent's fine-tuned weights and modulation token from that folder.
+    image-to-image agent's fine-tuned weights and modulation token from that folder (sd3: the text-to-image agent's,
+    whose transformer it shares).
     """
     from mora_agents.pipelines.adapters import adapters_scope
     from mora_agents.pipelines.loading import load_pipeline
@@ -177,7 +179,7 @@ def edit_image(
     width, height = work_size(source, spec)
     work = source.resize((width, height), Image.Resampling.LANCZOS)
     with adapters_scope(adapters):
-        pipe = load_pipeline(spec.models[0])
+        pipe = load_pipeline("sd3_img2img" if spec.name == "sd3" else spec.models[0])
     common = dict(image=work, num_inference_steps=p["steps"], guidance_scale=p["guidance_scale"],
                   callback_on_step_end=denoise_callback("edit_image", p["steps"]))
     note_cut_prompts(pipe, spec, {"instruction": instruction})
@@ -187,9 +189,8 @@ def edit_image(
                           max_sequence_length=spec.text.tokens, generator=gen, **common).images[0]
         elif spec.name == "sd3":  # img2img runs strength x steps of them: at least one
             common["num_inference_steps"] = max(p["steps"], math.ceil(1 / p["strength"]))
-            edited = load_pipeline("sd3_img2img")(prompt=instruction, strength=p["strength"],
-                                                  max_sequence_length=spec.text.tokens, generator=gen,
-                                                  **common).images[0]
+            edited = pipe(prompt=instruction, strength=p["strength"], max_sequence_length=spec.text.tokens,
+                          generator=gen, **common).images[0]
         else:
             edited = pipe(instruction, image_guidance_scale=p["image_guidance_scale"], generator=gen,
                           **common).images[0]

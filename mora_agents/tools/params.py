@@ -66,5 +66,17 @@ Sampler = Literal["ddpm", "ddim"]
 # The backends of each model tool (the first is the default; `mora_agents.tools.backends` has what each reads).
 TextToImageBackend = Literal["sdxl", "flux-schnell", "sd3", "sd3.5-large", "sd3.5-medium"]
 EditImageBackend = Literal["instruct-pix2pix", "flux-kontext", "sd3"]
-ImageToVideoBackend = Literal["svd-xt", "wan2.2-ti2v-5b", "ltx-video", "open-sora-plan"]
+ImageToVideoBackend = Literal["svd-xt", "wan2.2-ti2v-5b", "ltx-video", "open-sora-plan", "skyreels-v2-df", "framepack"]
 ConnectBackend = Literal["seine", "wan2.1-flf2v", "open-sora-plan"]
+ExtendVideoBackend = Literal["skyreels-v2-df"]
+KeyframeBackend = Literal["flux-kontext", "sdxl-ip-adapter"]
+
+# The long-video backends' parameters (skyreels-v2-df, framepack): a length made in one call, window by window.
+MAX_CLIP_SECONDS = 120.0
+"""The longest clip one call of a long-video backend makes (FramePack's own limit)."""
+ClipSeconds = _real(gt=0, le=MAX_CLIP_SECONDS)
+AddNoise = _real(ge=0, le=60)
+"""Noise on the frames a window continues from (SkyReels-V2: 20; its authors warn above 50)."""
+ArStep = _whole(ge=0, le=50)
+"""Steps each block of frames lags the one before (0: all frames denoised together)."""
+

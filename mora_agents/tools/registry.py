@@ -23,7 +23,8 @@ from mora_agents.tools.backends import Backend, backend_named, check_backend_arg
 if TYPE_CHECKING:
     from mora_agents.tools.autogen_tool import SchemaTool
 
-Produces = Literal["image", "video", "text"]
+Produces = Literal["image", "video", "text", "candidate"]
+"""What a tool makes; `candidate`: one of its inputs, kept (a pick)."""
 SUFFIXES = {"image": ".png", "video": ".mp4", "text": ".txt"}
 
 
@@ -38,6 +39,9 @@ class ToolSpec:
     """Model keys the tool loads (see mora_agents.pipelines.loading.MODEL_IDS), for a tool without backends."""
     backends: Mapping[str, Backend] = field(default_factory=dict)
     """The models a tool with a `backend` parameter can run, by name, the default first (`tools.backends`)."""
+    models_of: Callable[[Mapping[str, Any]], tuple[str, ...]] | None = None
+    """For a tool whose arguments decide its models otherwise (the transitions of `join_clips`): the model keys a
+    call with those arguments loads (of the arguments known so far)."""
 
     @property
     def description(self) -> str:
@@ -76,7 +80,8 @@ class ToolSpec:
 
     def validate_param(self, name: str, value: Any) -> Any:
         """Check one parameter's value against its type and bounds, and return it typed (pydantic errors raise);
-        `check_combination` checks several together."""
+        `check_combination` checks several together (so a parameter that only another backend than the default reads
+        passes here)."""
         partial = self.params_model.model_construct()
         self.params_model.__pydantic_validator__.validate_assignment(partial, name, value)
         return getattr(partial, name)
@@ -111,7 +116,9 @@ class ToolSpec:
     def models_for(self, arguments: Mapping[str, Any]) -> tuple[str, ...]:
         """The model keys a call with these arguments loads."""
         backend = self.backend(arguments)
-        return backend.models if backend is not None else self.models
+        if backend is not None:
+            return backend.models
+        return self.models_of(arguments) if self.models_of is not None else self.models
 
 
 def args_model(name: str, func: Callable[..., Any],
@@ -146,13 +153,15 @@ REGISTRY: dict[str, ToolSpec] = {}
 
 
 def register(produces: Produces, media: dict[str, str] | None = None, models: tuple[str, ...] = (),
-             name: str | None = None, backends: Mapping[str, Backend] | None = None
+             name: str | None = None, backends: Mapping[str, Backend] | None = None,
+             models_of: Callable[[Mapping[str, Any]], tuple[str, ...]] | None = None
              ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Decorator: register a plain function as a tool (the function itself is returned unchanged). A tool with
-    `backends` has a `backend` parameter naming one of them."""
+    `backends` has a `backend` parameter naming one of them; `models_of` gives the models of a call whose arguments
+    decide them otherwise."""
 
     def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
-        spec = ToolSpec(name or func.__name__, func, produces, media or {}, models, backends or {})
+        spec = ToolSpec(name or func.__name__, func, produces, media or {}, models, backends or {}, models_of)
         REGISTRY[spec.name] = spec
         return func
 

@@ -1,5 +1,5 @@
-"""Image-to-video: a backend (SVD-XT by default, Wan 2.2 TI2V-5B, LTX-Video or Open-Sora-Plan) animates one image into
-a clip."""
+"""Image-to-video: a backend (SVD-XT by default, Wan 2.2 TI2V-5B, LTX-Video, Open-Sora-Plan, or for long clips
+SkyReels-V2 DF and FramePack, see `mora_agents.tools.long_video`) animates one image into a clip."""
 
 from __future__ import annotations
 
@@ -11,8 +11,12 @@ from mora_agents.media import Artifact, fit_image, load_image, write_video
 from mora_agents.settings import denoise_callback, output_path, settings, steps_callback
 from mora_agents.tools.backends import BACKENDS, backend_named
 from mora_agents.tools.defaults import fill_defaults, seeded
+from mora_agents.tools.long_video import LONG_BACKENDS, image_clip
 from mora_agents.tools.params import (
+    AddNoise,
+    ArStep,
     Chunk,
+    ClipSeconds,
     Fps,
     Frames,
     Guidance,
@@ -45,14 +49,27 @@ def image_to_video(
     motion_bucket_id: Annotated[MotionBucket | None, "amount of motion, 0-255 (svd-xt)"] = None,
     noise_aug_strength: Annotated[Strength | None, "noise added to the first frame, 0-1 (svd-xt)"] = None,
     decode_chunk_size: Annotated[Chunk | None, "frames the VAE decodes at once (svd-xt)"] = None,
+    seconds: Annotated[ClipSeconds | None, "length of the clip, made in one call (skyreels-v2-df: in windows; "
+                       "framepack: in sections of 36 frames); up to 120"] = None,
+    base_frames: Annotated[Frames | None, "frames of one window (skyreels-v2-df: 4k+1; 97 at 540P)"] = None,
+    overlap_history: Annotated[Frames | None, "frames each window continues from (skyreels-v2-df: 4k+1; 17 or "
+                               "37)"] = None,
+    addnoise_condition: Annotated[AddNoise | None, "noise on the frames a window continues from (skyreels-v2-df: "
+                                  "20)"] = None,
+    ar_step: Annotated[ArStep | None, "steps each block lags the one before (skyreels-v2-df: 0 synchronous, 5 "
+                       "asynchronous)"] = None,
+    causal_block_size: Annotated[Frames | None, "latent frames per block with ar_step > 0 (skyreels-v2-df: "
+                                 "5)"] = None,
     seed: Annotated[Seed | None, "random seed"] = None,
-    backend: Annotated[ImageToVideoBackend | None, "the model: svd-xt (default), wan2.2-ti2v-5b, ltx-video or "
-                       "open-sora-plan"] = None,
-    adapters: Annotated[str | None, "a `mora train` output folder (default: the run's; svd-xt)"] = None,
+    backend: Annotated[ImageToVideoBackend | None, "the model: svd-xt (default), wan2.2-ti2v-5b, ltx-video, "
+                       "open-sora-plan, skyreels-v2-df or framepack"] = None,
+    adapters: Annotated[str | None, "a `mora train` output folder (default: the run's; svd-xt, open-sora-plan)"
+                        ] = None,
     output: Annotated[str | None, "path of the MP4 to write"] = None,
 ) -> Artifact:
     """Animate an image into a video clip (svd-xt: Stable Video Diffusion XT; wan2.2-ti2v-5b; ltx-video;
-    open-sora-plan: Open-Sora-Plan v1.2's image-to-video).
+    open-sora-plan: Open-Sora-Plan v1.2's image-to-video; for long clips in one call skyreels-v2-df and framepack,
+    which take `seconds` instead of `frames`).
 
     The image is fitted (cover + centre crop) and is the clip's first frame. Unset parameters take the backend's
     defaults (`mora_agents.tools.defaults`; svd-xt: 25 frames, 1024x576, 25 steps, fps 7, motion_bucket_id 180,
@@ -63,6 +80,11 @@ def image_to_video(
     from mora_agents.pipelines.loading import load_pipeline
 
     spec = backend_named(BACKENDS["image_to_video"], backend)
+    if spec.name in LONG_BACKENDS:
+        return image_clip(spec, image, prompt, seed, output, seconds=seconds, width=width, height=height, steps=steps,
+                          fps=fps, negative_prompt=negative_prompt, guidance_scale=guidance_scale,
+                          base_frames=base_frames, overlap_history=overlap_history,
+                          addnoise_condition=addnoise_condition, ar_step=ar_step, causal_block_size=causal_block_size)
     p = fill_defaults("image_to_video", spec.name, width=width, height=height, frames=frames, steps=steps, fps=fps,
                       negative_prompt=negative_prompt, guidance_scale=guidance_scale, motion_bucket_id=motion_bucket_id,
                       noise_aug_strength=noise_aug_strength, decode_chunk_size=decode_chunk_size)

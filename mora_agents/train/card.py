@@ -30,19 +30,19 @@ def _save(tensors: dict[str, Any], path: Path) -> None:
 
 
 def write_card(out_dir: Path, agents: list, config, lora: LoraSpec | None, record: dict[str, Any]) -> AdapterCard:
-    """Write every agent's weights (`<agent>/pytorch_lora_weights.safetensors`, diffusers' LoRA layout, or
-    `unet.safetensors`) and modulation token, then `card.md` and, last, `card.json` (each file atomically): a
-    folder with a card is complete.
+    """Write every agent's weights (`<agent>/pytorch_lora_weights.safetensors`, diffusers' LoRA layout, or the
+    whole denoiser, `unet.safetensors` or `transformer.safetensors`) and modulation token, then `card.md` and, last,
+    `card.json` (each file atomically): a folder with a card is complete.
 
     `record`: the training's own entries of the card (dataset, losses, environment, ...).
     """
     entries, files = {}, {}
     for agent in agents:
-        weights = f"{agent.name}/{'unet.safetensors' if config.full else LORA_WEIGHTS}"
+        weights = f"{agent.name}/{f'{agent.component}.safetensors' if config.full else LORA_WEIGHTS}"
         if config.full:
-            _save(agent.unet.state_dict(), out_dir / weights)
+            _save(agent.denoiser.state_dict(), out_dir / weights)
         else:
-            save_lora(agent.unet, lora, out_dir / weights)
+            save_lora(agent.denoiser, agent.component, lora, out_dir / weights)
         modulation = None
         if agent.modulation is not None:
             modulation = f"{agent.name}/{MODULATION}"
@@ -54,7 +54,7 @@ def write_card(out_dir: Path, agents: list, config, lora: LoraSpec | None, recor
     parent = None
     if config.init_adapters is not None:
         parent = {"path": str(Path(config.init_adapters).resolve()), "sha256": card_sha256(config.init_adapters)}
-    card = AdapterCard(preset=config.preset, agents=entries, lora=lora, files=files,
+    card = AdapterCard(system=config.system, preset=config.preset, agents=entries, lora=lora, files=files,
                        hyperparameters=config.model_dump(mode="json"), iteration=config.iteration, parent=parent,
                        **record, created=datetime.now().isoformat(), mora_agents=version("mora-agents"))
     with atomic_path(out_dir / "card.md") as tmp:
@@ -69,7 +69,8 @@ def card_markdown(card: AdapterCard) -> str:
     extra = card.model_extra or {}
     h = extra.get("hyperparameters", {})
     lines = [f"# Mora agents fine-tuned (iteration {extra.get('iteration', 0)})", "",
-             f"Preset `{card.preset}`, {extra.get('steps')} steps, created {extra.get('created', '')}.", "",
+             f"System `{card.system}`, preset `{card.preset}`, {extra.get('steps')} steps, created "
+             f"{extra.get('created', '')}.", "",
              "| agent | base model | trained | weights | modulation token |", "|---|---|---|---|---|"]
     modulation = extra.get("modulation", {})
     for name, entry in card.agents.items():

@@ -36,7 +36,8 @@ class Intermediates(BaseModel):
     - text-to-image: `first_frame` from `enhanced_prompt` (when both are set);
     - image-to-image: `edited_frame` from `source_frame` and `instruction` (when the SOP has an edit step);
     - image-to-video: the clip from its start frame: `start_frame`, else `edited_frame`, else `first_frame`, with
-      SVD's conditions `fps`, `motion_bucket_id` and `noise_aug_strength`.
+      SVD's conditions `fps`, `motion_bucket_id` and `noise_aug_strength`, or the prompt Open-Sora-Plan read
+      (`video_prompt`).
     """
 
     enhanced_prompt: str | None = None
@@ -51,6 +52,9 @@ class Intermediates(BaseModel):
     """The frame rate the clip was made at (SVD's `fps` condition); the clip's own when not set."""
     motion_bucket_id: int = 180
     noise_aug_strength: float = 0.1
+    video_prompt: str | None = None
+    """The text the image-to-video step read (Open-Sora-Plan reads one, SVD none); when not set, the enhanced
+    prompt, else the prompt."""
 
 
 class Sample(Intermediates):

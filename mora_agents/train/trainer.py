@@ -44,29 +44,33 @@ from mora_agents.pipelines.adapters import (
     add_lora,
     card_sha256,
     check_adapters,
+    denoiser_name,
     load_weights,
 )
 from mora_agents.pipelines.loading import MEMORY_PROFILES, build_pipeline, check_available, resolve_device
 from mora_agents.settings import use_settings
-from mora_agents.tools.defaults import DEFAULTS
 from mora_agents.inputs import MAX_WORK_SIDE
+from mora_agents.tools.backends import BACKENDS, SYSTEMS
 from mora_agents.tools.params import Frames, Seed, Steps
-from mora_agents.train.agents import AGENT_CLASSES, ImageToVideoAgent, Sampling, TrainableAgent, chain
+from mora_agents.train.agents import AGENT_CLASSES, Sampling, TrainableAgent, chain, tool_defaults
 from mora_agents.train.card import write_card
 from mora_agents.train.dataset import Sample, dataset_sha256, read_dataset
 
 TRAIN_JSON = "train.json"
 CHECKPOINTS = "checkpoints"
 LOGS = "logs"
-LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
-"""LoRA on every attention projection of the UNet: self-, cross- (which reads z) and, in SVD, temporal attention."""
+LORA_TARGETS = {"svd": ["to_q", "to_k", "to_v", "to_out.0"],
+                "osp": ["to_q", "to_k", "to_v", "to_out.0", "add_q_proj", "add_k_proj", "add_v_proj", "to_add_out"]}
+"""Per system, LoRA on every attention projection of the denoisers: self-, cross- (which reads z) and, in SVD,
+temporal attention; SD3's joint attention in both streams (`add_*`: the text stream, where z is; the targets of
+diffusers' SD3 LoRA script), Open-Sora-Plan's 3D self-attention and text cross-attention (its own LoRA script's)."""
 MAX_TRAIN_STEPS = 100_000
 MAX_LORA_RANK = 1024
-"""Above the width of every attention projection of the UNets trained here (at most 1280 x 2048 in SDXL)."""
+"""Above the width of every attention projection of the denoisers trained here (at most 1280 x 2048 in SDXL)."""
 MAX_BATCH = 1024
 SAMPLING_STEPS = {"full": 20, "tiny": 2}
-"""chain: an upstream agent's DDIM steps by preset: 20, DDIM's usual count (half of SDXL's 40 Euler steps at
-inference, for the cost of a training step); 2 on the tiny models, whose pictures are noise anyway."""
+"""chain: an upstream agent's sampling steps by preset: 20, DDIM's usual count (half of SDXL's 40 Euler steps at
+inference, for the cost of a training step; SD3 runs 28); 2 on the tiny models, whose pictures are noise anyway."""
 BYTES_PER_TRAINED = 20
 """fp32 weight, gradient, AdamW's two moments and the EMA copy."""
 
@@ -88,10 +92,13 @@ class TrainConfig(BaseModel):
     Every number is bounded (the tools' parameter types where they apply): a bad value raises before any work."""
 
     model_config = ConfigDict(extra="forbid")
+    system: Literal["svd", "osp"] = "svd"
+    """The paper's system whose agents train: svd (SDXL, InstructPix2Pix, SVD-XT) or osp (SD3, Open-Sora-Plan)."""
     preset: Literal["full", "tiny"] = "full"
     device: str = "auto"
     """auto, cpu or cuda (one GPU per process; several through `accelerate launch` or `--num-processes`)."""
-    agents: list[str] = Field(default_factory=lambda: list(AGENT_MODELS))
+    agents: list[str] | None = None
+    """The agents to train (of the system's); None: every one (`agent_names`)."""
     objective: Literal["chain", "per-agent"] = "chain"
     """chain: the video loss trains every agent of the chain (the paper's L_total); per-agent: teacher forcing."""
     sampling_steps: Steps | None = None
@@ -99,7 +106,7 @@ class TrainConfig(BaseModel):
     backprop_steps: Steps = 1
     """chain: K, the last sampling steps of an upstream agent that gradients pass through (truncated backprop)."""
     full: bool = False
-    """Fine-tune every UNet weight instead of LoRA adapters."""
+    """Fine-tune every denoiser weight (UNet or DiT) instead of LoRA adapters."""
     lora_rank: int = Field(16, ge=1, le=MAX_LORA_RANK)
     modulation: bool = True
     """The self-modulation token z_i and alpha_i; off: plain joint fine-tuning (the paper's ablation)."""
@@ -118,11 +125,13 @@ class TrainConfig(BaseModel):
     """The last N checkpoints stay (the final step's included); 0: removed when training ends."""
     gradient_checkpointing: bool = True
     frames: Frames | None = None
-    """Clip frames the image-to-video agent learns (the preset's segment length, 25, when not set)."""
+    """Clip frames the image-to-video agent learns (its backend's default clip when not set: SVD-XT 25,
+    Open-Sora-Plan 93)."""
     resolution: tuple[TrainSide, TrainSide] | None = None
-    """(width, height) every agent trains at; the preset's inference size when not set (full: 1024x576)."""
+    """(width, height) every agent trains at; each agent's inference size when not set (svd: 1024x576; osp: SD3
+    1024x768, Open-Sora-Plan 640x480)."""
     memory_profile: str = "resident"
-    """resident, or 24gb: each agent's UNet is on the GPU only for its own forward and backward (per-agent)."""
+    """resident, or 24gb: each agent's denoiser is on the GPU only for its own forward and backward (per-agent)."""
     report_to: Literal["none", "tensorboard", "wandb"] = "none"
     """accelerate's tracker for the losses, rates and token norms (files in OUT/logs)."""
     seed: Seed = 0
@@ -133,14 +142,6 @@ class TrainConfig(BaseModel):
     models: dict[str, str] = Field(default_factory=dict)
     """Model id or folder overrides by model key (as `ToolSettings.models`)."""
 
-    @field_validator("agents")
-    @classmethod
-    def _known_agents(cls, agents: list[str]) -> list[str]:
-        unknown = [a for a in agents if a not in AGENT_MODELS]
-        if unknown or not agents:
-            raise ValueError(f"unknown agent {unknown[0] if unknown else '(none given)'} (agents: {', '.join(AGENT_MODELS)})")
-        return [a for a in AGENT_MODELS if a in agents]
-
     @field_validator("memory_profile")
     @classmethod
     def _known_profile(cls, profile: str) -> str:
@@ -150,6 +151,16 @@ class TrainConfig(BaseModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> TrainConfig:
+        if self.agents is not None:
+            self.agents = self.agent_names()
+        video = BACKENDS["image_to_video"][SYSTEMS[self.system]["image_to_video"]]
+        if self.frames is not None and (self.frames - 1) % video.frames_step:
+            raise ValueError(f"--frames {self.frames}: the {self.system} system's image-to-video agent ({video.label}) "
+                             f"learns {video.frames_step}k+1 frames")
+        side = max(BACKENDS["text_to_image"][SYSTEMS[self.system]["text_to_image"]].side, video.side)
+        if self.resolution is not None and any(value % side for value in self.resolution):
+            raise ValueError(f"--resolution {self.resolution[0]}x{self.resolution[1]}: the {self.system} system's "
+                             f"agents take multiples of {side}")
         if self.backprop_steps > self.sampling().steps:
             raise ValueError(f"--backprop-steps {self.backprop_steps}: at most --sampling-steps "
                              f"({self.sampling().steps})")
@@ -172,6 +183,18 @@ class TrainConfig(BaseModel):
     def settings(self) -> AbstractContextManager:
         """The tool settings the models are built under."""
         return use_settings(preset=self.preset, models=self.models, adapters=None)
+
+    def agent_names(self) -> list[str]:
+        """The agents to train, upstream first: `agents` (each one of the system's; ValueError otherwise), or every
+        agent of the system."""
+        known = AGENT_MODELS[self.system]
+        if self.agents is None:
+            return list(known)
+        unknown = [a for a in self.agents if a not in known]
+        if unknown or not self.agents:
+            raise ValueError(f"--agents: unknown agent {unknown[0] if unknown else '(none given)'} for the "
+                             f"{self.system} system (its agents: {', '.join(known)})")
+        return [a for a in known if a in self.agents]
 
     def sampling(self) -> Sampling:
         return Sampling(self.sampling_steps or SAMPLING_STEPS[self.preset], self.backprop_steps)
@@ -270,6 +293,9 @@ def validation_loss(dataset_dir: Path, config: TrainConfig, adapters: Path | Non
     device = resolve_device(config.device)
     with config.settings():
         card = check_adapters(adapters) if adapters is not None else None
+    if card is not None and card.system != config.system:
+        raise InputError(f"adapters {adapters}: trained the {card.system} system's agents, not the {config.system} "
+                         f"system's")
     agents = build_agents(config, samples, dataset_dir, device,
                           torch.float32 if device.type == "cpu" else torch.bfloat16, frozen=(adapters, card))
     losses: dict[str, float] = {}
@@ -277,7 +303,7 @@ def validation_loss(dataset_dir: Path, config: TrainConfig, adapters: Path | Non
         for number, agent in enumerate(agents):
             agent.generator.manual_seed(seed + number)
         if config.objective == "chain":
-            chains = sample_chains(samples, [a.name for a in agents])
+            chains = sample_chains(samples, [a.name for a in agents], config.system)
             indices = list(chains)
             batches = [indices[i:i + config.batch_size] for i in range(0, len(indices), config.batch_size)]
             total = sum(chain_loss(agents, agents, chains, batch, config.sampling()).item() * len(batch)
@@ -293,65 +319,88 @@ def validation_loss(dataset_dir: Path, config: TrainConfig, adapters: Path | Non
 
 
 def _lora_spec(config: TrainConfig) -> LoraSpec:
-    return LoraSpec(rank=config.lora_rank, alpha=config.lora_rank, target_modules=LORA_TARGETS)
+    return LoraSpec(rank=config.lora_rank, alpha=config.lora_rank, target_modules=LORA_TARGETS[config.system])
 
 
 def resolution(config: TrainConfig, agent: str) -> tuple[int, int]:
-    """(width, height) an agent trains at: the configured one, else the preset's size of its inference tool."""
-    tool = DEFAULTS[config.preset]["image_to_video" if agent == "image_to_video" else "text_to_image"]
+    """(width, height) an agent trains at: the configured one, else the size its system's backend of its inference
+    tool makes by default (the edit agent's: that of the frames it edits)."""
+    tool = tool_defaults(config, "image_to_video" if agent == "image_to_video" else "text_to_image")
     return config.resolution or (tool["width"], tool["height"])
 
 
-def sample_chains(samples: list[Sample], names: list[str]) -> dict[int, list[str]]:
-    """Dataset index -> the agents (of `names`) its clip passes through, upstream first (`agents.chain`); only
-    the samples whose clip's agent is among `names`."""
-    return {i: path for i, sample in enumerate(samples) if (path := chain(sample, names))}
+def sample_chains(samples: list[Sample], names: list[str], system: str) -> dict[int, list[str]]:
+    """Dataset index -> the agents (of `names`, of `system`) its clip passes through, upstream first
+    (`agents.chain`); only the samples whose clip's agent is among `names`."""
+    return {i: path for i, sample in enumerate(samples) if (path := chain(sample, names, system))}
 
 
 def trained_agents(config: TrainConfig, samples: list[Sample]) -> list[str]:
-    """The agents of `config.agents` that have samples under the objective (per-agent: any sample they learn from;
-    chain: a sample whose clip passes through them). n in alpha_i = ||z_i|| / n counts these."""
+    """The agents of `config.agent_names()` that have samples under the objective (per-agent: any sample they learn
+    from; chain: a sample whose clip passes through them). n in alpha_i = ||z_i|| / n counts these."""
+    names = config.agent_names()
     if config.objective == "chain":
-        paths = sample_chains(samples, config.agents).values()
-        return [a for a in config.agents if any(a in path for path in paths)]
-    return [a for a in config.agents if any(AGENT_CLASSES[a].uses(sample) for sample in samples)]
+        paths = sample_chains(samples, names, config.system).values()
+        return [a for a in names if any(a in path for path in paths)]
+    return [a for a in names if any(AGENT_CLASSES[config.system][a].uses(sample) for sample in samples)]
 
 
 def build_agents(config: TrainConfig, samples: list[Sample], dataset_dir: Path, device: torch.device,
                  weight_dtype: torch.dtype, frozen: tuple[Path | None, AdapterCard | None] | None = None
                  ) -> list[TrainableAgent]:
-    """The agents that have samples to learn from, their fixed inputs encoded. For training: their UNets prepared
-    (LoRA or full, from `config.init_adapters` if set), their modulation tokens initialised; InputError first if
-    that would not fit in the device's memory. `frozen` (an adapter folder and its card, or (None, None)): frozen
-    agents as inference runs them, with the folder's weights and tokens for the agents it trained."""
+    """The agents that have samples to learn from, their fixed inputs encoded (then their text encoders parked on
+    the CPU). For training: their denoisers prepared (LoRA or full, from `config.init_adapters` if set), their
+    modulation tokens initialised; InputError first if that would not fit in the device's memory. `frozen` (an
+    adapter folder and its card, or (None, None)): frozen agents as inference runs them, with the folder's weights
+    and tokens for the agents it trained."""
     with config.settings():
         names, init = check_inputs(config, samples, dataset_dir)
-        pipes = {name: build_pipeline(AGENT_MODELS[name], device, weight_dtype) for name in names}
+        pipes = {name: build_pipeline(AGENT_MODELS[config.system][name], device, weight_dtype) for name in names}
         if frozen is None:
             check_memory(config, pipes, samples, device)
         agents = []
         for name, pipe in pipes.items():
             agent = make_agent(name, pipe, config, device, init) if frozen is None else frozen_agent(
                 name, pipe, config, device, *frozen)
-            agent.encode(samples, dataset_dir, resolution(config, name))
+            encode(agent, samples, dataset_dir)
             agents.append(agent)
         return agents
+
+
+TEXT_ENCODERS = ("text_encoder", "text_encoder_2", "text_encoder_3")
+"""Pipeline components needed only to encode the dataset (and z's start): on the CPU once it is encoded."""
+
+
+def encode(agent: TrainableAgent, samples: list[Sample], dataset_dir: Path) -> None:
+    """Encode the agent's samples at its training resolution, then move its text encoders off the GPU (T5-XXL and
+    mT5-XXL's encoder alone are 9.5 and 11 GB in bf16)."""
+    agent.encode(samples, dataset_dir, resolution(agent.config, agent.name))
+    for name in TEXT_ENCODERS if agent.device.type == "cuda" else ():
+        if getattr(agent.pipe, name, None) is not None:
+            getattr(agent.pipe, name).to("cpu")
 
 
 def check_inputs(config: TrainConfig, samples: list[Sample], dataset_dir: Path) -> tuple[list[str], AdapterCard | None]:
     """Everything about a training that can be checked before work (InputError): the agents that have samples,
     their models on this machine, `init_adapters` fitting this training, the tracker's package. Returns those
     agents and that card."""
-    if config.objective == "chain" and "image_to_video" not in config.agents:
+    try:
+        names = config.agent_names()
+    except ValueError as e:
+        raise InputError(str(e)) from None
+    if config.objective == "chain" and "image_to_video" not in names:
         raise InputError("--objective chain: the loss is the image-to-video agent's on the accepted clip; train it "
                          "too (--agents ...,image_to_video) or use --objective per-agent")
     agents = trained_agents(config, samples)
     if not agents:
-        raise InputError(f"dataset {dataset_dir}: no sample for the agents {', '.join(config.agents)}")
+        raise InputError(f"dataset {dataset_dir}: no sample for the agents {', '.join(names)}")
     check_tracker(config.report_to)
     with config.settings():
-        check_available([AGENT_MODELS[a] for a in agents] if config.preset == "full" else [])
+        check_available([AGENT_MODELS[config.system][a] for a in agents] if config.preset == "full" else [])
         init = check_adapters(config.init_adapters) if config.init_adapters else None
+    if init is not None and init.system != config.system:
+        raise InputError(f"--init-adapters {config.init_adapters}: trained the {init.system} system's agents, this "
+                         f"training is of the {config.system} system's")
     for name in agents if init is not None else []:
         saved = init.agents.get(name)
         if saved is None:
@@ -374,12 +423,14 @@ def check_tracker(report_to: str) -> None:
         raise InputError(f"--report-to {report_to}: needs the {report_to} package (pip install {report_to})")
 
 
-def _trained_parameters(unet: nn.Module, config: TrainConfig) -> int:
-    """How many parameters training adds to or makes trainable in a UNet (before any is allocated)."""
+def _trained_parameters(denoiser: nn.Module, config: TrainConfig) -> int:
+    """How many parameters training adds to or makes trainable in a denoiser (before any is allocated)."""
     if config.full:
-        return sum(p.numel() for p in unet.parameters())
-    return sum(config.lora_rank * (module.in_features + module.out_features) for name, module in unet.named_modules()
-               if isinstance(module, nn.Linear) and any(name.endswith(f".{target}") for target in LORA_TARGETS))
+        return sum(p.numel() for p in denoiser.parameters())
+    targets = LORA_TARGETS[config.system]
+    return sum(config.lora_rank * (module.in_features + module.out_features)
+               for name, module in denoiser.named_modules()
+               if isinstance(module, nn.Linear) and any(name.endswith(f".{target}") for target in targets))
 
 
 def _free_bytes(device: torch.device) -> int | None:
@@ -397,14 +448,13 @@ def check_memory(config: TrainConfig, pipes: dict, samples: list[Sample], device
     """InputError if what training is about to allocate beyond the built models does not fit: the trained
     parameters with their gradients, AdamW state and EMA (fp32), and the encoded dataset (latents, start frames
     and text embeddings). Activations are not counted."""
-    trained = sum(_trained_parameters(pipe.unet, config) for pipe in pipes.values())
+    trained = sum(_trained_parameters(getattr(pipe, denoiser_name(pipe)), config) for pipe in pipes.values())
     cached = 0
     for name, pipe in pipes.items():
-        width, height = resolution(config, name)
-        latent = 4 * (height // 8) * (width // 8)
-        per_sample = (latent * (config.frames or DEFAULTS[config.preset]["image_to_video"]["frames"]) + 3 * height * width
-                      if name == "image_to_video" else 2 * latent + 4 * 77 * pipe.unet.config.cross_attention_dim)
-        cached += 4 * per_sample * sum(AGENT_CLASSES[name].uses(sample) for sample in samples)
+        cls = AGENT_CLASSES[config.system][name]
+        frames = config.frames or tool_defaults(config, "image_to_video")["frames"]
+        per_sample = cls.cached_values(pipe, *resolution(config, name), frames)
+        cached += 4 * per_sample * sum(cls.uses(sample) for sample in samples)
     need, free = BYTES_PER_TRAINED * trained + cached, _free_bytes(device)
     if free is not None and need > free:
         what = "every UNet weight" if config.full else f"LoRA rank {config.lora_rank}"
@@ -415,38 +465,34 @@ def check_memory(config: TrainConfig, pipes: dict, samples: list[Sample], device
 
 
 def _agent(name: str, pipe, config: TrainConfig, device: torch.device) -> TrainableAgent:
-    cls = AGENT_CLASSES[name]
     pipe.set_progress_bar_config(disable=True)
     pipe.vae.float()  # frozen, small, and exact: SDXL's VAE overflows in 16 bits
-    pipe.unet.requires_grad_(False)
-    if cls is ImageToVideoAgent:
-        return cls(pipe, device, config.snr_gamma, config.preset,
-                   config.frames or DEFAULTS[config.preset]["image_to_video"]["frames"])
-    return cls(pipe, device, config.snr_gamma, config.preset)
+    getattr(pipe, denoiser_name(pipe)).requires_grad_(False)
+    return AGENT_CLASSES[config.system][name](pipe, device, config)
 
 
 def make_agent(name: str, pipe, config: TrainConfig, device: torch.device, init: AdapterCard | None = None
                ) -> TrainableAgent:
-    """A trainable agent over a built pipeline: LoRA injected (or every UNet weight trainable with `full`), or the
-    weights of `init` (`config.init_adapters`' card) loaded; its modulation token; trainable weights in fp32, the
-    frozen ones left in the pipeline's dtype, the VAE in fp32."""
+    """A trainable agent over a built pipeline: LoRA injected (or every denoiser weight trainable with `full`), or
+    the weights of `init` (`config.init_adapters`' card) loaded; its modulation token; trainable weights in fp32,
+    the frozen ones left in the pipeline's dtype, the VAE in fp32."""
     agent = _agent(name, pipe, config, device)
-    unet, modulation = agent.unet, None
+    denoiser, modulation = agent.denoiser, None
     if init is not None:  # fitting this training: see `check_inputs`
-        modulation = load_weights(unet, config.init_adapters, init, name)
+        modulation = load_weights(denoiser, agent.component, config.init_adapters, init, name)
     elif not config.full:
-        add_lora(unet, _lora_spec(config))
+        add_lora(denoiser, _lora_spec(config))
     if config.modulation:
         agent.add_modulation(modulation.z.detach() if modulation is not None else _initial_token(agent, config))
-    for param_name, param in unet.named_parameters():
+    for param_name, param in denoiser.named_parameters():
         param.requires_grad_(config.full or "lora_" in param_name)
-    for param in (p for p in unet.parameters() if p.requires_grad):
+    for param in (p for p in denoiser.parameters() if p.requires_grad):
         param.data = param.data.float()
     if config.gradient_checkpointing:
-        unet.enable_gradient_checkpointing()
+        denoiser.enable_gradient_checkpointing()
         if config.objective == "chain":  # the chain backpropagates through the frozen VAEs at full resolution
             pipe.vae.enable_gradient_checkpointing()
-    unet.train()
+    denoiser.train()
     return agent
 
 
@@ -454,9 +500,9 @@ def frozen_agent(name: str, pipe, config: TrainConfig, device: torch.device, ada
                  card: AdapterCard | None) -> TrainableAgent:
     """An agent as inference runs it: the base model, or the adapter folder's weights and token if it trained it."""
     agent = _agent(name, pipe, config, device)
-    agent.unet.eval()
+    agent.denoiser.eval()
     if card is not None and name in card.agents:
-        modulation = load_weights(agent.unet, adapters, card, name)
+        modulation = load_weights(agent.denoiser, agent.component, adapters, card, name)
         if modulation is not None:
             agent.add_modulation(modulation.z.detach())
             agent.modulation.requires_grad_(False)
@@ -483,7 +529,7 @@ def param_groups(agents: list[TrainableAgent], config: TrainConfig) -> list[dict
     """One AdamW group per agent's weights (lr * alpha_i) and one per modulation token (its own rate, no decay)."""
     groups = []
     for agent in agents:
-        weights = [p for p in agent.unet.parameters() if p.requires_grad]
+        weights = [p for p in agent.denoiser.parameters() if p.requires_grad]
         groups.append({"params": weights, "agent": agent.name, "lr": config.lr * alpha(agent, len(agents))})
         if agent.modulation is not None:
             groups.append({"params": [agent.modulation.z], "agent": agent.name + ".z", "lr": config.lr_modulation,
@@ -502,10 +548,10 @@ def set_modulated_rates(optimizer: torch.optim.Optimizer, agents: list[Trainable
 def chain_loss(agents: list[TrainableAgent], models: list[nn.Module], chains: dict[int, list[str]],
                indices: list[int], sampling: Sampling) -> torch.Tensor:
     """L_total on a batch (dataset indices): `agents` upstream first (AGENT_MODELS' order, which `build_agents`
-    keeps), each agent generates what the next one in a sample's
-    chain starts from, and the last one's (the clip's) mean loss is computed from it. Each agent's model (`models`:
-    the agents, or their DDP wrappers) is called exactly once; one with nothing to do adds a zero loss through its
-    UNet, so that every process's backward covers every agent."""
+    keeps), each agent generates what the next one in a sample's chain starts from, and the last one's (the clip's)
+    mean loss is computed from it. Each agent's model (`models`: the agents, or their DDP wrappers) is called exactly
+    once; one with nothing to do adds a zero loss through its denoiser, so that every process's backward covers
+    every agent."""
     made: dict[str, dict[int, torch.Tensor]] = {}
     loss = torch.zeros(())
     for agent, model in zip(agents, models):
@@ -533,9 +579,9 @@ class Stepper:
     A step: the objective's forward and backward on the batch, gradient clipping, one AdamW step over every agent's
     trainable weights and modulation token, the EMA update, and the self-modulated rates. A non-finite loss (before
     the update) or weight (after it) raises Diverged naming the step and the agent. Under the 24gb memory profile
-    (one process, per-agent) each UNet is on the GPU only for its own forward and backward, one sample at a time
-    (the same gradient: the batch mean is the sum of the per-sample losses over the batch size), and the text and
-    image encoders, needed only to encode the dataset, stay on the CPU.
+    (one process, per-agent) each denoiser is on the GPU only for its own forward and backward, one sample at a time
+    (the same gradient: the batch mean is the sum of the per-sample losses over the batch size), and SVD's image
+    encoder, needed only to encode the dataset then, stays on the CPU (the text encoders are there already).
     """
 
     def __init__(self, accelerator, agents: list[TrainableAgent], config: TrainConfig,
@@ -547,10 +593,9 @@ class Stepper:
         self.offload = config.memory_profile == "24gb"  # on the CPU the moves are no-ops, the micro-batches not
         if self.offload:
             for agent in agents:
-                for name in ("text_encoder", "text_encoder_2", "image_encoder"):
-                    if getattr(agent.pipe, name, None) is not None:
-                        getattr(agent.pipe, name).to("cpu")
-                agent.unet.to("cpu")
+                if getattr(agent.pipe, "image_encoder", None) is not None:
+                    agent.pipe.image_encoder.to("cpu")
+                agent.denoiser.to("cpu")
         optimizer = torch.optim.AdamW(param_groups(agents, config), lr=config.lr, weight_decay=config.weight_decay)
         *self.models, self.optimizer = accelerator.prepare(
             *agents, optimizer, device_placement=[not self.offload] * len(agents) + [True])
@@ -562,7 +607,8 @@ class Stepper:
         """One optimisation step on a batch (dataset indices; `step` counts from 0); the losses (mean over
         processes) by agent and `total`."""
         for agent in self.agents:  # (seed, step, process, agent): a resumed run draws what an uninterrupted one would
-            key = (self.config.seed, step, self.accelerator.process_index, list(AGENT_MODELS).index(agent.name))
+            key = (self.config.seed, step, self.accelerator.process_index,
+                   list(AGENT_MODELS[self.config.system]).index(agent.name))
             agent.generator.manual_seed(hash(key) % 2**63)  # hashes of int tuples do not vary between processes
         losses = self._chain_backward(indices) if self.chains is not None else self._backward(indices)
         if bad := next((name for name, value in losses.items() if not math.isfinite(value)), None):
@@ -672,7 +718,7 @@ class _Training:
             _write_json(self.out_dir / TRAIN_JSON, {
                 "dataset": str(self.dataset_dir), "dataset_sha256": self.dataset_sha,
                 "config": config.model_dump(mode="json"), "created": datetime.now().isoformat()})
-        chains = sample_chains(self.samples, [a.name for a in agents])
+        chains = sample_chains(self.samples, [a.name for a in agents], config.system)
         stepper = Stepper(accelerator, agents, config, chains)
         indices = list(chains) if config.objective == "chain" else list(range(len(self.samples)))
         loader = accelerator.prepare(torch.utils.data.DataLoader(indices, batch_size=batch, shuffle=True,
@@ -732,7 +778,7 @@ class _Training:
     # -- checkpoints --
 
     def _register_hooks(self, accelerator, agents: list[TrainableAgent]) -> None:
-        """Checkpoints hold only the trainable weights (LoRA or UNet, and z), not the frozen base models."""
+        """Checkpoints hold only the trainable weights (LoRA or denoiser, and z), not the frozen base models."""
         from safetensors.torch import load_file, save_file
 
         def save(models: list, weights: list, output_dir: str) -> None:
@@ -798,12 +844,12 @@ class _Training:
 
 @contextmanager
 def _on_device(agent: TrainableAgent) -> Iterator[None]:
-    """The agent's UNet on its device for the block, then back on the CPU (the 24gb memory profile)."""
-    agent.unet.to(agent.device)
+    """The agent's denoiser on its device for the block, then back on the CPU (the 24gb memory profile)."""
+    agent.denoiser.to(agent.device)
     try:
         yield
     finally:
-        agent.unet.to("cpu")
+        agent.denoiser.to("cpu")
 
 
 def _write_json(path: Path, data: dict) -> None:
