@@ -194,12 +194,13 @@ def test_sops_validate_names_every_problem_of_a_file(tmp_path: Path) -> None:
     done = mora("sops", "validate", str(bad), str(one))
     assert done.returncode == 2
     assert done.stderr.splitlines() == [f"invalid {bad}: {problem}" for problem in (
-        "step 'image', field 'agent': unknown agent 'nobody' (agents: prompt_agent, text_to_image_agent, "
-        "image_to_image_agent, image_to_video_agent, video_connection_agent, media_agent)",
+        "step 'image', field 'agent': unknown agent 'nobody' (agents: prompt_agent, story_agent, text_to_image_agent, "
+        "image_to_image_agent, image_to_video_agent, video_connection_agent, media_agent, critic_agent)",
         "step 'segments', field 'args.steps': Input should be greater than or equal to 1",
         "step 'segments', field 'args.colour': tool 'image_to_video' has no parameter 'colour' (it has: image, "
         "prompt, negative_prompt, width, height, frames, steps, fps, guidance_scale, motion_bucket_id, "
-        "noise_aug_strength, decode_chunk_size, seed, backend, adapters, output)",
+        "noise_aug_strength, decode_chunk_size, seconds, base_frames, overlap_history, addnoise_condition, ar_step, "
+        "causal_block_size, seed, backend, adapters, output)",
         "step 'join', field 'args.videos': 'steps.later' is not an earlier step")]
     assert done.stdout.strip() == f"ok {one} (one, 1 step)"
     run = mora("run", "a fox", "--task", "text_to_video", "--sops", str(tmp_path), "--preset", "tiny")

@@ -127,7 +127,8 @@ def test_missing_weights_of_the_osp_system_fail_fast(tmp_path: Path, monkeypatch
     missing = [line.split("#")[0].strip() for line in result.output.splitlines()[1:]]
     assert missing == ["hf download stabilityai/stable-diffusion-3-medium-diffusers",  # the editor, then the video
                        f"{tmp_path} has no 93x480p_i2v/config.json",  # MORA_MODEL_OPEN_SORA_PLAN, set above
-                       "hf download google/mt5-xxl --include '*.json' spiece.model pytorch_model.bin"], result.output
+                       "hf download google/mt5-xxl --include '*.json' --include spiece.model --include pytorch_model.bin"
+                       ], result.output
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
 
 
