@@ -41,7 +41,7 @@ import httpx
 import openai
 
 warnings.filterwarnings("ignore", category=DeprecationWarning)  # the client marks the Videos API deprecated
-SHORT = {"set": {"image_to_video": {"frames": 8}}, "seed": 1}
+SHORT = {"set": {"image_to_video": {"frames": 8, "fps": 7}}, "seed": 1}
 
 
 def free_port() -> int:

@@ -187,11 +187,11 @@ def try_moment(moment: Moment, base: Path, reference: dict[str, Any], frames: np
 
 
 SVD_2S = {"image_to_video": {"frames": 4, "fps": 2, "steps": 1}}
-"""2 s segments of the default image-to-video backend (its tiny default is 25 frames)."""
+"""2 s segments of the default image-to-video backend (its tiny default is 7 frames at 2 fps: 3.5 s)."""
 SOP_REQUESTS: dict[str, dict[str, Any]] = {
     "text_to_video": {"duration": 4, "overrides": SVD_2S},
-    "text_to_video_wan": {"duration": 2},
-    "text_to_video_keyframes": {"duration": 2},
+    "text_to_video_wan": {"duration": 18},  # two of the tiny Wan clips (9 frames at 1 fps)
+    "text_to_video_keyframes": {"duration": 18},
     "digital_world": {"duration": 4, "overrides": SVD_2S},
     "image_to_video": {"images": ["still.png"], "duration": 4, "overrides": SVD_2S},
     "extend_video": {"videos": ["a.mp4"], "duration": 4, "overrides": SVD_2S},

@@ -23,13 +23,13 @@ from mora_agents.console import make_console
 from mora_agents.errors import InputError, MoraError
 from mora_agents.eval.cli import eval_command
 from mora_agents.jsonl import escape_separators
-from mora_agents.settings import PRESETS
-from mora_agents.ui.terminal import TerminalUI
+from mora_agents.settings import PRESETS, RUNS_DIR, user_sops_dir
 
 if TYPE_CHECKING:
     from mora_agents.data.select import SelectionResult
     from mora_agents.runs.review import Reviewer
     from mora_agents.runs.runner import RunOutcome
+    from mora_agents.ui.terminal import TerminalUI
 
 class _OneLineErrors(TyperGroup):
     """Usage errors (`--duration abc`, a missing argument) as one line and exit code 2, like all bad input."""
@@ -118,6 +118,11 @@ def print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=1, default=str) + "\n")
 
 
+OutOption = Annotated[Path, typer.Option("--out", help="Base folder of run directories.")]
+SopsOption = Annotated[Optional[Path], typer.Option(
+    help="Your SOP folder, read beside the shipped SOPs (default: $MORA_SOPS, else ~/.mora/sops).")]
+VerboseOption = Annotated[int, typer.Option(
+    "--verbose", "-v", count=True, help="-v: every message and tool call; -vv: the records as they are (JSON lines).")]
 SystemOption = Annotated[Optional[str], typer.Option(
     help="The paper's system for every agent: svd (SDXL, InstructPix2Pix, SVD-XT, SEINE) or osp (SD3, SD3 "
          "image-to-image, Open-Sora-Plan v1.2); default: the SOPs' backends.")]
@@ -137,13 +142,16 @@ def _noise_warning(preset: str) -> None:
         console.print(NOISE_WARNING)
 
 
-def _drive(start: Callable[[TerminalUI, Reviewer], Awaitable[RunOutcome]], review: bool, preset: str) -> None:
+def _drive(start: Callable[[TerminalUI, Reviewer], Awaitable[RunOutcome]], review: bool, preset: str,
+           verbosity: int) -> None:
     """Run a request or a resume with the terminal display; map errors to one line and an exit code.
 
     The tiny preset's warning shows when the run starts (bad input stays one line)."""
     from mora_agents.runs.review import TextReviewer, auto_accept
+    from mora_agents.ui.terminal import TerminalUI
 
-    ui = TerminalUI(console, notice=NOISE_WARNING if preset == "tiny" else None)
+    ui = TerminalUI(console, notice=NOISE_WARNING if preset == "tiny" else None, verbosity=verbosity)
+    ui.reviewing = review
     try:
         with ui.live():
             outcome = asyncio.run(start(ui, TextReviewer(ui.ask, "human") if review else auto_accept))
@@ -152,9 +160,8 @@ def _drive(start: Callable[[TerminalUI, Reviewer], Awaitable[RunOutcome]], revie
     except MoraError as e:
         raise fail(str(e), 1) from None
     except KeyboardInterrupt:
-        raise fail("interrupted; `mora resume RUN` continues from the last finished step (see `mora runs`)", 130) from None
-    note = " [yellow](noise: tiny preset)[/]" if outcome.noise else ""
-    console.print(f"[green]done:[/] {escape(str(outcome.result))}{note}")
+        raise fail(f"interrupted; {ui.resume_hint()} continues from the last finished step", 130) from None
+    ui.done(outcome)
     print_path(outcome.result)
 
 
@@ -167,8 +174,8 @@ def run(
     duration: Annotated[Optional[float], typer.Option(help="Length in seconds (the SOP's default otherwise).")] = None,
     preset: Annotated[str, typer.Option(help="full: real weights; tiny: random small models (noise, for tests).")] = "full",
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:1, ...")] = "auto",
-    sops: Annotated[Optional[Path], typer.Option(help="A folder of your own SOP files.")] = None,
-    out_dir: Annotated[Path, typer.Option("--out", help="Base folder of run directories.")] = Path("runs"),
+    sops: SopsOption = None,
+    out_dir: OutOption = RUNS_DIR,
     seed: Annotated[Optional[int], typer.Option(help="Base seed (random if not given; always recorded).")] = None,
     set_: Annotated[list[str], typer.Option("--set", help="Override a tool parameter: TOOL.PARAM=VALUE.")] = [],
     review: Annotated[bool, typer.Option("--review", help="Ask me at the SOP's review points (next/repeat/edit/stop).")] = False,
@@ -180,6 +187,7 @@ def run(
     speed_option: SpeedOptions = [],
     gpus: Gpus = 1,
     candidates: Annotated[int, typer.Option(help="Best of N: candidates of each keyframe and clip of the SOP's best_of steps (a story's), ranked by the judges (MORA_JUDGES, else metric judges).")] = 1,
+    verbose: VerboseOption = 0,
 ) -> None:
     """Run a request through the agents; writes runs/<time>-<slug>/ with result.mp4 and transcript.jsonl."""
     from mora_agents.inputs import parse_sets
@@ -194,7 +202,8 @@ def run(
     except InputError as e:
         raise fail(str(e), 2) from None
     _drive(lambda ui, reviewer: run_request(request, images=image, videos=video, task=task, duration=duration,
-                                            options=options, on_record=ui.show, reviewer=reviewer), review, preset)
+                                            options=options, on_record=ui.show, reviewer=reviewer), review, preset,
+           verbose)
 
 
 @app.command()
@@ -204,23 +213,29 @@ def resume(
     device: Annotated[Optional[str], typer.Option(help="Run on another device than the run was started on.")] = None,
     memory_profile: Annotated[Optional[str], typer.Option(help="Change the memory profile (e.g. 24gb after running out of GPU memory).")] = None,
     revise: Annotated[Optional[str], typer.Option(help="Edit the output of a text step that ran (e.g. storyboard) first; what the edit does not change is kept.")] = None,
+    verbose: VerboseOption = 0,
 ) -> None:
     """Continue a run from its last finished step (checked by sha256); the transcript marks the interruption."""
-    from mora_agents.runs.catalog import read_info
-    from mora_agents.runs.runner import resume_run
+    from mora_agents.runs.catalog import check_resumable, read_info
 
     try:
-        preset = read_info(run_dir)["preset"]
+        info = read_info(run_dir)
+        if info["status"] != "running":  # a finished run is refused at once, before the models' libraries load
+            check_resumable(run_dir, info)  # (a running one only the runner can judge, holding its lock)
     except InputError as e:
         raise fail(str(e), 2) from None
+    preset = info["preset"]
+    from mora_agents.runs.runner import resume_run
+
     _drive(lambda ui, reviewer: resume_run(run_dir, device=device, memory_profile=memory_profile, on_record=ui.show,
-                                           reviewer=reviewer, revise=revise), review or revise is not None, preset)
+                                           reviewer=reviewer, revise=revise), review or revise is not None, preset,
+           verbose)
 
 
 @app.command()
 def batch(
     requests: Annotated[Path, typer.Argument(help="A JSONL file, one request per line: {\"text\": ..., \"seed\": ...}.")],
-    out_dir: Annotated[Path, typer.Option("--out", help="Folder of the batch's run directories and summary.jsonl.")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder of the batch's run directories and summary.jsonl.")] = RUNS_DIR,
     ray: Annotated[Optional[str], typer.Option(help="Run on Ray: local (start it here), auto (the running cluster) or the cluster's ADDRESS.")] = None,
     gpus_per_worker: Annotated[Optional[float], typer.Option(help="GPUs per Ray worker (default: --gpus; one worker per CPU on a cluster without GPUs).")] = None,
     workers: Annotated[Optional[int], typer.Option(min=1, help="At most this many Ray workers (default: as many as fit).")] = None,
@@ -228,7 +243,7 @@ def batch(
     skip_invalid: Annotated[bool, typer.Option("--skip-invalid", help="Skip bad lines (listed) instead of stopping.")] = False,
     preset: Annotated[str, typer.Option(help="full: real weights; tiny: random small models (noise, for tests).")] = "full",
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:1, ...")] = "auto",
-    sops: Annotated[Optional[Path], typer.Option(help="A folder of your own SOP files.")] = None,
+    sops: SopsOption = None,
     memory_profile: Annotated[str, typer.Option(help="resident: models stay on the GPU; 24gb: offloaded between uses to fit a 24 GB GPU.")] = "resident",
     adapters: Annotated[Optional[Path], typer.Option(help="A `mora train` output: every run (but lines with their own) uses the agents it fine-tuned.")] = None,
     system: SystemOption = None,
@@ -300,7 +315,7 @@ app.command("eval", help="Score videos or run directories with the paper's metri
 
 
 @app.command()
-def runs(out_dir: Annotated[Path, typer.Option("--out", help="Base folder of run directories.")] = Path("runs"),
+def runs(out_dir: OutOption = RUNS_DIR,
          as_json: Annotated[bool, typer.Option("--json", help="Print one JSON list of the runs (for scripts).")] = False,
          ) -> None:
     """List runs: task, status (finished / failed / stopped / interrupted / waiting for review / damaged), time, result."""
@@ -331,8 +346,8 @@ def runs(out_dir: Annotated[Path, typer.Option("--out", help="Base folder of run
 def chat(
     preset: Annotated[str, typer.Option(help="full: real weights; tiny: random small models (noise, for tests).")] = "full",
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:1, ...")] = "auto",
-    sops: Annotated[Optional[Path], typer.Option(help="A folder of your own SOP files.")] = None,
-    out_dir: Annotated[Path, typer.Option("--out", help="Base folder of run directories.")] = Path("runs"),
+    sops: SopsOption = None,
+    out_dir: OutOption = RUNS_DIR,
     seed: Annotated[Optional[int], typer.Option(help="Base seed of every turn (random if not given).")] = None,
     review: Annotated[bool, typer.Option("--review", help="Start with human review on (/review toggles it).")] = False,
     max_repeats: Annotated[int, typer.Option(min=0, help="Repeats (and edits) allowed per reviewed step.")] = 3,
@@ -343,10 +358,12 @@ def chat(
     speed_option: SpeedOptions = [],
     gpus: Gpus = 1,
     candidates: Annotated[int, typer.Option(help="Best of N for every turn's best_of steps (a story's keyframes and clips).")] = 1,
+    verbose: VerboseOption = 0,
 ) -> None:
     """Chat requests into the group chat; follow-ups refer to the last result. /help lists the commands."""
     from mora_agents.runs.runner import RunOptions, check_options
     from mora_agents.ui.chat import ChatSession, chat_loop, enable_line_editing
+    from mora_agents.ui.terminal import TerminalUI
 
     try:
         options = RunOptions(preset=preset, device=device, out=out_dir, sops_dir=sops, seed=seed,
@@ -358,7 +375,7 @@ def chat(
         raise fail(str(e), 2) from None
     _noise_warning(preset)
     enable_line_editing()
-    ui = TerminalUI(console)
+    ui = TerminalUI(console, verbosity=verbose)
     chat_loop(ChatSession(options, ui, ui.ask, review=review))
 
 
@@ -584,7 +601,7 @@ def data_make(
     preset: Annotated[str, typer.Option(help="full: real weights; tiny: random small models (noise, for tests).")] = "full",
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:1, ...")] = "auto",
     memory_profile: Annotated[str, typer.Option(help="resident: models stay on the GPU; 24gb: offloaded between uses to fit a 24 GB GPU.")] = "resident",
-    sops: Annotated[Optional[Path], typer.Option(help="A folder of your own SOP files.")] = None,
+    sops: SopsOption = None,
     adapters: Annotated[Optional[Path], typer.Option(help="A `mora train` output: generate with the agents it fine-tuned.")] = None,
     ray: Annotated[Optional[str], typer.Option(help="Run on Ray: local, auto or ADDRESS (see mora batch).")] = None,
     system: SystemOption = None,
@@ -665,8 +682,8 @@ def serve(
     port: Annotated[int, typer.Option(min=0, max=65535, help="Port (0: a free one).")] = 7860,
     preset: Annotated[str, typer.Option(help="full: real weights; tiny: random small models (noise, for tests).")] = "full",
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:1, ...")] = "auto",
-    out_dir: Annotated[Path, typer.Option("--out", help="Base folder of run directories.")] = Path("runs"),
-    sops: Annotated[Path, typer.Option(help="Your SOP folder: runs use it, the SOP editor saves into it.")] = Path.home() / ".mora" / "sops",
+    out_dir: OutOption = RUNS_DIR,
+    sops: Annotated[Optional[Path], typer.Option(help="Your SOP folder: runs use it, the SOP editor saves into it (default: $MORA_SOPS, else ~/.mora/sops).")] = None,
     token: Annotated[Optional[str], typer.Option(envvar="MORA_TOKEN", help="Bearer token every request must carry.")] = None,
     max_image_mb: Annotated[float, typer.Option(min=0, help="Size limit of an uploaded image, in MB.")] = 50,
     max_video_mb: Annotated[float, typer.Option(min=0, help="Size limit of an uploaded video, in MB.")] = 2048,
@@ -690,8 +707,9 @@ def serve(
         raise fail(f"mora serve needs {e.name}: pip install 'mora-agents[serve]'", 2) from None
     try:
         check_preset(preset)
-        options = RunOptions(preset=preset, device=device, out=out_dir, sops_dir=sops, memory_profile=memory_profile,
-                             adapters=adapters, system=system, **speed_settings(speed, speed_option, gpus))
+        options = RunOptions(preset=preset, device=device, out=out_dir, sops_dir=sops or user_sops_dir(),
+                             memory_profile=memory_profile, adapters=adapters, system=system,
+                             **speed_settings(speed, speed_option, gpus))
         config = ServeConfig(options, token=token, max_image_bytes=int(max_image_mb * 2**20),
                              max_video_bytes=int(max_video_mb * 2**20),
                              webhook=Webhook(webhook, webhook_secret or "") if webhook else None, data=data)
@@ -709,8 +727,8 @@ def mcp(
     port: Annotated[int, typer.Option(help="With --transport http: port.")] = 7861,
     preset: Annotated[str, typer.Option(help="full: real weights; tiny: random small models (noise, for tests).")] = "full",
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:1, ...")] = "auto",
-    out_dir: Annotated[Path, typer.Option("--out", help="Base folder of run directories.")] = Path("runs"),
-    sops: Annotated[Path, typer.Option(help="Your SOP folder: runs use it.")] = Path.home() / ".mora" / "sops",
+    out_dir: OutOption = RUNS_DIR,
+    sops: SopsOption = None,
     token: Annotated[Optional[str], typer.Option(envvar="MORA_TOKEN", help="With --transport http: bearer token every request must carry.")] = None,
     memory_profile: Annotated[str, typer.Option(help="resident: models stay on the GPU; 24gb: offloaded between uses to fit a 24 GB GPU.")] = "resident",
     adapters: Annotated[Optional[Path], typer.Option(help="A `mora train` output: every run uses the agents it fine-tuned.")] = None,
@@ -777,11 +795,11 @@ def transcript(
             sys.stdout.write(escape_separators(record.model_dump_json()) + "\n")
         else:
             out.print(f"[dim]{record.seq:>3} +{record.elapsed:7.2f}s[/] [bold cyan]{escape(record.source)}[/] "
-                      f"{escape(describe(record))}")
+                      f"{escape(describe(record, path.parent.resolve()))}")
 
 
 @sops_app.command("list")
-def sops_list(sops: Annotated[Optional[Path], typer.Option(help="Also a folder of your own SOP files.")] = None,
+def sops_list(sops: SopsOption = None,
               as_json: Annotated[bool, typer.Option("--json", help="Print one JSON list of the SOPs (for scripts).")] = False,
               ) -> None:
     """List the SOPs (tasks) that `mora run` can follow."""
@@ -805,7 +823,7 @@ def sops_list(sops: Annotated[Optional[Path], typer.Option(help="Also a folder o
 
 
 @sops_app.command("show")
-def sops_show(name: str, sops: Annotated[Optional[Path], typer.Option(help="Also a folder of your own SOP files.")] = None) -> None:
+def sops_show(name: str, sops: SopsOption = None) -> None:
     """Print an SOP file."""
     from mora_agents.sop.loader import find_sops
 
@@ -821,19 +839,24 @@ def sops_show(name: str, sops: Annotated[Optional[Path], typer.Option(help="Also
 
 @sops_app.command("validate")
 def sops_validate(files: Annotated[Optional[list[Path]], typer.Argument(help="SOP files (default: all found).")] = None,
-                  sops: Annotated[Optional[Path], typer.Option(help="Also a folder of your own SOP files.")] = None) -> None:
-    """Validate SOP files; errors name the file, the step and the field."""
-    from mora_agents.sop.loader import load_sop, sop_dirs
+                  sops: SopsOption = None) -> None:
+    """Validate SOP files; errors (all of each file's) name the file, the step and the field."""
+    from mora_agents.sop.loader import SOPError, load_sop, sop_dirs
 
-    paths = files or [p for d in sop_dirs(sops) for p in sorted(d.glob("*.y*ml"))]
+    try:
+        paths = files or [p for d in sop_dirs(sops) for p in sorted(d.glob("*.y*ml"))]
+    except InputError as e:
+        raise fail(str(e), 2) from None
     failed = 0
     for path in paths:
         try:
             sop = load_sop(path)
-            out.print(f"[green]ok[/] {escape(str(path))} ({escape(sop.name)}, {len(sop.steps)} steps)")
-        except InputError as e:
+            steps = len(sop.steps)
+            out.print(f"[green]ok[/] {escape(str(path))} ({escape(sop.name)}, {steps} step{'s' * (steps != 1)})")
+        except SOPError as e:  # every problem of the file, a line each
             failed += 1
-            console.print(f"[red]invalid[/] {escape(str(e))}")
+            for problem in e.problems:
+                console.print(f"[red]invalid[/] {escape(problem)}")
     if failed:
         raise typer.Exit(2)
 

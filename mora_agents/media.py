@@ -270,22 +270,31 @@ class VideoInfo:
 
 def video_info(path: Path, name: str) -> VideoInfo:
     """A video's size and frame rate from its header, within the limits; nothing is decoded yet."""
+    reader, info = _open_video(path, name)
+    reader.close()
+    return info
+
+
+def _open_video(path: Path, name: str) -> tuple[Iterator, VideoInfo]:
+    """An ffmpeg reader of a video's RGB frames, past its header, and the header's info, checked against the limits
+    (the reader is closed when they are not met)."""
     check_file(path, name, "video")
+    reader = imageio_ffmpeg.read_frames(str(path))  # a generator: ffmpeg starts at the first `next`
     try:
-        reader = imageio_ffmpeg.read_frames(str(path))
         try:
             meta = next(reader)
-        finally:
-            reader.close()
-        (width, height), fps = meta["size"], float(meta.get("fps") or 0)
-    except Exception as e:  # ffmpeg's errors: no video stream, not a container, ...
-        raise InputError(f"{name}: not a readable video ({_first_line(e)})") from None
-    if not MIN_FPS <= fps <= MAX_FPS:
-        rate = f"frame rate {fps:g} fps" if fps else "no frame rate that can be read"
-        raise InputError(f"{name}: {rate}; videos need {MIN_FPS:g}-{MAX_FPS:g} fps")
-    if not 0 < max(width, height) <= MAX_VIDEO_SIDE:
-        raise InputError(f"{name}: {width}x{height} pixels; videos may have at most {MAX_VIDEO_SIDE} px per side")
-    return VideoInfo(width, height, fps)
+            (width, height), fps = meta["size"], float(meta.get("fps") or 0)
+        except Exception as e:  # ffmpeg's errors: no video stream, not a container, ...
+            raise InputError(f"{name}: not a readable video ({_first_line(e)})") from None
+        if not MIN_FPS <= fps <= MAX_FPS:
+            rate = f"frame rate {fps:g} fps" if fps else "no frame rate that can be read"
+            raise InputError(f"{name}: {rate}; videos need {MIN_FPS:g}-{MAX_FPS:g} fps")
+        if not 0 < max(width, height) <= MAX_VIDEO_SIDE:
+            raise InputError(f"{name}: {width}x{height} pixels; videos may have at most {MAX_VIDEO_SIDE} px per side")
+    except InputError:
+        reader.close()
+        raise
+    return reader, VideoInfo(width, height, fps)
 
 
 def _too_long(name: str, info: VideoInfo) -> InputError:
@@ -321,12 +330,10 @@ def read_video(path: str | Path, label: str | None = None) -> tuple[np.ndarray, 
     """Decode a video to frames [N, H, W, 3] uint8 and its frame rate; bad or too large files raise InputError."""
     path = Path(path)
     name = label or str(path)
-    info = video_info(path, name)
+    reader, info = _open_video(path, name)
     frames = []
     try:
-        for buf in imageio_ffmpeg.read_frames(str(path)):
-            if isinstance(buf, dict):  # the header, read again
-                continue
+        for buf in reader:
             if len(frames) == info.max_frames:
                 raise _too_long(name, info)
             frames.append(np.frombuffer(buf, np.uint8).reshape(info.height, info.width, 3))
@@ -334,13 +341,16 @@ def read_video(path: str | Path, label: str | None = None) -> tuple[np.ndarray, 
         raise
     except Exception as e:
         raise InputError(f"{name}: not a readable video ({_first_line(e)})") from None
+    finally:
+        reader.close()
     if not frames:
         raise InputError(f"{name}: video has no frames")
     return np.stack(frames), info.fps
 
 
-def write_video(frames: np.ndarray | Sequence[np.ndarray], fps: float, path: Path) -> None:
-    """Write RGB frames as H.264 MP4 (yuv420p; odd sizes are padded to even by ffmpeg's rule)."""
+def write_video(frames: np.ndarray | Sequence[np.ndarray], fps: float, path: Path, noise: bool = False) -> Artifact:
+    """Write RGB frames as H.264 MP4 (yuv420p; an odd side is scaled up to even) and return its Artifact, told from
+    what was written (no decoding it again, as `probe` would)."""
     frames = np.asarray(frames, dtype=np.uint8)
     height, width = frames.shape[1:3]
     with atomic_path(path) as tmp:
@@ -352,6 +362,8 @@ def write_video(frames: np.ndarray | Sequence[np.ndarray], fps: float, path: Pat
         for frame in frames:
             writer.send(np.ascontiguousarray(frame))
         writer.close()
+    return Artifact(path=str(path), kind="video", sha256=sha256_file(path), width=width + width % 2,
+                    height=height + height % 2, frames=len(frames), fps=float(fps), noise=noise)
 
 
 def resize_frames(frames: np.ndarray, width: int, height: int) -> np.ndarray:

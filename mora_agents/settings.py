@@ -7,6 +7,7 @@ A process-wide object (not a contextvar) because tools may run in worker threads
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -18,6 +19,16 @@ Preset = Literal["full", "tiny"]
 MemoryProfile = Literal["resident", "24gb"]
 PRESETS: tuple[str, ...] = get_args(Preset)
 MEMORY_PROFILES: tuple[str, ...] = get_args(MemoryProfile)
+RUNS_DIR = Path("runs")
+"""Where runs go and are listed unless `--out` says otherwise: the default of every command (run, chat, resume's
+listing, batch, serve, mcp) and of `RunOptions.out`."""
+SOPS_VARIABLE = "MORA_SOPS"
+
+
+def user_sops_dir() -> Path:
+    """The person's SOP folder: $MORA_SOPS, else ~/.mora/sops. Run, chat, batch, `mora sops` and serve read it (beside
+    the shipped SOPs) unless `--sops DIR` names another; the page's SOP editor saves into it."""
+    return Path(os.environ.get(SOPS_VARIABLE) or Path.home() / ".mora" / "sops").expanduser()
 
 
 class ProgressHook(Protocol):

@@ -216,12 +216,15 @@ def test_numbers_that_fit_are_recorded_and_used_typed(tmp_path: Path) -> None:
 
 def test_missing_weights_of_a_backend_fail_fast(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
-    with pytest.raises(ModelNotAvailable, match="model 'wan_ti2v' \\(Wan-AI/Wan2.2-TI2V-5B-Diffusers\\) is not on this "
-                       "machine: download it with `hf download Wan-AI/Wan2.2-TI2V-5B-Diffusers` or set "
-                       "MORA_MODEL_WAN_TI2V"):
+    with pytest.raises(ModelNotAvailable, match="^1 model not on this machine .*\n  hf download "
+                       "Wan-AI/Wan2.2-TI2V-5B-Diffusers   # model 'wan_ti2v', MORA_MODEL_WAN_TI2V$"):
         check_available(["wan_ti2v"])
-    result = CliRunner().invoke(app, ["run", "a fox", "--task", "text_to_video_wan", "--out", str(tmp_path / "runs")])
-    assert result.exit_code == 2 and "black-forest-labs/FLUX.1-schnell" in result.output
+    result = CliRunner().invoke(app, ["run", "a fox", "--task", "text_to_video_wan", "--out", str(tmp_path / "runs")],
+                                terminal_width=200)
+    # every model the run needs, each with its own command: FLUX.1 [schnell] (first frame and refiner) and Wan
+    assert result.exit_code == 2 and "2 models not on this machine" in result.output, result.output
+    commands = [line.split("#")[0].strip() for line in result.output.splitlines() if "hf download" in line]
+    assert commands == ["hf download black-forest-labs/FLUX.1-schnell", "hf download Wan-AI/Wan2.2-TI2V-5B-Diffusers"]
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
 
 
@@ -250,11 +253,11 @@ def _run(tmp_path: Path, text: str, **kwargs) -> Path:
 
 
 def test_shipped_sops_with_newer_backends_run(tmp_path: Path) -> None:
-    wan = json.loads((_run(tmp_path, "a red fox", task="text_to_video_wan", duration=2) / "run.json").read_text())
+    wan = json.loads((_run(tmp_path, "a red fox", task="text_to_video_wan", duration=18) / "run.json").read_text())
     assert wan["status"] == "finished"
     assert wan["backends"] == {"text_to_image": ["flux-schnell"], "image_to_video": ["wan2.2-ti2v-5b"]}
     assert len(wan["drift"]["segments"]) == 2
-    keyframes = _run(tmp_path, "a red fox", task="text_to_video_keyframes", duration=2)
+    keyframes = _run(tmp_path, "a red fox", task="text_to_video_keyframes", duration=18)
     info = json.loads((keyframes / "run.json").read_text())
     assert info["backends"] == {"text_to_image": ["sdxl"], "connect_images": ["wan2.1-flf2v"]}
     requests = [json.loads(line)["message"]["content"] for line in (keyframes / "transcript.jsonl").read_text().splitlines()

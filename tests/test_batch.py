@@ -30,7 +30,8 @@ from mora_agents.runs.transcript import read_transcript
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 # fast tiny runs: one denoising step, 8 frames at 7 fps a segment (one segment for 1 s, three for 3 s)
-FAST = {"text_to_image.steps": 1, "edit_image.steps": 1, "image_to_video.steps": 1, "image_to_video.frames": 8}
+FAST = {"text_to_image.steps": 1, "edit_image.steps": 1, "image_to_video.steps": 1, "image_to_video.frames": 8,
+        "image_to_video.fps": 7}
 LINES = [
     {"text": "a red fox running through snow", "duration": 1, "seed": 5, "name": "fox"},
     {"text": "a red fox running through snow", "duration": 1},  # no seed: derived from the content...
@@ -278,12 +279,12 @@ def test_ray_without_ray_installed_is_one_line(tmp_path: Path, monkeypatch) -> N
 
 def test_eval_suite_makes_its_videos_as_a_batch(tmp_path: Path, monkeypatch) -> None:
     shipped = yaml.safe_load((Path(mora_agents.__file__).parent / "sops" / "text_to_video.yaml").read_text())
-    shipped["inputs"]["duration"]["default"] = 1  # a short text_to_video replaces the shipped one (MORA_SOPS_PATH)
+    shipped["inputs"]["duration"]["default"] = 1  # a short text_to_video replaces the shipped one (MORA_SOPS)
     shipped["steps"][1]["args"]["steps"] = shipped["steps"][2]["args"]["steps"] = 1
-    shipped["steps"][2]["args"]["frames"] = 8
+    shipped["steps"][2]["args"].update(frames=8, fps=7)
     (tmp_path / "sops").mkdir()
     (tmp_path / "sops" / "text_to_video.yaml").write_text(yaml.safe_dump(shipped))
-    monkeypatch.setenv("MORA_SOPS_PATH", str(tmp_path / "sops"))
+    monkeypatch.setenv("MORA_SOPS", str(tmp_path / "sops"))
     prompts = tmp_path / "suite.jsonl"
     prompts.write_text('{"prompt": "one dog running", "type": "I"}\n{"prompt": "two cats playing", "type": "II"}\n')
     report = tmp_path / "report.md"

@@ -115,14 +115,14 @@ APPROXIMATE_PARAMETERS = {
 }
 
 
-TINY_CPU = ["--device", "cpu", "--size", "tiny", "--repeats", "1", "--warmup", "1"]
+TINY_CPU = ["--device", "cpu", "--preset", "tiny", "--repeats", "1", "--warmup", "1"]
 
 
 def _bench(out: Path, *args: str) -> tuple[Result, dict, str]:
     """`mora bench` on the tiny CPU models with `args`: its result, JSON report and Markdown table."""
     json_path, markdown_path = out / "bench.json", out / "bench.md"
     result = CliRunner().invoke(
-        app, [*TINY_CPU, *args, "--json", str(json_path), "--markdown", str(markdown_path)]
+        app, [*TINY_CPU, *args, "--json-out", str(json_path), "--markdown", str(markdown_path)]
     )
     assert result.exit_code == 0, result.output
     return result, json.loads(json_path.read_text()), markdown_path.read_text()
@@ -319,7 +319,7 @@ def test_without_a_cpp_compiler_compile_is_skipped_in_one_line(tmp_path: Path) -
     args = ["--workloads", "image_edit", "--candidates", "compile", "--no-reference", "--no-approximate"]
     command = [sys.executable, "-c", "from mora_agents.cli import app; app()", "bench", *TINY_CPU, *args]
     run = subprocess.run(
-        [*command, "--json", str(tmp_path / "bench.json")], env=env, capture_output=True, text=True, timeout=600
+        [*command, "--json-out", str(tmp_path / "bench.json")], env=env, capture_output=True, text=True, timeout=600
     )
     assert run.returncode == 0, run.stderr
     lines = [line for line in run.stderr.splitlines() if "skipped" in line]
@@ -338,7 +338,7 @@ def test_without_a_cpp_compiler_compile_is_skipped_in_one_line(tmp_path: Path) -
 )
 def test_bad_name_exits_with_one_line_error(option: str, choices: list[str]) -> None:
     result = CliRunner().invoke(
-        app, ["--device", "cpu", "--size", "tiny", option, f"{choices[0]},nope"]
+        app, ["--device", "cpu", "--preset", "tiny", option, f"{choices[0]},nope"]
     )
     assert result.exit_code == 2
     assert result.output.strip().splitlines() == [
@@ -353,8 +353,8 @@ def test_help_names_every_workload_and_candidate() -> None:
 
 
 def test_full_size_needs_cuda() -> None:
-    result = CliRunner().invoke(app, ["--device", "cpu", "--size", "full"])
-    assert result.exit_code == 2 and "--size full needs a CUDA device" in result.output
+    result = CliRunner().invoke(app, ["--device", "cpu", "--preset", "full"])
+    assert result.exit_code == 2 and "--preset full needs a CUDA device" in result.output
 
 
 @pytest.fixture(scope="module")

@@ -65,8 +65,8 @@ def test_cli_writes_the_table_and_json(tmp_path: Path) -> None:
     json_path, markdown_path = tmp_path / "flops.json", tmp_path / "flops.md"
     result = CliRunner().invoke(
         app,
-        ["--count-flops", "--size", "tiny", "--workloads", "image_edit", "--gpu", "H200",
-         "--json", str(json_path), "--markdown", str(markdown_path)],
+        ["--count-flops", "--preset", "tiny", "--workloads", "image_edit", "--gpu", "H200",
+         "--json-out", str(json_path), "--markdown", str(markdown_path)],
     )
     assert result.exit_code == 0, result.output
     report = json.loads(json_path.read_text())
@@ -85,7 +85,7 @@ def test_cli_writes_the_table_and_json(tmp_path: Path) -> None:
 
 def test_unknown_gpu_is_a_one_line_error_and_writes_nothing(tmp_path: Path) -> None:
     out = tmp_path / "flops.json"
-    result = CliRunner().invoke(app, ["--count-flops", "--size", "tiny", "--gpu", "TPU v5", "--json", str(out)])
+    result = CliRunner().invoke(app, ["--count-flops", "--preset", "tiny", "--gpu", "TPU v5", "--json-out", str(out)])
     assert result.exit_code == 2
     [line] = result.output.strip().splitlines()
     assert line.startswith("mora bench: error: --gpu TPU v5: no dense bf16 peak known for it (known: ")

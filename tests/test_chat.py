@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -19,7 +20,7 @@ TURN_TIMEOUT = 300
 def chat(tmp_path: Path):
     env = {**os.environ, "HOME": str(tmp_path), "TERM": "xterm-256color", "COLUMNS": "160", "OMP_NUM_THREADS": "1"}
     child = pexpect.spawn(sys.executable, ["-m", "mora_agents", "chat", "--preset", "tiny", "--device", "cpu",
-                                           "--seed", "3", "--out", str(tmp_path / "runs")],
+                                           "--seed", "3"],  # the default --out: runs, in the working folder
                           env=env, cwd=str(tmp_path), encoding="utf-8", timeout=60, dimensions=(50, 160))
     child.expect("you> ")
     yield child
@@ -34,17 +35,16 @@ def test_two_turns_where_the_second_extends_the_first(chat, tmp_path: Path) -> N
     chat.expect("unknown task")
     chat.expect("you> ")
     chat.sendline("a red fox running through snow, 3 seconds")
-    chat.expect("planner")  # the plan shows before the work starts
-    chat.expect("text_to_video")
+    chat.expect("plan: task text_to_video")  # the plan shows before the work starts
     chat.expect("done:", timeout=TURN_TIMEOUT)
     chat.expect("you> ")
     chat.sendline("extend it by 3 seconds")
     chat.expect("extend_video")
     chat.expect("done:", timeout=TURN_TIMEOUT)
     chat.expect("you> ")
-    chat.sendline("/runs")
-    chat.expect("finished")
-    chat.expect("you> ")
+    chat.sendline("/runs")  # both turns' runs, though --out is relative and the runner's paths absolute
+    chat.expect("/runs.*you> ")
+    assert re.search("text_to_video .*finished", chat.after) and re.search("extend_video .*finished", chat.after)
     chat.sendline("/quit")
     chat.expect(pexpect.EOF)
 
@@ -77,3 +77,18 @@ def test_review_on_asks_and_takes_the_answer(chat, tmp_path: Path) -> None:
     decisions = [r["message"]["content"] for r in records if r["type"].endswith("[ReviewDecision]")]
     assert [(d["decision"], d["text"], d["by"]) for d in decisions] == [
         ("next", None, "human"), ("edit", "a blue fox", "human"), ("next", None, "human")]
+
+
+def test_ctrl_c_names_the_run_to_resume(chat, tmp_path: Path) -> None:
+    chat.sendline("a red fox running through snow, 60 seconds")  # 17 segments: long enough to interrupt
+    chat.expect("segments 2/17")
+    chat.sendintr()
+    chat.expect(r"interrupted\S*: `mora resume (\S+)` continues the run")
+    run_dir = Path(chat.match.group(1))
+    assert run_dir.parent == (tmp_path / "runs").resolve() and (run_dir / "run.json").is_file()
+    chat.expect("you> ")
+    chat.sendline("/runs")  # an interrupted run is one of the chat's runs too
+    chat.expect("/runs.*you> ")
+    assert re.search("text_to_video .*interrupted", chat.after)
+    chat.sendline("/quit")
+    chat.expect(pexpect.EOF)

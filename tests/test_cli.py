@@ -118,14 +118,16 @@ def test_a_rejected_tool_call_is_retried_and_the_run_finishes(tmp_path: Path, mo
 def test_connect_command_and_its_missing_weights_message(tmp_path: Path, monkeypatch) -> None:
     a, b = make_video(tmp_path / "a.mp4", seed=1), make_video(tmp_path / "b.mp4", seed=2)
     result = mora("run", "--task", "connect_videos", "--video", str(a), "--video", str(b), "--preset", "tiny",
-                  "a smooth transition", "--out", str(tmp_path / "runs"))
+                  "a smooth transition", "--out", str(tmp_path / "runs"), "-v")
     assert result.exit_code == 0, result.output
-    assert "video_connection_agent ToolCallRequestEvent tool call connect_videos" in result.output
+    assert "video_connection_agent ToolCallRequestEvent tool call connect_videos(video_a='inputs/" in result.output
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
     result = mora("run", "--task", "connect_videos", "--video", str(a), "--video", str(b), "join",
                   "--out", str(tmp_path / "full"))
     assert result.exit_code == 2
-    assert "Vchitect/SEINE" in result.output and "hf download Vchitect/SEINE seine.pt" in result.output
+    # both models SEINE needs, each with its command
+    assert "2 models not on this machine" in result.output and "hf download Vchitect/SEINE seine.pt" in result.output
+    assert "hf download CompVis/stable-diffusion-v1-4   # model 'sd_v1_4'" in result.output
 
 
 HOSTILE = "\x1b]0;pwned\x07\x1b[2J\x1b[H\x1b[31mred\x1b[0m \x9b2J[bold]markup[/bold] :100:\r\x00."

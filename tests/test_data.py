@@ -47,9 +47,9 @@ from mora_agents.train.agents import ImageToImageAgent
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 SEEDS = "a red fox running through snow\n# a comment\n\na lighthouse in a storm\na paper boat on a pond\n"
-OVERRIDES = {"image_to_video": {"frames": 4, "steps": 1}, "text_to_image": {"steps": 1}}
-FAST_RUNS = ["--preset", "tiny", "--device", "cpu", "--set", "image_to_video.frames=4", "--set",
-             "image_to_video.steps=1", "--set", "text_to_image.steps=1"]
+OVERRIDES = {"image_to_video": {"frames": 4, "fps": 7, "steps": 1}, "text_to_image": {"steps": 1}}
+FAST_RUNS = ["--preset", "tiny", "--device", "cpu", "--set", "image_to_video.frames=4", "--set", "image_to_video.fps=7",
+             "--set", "image_to_video.steps=1", "--set", "text_to_image.steps=1"]
 FAST_TRAINING = ["--batch-size", "2", "--frames", "4", "--resolution", "32x32"]
 
 

@@ -135,7 +135,7 @@ def test_mora_eval_shows_a_runs_drift_over_time(tmp_path: Path) -> None:
              "to_previous": None if k == 0 else {"color": 0.4, "sharpness": 1.0}} for k in range(4)]
     (run / "run.json").write_text(json.dumps({"status": "finished", "drift": {"segments": rows}}))
     out, chart = tmp_path / "eval.json", tmp_path / "chart.png"
-    result = CliRunner().invoke(app, ["eval", str(run), "--metrics", "subject_consistency", "--json", str(out),
+    result = CliRunner().invoke(app, ["eval", str(run), "--metrics", "subject_consistency", "--json-out", str(out),
                                       "--chart", str(chart)], env={"COLUMNS": "160"})
     assert result.exit_code == 0, result.output
     assert "drift of segments" in result.output and "colour shift" in result.output

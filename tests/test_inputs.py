@@ -251,8 +251,9 @@ def test_a_duration_outside_the_planned_tasks_range_is_one_line(tmp_path: Path) 
 
 
 @pytest.mark.parametrize("edit, args, message", [
-    (('"{{ inputs.duration }}"', "100000"), [], "100000 s of 3.57143 s clips would run 28000 times (at most 100)"),
-    (None, ["--duration", "120", "--set", "image_to_video.frames=8"], "120 s of 1.14286 s clips would run 105 times"),
+    (('"{{ inputs.duration }}"', "100000"), [], "100000 s of 3.5 s clips would run 28571 times (at most 100)"),
+    (None, ["--duration", "120", "--set", "image_to_video.frames=8", "--set", "image_to_video.fps=7"],
+     "120 s of 1.14286 s clips would run 105 times"),
 ])
 def test_a_repeat_that_would_run_too_often_is_refused_before_any_step(tmp_path: Path, edit, args, message) -> None:
     """Its count is told from the inputs and the clip length its frames and fps give, before the first clip."""
@@ -285,8 +286,8 @@ FILE_OUTPUTS = [(lambda d: d, "is a folder, not a file"),
 ])
 def test_bad_output_paths_are_one_line(tmp_path: Path, command: str, make, message: str) -> None:
     path = make(tmp_path)
-    flag, args = {"run": ("--out", ["--preset", "tiny", "a fox"]), "bench": ("--json", ["--count-flops"]),
-                  "eval": ("--json", [str(make_video(tmp_path / "clip.mp4"))])}[command]
+    flag, args = {"run": ("--out", ["--preset", "tiny", "a fox"]), "bench": ("--json-out", ["--count-flops"]),
+                  "eval": ("--json-out", [str(make_video(tmp_path / "clip.mp4"))])}[command]
     result = runner.invoke(app, [command, *args, flag, str(path)])
     assert result.exit_code == 2, result.output
     (line,) = result.stderr.splitlines()

@@ -16,7 +16,7 @@ FLOORS = [
     ("sop", "train"),
     ("tools", "pipelines", "judges"),
     ("models", "llm", "media", "inputs", "eval"),
-    ("settings", "errors", "jsonl", "console"),
+    ("settings", "errors", "jsonl", "console", "lazy"),
 ]
 FLOOR = {part: level for level, parts in enumerate(FLOORS) for part in parts}
 

@@ -85,11 +85,11 @@ def test_the_long_backends_rules_are_checked_before_a_run(overrides: dict, messa
 
 def test_missing_weights_fail_fast_naming_each_part(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty"))
-    with pytest.raises(ModelNotAvailable, match="`hf download Skywork/SkyReels-V2-DF-1.3B-540P-Diffusers`"):
+    with pytest.raises(ModelNotAvailable, match="\n  hf download Skywork/SkyReels-V2-DF-1.3B-540P-Diffusers   # model 'skyreels_df'"):
         check_available(["skyreels_df"])
     for key, repo in [("framepack", "lllyasviel/FramePackI2V_HY"), ("hunyuan_video", "hunyuanvideo-community/HunyuanVideo"),
                       ("flux_redux", "lllyasviel/flux_redux_bfl")]:
-        with pytest.raises(ModelNotAvailable, match=f"`hf download {repo}`"):
+        with pytest.raises(ModelNotAvailable, match=f"\n  hf download {repo}   # model '{key}'"):
             check_available([key])
     folder = tmp_path / "redux"
     folder.mkdir()

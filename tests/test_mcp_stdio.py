@@ -19,7 +19,7 @@ from mora_agents.runs.catalog import read_info, run_status
 pytest.importorskip("mcp")
 from mcp import Client, StdioServerParameters  # noqa: E402
 
-SETTINGS = {"image_to_video": {"frames": 8}}
+SETTINGS = {"image_to_video": {"frames": 8, "fps": 7}}
 
 
 def test_mora_mcp_over_stdio(tmp_path: Path) -> None:

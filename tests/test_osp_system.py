@@ -109,21 +109,26 @@ def _frames(path: str) -> np.ndarray:
 
 def test_missing_weights_of_the_osp_system_fail_fast(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
-    with pytest.raises(ModelNotAvailable, match=r"model 'open_sora_plan' \(LanguageBind/Open-Sora-Plan-v1.2.0\) is not "
-                       r"on this machine: download it with `hf download LanguageBind/Open-Sora-Plan-v1.2.0 --include "
-                       r"'93x480p_i2v/\*' --include 'vae/\*'` or set MORA_MODEL_OPEN_SORA_PLAN"):
-        check_available(["open_sora_plan"])
-    with pytest.raises(ModelNotAvailable, match=r"`hf download google/mt5-xxl --include '\*.json' --include "
-                       r"spiece.model --include pytorch_model.bin` or set MORA_MODEL_MT5_XXL"):
-        check_available(["mt5_xxl"])
+    with pytest.raises(ModelNotAvailable, match=r"^2 models not on this machine .*\n"
+                       r"  hf download LanguageBind/Open-Sora-Plan-v1.2.0 --include '93x480p_i2v/\*' "
+                       r"--include 'vae/\*'   "
+                       r"# model 'open_sora_plan', MORA_MODEL_OPEN_SORA_PLAN\n"
+                       r"  hf download google/mt5-xxl --include '\*.json' --include spiece.model "
+                       r"--include pytorch_model.bin   "
+                       r"# model 'mt5_xxl', MORA_MODEL_MT5_XXL$"):
+        check_available(["open_sora_plan", "mt5_xxl"])
     monkeypatch.setenv("MORA_MODEL_OPEN_SORA_PLAN", str(tmp_path))
-    with pytest.raises(ModelNotAvailable, match=f"model 'open_sora_plan': {tmp_path} has no 93x480p_i2v/config.json"):
+    with pytest.raises(ModelNotAvailable, match=f"  {tmp_path} has no 93x480p_i2v/config.json   # model 'open_sora_plan'"):
         check_available(["open_sora_plan"])
     image = make_image(tmp_path / "in.png")
     result = CliRunner().invoke(app, ["run", "the cat dances", "--image", str(image), "--task", "image_to_video",
                                       "--system", "osp", "--out", str(tmp_path / "runs")], terminal_width=300)
     assert result.exit_code == 2, result.output
-    assert "`hf download stabilityai/stable-diffusion-3-medium-diffusers` or set MORA_MODEL_SD3" in result.output
+    missing = [line.split("#")[0].strip() for line in result.output.splitlines()[1:]]
+    assert missing == ["hf download stabilityai/stable-diffusion-3-medium-diffusers",  # the editor, then the video
+                       f"{tmp_path} has no 93x480p_i2v/config.json",  # MORA_MODEL_OPEN_SORA_PLAN, set above
+                       "hf download google/mt5-xxl --include '*.json' --include spiece.model --include pytorch_model.bin"
+                       ], result.output
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
 
 

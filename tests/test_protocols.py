@@ -29,7 +29,7 @@ warnings.filterwarnings("ignore", category=DeprecationWarning)  # the client mar
 
 TOKEN = "s3cret-token"
 SECRET = new_secret()
-SHORT = {"set": {"image_to_video": {"frames": 8}}}
+SHORT = {"set": {"image_to_video": {"frames": 8, "fps": 7}}}
 """Clips of 8 frames at 7 fps (1.14 s): one segment for `seconds="1"`, and quick runs."""
 
 
@@ -108,7 +108,7 @@ def test_create_and_poll_download_list_and_a_signed_webhook(server: Server, clie
     assert run["status"] == "finished" and run["task"] == "text_to_video"
     info = read_info(server.out / video.id)
     assert info["seed"] == 7 and info["overrides"] == {"text_to_image": {"width": 64, "height": 64},
-                                                       "image_to_video": {"width": 64, "height": 64, "frames": 8}}
+                                                       "image_to_video": {"width": 64, "height": 64, "frames": 8, "fps": 7}}
     assert client.videos.retrieve(video.id).model_dump() == video.model_dump()
 
     # the webhook: refused once (500), delivered on the retry, signed as the client verifies, recorded in the run
@@ -248,7 +248,7 @@ def test_mcp_over_streamable_http_with_the_token(server: Server) -> None:
         async with http, Client(streamable_http_client(f"{server.url}/mcp", http_client=http)) as mcp:
             tools = [t.name for t in (await mcp.list_tools()).tools]
             result = await mcp.call_tool("generate", {"prompt": "a paper boat on a pond", "seconds": 1,
-                                                      "settings": {"image_to_video": {"frames": 8}}},
+                                                      "settings": {"image_to_video": {"frames": 8, "fps": 7}}},
                                          progress_callback=on_progress)
             assert not result.is_error, result.content
             content = (await mcp.read_resource(result.structured_content["result"]["uri"])).contents[0]

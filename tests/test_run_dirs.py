@@ -133,10 +133,16 @@ def test_listings_for_scripts_and_run_names_never_cut(finished: Path, tmp_path: 
 
 
 def test_a_tool_that_raises_is_one_line_with_the_traceback_kept(tmp_path: Path, monkeypatch) -> None:
-    def broken(key: str):
-        raise RuntimeError("the weights are corrupt\nsecond line of detail")
+    from mora_agents.pipelines import loading
 
-    monkeypatch.setattr("mora_agents.tools.image.load_pipeline", broken)
+    load_pipeline = loading.load_pipeline
+
+    def broken(key: str):
+        if key == "sdxl_refiner":  # text_to_image's second model (its first gives the prompt budget's tokenizer)
+            raise RuntimeError("the weights are corrupt\nsecond line of detail")
+        return load_pipeline(key)
+
+    monkeypatch.setattr(loading, "load_pipeline", broken)
     result = mora("run", "a red fox", "--preset", "tiny", "--device", "cpu", "--duration", "3",
                   "--out", str(tmp_path / "runs"), "--set", "image_to_video.frames=4", "--set", "image_to_video.fps=1")
     assert result.exit_code == 1

@@ -32,7 +32,7 @@ from mora_agents.serve import ServeConfig, bind, create_app
 from mora_agents.sop.loader import BUILTIN_DIR
 
 FOX = "a red fox running through snow"
-SHORT = {"image_to_video": {"frames": 8}}
+SHORT = {"image_to_video": {"frames": 8, "fps": 7}}
 """Clips of 8 frames at 7 fps: 1.14 s each, so a duration of 1 takes one segment and 2.3 two (and runs are quick)."""
 
 

@@ -75,7 +75,7 @@ def test_user_sops_are_found_by_flag_and_env(tmp_path: Path, monkeypatch) -> Non
     folder.mkdir()
     _write(folder, data)
     assert "slow_zoom" in find_sops(folder)
-    monkeypatch.setenv("MORA_SOPS_PATH", str(folder))
+    monkeypatch.setenv("MORA_SOPS", str(folder))
     sop = find_sops()["slow_zoom"][0]
     assert sop.steps[2].args["motion_bucket_id"] == 60
 

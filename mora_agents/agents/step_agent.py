@@ -124,6 +124,8 @@ class StepAgent(StreamingAgent):
         seconds = time.perf_counter() - start
         if isinstance(output, Artifact):
             output = output.relative_to(self.run_dir)
+            if any(a.noise for media in request.media.values() for a in media):  # made of noise (a tiny model's)
+                output = output.model_copy(update={"noise": True})
         text = output.model_dump_json() if isinstance(output, Artifact) else str(output)
         yield ToolCallExecutionEvent(content=[FunctionExecutionResult(
             content=text, call_id=call.id, is_error=False, name=call.name)], source=self.name)

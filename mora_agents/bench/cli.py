@@ -6,6 +6,7 @@ torch and diffusers are imported when the command runs, so that registering it k
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -80,7 +81,8 @@ def bench_command(
     size: Annotated[
         str,
         typer.Option(
-            help="full: the published model sizes (CUDA only); tiny: tiny models (a smoke test)."
+            "--preset", "--size",
+            help="full: the published model sizes (CUDA only); tiny: tiny models (a smoke test). --size: its old name.",
         ),
     ] = "full",
     workloads: Annotated[
@@ -126,8 +128,11 @@ def bench_command(
     seed: Annotated[
         int, typer.Option(help="Seed of every run (the same for all configurations).")
     ] = 0,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the results as JSON (stdout) instead of the Markdown table.")
+    ] = False,
     json_out: Annotated[
-        Path | None, typer.Option("--json", help="Write the results as JSON.")
+        Path | None, typer.Option("--json-out", help="Also write the results as JSON to this file.")
     ] = None,
     markdown_out: Annotated[
         Path | None, typer.Option("--markdown", help="Write the Markdown table.")
@@ -137,7 +142,7 @@ def bench_command(
         typer.Option(
             "--count-flops",
             help="Count the FLOPs of every model call on the meta device instead of timing (no GPU needed; "
-            "--workloads, --size, --gpu, --json and --markdown apply), with the seconds they take at --gpu's peak.",
+            "--workloads, --preset, --gpu, --json, --json-out and --markdown apply), with the seconds they take at --gpu's peak.",
         ),
     ] = False,
     gpu: Annotated[
@@ -171,7 +176,7 @@ def bench_command(
     from mora_agents.inputs import check_output_file
 
     try:
-        for path, flag in ((json_out, "--json"), (markdown_out, "--markdown")):
+        for path, flag in ((json_out, "--json-out"), (markdown_out, "--markdown")):
             if path is not None:
                 check_output_file(path, flag)
     except InputError as exc:
@@ -188,17 +193,18 @@ def bench_command(
     from mora_agents.bench.workloads import WORKLOADS
     from mora_agents.pipelines.loading import resolve_device
 
+    outputs = _Outputs(as_json, json_out, markdown_out)
     if training:
-        _train(device, size, workloads, memory_profile, repeats, warmup, json_out, markdown_out)
+        _train(device, size, workloads, memory_profile, repeats, warmup, outputs)
         return
     names = _names("--workloads", workloads, list(WORKLOADS)) if workloads else list(WORKLOADS)
     chosen = _names("--candidates", candidates, [*CANDIDATES, "all"]) if candidates else []
     if "all" in chosen:
         chosen = list(CANDIDATES)
     if size not in SIZES:
-        raise _fail(f"--size {size}: unknown (choose from {', '.join(SIZES)})")
+        raise _fail(f"--preset {size}: unknown (choose from {', '.join(SIZES)})")
     if count_flops:
-        _count(tuple(WORKLOADS[name] for name in names), size, gpu, json_out, markdown_out)
+        _count(tuple(WORKLOADS[name] for name in names), size, gpu, outputs)
         return
     if memory_profile is not None and memory_profile not in MEMORY_PROFILES:
         raise _fail(
@@ -212,13 +218,13 @@ def bench_command(
         raise _fail(f"--device {device}: CUDA is not available on this machine")
     if size == "full" and resolved.type != "cuda":
         raise _fail(
-            f"--size full needs a CUDA device (got {resolved}); use --size tiny for a CPU smoke test"
+            f"--preset full needs a CUDA device (got {resolved}); use --preset tiny for a CPU smoke test"
         )
 
     console = make_console(stderr=True)
     if size == "tiny":
         console.print(
-            "[yellow]size tiny: tiny random models, the timings are meaningless (this checks the code path)[/]"
+            "[yellow]preset tiny: tiny random models, the timings are meaningless (this checks the code path)[/]"
         )
     for name in chosen:
         if reason := unavailable(name, resolved):
@@ -239,7 +245,7 @@ def bench_command(
     )
     with _progress(console) as progress:
         report = run_benchmark(plan, _Bars(progress))
-    _write(report.to_markdown(), report.to_json(), json_out, markdown_out, console)
+    outputs.write(report.to_markdown(), report.to_json(), console)
 
 
 def _speeds(profiles: str | None, options: list[str], device: torch.device) -> tuple[tuple[str, Speed], ...]:
@@ -260,9 +266,7 @@ def _speeds(profiles: str | None, options: list[str], device: torch.device) -> t
         raise _fail(str(exc)) from None
 
 
-def _count(
-    workloads: tuple[Workload, ...], size: str, gpu: str, json_out: Path | None, markdown_out: Path | None
-) -> None:
+def _count(workloads: tuple[Workload, ...], size: str, gpu: str, outputs: _Outputs) -> None:
     from mora_agents.bench.flops import count_flops
     from mora_agents.bench.measure import DENSE_BF16_TFLOPS, dense_bf16_peak
 
@@ -273,11 +277,11 @@ def _count(
     console = make_console(stderr=True)
     with _progress(console) as progress:
         count = count_flops(workloads, size, gpu, peak, _Bars(progress))
-    _write(count.to_markdown(), count.to_json(), json_out, markdown_out, console)
+    outputs.write(count.to_markdown(), count.to_json(), console)
 
 
 def _train(device: str, size: str, workloads: str | None, memory_profile: str | None, repeats: int, warmup: int,
-           json_out: Path | None, markdown_out: Path | None) -> None:
+           outputs: _Outputs) -> None:
     import tempfile
 
     from mora_agents.bench.build import SIZES
@@ -286,7 +290,7 @@ def _train(device: str, size: str, workloads: str | None, memory_profile: str | 
 
     names = _names("--workloads", workloads, list(TRAINING_WORKLOADS)) if workloads else list(TRAINING_WORKLOADS)
     if size not in SIZES:
-        raise _fail(f"--size {size}: unknown (choose from {', '.join(SIZES)})")
+        raise _fail(f"--preset {size}: unknown (choose from {', '.join(SIZES)})")
     if memory_profile is not None and memory_profile not in MEMORY_PROFILES:
         raise _fail(f"--memory-profile {memory_profile}: unknown (choose from {', '.join(MEMORY_PROFILES)})")
     resolved = resolve_device(device)
@@ -297,17 +301,23 @@ def _train(device: str, size: str, workloads: str | None, memory_profile: str | 
     with tempfile.TemporaryDirectory() as scratch, _progress(console) as progress:
         report = run_training_bench(size, resolved, tuple(names), profiles, repeats, warmup, Path(scratch),
                                     _Bars(progress))
-    _write(report.to_markdown(), report.to_json(), json_out, markdown_out, console)
+    outputs.write(report.to_markdown(), report.to_json(), console)
 
 
-def _write(markdown: str, json_text: str, json_out: Path | None, markdown_out: Path | None,
-           console: Console) -> None:
-    """Print the table; write the JSON and the Markdown whole or not at all."""
-    from mora_agents.media import atomic_path
+@dataclass(frozen=True)
+class _Outputs:
+    as_json: bool
+    """--json: the JSON on stdout instead of the Markdown table."""
+    json_out: Path | None
+    markdown_out: Path | None
 
-    print(markdown)
-    for path, text, what in ((json_out, json_text + "\n", "JSON"), (markdown_out, markdown, "Markdown")):
-        if path is not None:
-            with atomic_path(path) as tmp:
-                tmp.write_text(text, encoding="utf-8")
-            console.print(f"{what} written to {escape(str(path))}")
+    def write(self, markdown: str, json_text: str, console: Console) -> None:
+        """Print the table (or the JSON); write the JSON and the Markdown files whole or not at all."""
+        from mora_agents.media import atomic_path
+
+        print(json_text if self.as_json else markdown)
+        for path, text, what in ((self.json_out, json_text + "\n", "JSON"), (self.markdown_out, markdown, "Markdown")):
+            if path is not None:
+                with atomic_path(path) as tmp:
+                    tmp.write_text(text, encoding="utf-8")
+                console.print(f"{what} written to {escape(str(path))}")

@@ -2,7 +2,7 @@
 
 They call the pipelines as the tools in `mora_agents.tools` do, at the `full` preset's settings
 (`tools.defaults.DEFAULTS["full"]`: the paper's), minus the file I/O, and time each stage with its
-denoiser. `--size tiny` uses the tiny preset's settings, shrunk further so that the CPU smoke test is quick.
+denoiser. `--preset tiny` uses the tiny preset's settings, shrunk further so that the CPU smoke test is quick.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ SMOKE: Settings = {
     },
     "connect_videos": {"frames": 4, "width": 32, "height": 32, "steps": 2},
 }
-"""`--size tiny`: changes to the tiny preset's settings (1-2 steps, few frames) for a fast CPU smoke test."""
+"""`--preset tiny`: changes to the tiny preset's settings (1-2 steps, few frames) for a fast CPU smoke test."""
 
 
 def settings_for(size: str) -> dict[str, dict[str, Any]]:

@@ -1,27 +1,17 @@
 """Video evaluation with the Mora paper's metrics (VBench dimensions and the paper's own).
 
-Importing this package loads no model library; networks are imported when a metric needs them.
+Importing this package loads no model library; networks are imported when a metric needs them, and the package's
+names when first used (so that `mora` registers `mora eval` without them).
 """
 
-from mora_agents.eval.api import Evaluator, evaluate_video, resolve_metrics
-from mora_agents.eval.metrics import METRICS
-from mora_agents.eval.result import MetricResult, VideoEvaluation
-from mora_agents.eval.targets import Target, load_target
-from mora_agents.eval.video import BadInputError, Video, read_video
-from mora_agents.eval.weights import MissingWeightsError, WeightStore
+from mora_agents.lazy import lazy_names
 
-__all__ = [
-    "METRICS",
-    "BadInputError",
-    "Evaluator",
-    "MetricResult",
-    "MissingWeightsError",
-    "Target",
-    "Video",
-    "VideoEvaluation",
-    "WeightStore",
-    "evaluate_video",
-    "load_target",
-    "read_video",
-    "resolve_metrics",
-]
+_MODULES = {
+    "Evaluator": "api", "evaluate_video": "api", "resolve_metrics": "api", "METRICS": "metrics",
+    "MetricResult": "result", "VideoEvaluation": "result", "Target": "targets", "load_target": "targets",
+    "BadInputError": "video", "Video": "video", "read_video": "video", "MissingWeightsError": "weights",
+    "WeightStore": "weights",
+}
+__all__ = sorted(_MODULES)
+
+__getattr__ = lazy_names(__name__, _MODULES)

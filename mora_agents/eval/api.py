@@ -62,7 +62,7 @@ class Evaluator:
             if on_metric:
                 on_metric(name)
         return VideoEvaluation(target.source, str(target.video), target.prompt, target.task, ctx.results, target.drift,
-                               target.system, self._story(target))
+                               target.system, target.noise, self._story(target))
 
     def _story(self, target: Target) -> dict:
         """A story run's measures, computed again with this evaluator's networks (its weights)."""

@@ -35,15 +35,13 @@ def paper_rows(task: str | None, system: str | None = None) -> dict[str, dict[st
     return {}
 
 
-def write_chart(evaluations: list[VideoEvaluation], path: Path) -> list[str]:
-    """Grouped bars per [0, 1] score; fallback values are hatched. Returns the paper rows shown."""
-    matplotlib = require("matplotlib")
-    matplotlib.use("Agg")
-    plt = require("matplotlib.pyplot")
-
+def chart_series(evaluations: list[VideoEvaluation]) -> tuple[dict[str, dict[str, tuple[float, bool]]], list[str]]:
+    """The chart's bars, per label (each video's name, marked when a tiny run's noise; then the paper's rows for the
+    same task): metric -> (value, from the reference backend); and the paper rows shown."""
     series: dict[str, dict[str, tuple[float, bool]]] = {}
     for evaluation in evaluations:
-        series[Path(evaluation.source).name or evaluation.source] = {
+        noise = " (noise: tiny preset)" if evaluation.noise else ""
+        series[(Path(evaluation.source).name or evaluation.source) + noise] = {
             name: (r.value, r.is_reference)
             for name, r in evaluation.results.items()
             if r.value is not None and name != VIDEO_LENGTH and 0.0 <= r.value <= 1.0
@@ -52,6 +50,16 @@ def write_chart(evaluations: list[VideoEvaluation], path: Path) -> list[str]:
     shown = paper_rows(tasks.pop(), systems.pop() if len(systems) == 1 else None) if len(tasks) == 1 else {}
     for label, values in shown.items():
         series[label] = {name: (value, True) for name, value in values.items()}
+    return series, list(shown)
+
+
+def write_chart(evaluations: list[VideoEvaluation], path: Path) -> list[str]:
+    """Grouped bars per [0, 1] score (`chart_series`); fallback values are hatched. Returns the paper rows shown."""
+    matplotlib = require("matplotlib")
+    matplotlib.use("Agg")
+    plt = require("matplotlib.pyplot")
+
+    series, shown = chart_series(evaluations)
     metrics = sorted({m for values in series.values() for m in values})
     if not metrics:
         raise ValueError("no metric in [0, 1] to chart")
@@ -71,12 +79,13 @@ def write_chart(evaluations: list[VideoEvaluation], path: Path) -> list[str]:
             bar.set_hatch("" if values[metric][1] else "//")
     ax.set_xticks([j + 0.4 - width / 2 for j in range(len(metrics))], metrics, rotation=30, ha="right")
     ax.set_ylim(0, 1.05)
-    ax.set_title("mora eval (hatched: fallback backend)")
+    noise = "; random-weight runs score noise, not the method" if any(e.noise for e in evaluations) else ""
+    ax.set_title(f"mora eval (hatched: fallback backend{noise})")
     ax.legend(fontsize="small")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
-    return list(shown)
+    return shown
 
 
 def write_drift_chart(evaluations: list[VideoEvaluation], path: Path) -> None:

@@ -6,24 +6,17 @@ import sys
 from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
-from mora_agents.console import DescriptionColumn, make_console
-from mora_agents.errors import InputError, MoraError
-from mora_agents.eval._deps import MissingDependencyError
-from mora_agents.eval.api import Evaluator, resolve_metrics
-from mora_agents.eval.chart import write_chart, write_drift_chart
-from mora_agents.eval.prompts import PromptEntry, load_prompts
-from mora_agents.eval.report import drift_table, paper_table, results_table, story_tables, suite_markdown, write_json
-from mora_agents.eval.result import VideoEvaluation
-from mora_agents.eval.targets import Target, load_target
-from mora_agents.eval.video import BadInputError
-from mora_agents.eval.weights import ENV_VAR
-from mora_agents.inputs import check_output_file
+from mora_agents.console import make_console
+
+if TYPE_CHECKING:
+    from mora_agents.eval.prompts import PromptEntry
+    from mora_agents.eval.result import VideoEvaluation
+    from mora_agents.eval.targets import Target
 
 SUITES = ("t2v",)
 VideoMaker = Callable[[list[str], Path, str, "str | None"], list[Path]]
@@ -37,6 +30,9 @@ def _fail(message: str, code: int = 2) -> typer.Exit:
 
 def _targets(paths: list[Path], prompt: str | None, entries: list[PromptEntry] | None, suite: bool) -> list[Target]:
     """Targets for the given paths; prompt entries apply by order, or by prompt text in a suite."""
+    from mora_agents.eval.targets import load_target
+    from mora_agents.eval.video import BadInputError
+
     if suite:
         paths = paths or [e.video for e in entries or [] if e.video]
     targets = [load_target(p) for p in paths]
@@ -77,9 +73,11 @@ def eval_command(
         str | None, typer.Option("--metrics", help="Comma-separated metric names (default: all).")
     ] = None,
     weights: Annotated[
-        Path | None, typer.Option("--weights", envvar=ENV_VAR, help="VBench-layout weights directory.")
+        Path | None, typer.Option("--weights", envvar="VBENCH_CACHE_DIR",  # eval.weights.ENV_VAR (no eval module imported here)
+         help="VBench-layout weights directory.")
     ] = None,
-    json_out: Annotated[Path | None, typer.Option("--json", help="Write results as JSON.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON (stdout) instead of the tables.")] = False,
+    json_out: Annotated[Path | None, typer.Option("--json-out", help="Also write the results as JSON to this file.")] = None,
     chart: Annotated[Path | None, typer.Option("--chart", help="Write a PNG bar chart (for runs with chained segments, also their drift curves: NAME-drift.png).")] = None,
     suite: Annotated[str | None, typer.Option("--suite", help="Prompt-suite protocol: t2v.")] = None,
     report: Annotated[Path, typer.Option("--report", help="Markdown report path for --suite.")] = Path(
@@ -93,8 +91,30 @@ def eval_command(
     preset: Annotated[str, typer.Option(help="Models for --generate: full, or tiny (noise, for tests).")] = "full",
     ray: Annotated[str | None, typer.Option(help="--generate on Ray: local, auto or ADDRESS (see mora batch).")] = None,
 ) -> None:
-    """Score videos with VBench dimensions and the Mora paper's metrics."""
+    """Score videos with VBench dimensions and the Mora paper's metrics: tables on stdout (JSON with --json), what was
+    written on stderr."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    from mora_agents.console import DescriptionColumn
+    from mora_agents.errors import InputError, MoraError
+    from mora_agents.eval._deps import MissingDependencyError
+    from mora_agents.eval.api import Evaluator, resolve_metrics
+    from mora_agents.eval.chart import write_chart, write_drift_chart
+    from mora_agents.eval.prompts import load_prompts
+    from mora_agents.eval.report import (
+        drift_table,
+        paper_table,
+        results_json,
+        results_table,
+        story_tables,
+        suite_markdown,
+        write_json,
+    )
+    from mora_agents.eval.video import BadInputError
+    from mora_agents.inputs import check_output_file
+
     console = make_console(soft_wrap=False)
+    notes = make_console(stderr=True)
     if prompt is not None and prompts is not None:
         raise _fail("use either --prompt or --prompts, not both")
     if suite is not None and (suite not in SUITES or prompts is None):
@@ -102,7 +122,7 @@ def eval_command(
     if generate is not None and (suite is None or paths):
         raise _fail("--generate makes the videos of a --suite: give no PATH")
     try:
-        for path, flag in ((json_out, "--json"), (chart, "--chart"), (report if suite else None, "--report")):
+        for path, flag in ((json_out, "--json-out"), (chart, "--chart"), (report if suite else None, "--report")):
             if path is not None:
                 check_output_file(path, flag)
     except InputError as exc:
@@ -133,23 +153,26 @@ def eval_command(
     except (MissingDependencyError, MoraError) as exc:
         raise _fail(str(exc), code=1) from None
 
-    for evaluation in evaluations:
-        console.print(results_table(evaluation))
-        if (table := paper_table(evaluation)) is not None:
-            console.print(table)
-        for step, rows in evaluation.drift.items():
-            console.print(drift_table(step, rows))
-        for table in story_tables(evaluation.story) if evaluation.story else []:
-            console.print(table)
+    if as_json:
+        sys.stdout.write(results_json(evaluations))
+    else:
+        for evaluation in evaluations:
+            console.print(results_table(evaluation))
+            if (table := paper_table(evaluation)) is not None:
+                console.print(table)
+            for step, rows in evaluation.drift.items():
+                console.print(drift_table(step, rows))
+            for table in story_tables(evaluation.story) if evaluation.story else []:
+                console.print(table)
     if json_out is not None:
         write_json(evaluations, json_out)
-        console.print(f"JSON written to {escape(str(json_out))}")
+        notes.print(f"JSON written to {escape(str(json_out))}")
     if suite is not None:
         unavailable = {n: r.reason for e in evaluations for n, r in e.results.items() if r.value is None}
         report.write_text(
             suite_markdown(suite, _suite_groups(evaluations, entries or []), unavailable), encoding="utf-8"
         )
-        console.print(f"Markdown report written to {escape(str(report))}")
+        notes.print(f"Markdown report written to {escape(str(report))}")
     if chart is not None:
         try:
             shown = write_chart(evaluations, chart)
@@ -158,8 +181,8 @@ def eval_command(
         except ValueError as exc:
             raise _fail(f"--chart {chart}: {exc}") from None
         note = f"with paper rows: {', '.join(shown)}" if shown else "no paper rows for this task"
-        console.print(f"Chart written to {escape(str(chart))} ({note})")
+        notes.print(f"Chart written to {escape(str(chart))} ({note})")
         if any(e.drift for e in evaluations):
             drift_chart = chart.with_name(f"{chart.stem}-drift{chart.suffix}")
             write_drift_chart(evaluations, drift_chart)
-            console.print(f"Drift chart written to {escape(str(drift_chart))}")
+            notes.print(f"Drift chart written to {escape(str(drift_chart))}")

@@ -19,7 +19,8 @@ SCHEMA_VERSION = 1
 
 def results_table(evaluation: VideoEvaluation) -> Table:
     """One row per metric: value, backend, frames, fps and checkpoint (or why it is unavailable)."""
-    table = Table(title=escape(evaluation.source), title_justify="left")
+    noise = " (noise: tiny preset, random weights)" if evaluation.noise else ""
+    table = Table(title=escape(evaluation.source) + noise, title_justify="left")
     for column in ("metric", "value", "backend", "frames", "fps"):
         table.add_column(column, no_wrap=True)
     table.add_column("checkpoint / note")
@@ -129,9 +130,18 @@ def story_tables(story: dict) -> list[Table]:
     return [shots, across, joins]
 
 
-def write_json(evaluations: list[VideoEvaluation], path: Path) -> None:
+def results_json(evaluations: list[VideoEvaluation]) -> str:
+    """The results as one JSON document (`mora eval --json`, `--json-out`)."""
     payload = {"schema_version": SCHEMA_VERSION, "videos": [e.to_dict() for e in evaluations]}
-    path.write_text(json.dumps(payload, indent=2, default=float) + "\n", encoding="utf-8")
+    return json.dumps(payload, indent=2, default=float) + "\n"
+
+
+def write_json(evaluations: list[VideoEvaluation], path: Path) -> None:
+    """The results as JSON in a file, written whole or not at all."""
+    from mora_agents.media import atomic_path
+
+    with atomic_path(path) as tmp:
+        tmp.write_text(results_json(evaluations), encoding="utf-8")
 
 
 Aggregate = dict[str, dict[str, dict[str, tuple[float, int]]]]

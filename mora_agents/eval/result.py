@@ -60,6 +60,8 @@ class VideoEvaluation:
     """For a run with chained segments: their drift, per chained step (from its run.json)."""
     system: str | None = None
     """The paper's system a run was made with (`mora run --system`; its run.json), if any."""
+    noise: bool = False
+    """A run of random-weight models (`--preset tiny`): its scores measure noise, not the method."""
     story: dict[str, Any] = field(default_factory=dict)
     """For a story: its consistency measures (`mora_agents.eval.story.story_measures`)."""
 
@@ -76,5 +78,6 @@ class VideoEvaluation:
             "metrics": {name: r.to_dict() for name, r in self.results.items()},
             **({"drift": self.drift} if self.drift else {}),
             **({"system": self.system} if self.system else {}),
+            **({"noise": True} if self.noise else {}),
             **({"story": self.story} if self.story else {}),
         }

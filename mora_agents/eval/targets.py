@@ -28,6 +28,8 @@ class Target:
     """A run's drift per chained step (its `run.json`; see `mora_agents.eval.drift.chain_drift`)."""
     system: str | None = None
     """The paper's system the run was made with (its `run.json`), if any."""
+    noise: bool = False
+    """A run of random-weight models (`--preset tiny`, its `run.json`): its scores measure noise."""
     story: dict[str, Any] = field(default_factory=dict)
     """A story's storyboard, clips (paths in the run) and parts (its `run.json`'s `story`), measured again."""
 
@@ -72,6 +74,7 @@ def _load_run(run: Path) -> Target:
         drift=_recorded(info, "drift"),
         story=_recorded(info, "story"),
         system=info.get("system") if isinstance(info.get("system"), str) else None,
+        noise=info.get("noise") is True,
     )
 
 

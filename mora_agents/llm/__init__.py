@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 import os
-
-from autogen_core.models import ChatCompletionClient, ModelFamily, ModelInfo
+from typing import TYPE_CHECKING
 
 from mora_agents.errors import InputError
-from mora_agents.llm.offline import OfflineChatCompletionClient
+
+if TYPE_CHECKING:
+    from autogen_core.models import ChatCompletionClient
 
 DEFAULT_OPENAI_MODEL = "gpt-4o-mini"
 
@@ -21,6 +22,10 @@ def client_from_env() -> ChatCompletionClient:
     - `OPENAI_API_KEY` alone: OpenAI, model `MORA_LLM_MODEL` (default gpt-4o-mini).
     - neither: the embedded offline client.
     """
+    from autogen_core.models import ModelFamily, ModelInfo
+
+    from mora_agents.llm.offline import OfflineChatCompletionClient  # autogen's modules load where a client is made
+
     base_url, model = os.environ.get("MORA_LLM_BASE_URL"), os.environ.get("MORA_LLM_MODEL")
     if not base_url and not os.environ.get("OPENAI_API_KEY"):
         return OfflineChatCompletionClient()

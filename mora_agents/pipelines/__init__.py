@@ -1,19 +1,14 @@
-"""Diffusion pipelines built on our own models."""
+"""Diffusion pipelines built on our own models (imported when first named, so that `mora_agents.pipelines.loading`
+and `.adapters` load without them)."""
 
-from mora_agents.pipelines.open_sora_plan import (
-    OpenSoraPlanPipeline,
-    OpenSoraPlanPipelineOutput,
-    load_open_sora_plan_pipeline,
-    tiny_open_sora_plan_pipeline,
-)
-from mora_agents.pipelines.seine import (
-    SEINEPipeline,
-    SEINEPipelineOutput,
-    load_seine_pipeline,
-    seine_scheduler,
-    tiny_seine_pipeline,
-)
+from mora_agents.lazy import lazy_names
 
-__all__ = ["OpenSoraPlanPipeline", "OpenSoraPlanPipelineOutput", "SEINEPipeline", "SEINEPipelineOutput",
-           "load_open_sora_plan_pipeline", "load_seine_pipeline", "seine_scheduler", "tiny_open_sora_plan_pipeline",
-           "tiny_seine_pipeline"]
+_MODULES = {
+    "OpenSoraPlanPipeline": "open_sora_plan", "OpenSoraPlanPipelineOutput": "open_sora_plan",
+    "load_open_sora_plan_pipeline": "open_sora_plan", "tiny_open_sora_plan_pipeline": "open_sora_plan",
+    "SEINEPipeline": "seine", "SEINEPipelineOutput": "seine", "load_seine_pipeline": "seine",
+    "seine_scheduler": "seine", "tiny_seine_pipeline": "seine",
+}
+__all__ = sorted(_MODULES)
+
+__getattr__ = lazy_names(__name__, _MODULES)

@@ -94,23 +94,28 @@ def resolve_device(device: str) -> torch.device:
 
 
 def check_available(keys: Iterable[str]) -> None:
-    """Raise ModelNotAvailable for the first model whose weights are not on this machine (no download)."""
+    """Raise ModelNotAvailable naming every model whose weights are not on this machine (no download), each with the
+    command that gets it: one line each, to copy into a shell."""
+    missing = [line for key in dict.fromkeys(keys) if (line := _missing(key))]
+    if missing:
+        raise ModelNotAvailable(
+            f"{len(missing)} model{'s' if len(missing) > 1 else ''} not on this machine (download "
+            f"{'them' if len(missing) > 1 else 'it'}, or set MORA_MODEL_<KEY> to a local folder; --preset tiny runs "
+            "a random-weight demo):\n" + "\n".join(f"  {line}" for line in missing))
+
+
+def _missing(key: str) -> str | None:
+    """What is missing of a model, as a line of `check_available`'s message; None when it is here."""
     from huggingface_hub import try_to_load_from_cache
 
-    for key in keys:
-        source, key_file = model_source(key), KEY_FILES.get(key, "model_index.json")
-        if Path(source).is_file() and Path(source).name == key_file:
-            continue
-        if Path(source).is_dir():
-            if not (Path(source) / key_file).is_file():
-                raise ModelNotAvailable(f"model '{key}': {source} has no {key_file}")
-            continue
-        if not isinstance(try_to_load_from_cache(source, key_file), str):
-            raise ModelNotAvailable(
-                f"model '{key}' ({source}) is not on this machine: download it with "
-                f"`{download_command(key)}` or set MORA_MODEL_{key.upper()} to a local folder "
-                f"(or use --preset tiny for a random-weight demo)"
-            )
+    source, key_file, variable = model_source(key), KEY_FILES.get(key, "model_index.json"), f"MORA_MODEL_{key.upper()}"
+    if Path(source).is_file() and Path(source).name == key_file:
+        return None
+    if Path(source).is_dir():
+        return None if (Path(source) / key_file).is_file() else f"{source} has no {key_file}   # model '{key}', {variable}"
+    if isinstance(try_to_load_from_cache(source, key_file), str):
+        return None
+    return f"{download_command(key)}   # model '{key}', {variable}"
 
 
 def download_command(key: str) -> str:
@@ -238,16 +243,15 @@ def _framepack(common: dict) -> DiffusionPipeline:
 
 
 def _tiny(key: str, device: torch.device) -> DiffusionPipeline:
+    from mora_agents import pipelines  # its own pipelines (SEINE, Open-Sora-Plan) import when named
     from mora_agents.models import tiny, tiny_backends, tiny_long
-    from mora_agents.pipelines.open_sora_plan import tiny_open_sora_plan_pipeline
-    from mora_agents.pipelines.seine import tiny_seine_pipeline
 
     builders: dict[str, Callable[[], DiffusionPipeline]] = {
         "sdxl_base": tiny.sdxl_base,
         "sdxl_refiner": lambda: tiny.sdxl_refiner(load_pipeline("sdxl_base")),
         "instruct_pix2pix": tiny.instruct_pix2pix,
         "svd": tiny.stable_video_diffusion,
-        "seine": tiny_seine_pipeline,
+        "seine": lambda: pipelines.tiny_seine_pipeline(),
         "flux_schnell": tiny_backends.flux_schnell,
         "flux_kontext": tiny_backends.flux_kontext,
         "wan_ti2v": tiny_backends.wan_ti2v,
@@ -256,7 +260,7 @@ def _tiny(key: str, device: torch.device) -> DiffusionPipeline:
         "sd3": tiny_backends.sd3,
         "sd35_large": tiny_backends.sd35_large,
         "sd35_medium": tiny_backends.sd35_medium,
-        "open_sora_plan": tiny_open_sora_plan_pipeline,
+        "open_sora_plan": lambda: pipelines.tiny_open_sora_plan_pipeline(),
         "skyreels_df": tiny_long.skyreels_df,
         "framepack": tiny_long.framepack,
         "sdxl_ip_adapter": tiny_backends.sdxl_ip_adapter,

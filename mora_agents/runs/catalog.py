@@ -89,6 +89,20 @@ def run_status(info: dict[str, Any]) -> str:
     return status
 
 
+def can_resume(info: dict[str, Any]) -> bool:
+    """Whether a run (its run.json) can be run on: queued, interrupted, failed, waiting, or stopped on request."""
+    status = run_status(info)
+    return status in ("queued", "interrupted", "failed", "waiting for review") or (
+        status == "stopped" and bool(info.get("resumable")))
+
+
+def check_resumable(run_dir: Path, info: dict[str, Any]) -> None:
+    """InputError unless `can_resume(info)`: checked before any model library loads."""
+    if not can_resume(info):
+        raise InputError(f"{run_dir}: the run is {run_status(info)}; only queued, interrupted, failed, waiting or "
+                         "stopped-on-request runs can be run")
+
+
 @dataclass
 class RunSummary:
     path: Path

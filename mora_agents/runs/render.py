@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 from mora_agents.llm.storyboard import Storyboard
@@ -40,15 +41,49 @@ def record_media(record: Record) -> list[dict[str, Any]]:
     return [a for a in found if isinstance(a, dict) and "kind" in a]
 
 
-def describe(record: Record) -> str:
-    """One line for a record; a record whose content is not what its type promises (hand-edited) says so."""
+def short(value: Any, root: Path | None = None, limit: int = 80) -> str:
+    """A tool argument in a line: a path inside `root` relative to it, a long text cut at `limit` characters."""
+    if isinstance(value, list):
+        return "[" + ", ".join(short(v, root, limit) for v in value) + "]"
+    if isinstance(value, str):
+        if root is not None and Path(value).is_absolute() and Path(value).is_relative_to(root):
+            value = str(Path(value).relative_to(root))
+        return repr(value if len(value) <= limit else value[:limit - 1] + "…")
+    return repr(value)
+
+
+def describe_call(call: dict[str, Any], root: Path | None = None) -> str:
+    """A tool call (autogen's FunctionCall as recorded): `name(arg=value, ...)`, paths relative to the run."""
     try:
-        return _describe(record)
+        arguments = json.loads(call["arguments"])
+    except json.JSONDecodeError:  # a model's malformed call: as it was sent
+        return f"{call['name']}({call['arguments']})"
+    if not isinstance(arguments, dict):
+        return f"{call['name']}({call['arguments']})"
+    return f"{call['name']}({', '.join(f'{k}={short(v, root)}' for k, v in arguments.items())})"
+
+
+def describe_tool_result(result: dict[str, Any]) -> str:
+    """A tool's result as recorded: the artifact it made (no sha256), or its text or error."""
+    if result["is_error"]:
+        return f"tool error: {result['content']}"
+    try:
+        output = json.loads(result["content"])
+    except json.JSONDecodeError:
+        output = result["content"]
+    return f"tool result: {describe_artifact(output) if isinstance(output, dict) and 'kind' in output else repr(output)}"
+
+
+def describe(record: Record, root: Path | None = None) -> str:
+    """One line for a record (tool arguments inside `root`, the run directory, relative to it); a record whose
+    content is not what its type promises (hand-edited) says so."""
+    try:
+        return _describe(record, root)
     except (KeyError, TypeError, ValueError, AttributeError):
         return f"{record.type}: (content not as expected for this type)"
 
 
-def _describe(record: Record) -> str:
+def _describe(record: Record, root: Path | None) -> str:
     m, t = record.message, record.type
     content = m.get("content")
     if record.kind == "error":
@@ -81,7 +116,7 @@ def _describe(record: Record) -> str:
         detail = describe_artifact(content["result"]) if content.get("result") else content.get("error")
         return f"run {content['status']}: {detail}"
     if t == "ToolCallRequestEvent":
-        return "; ".join(f"tool call {c['name']}({c['arguments']})" for c in content)
+        return "; ".join(f"tool call {describe_call(c, root)}" for c in content)
     if t == "ToolCallExecutionEvent":
-        return "; ".join(f"tool {'error' if c['is_error'] else 'result'}: {c['content']}" for c in content)
+        return "; ".join(describe_tool_result(c) for c in content)
     return f"{t}: {content if isinstance(content, str) else json.dumps(content)}"

@@ -9,6 +9,7 @@
                           it covers (see `mora_agents.runs.state`)
         run.json          status, preset, seed, timings, error (one line) and error_details
         run.lock          locked by the process that runs the run (see `mora_agents.runs.lock`)
+        log.txt           what the model libraries logged and warned during the run (`mora_agents.runs.log`)
         result.mp4        the final video
 
 The team runs in turns that end at checkpoints (a plan, a step result, a review request); after each the
@@ -66,8 +67,9 @@ from mora_agents.pipelines.adapters import card_sha256, check_adapters, read_car
 from mora_agents.pipelines.loading import MEMORY_PROFILES, resolve_device
 from mora_agents.pipelines.parallel import check_gpus, parallel_attention
 from mora_agents.pipelines.speed import resolve_speed
-from mora_agents.runs.catalog import read_info, run_status
+from mora_agents.runs.catalog import can_resume, check_resumable, read_info, run_status
 from mora_agents.runs.lock import run_lock
+from mora_agents.runs.log import run_log
 from mora_agents.runs.review import Reviewer, auto_accept, decide
 from mora_agents.runs.state import (
     STATE_FILE,
@@ -78,7 +80,7 @@ from mora_agents.runs.state import (
     write_state,
 )
 from mora_agents.runs.transcript import Record, TranscriptWriter, read_transcript
-from mora_agents.settings import Speed, use_settings
+from mora_agents.settings import RUNS_DIR, Speed, use_settings
 from mora_agents.sop.calls import check_calls
 from mora_agents.sop.loader import find_sops
 from mora_agents.sop.measures import run_measures
@@ -93,7 +95,7 @@ from mora_agents.tools.registry import get_tool
 class RunOptions:
     preset: str = "full"
     device: str = "auto"
-    out: Path = Path("runs")
+    out: Path = RUNS_DIR
     sops_dir: Path | None = None
     seed: int | None = None
     overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -409,9 +411,7 @@ async def resume_run(run_dir: Path, *, device: str | None = None, memory_profile
         if info["status"] == "running":  # we hold the lock: the process that said so is gone
             info["status"] = "interrupted"
         status = run_status(info)
-        if not can_resume(info):
-            raise InputError(f"{run_dir}: the run is {status}; only queued, interrupted, failed, waiting or "
-                             "stopped-on-request runs can be run")
+        check_resumable(run_dir, info)
         if device is not None:
             info["device"] = device
         if memory_profile is not None and memory_profile not in MEMORY_PROFILES:
@@ -422,7 +422,7 @@ async def resume_run(run_dir: Path, *, device: str | None = None, memory_profile
         speed = run_speed(info.get("speed", "exact"), info.get("speed_options", {}), info["device"], gpus,
                           info["memory_profile"])
         with use_settings(preset=info["preset"], device=info["device"], memory_profile=info["memory_profile"],
-                          adapters=adapters["adapters"], speed=speed, gpus=gpus):
+                          adapters=adapters["adapters"], speed=speed, gpus=gpus), run_log(run_dir):
             sops_dir = info.get("sops_dir")
             sops = {name: sop for name, (sop, _) in find_sops(Path(sops_dir) if sops_dir else None).items()}
             info["speed_settings"] = speed.record()  # as resolved on this device (saved when the run starts)
@@ -434,13 +434,6 @@ async def resume_run(run_dir: Path, *, device: str | None = None, memory_profile
                 session.note("Speed", speed.describe() + (f"; the denoisers split across {gpus} GPUs where "
                                                           "diffusers can" if gpus > 1 else ""))
             return await session.start(status, stop, revise)
-
-
-def can_resume(info: dict[str, Any]) -> bool:
-    """Whether `resume_run` takes a run (its run.json): queued, interrupted, failed, waiting, or stopped on request."""
-    status = run_status(info)
-    return status in ("queued", "interrupted", "failed", "waiting for review") or (
-        status == "stopped" and bool(info.get("resumable")))
 
 
 def mark_stopped(run_dir: Path) -> None:

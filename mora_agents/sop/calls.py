@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 from mora_agents.errors import InputError
-from mora_agents.pipelines.adapters import read_card, trained_models
 from mora_agents.sop.messages import PromptBudget
 from mora_agents.sop.schema import SOP, StepSpec
 from mora_agents.sop.template import has_template, references
@@ -84,6 +83,8 @@ def check_calls(sop: SOP, overrides: Mapping[str, Mapping[str, Any]], adapters: 
     """Before a run: each call's known arguments fit its backend (what it reads, its frame and size rules), and
     trained adapters only meet the backends they were trained on: a step whose tool a trained model serves must run
     that model (adapters of one system refused on the other's). Raises InputError naming the step."""
+    from mora_agents.pipelines.adapters import read_card, trained_models  # torch: only where a run starts
+
     trained = set(trained_models(adapters))
     system = read_card(adapters).system if trained else None
     for call in sop_calls(sop):

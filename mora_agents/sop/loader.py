@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import codecs
+import logging
 import os
+from collections.abc import Callable
+from functools import cache
 from pathlib import Path
 
 import yaml
@@ -12,6 +15,7 @@ from pydantic import ValidationError
 
 from mora_agents.errors import InputError, validation_summary
 from mora_agents.jsonl import read_bounded
+from mora_agents.settings import SOPS_VARIABLE, user_sops_dir
 from mora_agents.sop.roles import ROLES
 from mora_agents.sop.schema import SOP
 from mora_agents.sop.template import (
@@ -27,19 +31,42 @@ BUILTIN_DIR = Path(__file__).resolve().parents[1] / "sops"
 
 
 class SOPError(InputError):
-    """An SOP file that does not load or validate."""
+    """An SOP file that does not load or validate. `problems`: every problem found, a line each; the message is the
+    first (and how many more, where `mora sops validate` lists them all)."""
+
+    def __init__(self, problems: str | list[str], path: Path | None = None) -> None:
+        self.problems = [problems] if isinstance(problems, str) else problems
+        more = len(self.problems) - 1
+        super().__init__(self.problems[0] + (f" (and {more} more: `mora sops validate {path}` lists them)" if more
+                                             else ""))
+
+
+OLD_SOPS_VARIABLE = "MORA_SOPS_PATH"
+"""Folders of SOPs before MORA_SOPS (a path list): still read, with a note."""
 
 
 def sop_dirs(extra: Path | None = None) -> list[Path]:
-    """Where SOPs are looked up, later entries overriding earlier ones by name:
-    the shipped SOPs, then the folders in MORA_SOPS_PATH, then `extra` (`--sops DIR`)."""
+    """Where SOPs are looked up, later entries overriding earlier ones by name: the shipped SOPs, then the person's
+    folder: `extra` (`--sops DIR`, which must exist), else `settings.user_sops_dir()` when it exists. The folders of
+    the old MORA_SOPS_PATH come before it."""
     dirs = [BUILTIN_DIR]
-    dirs += [Path(p) for p in os.environ.get("MORA_SOPS_PATH", "").split(os.pathsep) if p]
+    if old := [Path(p) for p in os.environ.get(OLD_SOPS_VARIABLE, "").split(os.pathsep) if p]:
+        _note_old_variable()
+        dirs += old
     if extra is not None:
         if not extra.is_dir():
             raise InputError(f"--sops {extra}: not a directory")
         dirs.append(extra)
+    elif user_sops_dir().is_dir():
+        dirs.append(user_sops_dir())
     return dirs
+
+
+@cache
+def _note_old_variable() -> None:
+    logging.getLogger("mora_agents").warning(
+        f"{OLD_SOPS_VARIABLE} is read for now; name your SOP folder with {SOPS_VARIABLE}=DIR instead (one folder, "
+        "the one `mora serve`'s SOP editor saves into; default ~/.mora/sops)")
 
 
 def _where(data: dict, loc: tuple) -> str:
@@ -123,9 +150,7 @@ def load_sop(path: Path) -> SOP:
     try:
         sop = SOP.model_validate(data)
     except ValidationError as e:
-        err = e.errors()[0]
-        more = f" (and {e.error_count() - 1} more)" if e.error_count() > 1 else ""
-        raise SOPError(f"{path}: {_where(data, err['loc'])}: {err['msg']}{more}") from None
+        raise SOPError([f"{path}: {_where(data, err['loc'])}: {err['msg']}" for err in e.errors()], path) from None
     check_references(sop, path)
     return sop
 
@@ -133,51 +158,70 @@ def load_sop(path: Path) -> SOP:
 def check_references(sop: SOP, path: Path) -> None:
     """What can be checked without running: agents and tools exist; arguments exist and literal ones fit the tool's
     types and bounds (media paths inside the run directory); templates only read declared inputs and earlier
-    steps; `repeat` fits a video step; `outputs.result` is a video."""
+    steps; `repeat` fits a video step; `outputs.result` is a video. Raises SOPError with every problem found (one per
+    check; a step whose agent or tools are unknown is not checked further)."""
     from mora_agents.sop.calls import step_calls
     from mora_agents.tools import REGISTRY
 
+    problems: list[str] = []
+
+    def check(run: Callable[[], None]) -> bool:
+        try:
+            run()
+        except SOPError as e:
+            problems.extend(e.problems)
+            return False
+        return True
+
     produces: dict[str, str] = {}
     for step in sop.steps:
-        def fail(field: str, message: str) -> SOPError:
+        def fail(field: str, message: str, step=step) -> SOPError:
             return SOPError(f"{path}: step '{step.id}', field '{field}': {message}")
 
-        if step.agent not in ROLES:
-            raise fail("agent", f"unknown agent '{step.agent}' (agents: {', '.join(ROLES)})")
-        tools = [("tool", step.tool)] + ([("repeat.chain.tool", step.repeat.chain.tool)] if step.repeat and step.repeat.chain else [])
-        for field, name in tools:
-            if name is not None and name not in REGISTRY:
-                raise fail(field, f"unknown tool '{name}' (registered: {', '.join(sorted(REGISTRY))})")
-        if step.tool is None and not ROLES[step.agent].llm:
-            raise fail("tool", f"agent '{step.agent}' has no LLM, so the step must name a tool")
-        if step.repeat is not None:
-            _check_repeat(step, REGISTRY, fail)
-        if step.drift and (step.repeat is not None or step.tool is None or REGISTRY[step.tool].produces != "video"):
-            raise fail("drift", "measures one clip made in one call: a step that makes a video and does not repeat "
-                       "(a chained step is measured per segment anyway)")
-        if step.for_each is not None and not is_expression(step.for_each):
-            raise fail("for_each", f"'{step.for_each}' is not one {{{{ expression }}}} giving a list")
-        for call in step_calls(step):
-            _check_call(call, fail)
-        if step.edit is not None and step.edit not in REGISTRY[step.tool].parameters:
-            raise fail("edit", f"tool '{step.tool}' has no parameter '{step.edit}' "
-                       f"(it has: {', '.join(REGISTRY[step.tool].parameters)})")
         fields = {f"args.{k}": v for k, v in step.args.items()}
-        fields.update({_arg_field(call, k): v for call in step_calls(step) if call.field != "args"
-                       for k, v in call.args.items()})
+        if check(lambda: _check_names(step, REGISTRY, fail)):  # else its calls cannot be told
+            if step.repeat is not None:
+                check(lambda: _check_repeat(step, REGISTRY, fail))
+            if step.drift and (step.repeat is not None or step.tool is None or REGISTRY[step.tool].produces != "video"):
+                problems.append(str(fail("drift", "measures one clip made in one call: a step that makes a video and "
+                                         "does not repeat (a chained step is measured per segment anyway)")))
+            for call in step_calls(step):
+                check(lambda call=call: _check_call(call, fail))
+            if step.edit is not None and step.edit not in REGISTRY[step.tool].parameters:
+                problems.append(str(fail("edit", f"tool '{step.tool}' has no parameter '{step.edit}' "
+                                         f"(it has: {', '.join(REGISTRY[step.tool].parameters)})")))
+            fields.update({_arg_field(call, k): v for call in step_calls(step) if call.field != "args"
+                           for k, v in call.args.items()})
+        if step.for_each is not None and not is_expression(step.for_each):
+            problems.append(str(fail("for_each", f"'{step.for_each}' is not one {{{{ expression }}}} giving a list")))
         if step.best_of is not None:
             fields.update({"best_of.prompt": step.best_of.prompt, "best_of.references": step.best_of.references})
         fields.update({"when": step.when, "repeat.until_seconds": step.repeat.until_seconds if step.repeat else None})
         for field, value in fields.items():
-            _check_template(value, sop, produces, lambda msg, field=field: fail(field, msg),
-                            each=step.for_each is not None and field != "when")
-        _check_template(step.for_each, sop, produces, lambda msg: fail("for_each", msg))
-        produces[step.id] = step.format or (REGISTRY[step.tool].produces if step.tool else "text")
+            check(lambda field=field, value=value: _check_template(
+                value, sop, produces, lambda msg: fail(field, msg), each=step.for_each is not None and field != "when"))
+        check(lambda: _check_template(step.for_each, sop, produces, lambda msg: fail("for_each", msg)))
+        produces[step.id] = step.format or (REGISTRY[step.tool].produces if step.tool in REGISTRY else "text")
     for name, value in sop.outputs.items():
-        _check_template(value, sop, produces, lambda msg, name=name: SOPError(f"{path}: field 'outputs.{name}': {msg}"))
-    if _result_kinds(sop.outputs["result"], sop, produces) != {"video"}:
-        raise SOPError(f"{path}: field 'outputs.result': must be one {{{{ expression }}}} naming a video: "
-                       "steps.ID.output of a step that makes a video (or a video input)")
+        check(lambda name=name, value=value: _check_template(
+            value, sop, produces, lambda msg: SOPError(f"{path}: field 'outputs.{name}': {msg}")))
+    if not problems and _result_kinds(sop.outputs["result"], sop, produces) != {"video"}:
+        problems.append(f"{path}: field 'outputs.result': must be one {{{{ expression }}}} naming a video: "
+                        "steps.ID.output of a step that makes a video (or a video input)")
+    if problems:
+        raise SOPError(problems, path)
+
+
+def _check_names(step, registry, fail) -> None:
+    """The step's agent and tools exist, and an agent without an LLM names a tool."""
+    if step.agent not in ROLES:
+        raise fail("agent", f"unknown agent '{step.agent}' (agents: {', '.join(ROLES)})")
+    tools = [("tool", step.tool)] + ([("repeat.chain.tool", step.repeat.chain.tool)] if step.repeat and step.repeat.chain else [])
+    for field, name in tools:
+        if name is not None and name not in registry:
+            raise fail(field, f"unknown tool '{name}' (registered: {', '.join(sorted(registry))})")
+    if step.tool is None and not ROLES[step.agent].llm:
+        raise fail("tool", f"agent '{step.agent}' has no LLM, so the step must name a tool")
 
 
 def _arg_field(call, arg: str) -> str:
@@ -191,26 +235,36 @@ def _arg_field(call, arg: str) -> str:
 
 def _check_call(call, fail) -> None:
     """A call's arguments name its tool's parameters (never its output, nor, in a chain, the media the chain
-    gives); literal values fit them, one by one and together (the backend's rules); a backend is literal."""
+    gives); literal values fit them, one by one and (when each does) together (the backend's rules); a backend is
+    literal. SOPError names every argument that does not."""
     from mora_agents.tools import REGISTRY
 
     spec = REGISTRY[call.tool]
-    params = ", ".join(spec.parameters)
+    problems: list[str] = []
     for arg, value in call.args.items():
-        field = _arg_field(call, arg)
-        if arg not in spec.parameters:
-            raise fail(field, f"tool '{call.tool}' has no parameter '{arg}' (it has: {params})")
-        if arg == "output":
-            raise fail(field, "set by the run (artifacts/<step id>); leave it out")
-        if call.field != "args" and arg in spec.media:
-            raise fail(field, "set by the chain (the frame it works on); leave it out")
-        if arg == "backend" and has_template(value):
-            raise fail(field, "a backend is a name, not a template: it decides which models a run checks first")
-        _check_literal(spec, arg, value, lambda msg, field=field: fail(field, msg))
-    try:
-        spec.check_combination(call.known({}))
-    except ValueError as e:
-        raise fail(call.field, str(e)) from None
+        try:
+            _check_arg(spec, call, arg, value, lambda msg, field=_arg_field(call, arg): fail(field, msg))
+        except SOPError as e:
+            problems += e.problems
+    if not problems:
+        try:
+            spec.check_combination(call.known({}))
+        except ValueError as e:
+            problems.append(str(fail(call.field, str(e))))
+    if problems:
+        raise SOPError(problems)
+
+
+def _check_arg(spec, call, arg: str, value, fail) -> None:
+    if arg not in spec.parameters:
+        raise fail(f"tool '{call.tool}' has no parameter '{arg}' (it has: {', '.join(spec.parameters)})")
+    if arg == "output":
+        raise fail("set by the run (artifacts/<step id>); leave it out")
+    if call.field != "args" and arg in spec.media:
+        raise fail("set by the chain (the frame it works on); leave it out")
+    if arg == "backend" and has_template(value):
+        raise fail("a backend is a name, not a template: it decides which models a run checks first")
+    _check_literal(spec, arg, value, fail)
 
 
 def _check_literal(spec, arg: str, value, fail) -> None:

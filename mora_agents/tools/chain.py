@@ -8,7 +8,6 @@ from typing import Annotated
 import numpy as np
 from PIL import Image
 
-from mora_agents.eval.drift import lab_sharpness, match_stats, sharpen_to, to_lab, to_rgb
 from mora_agents.media import Artifact, fit_image, load_image, probe, read_video, save_image, write_video
 from mora_agents.settings import output_path
 from mora_agents.tools.registry import register
@@ -25,6 +24,8 @@ def match_frame(
     """Match a frame to a reference: its colours (per-channel mean and spread in CIELAB, so a colour cast or a
     darkening is undone) and, with `sharpen`, its sharpness (variance of the Laplacian of lightness). The reference
     is fitted to the frame's size (cover + centre crop)."""
+    from mora_agents.eval.drift import lab_sharpness, match_stats, sharpen_to, to_lab, to_rgb  # scikit-image: slow to import
+
     frame = load_image(image)
     target = to_lab(np.asarray(fit_image(load_image(reference), frame.width, frame.height)))
     lab = to_lab(np.asarray(frame))
@@ -46,6 +47,8 @@ def ease_into(
     """The segment, corrected bit by bit so that it ends exactly on `image` (its last frame after a chain's
     corrections) and starts as it did: the colour change (the CIELAB mean-and-spread map from its last frame to
     `image`) grows over the whole segment, what is left (the refined detail) over its last quarter."""
+    from mora_agents.eval.drift import match_stats, to_lab, to_rgb
+
     frames, fps = read_video(video)
     height, width = frames.shape[1:3]
     target = np.asarray(fit_image(load_image(image), width, height)).astype(np.float64)
@@ -63,5 +66,4 @@ def ease_into(
         out[t] = np.clip(value, 0, 255).round().astype(np.uint8)
     out[-1] = target.astype(np.uint8)
     path = output_path(output, "ease_into", ".mp4")
-    write_video(out, fps, path)
-    return probe(path)
+    return write_video(out, fps, path)

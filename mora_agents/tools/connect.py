@@ -7,7 +7,6 @@ from collections.abc import Mapping
 from typing import Annotated, Any
 
 import numpy as np
-import torch
 from PIL import Image
 from pydantic import Field
 
@@ -15,14 +14,12 @@ from mora_agents.inputs import MAX_SEED
 from mora_agents.media import (
     Artifact,
     load_image,
-    probe,
     read_video,
     resample_fps,
     resize_frames,
     write_video,
 )
 from mora_agents.llm.storyboard import Transition
-from mora_agents.pipelines.loading import load_pipeline
 from mora_agents.settings import denoise_callback, output_path, report, settings, steps_callback
 from mora_agents.tools.backends import BACKENDS, backend_named
 from mora_agents.tools.defaults import fill_defaults, seeded
@@ -46,12 +43,14 @@ def transition(first: Image.Image, last: Image.Image, prompt: str, backend: str 
                **given: Any) -> np.ndarray:
     """Frames [N, H, W, 3] uint8 at the model size from `first` to `last` (both among them), by a first-last-frame
     backend; `given`: its parameters (those not given or None: the backend's defaults)."""
+    from mora_agents.pipelines.loading import load_pipeline
+
     spec = backend_named(BACKENDS["connect_videos"], backend)
     names = ("negative_prompt", "frames", "width", "height", "sampler", "steps", "guidance_scale")
     p = fill_defaults("connect_videos", spec.name, **{name: given.get(name) for name in names})
     pipe = load_pipeline(spec.models[0])
     note_cut_prompts(pipe, spec, {"prompt": prompt, "negative_prompt": p["negative_prompt"]})
-    with torch.inference_mode(), seeded(seed) as gen:
+    with seeded(seed) as gen:
         if spec.name in ("seine", "open-sora-plan"):  # this project's pipelines: uint8 frames
             specific = (dict(mask_type="onelast1", sampler=p["sampler"]) if spec.name == "seine" else
                         dict(negative_prompt=p["negative_prompt"], max_sequence_length=spec.text.tokens))
@@ -103,8 +102,7 @@ def connect_videos(
                       negative_prompt=negative_prompt, frames=frames, width=width, height=height, sampler=sampler,
                       steps=steps, guidance_scale=guidance_scale)
     path = output_path(output, "connect_videos", ".mp4")
-    write_video(np.concatenate([a, resize_frames(clip, *size), b]), fps, path)
-    return probe(path, noise=settings().preset == "tiny")
+    return write_video(np.concatenate([a, resize_frames(clip, *size), b]), fps, path, noise=settings().preset == "tiny")
 
 
 @register(produces="video", media={"image": "image", "last_image": "image"}, backends=BACKENDS["connect_images"])
@@ -137,8 +135,7 @@ def connect_images(
                       width=width, height=height, sampler=sampler, steps=steps, guidance_scale=guidance_scale)
     rate = fill_defaults("connect_images", backend_named(BACKENDS["connect_images"], backend).name, fps=fps)["fps"]
     path = output_path(output, "connect_images", ".mp4")
-    write_video(resize_frames(clip, *first.size), rate, path)
-    return probe(path, noise=settings().preset == "tiny")
+    return write_video(resize_frames(clip, *first.size), rate, path, noise=settings().preset == "tiny")
 
 
 TRANSITION_BACKENDS = {"seine": "seine", "flf2v": "wan2.1-flf2v"}
@@ -192,6 +189,6 @@ def join_clips(
         parts.append({"kind": "shot", "shot": k + 1, "start": start, "frames": len(frames)})
         start, previous = start + len(frames), frames
     path = output_path(output, "join_clips", ".mp4")
-    write_video(np.concatenate(pieces), fps, path)
+    joined = write_video(np.concatenate(pieces), fps, path, noise=settings().preset == "tiny")
     report(parts=parts)
-    return probe(path, noise=settings().preset == "tiny")
+    return joined

@@ -5,14 +5,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-
-from mora_agents.pipelines.loading import resolve_device
-from mora_agents.pipelines.speed import distilled_defaults
 from mora_agents.settings import settings
 from mora_agents.tools.registry import get_tool
+
+if TYPE_CHECKING:
+    import torch
 
 DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
     "full": {
@@ -24,13 +23,14 @@ DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
         "connect_videos": {"frames": 16, "width": 512, "height": 512, "sampler": "ddpm", "steps": 250,
                            "guidance_scale": 8.0, "fps": 8},
     },
-    "tiny": {
-        "text_to_image": {"width": 64, "height": 64, "steps": 4, "high_noise_frac": 0.5, "guidance_scale": 5.0,
+    "tiny": {  # the fewest steps and frames that run every code path, at a frame or two a second (SVD's 3.5 s clips
+        # are as long as the full model's): a run at an SOP's default length chains a few clips, two or more
+        "text_to_image": {"width": 64, "height": 64, "steps": 2, "high_noise_frac": 0.5, "guidance_scale": 5.0,
                           "strength": 0.3},
-        "edit_image": {"steps": 3, "guidance_scale": 7.5, "image_guidance_scale": 1.5, "max_side": 128},
-        "image_to_video": {"width": 64, "height": 64, "frames": 25, "steps": 2, "fps": 7,
+        "edit_image": {"steps": 1, "guidance_scale": 7.5, "image_guidance_scale": 1.5, "max_side": 128},
+        "image_to_video": {"width": 64, "height": 64, "frames": 7, "steps": 1, "fps": 2,
                            "motion_bucket_id": 180, "noise_aug_strength": 0.1, "decode_chunk_size": 12},
-        "connect_videos": {"frames": 16, "width": 64, "height": 64, "sampler": "ddim", "steps": 3,
+        "connect_videos": {"frames": 16, "width": 64, "height": 64, "sampler": "ddim", "steps": 1,
                            "guidance_scale": 8.0, "fps": 8},
     },
 }
@@ -61,20 +61,20 @@ BACKEND_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
                            "addnoise_condition": 20.0, "ar_step": 0, "causal_block_size": None},
         "framepack": {"seconds": 5.0, "width": 832, "height": 480, "steps": 25, "fps": 30, "guidance_scale": 10.0},
     },
-    "tiny": {
-        "flux-schnell": {"width": 64, "height": 64, "steps": 2, "strength": 0.3},
-        "flux-kontext": {"steps": 2, "guidance_scale": 2.5, "max_side": 128, "width": 64, "height": 64},
+    "tiny": {  # as DEFAULTS["tiny"]; Wan's and LTX's clips are 9 frames at 1 fps, 9 s (a 30 s run chains 3)
+        "flux-schnell": {"width": 64, "height": 64, "steps": 1, "strength": 0.3},
+        "flux-kontext": {"steps": 1, "guidance_scale": 2.5, "max_side": 128, "width": 64, "height": 64},
         "sdxl-ip-adapter": {"width": 64, "height": 64, "steps": 2, "guidance_scale": 5.0, "reference_scale": 0.6},
-        "wan2.2-ti2v-5b": {"width": 64, "height": 64, "frames": 9, "steps": 2, "fps": 8, "guidance_scale": 5.0,
+        "wan2.2-ti2v-5b": {"width": 64, "height": 64, "frames": 9, "steps": 1, "fps": 1, "guidance_scale": 5.0,
                            "negative_prompt": _NEGATIVE_VIDEO},
-        "ltx-video": {"width": 64, "height": 64, "frames": 9, "steps": 2, "fps": 8, "guidance_scale": 3.0,
+        "ltx-video": {"width": 64, "height": 64, "frames": 9, "steps": 1, "fps": 1, "guidance_scale": 3.0,
                       "negative_prompt": _NEGATIVE_VIDEO},
-        "wan2.1-flf2v": {"frames": 9, "width": 64, "height": 64, "steps": 2, "guidance_scale": 5.5, "fps": 8,
+        "wan2.1-flf2v": {"frames": 9, "width": 64, "height": 64, "steps": 1, "guidance_scale": 5.5, "fps": 1,
                          "negative_prompt": _NEGATIVE_VIDEO},
-        "sd3": {"width": 64, "height": 64, "steps": 2, "guidance_scale": 7.0, "strength": 0.6, "max_side": 128},
-        "sd3.5-large": {"width": 64, "height": 64, "steps": 2, "guidance_scale": 3.5, "strength": 0.6},
-        "sd3.5-medium": {"width": 64, "height": 64, "steps": 2, "guidance_scale": 4.5, "strength": 0.6},
-        "open-sora-plan": {"frames": 9, "width": 64, "height": 64, "steps": 4, "guidance_scale": 7.5, "fps": 8,
+        "sd3": {"width": 64, "height": 64, "steps": 1, "guidance_scale": 7.0, "strength": 0.6, "max_side": 128},
+        "sd3.5-large": {"width": 64, "height": 64, "steps": 1, "guidance_scale": 3.5, "strength": 0.6},
+        "sd3.5-medium": {"width": 64, "height": 64, "steps": 1, "guidance_scale": 4.5, "strength": 0.6},
+        "open-sora-plan": {"frames": 9, "width": 64, "height": 64, "steps": 4, "guidance_scale": 7.5, "fps": 2,
                            "negative_prompt": _NEGATIVE_IMAGE},
         "skyreels-v2-df": {"seconds": 2.0, "width": 64, "height": 64, "steps": 2, "fps": 8, "guidance_scale": 5.0,
                            "negative_prompt": _NEGATIVE_VIDEO, "base_frames": 17, "overlap_history": 5,
@@ -88,6 +88,8 @@ BACKEND_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
 def backend_defaults(preset: str, tool: str, backend: str) -> dict[str, Any]:
     """The parameter defaults of a tool's backend under a preset (`connect_images` runs `connect_videos`' models), with
     those of a distilled LoRA over them when the speed settings load one (`--speed-option distill=...`)."""
+    from mora_agents.pipelines.speed import distilled_defaults
+
     defaults = BACKEND_DEFAULTS[preset].get(backend) or DEFAULTS[preset]["connect_videos" if tool == "connect_images"
                                                                           else tool]
     return defaults | distilled_defaults(backend, settings().speed)
@@ -107,6 +109,8 @@ def fill_defaults(tool: str, backend: str, **given: Any) -> dict[str, Any]:
 
 def generator(seed: int | None, device: str | torch.device = "cpu") -> torch.Generator:
     """A generator on `device` seeded by `seed` (a random seed when None)."""
+    import torch
+
     gen = torch.Generator(device)
     if seed is None:
         gen.seed()
@@ -117,13 +121,26 @@ def generator(seed: int | None, device: str | torch.device = "cpu") -> torch.Gen
 
 @contextmanager
 def seeded(seed: int | None) -> Iterator[torch.Generator]:
-    """All the randomness of one model call, drawn from `seed` (a random one when None): the generator it passes to
+    """One model call, in inference mode, with all its randomness drawn from `seed` (a random one when None): the generator it passes to
     the pipeline, on the device the models run on (where the pipelines draw their noise with it), and, for the
     call, the global random state, forked and seeded from the same seed, for library code that draws without a
     generator (LTX-Video 0.9.1's decoder noise). So a call gives the same frames whatever ran before it in the
-    process, and changes nothing for the calls after it (tool calls run one at a time)."""
+    process, and changes nothing for the calls after it (tool calls run one at a time).
+
+    Under the tiny preset the call runs on one CPU thread: its operations are too small to gain from more, and
+    the idle threads would only spin (on a busy machine, several times slower)."""
+    import torch
+
+    from mora_agents.pipelines.loading import resolve_device
+
     device = resolve_device(settings().device)
     gen = generator(seed, device)
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        torch.manual_seed(gen.initial_seed())
-        yield gen
+    threads = torch.get_num_threads()
+    if settings().preset == "tiny":
+        torch.set_num_threads(1)
+    try:
+        with torch.inference_mode(), torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            torch.manual_seed(gen.initial_seed())
+            yield gen
+    finally:
+        torch.set_num_threads(threads)

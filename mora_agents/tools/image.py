@@ -4,14 +4,11 @@ image (img2img), and image editing (InstructPix2Pix, FLUX.1 Kontext, or SD3 imag
 from __future__ import annotations
 
 import math
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
-import torch
 from PIL import Image
 
 from mora_agents.media import Artifact, load_image, probe, save_image, shrink_image
-from mora_agents.pipelines.adapters import adapters_scope
-from mora_agents.pipelines.loading import load_pipeline
 from mora_agents.settings import denoise_callback, output_path, settings
 from mora_agents.tools.backends import BACKENDS, Backend, backend_named
 from mora_agents.tools.defaults import fill_defaults, seeded
@@ -29,6 +26,9 @@ from mora_agents.tools.params import (
 )
 from mora_agents.tools.registry import register
 from mora_agents.tools.text_budget import note_cut_prompts
+
+if TYPE_CHECKING:
+    import torch
 
 
 def work_size(image: Image.Image, backend: Backend) -> tuple[int, int]:
@@ -66,6 +66,9 @@ def text_to_image(
     0.3). `adapters`: the base (sd3: the transformer) runs with the text-to-image agent's fine-tuned weights and
     modulation token.
     """
+    from mora_agents.pipelines.adapters import adapters_scope
+    from mora_agents.pipelines.loading import load_pipeline
+
     spec = backend_named(BACKENDS["text_to_image"], backend)
     p = fill_defaults("text_to_image", spec.name, width=width, height=height, steps=steps, strength=strength,
                       high_noise_frac=high_noise_frac, guidance_scale=guidance_scale)
@@ -81,7 +84,7 @@ def text_to_image(
     with adapters_scope(adapters):
         pipe = load_pipeline(spec.models[0])
         note_cut_prompts(pipe, spec, {"prompt": prompt, "negative_prompt": negative_prompt})
-        with torch.inference_mode(), seeded(seed) as gen:
+        with seeded(seed) as gen:
             if spec.name == "flux-schnell":
                 result = _flux_schnell(prompt, start, p, gen)
             elif spec.name == "sdxl":
@@ -96,6 +99,8 @@ def text_to_image(
 
 def _sdxl(prompt: str, negative_prompt: str | None, start: Image.Image | None, p: dict, gen: torch.Generator
           ) -> Image.Image:
+    from mora_agents.pipelines.loading import load_pipeline
+
     common = dict(prompt=prompt, negative_prompt=negative_prompt or None, num_inference_steps=p["steps"],
                   guidance_scale=p["guidance_scale"], generator=gen)
     share = p["high_noise_frac"]
@@ -116,6 +121,8 @@ def _sdxl(prompt: str, negative_prompt: str | None, start: Image.Image | None, p
 
 
 def _flux_schnell(prompt: str, start: Image.Image | None, p: dict, gen: torch.Generator) -> Image.Image:
+    from mora_agents.pipelines.loading import load_pipeline
+
     common = dict(prompt=prompt, width=p["width"], height=p["height"], num_inference_steps=p["steps"],
                   guidance_scale=0.0, max_sequence_length=BACKENDS["text_to_image"]["flux-schnell"].text.tokens,
                   generator=gen, callback_on_step_end=denoise_callback("text_to_image", p["steps"]))
@@ -127,6 +134,8 @@ def _flux_schnell(prompt: str, start: Image.Image | None, p: dict, gen: torch.Ge
 def _sd3(key: str, prompt: str, negative_prompt: str | None, start: Image.Image | None, p: dict,
          gen: torch.Generator) -> Image.Image:
     """Stable Diffusion 3.x, drawing or (with `start`) redrawing; its T5 reads the prompt's first 256 tokens."""
+    from mora_agents.pipelines.loading import load_pipeline
+
     common = dict(prompt=prompt, negative_prompt=negative_prompt or None, num_inference_steps=p["steps"],
                   guidance_scale=p["guidance_scale"], max_sequence_length=BACKENDS["text_to_image"]["sd3"].text.tokens,
                   generator=gen, callback_on_step_end=denoise_callback("text_to_image", p["steps"]))
@@ -160,6 +169,9 @@ def edit_image(
     image-to-image agent's fine-tuned weights and modulation token from that folder (sd3: the text-to-image agent's,
     whose transformer it shares).
     """
+    from mora_agents.pipelines.adapters import adapters_scope
+    from mora_agents.pipelines.loading import load_pipeline
+
     spec = backend_named(BACKENDS["edit_image"], backend)
     p = fill_defaults("edit_image", spec.name, steps=steps, guidance_scale=guidance_scale,
                       image_guidance_scale=image_guidance_scale, max_side=max_side, strength=strength)
@@ -171,7 +183,7 @@ def edit_image(
     common = dict(image=work, num_inference_steps=p["steps"], guidance_scale=p["guidance_scale"],
                   callback_on_step_end=denoise_callback("edit_image", p["steps"]))
     note_cut_prompts(pipe, spec, {"instruction": instruction})
-    with torch.inference_mode(), seeded(seed) as gen:
+    with seeded(seed) as gen:
         if spec.name == "flux-kontext":  # at the work size, not Kontext's preferred ones
             edited = pipe(prompt=instruction, width=width, height=height, max_area=width * height, _auto_resize=False,
                           max_sequence_length=spec.text.tokens, generator=gen, **common).images[0]

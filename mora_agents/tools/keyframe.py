@@ -11,12 +11,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-import torch
 from PIL import Image
 from pydantic import Field
 
 from mora_agents.media import Artifact, load_image, probe, save_image
-from mora_agents.pipelines.loading import load_pipeline
 from mora_agents.settings import denoise_callback, output_path, settings
 from mora_agents.tools.backends import BACKENDS, backend_named
 from mora_agents.tools.defaults import fill_defaults, seeded
@@ -67,11 +65,13 @@ def keyframe(
     p = fill_defaults("keyframe", spec.name, width=width, height=height, steps=steps, guidance_scale=guidance_scale,
                       negative_prompt=negative_prompt, reference_scale=reference_scale)
     pictures = [load_image(path) for path in references]
+    from mora_agents.pipelines.loading import load_pipeline
+
     pipe = load_pipeline(spec.models[-1])
     note_cut_prompts(pipe, spec, {"prompt": prompt, "negative_prompt": p["negative_prompt"]})
     common = dict(prompt=prompt, width=p["width"], height=p["height"], num_inference_steps=p["steps"],
                   guidance_scale=p["guidance_scale"], callback_on_step_end=denoise_callback("keyframe", p["steps"]))
-    with torch.inference_mode(), seeded(seed) as gen:
+    with seeded(seed) as gen:
         if spec.name == "flux-kontext":
             board = reference_board(pictures, p["width"], p["height"])
             picture = pipe(image=board, max_area=p["width"] * p["height"], _auto_resize=False,

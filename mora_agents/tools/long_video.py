@@ -12,19 +12,15 @@ continues a video with SkyReels-V2's video-to-video pipeline.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Annotated, Any
 
 import numpy as np
-import torch
 from PIL import Image
 
-from mora_agents.media import Artifact, fit_image, load_image, probe, read_video, resample_fps, resize_frames, write_video
-from mora_agents.pipelines.loading import load_pipeline
+from mora_agents.media import Artifact, fit_image, load_image, read_video, resample_fps, resize_frames, write_video
 from mora_agents.settings import denoise_callback, output_path, settings
 from mora_agents.tools.backends import BACKENDS, Backend, backend_named, check_backend_args
-from mora_agents.tools.defaults import fill_defaults, generator
+from mora_agents.tools.defaults import fill_defaults, seeded
 from mora_agents.tools.params import (
     AddNoise,
     ArStep,
@@ -81,41 +77,33 @@ def _windows(frames: int, base: int, overlap: int) -> int:
     return 1 if frames <= base else 1 + (frames - base) // (base - overlap)
 
 
-@contextmanager
-def _seeded(gen: torch.Generator) -> Iterator[None]:
-    """Within the block, the global random generators are seeded from `gen` (and restored after): SkyReels-V2 draws
-    the noise it adds to the frames it continues from with them, and a call must give the same frames every time."""
-    with torch.random.fork_rng(devices=range(torch.cuda.device_count()) if torch.cuda.is_initialized() else []):
-        torch.manual_seed(gen.initial_seed())
-        yield
-
-
 def image_clip(spec: Backend, image: str, prompt: str, seed: int | None, output: str | None,
                **given: Any) -> Artifact:
     """`image_to_video` with a long-video backend: a clip of `seconds` from the image (its first frame), in one call.
     `given`: the backend's parameters (None: its default)."""
     p = fill_defaults("image_to_video", spec.name, **given)
     check_backend_args(BACKENDS["image_to_video"], {"backend": spec.name, **p})  # defaults included: overlap < base
+    from mora_agents.pipelines.loading import load_pipeline
+
     start = fit_image(load_image(image), p["width"], p["height"])
     pipe = load_pipeline(spec.models[0])
     note_cut_prompts(pipe, spec, {"prompt": prompt, "negative_prompt": p.get("negative_prompt")})
-    with torch.inference_mode():
+    with seeded(seed) as gen:
         if spec.name == "framepack":
             sections = framepack_sections(p["seconds"], p["fps"])
             video = pipe(start, prompt=prompt, width=p["width"], height=p["height"],
                          num_frames=sections * (4 * (FRAMEPACK_WINDOW - 1) + 1), latent_window_size=FRAMEPACK_WINDOW,
                          num_inference_steps=p["steps"], guidance_scale=p["guidance_scale"],
-                         max_sequence_length=spec.text.tokens, generator=generator(seed), output_type="np",
+                         max_sequence_length=spec.text.tokens, generator=gen, output_type="np",
                          callback_on_step_end=denoise_callback("image_to_video", sections * p["steps"])).frames[0]
         else:
             frames = skyreels_frames(p["seconds"], p["fps"], p["base_frames"], p["overlap_history"], 1)
             windows = _windows(frames, p["base_frames"], p["overlap_history"])
-            with _seeded(gen := generator(seed)):
-                video = pipe(start, generator=gen, **_skyreels_args(p, prompt, spec, frames, windows)).frames[0]
+            video = pipe(start, generator=gen, **_skyreels_args(p, prompt, spec, frames, windows)).frames[0]
     settings().progress.stop()
     path = output_path(output, "image_to_video", ".mp4")
-    write_video((np.clip(video, 0, 1) * 255).round().astype(np.uint8), p["fps"], path)
-    return probe(path, noise=settings().preset == "tiny")
+    return write_video((np.clip(video, 0, 1) * 255).round().astype(np.uint8), p["fps"], path,
+                       noise=settings().preset == "tiny")
 
 
 @register(produces="video", media={"video": "video"}, backends=BACKENDS["extend_video"])
@@ -158,13 +146,15 @@ def extend_video(
     history = resize_frames(resample_fps(clip, clip_fps, p["fps"]), p["width"], p["height"])[-overlap:]
     history = np.concatenate([np.repeat(history[:1], overlap - len(history), axis=0), history])
     frames = skyreels_frames(p["seconds"], p["fps"], p["base_frames"], overlap, overlap)
+    from mora_agents.pipelines.loading import load_pipeline
+
     pipe = load_pipeline("skyreels_df_extend")
     note_cut_prompts(pipe, spec, {"prompt": prompt, "negative_prompt": p["negative_prompt"]})
-    with torch.inference_mode(), _seeded(gen := generator(seed)):
+    with seeded(seed) as gen:
         out = pipe([Image.fromarray(f) for f in history], generator=gen,
                    **_skyreels_args(p, prompt, spec, frames, _windows(frames, p["base_frames"], overlap))).frames[0]
     settings().progress.stop()
     continuation = out[overlap + overlap - 1:]  # the history as given, then as the model renders it, then what is new
     path = output_path(output, "extend_video", ".mp4")
-    write_video((np.clip(continuation, 0, 1) * 255).round().astype(np.uint8), p["fps"], path)
-    return probe(path, noise=settings().preset == "tiny")
+    return write_video((np.clip(continuation, 0, 1) * 255).round().astype(np.uint8), p["fps"], path,
+                       noise=settings().preset == "tiny")

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+from typing import TYPE_CHECKING
 
-from autogen_core.models import ChatCompletionClient, SystemMessage, UserMessage
-
-from mora_agents.llm.prompts import PROMPT_AGENT_SYSTEM, step_prompt
+if TYPE_CHECKING:
+    from autogen_core.models import ChatCompletionClient
 
 
 async def enhance_prompt_async(prompt: str, client: ChatCompletionClient | None = None) -> str:
+    from autogen_core.models import SystemMessage, UserMessage
+
     from mora_agents.llm import client_from_env
+    from mora_agents.llm.prompts import PROMPT_AGENT_SYSTEM, step_prompt
 
     client = client or client_from_env()
     result = await client.create([SystemMessage(content=PROMPT_AGENT_SYSTEM),

@@ -8,20 +8,20 @@ checks `--set` values, SOP arguments and the agents' tool calls, and gives the m
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from autogen_core import CancellationToken
-from autogen_core.tools import BaseTool
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
 
 from mora_agents.errors import validation_summary
 from mora_agents.tools.backends import Backend, backend_named, check_backend_args
+
+if TYPE_CHECKING:
+    from mora_agents.tools.autogen_tool import SchemaTool
 
 Produces = Literal["image", "video", "text", "candidate"]
 """What a tool makes; `candidate`: one of its inputs, kept (a pick)."""
@@ -61,6 +61,8 @@ class ToolSpec:
     @cached_property
     def function_tool(self) -> SchemaTool:
         """The autogen tool over the same function (its JSON schema and argument validation)."""
+        from mora_agents.tools.autogen_tool import SchemaTool
+
         return SchemaTool(self)
 
     @cached_property
@@ -145,18 +147,6 @@ def args_model(name: str, func: Callable[..., Any],
 
         validators["check_combination"] = model_validator(mode="after")(_check)
     return create_model(f"{name}_args", __config__=ConfigDict(extra="forbid"), __validators__=validators, **fields)
-
-
-class SchemaTool(BaseTool[BaseModel, BaseModel]):
-    """autogen's tool interface over a registered function, with the registry's argument model."""
-
-    def __init__(self, spec: ToolSpec) -> None:
-        super().__init__(spec.args_model, typing.get_type_hints(spec.func).get("return", BaseModel), spec.name,
-                         spec.description)
-        self.func = spec.func
-
-    async def run(self, args: BaseModel, cancellation_token: CancellationToken) -> Any:
-        return await asyncio.to_thread(self.func, **{name: getattr(args, name) for name in type(args).model_fields})
 
 
 REGISTRY: dict[str, ToolSpec] = {}

@@ -9,17 +9,19 @@ and the tool records what was dropped in the step's notes (`settings.note`), whi
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from transformers import PreTrainedTokenizerBase
-
-from mora_agents.pipelines.loading import load_tokenizer
 from mora_agents.settings import note
 from mora_agents.tools.backends import BACKENDS, Backend, backend_named
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 
 def budget_tokenizer(backend: Backend) -> PreTrainedTokenizerBase:
     """The tokenizer of the text encoder that reads a backend's prompts (not its whole pipeline)."""
+    from mora_agents.pipelines.loading import load_tokenizer
+
     assert backend.text is not None
     return load_tokenizer(backend.text.model, backend.text.tokenizer, backend.models[0], backend.text.subfolder)
 

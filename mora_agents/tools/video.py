@@ -6,11 +6,8 @@ from __future__ import annotations
 from typing import Annotated
 
 import numpy as np
-import torch
 
-from mora_agents.media import Artifact, fit_image, load_image, probe, write_video
-from mora_agents.pipelines.adapters import adapters_scope
-from mora_agents.pipelines.loading import load_pipeline
+from mora_agents.media import Artifact, fit_image, load_image, write_video
 from mora_agents.settings import denoise_callback, output_path, settings, steps_callback
 from mora_agents.tools.backends import BACKENDS, backend_named
 from mora_agents.tools.defaults import fill_defaults, seeded
@@ -79,6 +76,9 @@ def image_to_video(
     noise_aug_strength 0.1, decode_chunk_size 12). The clip is written at `fps`. `adapters`: with the image-to-video
     agent's fine-tuned weights and modulation token from that folder.
     """
+    from mora_agents.pipelines.adapters import adapters_scope
+    from mora_agents.pipelines.loading import load_pipeline
+
     spec = backend_named(BACKENDS["image_to_video"], backend)
     if spec.name in LONG_BACKENDS:
         return image_clip(spec, image, prompt, seed, output, seconds=seconds, width=width, height=height, steps=steps,
@@ -100,7 +100,7 @@ def image_to_video(
                         max_sequence_length=spec.text.tokens)
         if spec.name == "ltx-video":
             specific["frame_rate"] = p["fps"]
-    with torch.inference_mode(), seeded(seed) as gen:
+    with seeded(seed) as gen:
         if spec.name == "open-sora-plan":  # this project's pipeline: uint8 frames
             video = pipe([start], width=p["width"], height=p["height"], num_frames=p["frames"],
                          num_inference_steps=p["steps"], generator=gen, output_type="np",
@@ -112,5 +112,4 @@ def image_to_video(
             video = (np.clip(frames, 0, 1) * 255).round().astype(np.uint8)
     settings().progress.stop()
     path = output_path(output, "image_to_video", ".mp4")
-    write_video(video, p["fps"], path)
-    return probe(path, noise=settings().preset == "tiny")
+    return write_video(video, p["fps"], path, noise=settings().preset == "tiny")

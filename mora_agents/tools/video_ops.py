@@ -65,5 +65,4 @@ def concat_videos(
         frames = resample_fps(resize_frames(frames, width, height), clip_fps, fps)
         parts.append(frames[min(overlap, len(frames) - 1):])
     path = output_path(output, "concat_videos", ".mp4")
-    write_video(np.concatenate(parts), fps, path)
-    return probe(path)
+    return write_video(np.concatenate(parts), fps, path)

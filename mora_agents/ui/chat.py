@@ -92,8 +92,9 @@ class ChatSession:
 
     def show_runs(self) -> None:
         table = Table("run", "task", "status", "seconds", "result")
+        mine = {run.resolve() for run in self.runs}  # the runner's paths are absolute; --out may be relative
         for summary in list_runs(self.options.out):
-            if summary.path in self.runs:
+            if summary.path.resolve() in mine:
                 table.add_row(escape(summary.path.name), escape(summary.task or ""), summary.status,
                               f"{summary.seconds:.1f}", escape(str(summary.result or "")))
         self.console.print(table)
@@ -110,6 +111,7 @@ class ChatSession:
     def request(self, text: str) -> None:
         self.files_in(text)
         reviewer = TextReviewer(self.ask, "human") if self.review else auto_accept
+        self.ui.reviewing, self.ui.run_dir = self.review, None
         try:
             with self.ui.live():
                 outcome = asyncio.run(run_request(
@@ -117,10 +119,10 @@ class ChatSession:
                     options=self.options, on_record=self.ui.show, reviewer=reviewer))
         finally:
             self.images, self.videos = [], []
-        self.runs.append(outcome.run_dir)
+            if self.ui.run_dir is not None and self.ui.run_dir not in self.runs:  # stopped or failed ones too
+                self.runs.append(self.ui.run_dir)
         self.last_result = outcome.result
-        note = " [yellow](noise: tiny preset)[/]" if outcome.noise else ""
-        self.console.print(f"[green]done:[/] {escape(str(outcome.result))}{note}")
+        self.ui.done(outcome)
 
     def turn(self, line: str) -> bool:
         """One line from the person; False to leave. Errors are reported and the chat goes on."""
@@ -134,7 +136,7 @@ class ChatSession:
         except MoraError as e:
             self.console.print(f"[red]error:[/] {escape(str(e))}")
         except KeyboardInterrupt:
-            self.console.print("[yellow]interrupted[/]: `mora resume RUN` continues the run (see /runs)")
+            self.console.print(f"[yellow]interrupted[/]: {escape(self.ui.resume_hint())} continues the run")
         return True
 
 

@@ -19,7 +19,7 @@ FAST = "subject_consistency,background_consistency,dynamic_degree,video_length,t
 def test_video_file_to_json(tmp_path):
     video = write_mp4(tmp_path / "static.mp4", static())
     out = tmp_path / "out.json"
-    result = invoke(video, "--metrics", FAST, "--json", out, "--weights", tmp_path / "none")
+    result = invoke(video, "--metrics", FAST, "--json-out", out, "--weights", tmp_path / "none")
     assert result.exit_code == 0, result.output
     metrics = json.loads(out.read_text())["videos"][0]["metrics"]
     assert metrics["subject_consistency"]["value"] == pytest.approx(1.0)
@@ -34,7 +34,7 @@ def test_video_file_to_json(tmp_path):
 def test_run_directories_read_prompt_task_and_inputs(tmp_path):
     run = make_run(tmp_path, "connect", "connect_videos", {"video_a": static(), "video_b": cut(), "prompt": "a cat"})
     out = tmp_path / "out.json"
-    assert invoke(run, "--metrics", FAST, "--json", out).exit_code == 0
+    assert invoke(run, "--metrics", FAST, "--json-out", out).exit_code == 0
     video = json.loads(out.read_text())["videos"][0]
     assert (video["prompt"], video["task"]) == ("a cat", "connect_videos")
     assert video["metrics"]["tcon"]["backend"] == "fallback:color-histogram"

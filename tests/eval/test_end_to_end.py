@@ -73,11 +73,11 @@ def evaluated(tmp_path_factory: pytest.TempPathFactory) -> Evaluated:
     edit = make_run(
         tmp, "edit", "edit_video", {"video": clip(seed=3), "prompt": "make it snowy", **captions}, result=clip(n=7)
     )
-    result = invoke(*plain, "--prompt", "a red fox", "--json", tmp / "plain.json", "--weights", tmp / "vbench")
+    result = invoke(*plain, "--prompt", "a red fox", "--json-out", tmp / "plain.json", "--weights", tmp / "vbench")
     assert result.exit_code == 0, result.output
     with pytest.MonkeyPatch.context() as env:
         env.setenv(ENV_VAR, str(tmp / "vbench"))
-        result = invoke(connect, edit, "--json", tmp / "runs.json")
+        result = invoke(connect, edit, "--json-out", tmp / "runs.json")
     assert result.exit_code == 0, result.output
     payloads = [json.loads((tmp / name).read_text()) for name in ("plain.json", "runs.json")]
     return Evaluated(payloads, [v for p in payloads for v in p["videos"]], weights, [*plain, connect, edit])
