@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 from mora_agents.cli import app
 from mora_agents.errors import InputError, ModelNotAvailable
 from mora_agents.pipelines.adapters import CARD
-from mora_agents.pipelines.loading import check_available
+from mora_agents.pipelines.sources import check_available
 from mora_agents.batch.engine import check_requests
 from mora_agents.batch.requests import parse_line
 from mora_agents.runs.runner import RunOptions, check_overrides, prepare_run, run_request

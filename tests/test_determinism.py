@@ -17,7 +17,8 @@ from PIL import Image
 
 from mora_agents.media import Artifact, read_video
 from mora_agents.models import tiny_backends
-from mora_agents.pipelines.loading import COMPONENT_FOLDERS, MODEL_IDS, build_pipeline, load_pipeline
+from mora_agents.pipelines.loading import build_pipeline, load_pipeline
+from mora_agents.pipelines.sources import COMPONENT_FOLDERS, MODEL_IDS
 from mora_agents.settings import use_settings
 from mora_agents.tools import connect_images, connect_videos, edit_image, image_to_video, keyframe, text_to_image
 from mora_agents.tools.backends import BACKENDS

@@ -17,7 +17,7 @@ from mora_agents.errors import InputError, ModelNotAvailable
 from mora_agents.eval.drift import clip_drift
 from mora_agents.llm.offline import route
 from mora_agents.media import read_video
-from mora_agents.pipelines.loading import check_available
+from mora_agents.pipelines.sources import check_available
 from mora_agents.runs.runner import RunOptions, check_overrides, run_request
 from mora_agents.settings import use_settings
 from mora_agents.tools import extend_video, image_to_video, text_to_image

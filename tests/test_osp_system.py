@@ -21,7 +21,7 @@ from mora_agents.errors import InputError, ModelNotAvailable
 from mora_agents.eval.chart import paper_rows
 from mora_agents.eval.metrics.summary import QUALITY_DIMENSIONS
 from mora_agents.media import read_video
-from mora_agents.pipelines.loading import check_available
+from mora_agents.pipelines.sources import check_available
 from mora_agents.runs.runner import RunOptions, check_options, run_request
 from mora_agents.settings import use_settings
 from mora_agents.sop.calls import required_models

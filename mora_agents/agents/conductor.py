@@ -27,7 +27,7 @@ from mora_agents.agents.messages import (
 )
 from mora_agents.errors import InputError
 from mora_agents.media import Artifact, atomic_copy
-from mora_agents.pipelines.loading import check_available
+from mora_agents.pipelines.sources import check_available
 from mora_agents.pipelines.speed import check_speed
 from mora_agents.settings import settings
 from mora_agents.sop.calls import check_calls, required_models, sop_calls

@@ -34,6 +34,7 @@ from torch.utils.hooks import RemovableHandle
 
 from mora_agents.errors import InputError, validation_summary
 from mora_agents.media import atomic_path, sha256_file
+from mora_agents.pipelines.sources import model_source
 from mora_agents.settings import settings, use_settings
 
 AGENT_MODELS: dict[str, dict[str, str]] = {
@@ -111,8 +112,6 @@ def card_sha256(folder: Path) -> str:
 
 def check_adapters(folder: Path) -> AdapterCard:
     """Check that an adapter folder fits the current settings (preset, base models); raises InputError."""
-    from mora_agents.pipelines.loading import model_source
-
     card = read_card(folder)
     preset = settings().preset
     if card.preset != preset:

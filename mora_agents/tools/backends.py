@@ -36,7 +36,7 @@ class Backend:
     label: str
     """The model, in words (role descriptions, messages)."""
     models: tuple[str, ...]
-    """The model keys it loads (`mora_agents.pipelines.loading.MODEL_IDS`)."""
+    """The model keys it loads (`mora_agents.pipelines.sources.MODEL_IDS`)."""
     params: frozenset[str]
     """The tool parameters it reads, of those that not every backend of the tool reads."""
     side: int = 8

@@ -36,7 +36,7 @@ class ToolSpec:
     media: dict[str, str] = field(default_factory=dict)
     """Parameters that take media paths, with their kind: {"image": "image"} or {"videos": "video"}."""
     models: tuple[str, ...] = ()
-    """Model keys the tool loads (see mora_agents.pipelines.loading.MODEL_IDS), for a tool without backends."""
+    """Model keys the tool loads (see mora_agents.pipelines.sources.MODEL_IDS), for a tool without backends."""
     backends: Mapping[str, Backend] = field(default_factory=dict)
     """The models a tool with a `backend` parameter can run, by name, the default first (`tools.backends`)."""
     models_of: Callable[[Mapping[str, Any]], tuple[str, ...]] | None = None

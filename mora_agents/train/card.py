@@ -21,7 +21,7 @@ from mora_agents.pipelines.adapters import (
     save_lora,
     save_modulation,
 )
-from mora_agents.pipelines.loading import model_source
+from mora_agents.pipelines.sources import model_source
 
 
 def _save(tensors: dict[str, Any], path: Path) -> None:

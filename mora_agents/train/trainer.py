@@ -47,7 +47,8 @@ from mora_agents.pipelines.adapters import (
     denoiser_name,
     load_weights,
 )
-from mora_agents.pipelines.loading import MEMORY_PROFILES, build_pipeline, check_available, resolve_device
+from mora_agents.pipelines.loading import MEMORY_PROFILES, build_pipeline, resolve_device
+from mora_agents.pipelines.sources import check_available
 from mora_agents.settings import use_settings
 from mora_agents.inputs import MAX_WORK_SIDE
 from mora_agents.tools.backends import BACKENDS, SYSTEMS
