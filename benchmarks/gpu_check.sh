@@ -42,15 +42,15 @@ part() {  # part NAME LIMIT_S COMMAND...: run a part under its time limit, keep 
   shift 2
   echo "== $name (at most ${limit}s): $*" >&2
   local begin=$SECONDS
-  timeout "$limit" "$@" --markdown "$work/$name.md" --json "$work/$name.json" >"$work/$name.out" 2>"$work/$name.err"
+  timeout "$limit" "$@" --markdown "$work/$name.md" --json-out "$work/$name.json" >"$work/$name.out" 2>"$work/$name.err"
   local code=$?
   echo "$code $((SECONDS - begin))" >"$work/$name.status"
   [ "$code" = 0 ] || tail -5 "$work/$name.err" >&2
 }
 
-part speed "$speed_limit" mora bench --device "$device" --size "$size" --workloads text_to_image,svd_segment \
+part speed "$speed_limit" mora bench --device "$device" --preset "$size" --workloads text_to_image,svd_segment \
   --no-approximate --no-reference --repeats 1 --warmup 1 --speed fast,fastest "${extra[@]}"
-part training "$training_limit" mora bench --training --device "$device" --size "$size" \
+part training "$training_limit" mora bench --training --device "$device" --preset "$size" \
   --workloads image_to_video --memory-profile 24gb --repeats 1 --warmup 1
 
 section() {  # section NAME TITLE: a part's table, or why there is none

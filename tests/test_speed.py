@@ -238,3 +238,16 @@ def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+def test_the_gpu_check_script_runs_both_parts_on_the_cpu(tmp_path: Path) -> None:
+    """`benchmarks/gpu_check.sh --dry-run` runs the very commands a GPU loan runs (tiny models, no compiling): both
+    parts succeed and write their tables, so the script a short loan depends on cannot rot unseen."""
+    out = tmp_path / "RESULTS.md"
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_check.sh"
+    done = subprocess.run(["bash", str(script), "--dry-run", str(out)], capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stdout + done.stderr
+    report = out.read_text()
+    assert "Failed (exit code" not in report and "Did not finish" not in report, report
+    assert "| svd_segment | ours+fastest" in report and "| image_to_video | lora | 24gb |" in report, report
