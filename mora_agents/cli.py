@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import sys
 import threading
 from collections.abc import Awaitable, Callable, Iterator
@@ -862,15 +863,20 @@ def sops_validate(files: Annotated[Optional[list[Path]], typer.Argument(help="SO
         raise typer.Exit(2)
 
 
+_IMPORTED_IN = os.getpid()
+
+
 def main() -> None:
     """The `mora` command. Once torch is loaded, a command that ends (with no other thread left) skips the
     interpreter's teardown: freeing torch's and diffusers' thousands of modules one by one takes over a second, the
     system frees the process at once. Safe because nothing relies on it: every file the package writes is closed, and
-    a run killed at any moment loses nothing it recorded."""
+    a run killed at any moment loses nothing it recorded. Not in a child forked after this module was imported: the
+    exit handlers it inherited (a parent's temporary folders, say) are the parent's to run."""
     try:
         app()
     except SystemExit as e:
-        if "torch" in sys.modules and all(t.daemon or t is threading.main_thread() for t in threading.enumerate()):
+        if (os.getpid() == _IMPORTED_IN and "torch" in sys.modules
+                and all(t.daemon or t is threading.main_thread() for t in threading.enumerate())):
             _exit_now(e.code)
         raise
 
@@ -878,7 +884,6 @@ def main() -> None:
 def _exit_now(code: object) -> NoReturn:
     """Exit as `SystemExit(code)` would (exit handlers run, output flushed), without the interpreter's teardown."""
     import atexit
-    import os
 
     if code is not None and not isinstance(code, int):
         print(code, file=sys.stderr)

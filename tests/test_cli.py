@@ -3,6 +3,8 @@ from __future__ import annotations
 import ast
 import io
 import json
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -192,3 +194,30 @@ def test_file_names_in_errors_are_printed_as_written(tmp_path: Path) -> None:
     result = mora("batch", str(requests), "--out", str(tmp_path / "out"), "--preset", "tiny")
     assert result.exit_code == 2
     assert f"mora: error: {requests}:100: not valid JSON" in result.output and "💯" not in result.output
+
+
+FORKED_MAIN = """
+import os, sys, tempfile
+import torch  # the quick exit is on once torch is loaded
+from mora_agents.cli import main
+kept = tempfile.TemporaryDirectory()
+pid = os.fork()
+if pid == 0:
+    sys.argv = ["mora", "sops", "list"]
+    try:
+        main()
+    finally:
+        os._exit(0)
+os.waitpid(pid, 0)
+print(os.path.isdir(kept.name))
+"""
+
+
+def test_main_in_a_forked_child_leaves_the_parents_exit_handlers_alone(tmp_path: Path) -> None:
+    """`mora`'s quick exit runs the exit handlers itself; a child forked after the import inherited its parent's
+    (here a temporary folder's clean-up), which are not its to run."""
+    script = tmp_path / "fork.py"
+    script.write_text(FORKED_MAIN)
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1] == "True", done.stdout

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import atexit
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -27,7 +28,7 @@ from contextlib import contextmanager
 from dataclasses import asdict
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 from unittest import mock
 
 import torch
@@ -163,6 +164,8 @@ class Group:
             except subprocess.TimeoutExpired:
                 worker.kill()
                 worker.wait()
+        if all(worker.returncode == 0 for worker in self.workers):  # else the logs say why
+            shutil.rmtree(self.logs, ignore_errors=True)
 
 
 _group: Group | None = None
@@ -200,8 +203,8 @@ _RANK = 0
 """This process's rank: 0 for the process that runs the request."""
 
 
-def worker_main(device_type: str) -> None:
-    """A worker rank: run each pipeline call rank 0 sends, until it says stop."""
+def worker_main(device_type: str) -> NoReturn:
+    """A worker rank's process: run each pipeline call rank 0 sends, until it says stop, then end."""
     from mora_agents.pipelines.loading import load_pipeline
 
     global _RANK
@@ -222,6 +225,9 @@ def worker_main(device_type: str) -> None:
         with use_settings(device=device, **snapshot), torch.inference_mode():
             load_pipeline(key)(*args, **kwargs)
     dist.destroy_process_group()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)  # gloo's client side of the store sometimes aborts in the interpreter's teardown once rank 0 has gone
 
 
 if __name__ == "__main__":
