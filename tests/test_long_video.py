@@ -41,10 +41,10 @@ def test_window_arithmetic_matches_the_authors_lengths() -> None:
 
 
 def test_skyreels_makes_whole_windows_the_same_way_every_time(tiny, start: str) -> None:
-    one = image_to_video(start, prompt="the fox runs", backend="skyreels-v2-df", seconds=5, seed=3)
-    async_ = image_to_video(start, prompt="the fox runs", backend="skyreels-v2-df", seconds=5, ar_step=2, seed=3)
-    again = image_to_video(start, prompt="the fox runs", backend="skyreels-v2-df", seconds=5, seed=3)
-    assert (one.frames, one.fps, one.width, one.height) == (41, 8.0, 64, 64)  # tiny: 17 + 2 windows of 12 at 8 fps
+    one = image_to_video(start, prompt="the fox runs", backend="skyreels-v2-df", seconds=20, seed=3)
+    async_ = image_to_video(start, prompt="the fox runs", backend="skyreels-v2-df", seconds=20, ar_step=2, seed=3)
+    again = image_to_video(start, prompt="the fox runs", backend="skyreels-v2-df", seconds=20, seed=3)
+    assert (one.frames, one.fps, one.width, one.height) == (41, 2.0, 64, 64)  # tiny: 17 + 2 windows of 12 at 2 fps
     assert one.sha256 == again.sha256  # after an asynchronous call too: the pipeline's block size is reset
     assert async_.sha256 != one.sha256
 
@@ -57,9 +57,9 @@ def test_framepack_makes_whole_sections(tiny, start: str) -> None:
 
 def test_extend_video_continues_from_the_end_of_the_whole_clip(tiny, tmp_path: Path) -> None:
     video = make_video(tmp_path / "in.mp4", frames=14, size=(64, 48), fps=7.0)
-    more = extend_video(str(video), prompt="it goes on", seconds=3, seed=5)
-    short = extend_video(str(make_video(tmp_path / "short.mp4", frames=3, fps=7.0)), seconds=1, seed=5)
-    assert (more.frames, more.fps, more.width, more.height) == (25, 8.0, 64, 64)  # 24 new frames after the seam frame
+    more = extend_video(str(video), prompt="it goes on", seconds=12, seed=5)
+    short = extend_video(str(make_video(tmp_path / "short.mp4", frames=3, fps=7.0)), seconds=4, seed=5)
+    assert (more.frames, more.fps, more.width, more.height) == (25, 2.0, 64, 64)  # 24 new frames after the seam frame
     assert short.frames == 9  # a clip shorter than the history is padded with its first frame
     frames, _ = read_video(more.path)
     assert frames.shape == (25, 64, 64, 3) and more.noise
@@ -119,7 +119,8 @@ def test_long_video_runs_from_a_text_and_from_a_video_with_its_drift(tmp_path: P
     assert (info["status"], info["task"]) == ("finished", "long_video")  # the planner's pick: "a long video"
     assert info["backends"] == {"text_to_image": ["sdxl"], "image_to_video": ["skyreels-v2-df"]}
     rows = info["drift"]["clip"]
-    assert [r["start"] for r in rows] == [4.0 * i for i in range(len(rows))] and len(rows) == 8  # 30 s, every 4 s
+    # 30 s asked, made in whole windows (tiny: 17 + 4 x 12 frames at 2 fps, 32.5 s), measured every 4 s
+    assert [r["start"] for r in rows] == [4.0 * i for i in range(len(rows))] and len(rows) == 9
     assert rows[0]["to_previous"] is None and rows[0]["to_first"] == {"color": 0.0, "sharpness": 1.0}
     assert rows == clip_drift(text.run_dir / "artifacts" / "clip.mp4")
     video = make_video(tmp_path / "clip.mp4", frames=14, size=(64, 48), fps=7.0)

@@ -250,7 +250,8 @@ def test_the_gpu_check_script_runs_both_parts_on_the_cpu(tmp_path: Path) -> None
     out = tmp_path / "RESULTS.md"
     script = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_check.sh"
     done = subprocess.run(["bash", str(script), "--dry-run", str(out)], capture_output=True, text=True, timeout=600,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+                          env={**os.environ, "OMP_NUM_THREADS": "1",  # its `mora` is this interpreter's
+                               "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"})
     assert done.returncode == 0, done.stdout + done.stderr
     report = out.read_text()
     assert "Failed (exit code" not in report and "Did not finish" not in report, report

@@ -61,7 +61,8 @@ BACKEND_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
                            "addnoise_condition": 20.0, "ar_step": 0, "causal_block_size": None},
         "framepack": {"seconds": 5.0, "width": 832, "height": 480, "steps": 25, "fps": 30, "guidance_scale": 10.0},
     },
-    "tiny": {  # as DEFAULTS["tiny"]; Wan's and LTX's clips are 9 frames at 1 fps, 9 s (a 30 s run chains 3)
+    "tiny": {  # as DEFAULTS["tiny"]; Wan's and LTX's clips are 9 frames at 1 fps, 9 s (a 30 s run chains 3);
+               # SkyReels-V2 DF's windows are 17 frames at 2 fps (60 s: 10 windows, 125 frames)
         "flux-schnell": {"width": 64, "height": 64, "steps": 1, "strength": 0.3},
         "flux-kontext": {"steps": 1, "guidance_scale": 2.5, "max_side": 128, "width": 64, "height": 64},
         "sdxl-ip-adapter": {"width": 64, "height": 64, "steps": 2, "guidance_scale": 5.0, "reference_scale": 0.6},
@@ -76,7 +77,7 @@ BACKEND_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
         "sd3.5-medium": {"width": 64, "height": 64, "steps": 1, "guidance_scale": 4.5, "strength": 0.6},
         "open-sora-plan": {"frames": 9, "width": 64, "height": 64, "steps": 4, "guidance_scale": 7.5, "fps": 2,
                            "negative_prompt": _NEGATIVE_IMAGE},
-        "skyreels-v2-df": {"seconds": 2.0, "width": 64, "height": 64, "steps": 2, "fps": 8, "guidance_scale": 5.0,
+        "skyreels-v2-df": {"seconds": 2.0, "width": 64, "height": 64, "steps": 2, "fps": 2, "guidance_scale": 5.0,
                            "negative_prompt": _NEGATIVE_VIDEO, "base_frames": 17, "overlap_history": 5,
                            "addnoise_condition": 20.0, "ar_step": 0, "causal_block_size": None},
         "framepack": {"seconds": 2.0, "width": 64, "height": 64, "steps": 2, "fps": 8, "guidance_scale": 10.0},
