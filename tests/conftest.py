@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -13,6 +14,9 @@ from PIL import Image
 from mora_agents.media import write_video
 from mora_agents.runs.transcript import read_transcript
 from mora_agents.settings import use_settings
+
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:  # started as a background job: the tests' Ctrl-C must reach
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # the processes they start, which would inherit SIG_IGN
 
 
 @pytest.fixture(scope="module")
