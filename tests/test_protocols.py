@@ -23,7 +23,10 @@ from serve_server import Server
 
 from mora_agents.media import read_video
 from mora_agents.runs.catalog import read_info
-from mora_agents.serve.webhooks import new_secret
+from mora_agents.runs.runner import RunOptions
+from mora_agents.serve.hub import Hub
+from mora_agents.serve.webhooks import new_secret, record
+from mora_agents.serve.worker import Worker
 
 warnings.filterwarnings("ignore", category=DeprecationWarning)  # the client marks the Videos API deprecated
 
@@ -277,3 +280,30 @@ def test_model_mora_osp_runs_the_osp_system(server: Server, client: openai.OpenA
     httpx.post(f"{server.url}/api/runs/{video.id}/cancel", headers=headers).raise_for_status()
     wait_for(lambda: client.videos.retrieve(video.id).status == "failed")
     assert client.videos.delete(video.id).deleted
+
+
+def test_a_delete_during_a_webhook_delivery_removes_the_whole_run(tmp_path: Path) -> None:
+    """A delivery's record may be written while the run is deleted (the client deletes a failed video at once): the
+    run goes, whole, and the record is dropped rather than left in a folder half removed."""
+    hub = Hub(RunOptions(out=tmp_path), Worker())
+    for n in range(30):
+        run_dir = tmp_path / f"run-{n}"
+        run_dir.mkdir()
+        (run_dir / "run.json").write_text("{}")
+        for i in range(300):  # a folder that takes a while to empty
+            (run_dir / f"frame-{i}.png").write_bytes(b"")
+        stop = threading.Event()
+
+        def deliver(run_dir: Path = run_dir) -> None:
+            while not stop.is_set():
+                record(run_dir, {"event": "evt", "attempt": 1})
+
+        writer = threading.Thread(target=deliver)
+        writer.start()
+        try:
+            hub.delete(run_dir.name)
+        finally:
+            stop.set()
+            writer.join()
+        assert not run_dir.exists()
+    assert list(tmp_path.iterdir()) == []

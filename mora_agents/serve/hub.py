@@ -260,12 +260,17 @@ class Hub:
         return self.worker.cancel(run_id)
 
     def delete(self, run_id: str) -> None:
-        """Remove a run directory that no one runs (Conflict while it is queued or running, here or elsewhere)."""
+        """Remove a run directory that no one runs (Conflict while it is queued or running, here or elsewhere).
+
+        It is first moved out of its name, in one step: a late writer (a webhook delivery's record, say) then finds
+        no run rather than adding a file while the folder is being emptied."""
         run_dir = self.run_dir(run_id)
         if run_id in self.worker.live:
             raise Conflict(f"video {run_id} is {self.snapshot(run_id).phase}; cancel it first")
         with run_lock(run_dir):  # RunLocked (a Conflict for clients) while another process runs it
-            shutil.rmtree(run_dir)
+            trash = Path(tempfile.mkdtemp(prefix=".deleting-", dir=self.out))
+            run_dir.rename(trash / run_id)
+        shutil.rmtree(trash)
         self._progress.pop(run_id, None)
         self._results.pop(run_id, None)
 

@@ -130,6 +130,8 @@ class Sender:
 
 def record(run_dir: Path, entry: dict[str, Any]) -> None:
     """Append one delivery attempt to the run's webhooks.jsonl (a run deleted meanwhile keeps no record)."""
-    if run_dir.is_dir():
+    try:
         with open(run_dir / RECORD, "a", encoding="utf-8") as f:
             f.write(json.dumps({"at": datetime.now().isoformat(), **entry}) + "\n")
+    except FileNotFoundError:
+        pass
