@@ -124,7 +124,8 @@ def test_ray_batch_gives_the_same_videos_and_retries_a_run_whose_worker_was_kill
             if transcript.is_file() and any(r.type.endswith("[StepRequest]") and r.message["content"]["step"] == "segments"
                                             and r.message["content"]["iteration"] == 1
                                             for r in read_transcript(transcript)):
-                ray_cluster.kill(ray_cluster.get_actor(names["worker"]))
+                names["killed"] = names["worker"]  # the retry may start (and set "worker" again) before set()
+                ray_cluster.kill(ray_cluster.get_actor(names["killed"]))
                 killed.set()
                 return
             time.sleep(0.05)
@@ -137,7 +138,7 @@ def test_ray_batch_gives_the_same_videos_and_retries_a_run_whose_worker_was_kill
     assert [r.status for r in results] == ["finished"] * 6
     assert {r.key: frames_sha256(r.result) for r in results} == separate
     retried = results[3]
-    assert retried.attempts == 2 and retried.worker != names["worker"] and [r.attempts for i, r in enumerate(results) if i != 3] == [1] * 5
+    assert retried.attempts == 2 and retried.worker != names["killed"] and [r.attempts for i, r in enumerate(results) if i != 3] == [1] * 5
     assert segment_results(retried.run_dir) == ["segments#0", "segments#1", "segments#2"]
     assert tool_runs(retried.run_dir, "text_to_image") == 1 and tool_runs(retried.run_dir, "image_to_video") == 3
     notes = [r.message["text"] for r in read_transcript(retried.run_dir / "transcript.jsonl") if r.kind == "note"]
